@@ -1,0 +1,156 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// seed is the DESIGN.md example for web-node-1.
+const seed = `
+node: web-node-1
+etcd:
+  endpoints: [http://192.168.20.2:2379]
+  prefix: /vipd
+  lease_ttl: 3s
+  dial_timeout: 2s
+metrics: {listen: "127.0.0.1:9842"}
+checks:
+  haproxy:
+    type: http
+    url: http://127.0.0.1:8404/healthz
+    interval: 200ms
+    timeout: 150ms
+    rise: 2
+    fall: 2
+groups:
+  - name: VI_1
+    interface: ens160
+    addresses: [192.168.20.15/24]
+    priority: 101
+    preempt: true
+    preempt_delay: 0s
+    track: [{check: haproxy, weight: 2}]
+    garp: {count: 5, interval: 1s, refresh: 0s}
+    notify: {master: [], backup: [], fault: [], stop: []}
+`
+
+func TestParseSeed(t *testing.T) {
+	c, err := Parse(strings.NewReader(seed))
+	if err != nil {
+		t.Fatalf("seed config rejected: %v", err)
+	}
+	g := c.Groups[0]
+	if g.Name != "VI_1" || g.Priority != 101 || !g.Preempt || g.Interface != "ens160" {
+		t.Errorf("group decoded wrong: %+v", g)
+	}
+	if len(g.Prefixes) != 1 || g.Prefixes[0].String() != "192.168.20.15/24" {
+		t.Errorf("Prefixes = %v", g.Prefixes)
+	}
+	if ch := c.Checks["haproxy"]; ch.Interval != 200*time.Millisecond || ch.Timeout != 150*time.Millisecond || ch.Rise != 2 {
+		t.Errorf("check decoded wrong: %+v", ch)
+	}
+	if c.Etcd.LeaseTTL != 3*time.Second || c.Etcd.RequestTimeout != DefaultRequestTimeout {
+		t.Errorf("etcd decoded wrong: %+v", c.Etcd)
+	}
+	if w := c.Warnings(); len(w) != 0 {
+		t.Errorf("unexpected warnings %v", w)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse(strings.NewReader(`
+node: n1
+etcd: {endpoints: ["http://127.0.0.1:2379"]}
+groups: [{name: g, interface: eth0, addresses: [10.0.0.1/24]}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := c.Groups[0]
+	if !g.Preempt {
+		t.Error("preempt should default to true")
+	}
+	if g.Priority != DefaultPriority || g.BackoffStep != DefaultBackoffStep || g.GARP.Count != DefaultGARPCount || g.GARP.Interval != DefaultGARPInterval {
+		t.Errorf("group defaults wrong: %+v", g)
+	}
+	if c.Etcd.Prefix != "/vipd" || c.Etcd.LeaseTTL != 3*time.Second || c.Metrics.Listen != DefaultMetricsListen {
+		t.Errorf("defaults wrong: %+v %+v", c.Etcd, c.Metrics)
+	}
+	c2, err := Parse(strings.NewReader(`
+node: n1
+etcd: {endpoints: ["http://127.0.0.1:2379"]}
+metrics: {listen: ""}
+groups: [{name: g, interface: eth0, addresses: [10.0.0.1/24], preempt: false}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2.Groups[0].Preempt {
+		t.Error("explicit preempt: false was lost")
+	}
+	if c2.Metrics.Listen != "" {
+		t.Error(`explicit metrics.listen: "" must turn the listener off`)
+	}
+}
+
+func TestValidationErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		edit func(string) string
+		want []string // every substring must appear in the error
+	}{
+		{"unknown key", func(s string) string { return strings.Replace(s, "lease_ttl: 3s", "lease_ttl: 3s\n  leese: 1", 1) }, []string{"leese"}},
+		{"bad CIDR", func(s string) string { return strings.Replace(s, "192.168.20.15/24", "192.168.20.315/24", 1) }, []string{"groups[0] (VI_1).addresses[0]", "192.168.20.315/24"}},
+		{"missing interface", func(s string) string { return strings.Replace(s, "interface: ens160", "interface: \"\"", 1) }, []string{"groups[0] (VI_1).interface", "required"}},
+		{"lease_ttl too short", func(s string) string { return strings.Replace(s, "lease_ttl: 3s", "lease_ttl: 1s", 1) }, []string{"etcd.lease_ttl", "1s", "2s"}},
+		{"lease_ttl fractional", func(s string) string { return strings.Replace(s, "lease_ttl: 3s", "lease_ttl: 2500ms", 1) }, []string{"etcd.lease_ttl", "2.5s", "whole"}},
+		{"unknown check", func(s string) string { return strings.Replace(s, "check: haproxy", "check: nginx", 1) }, []string{"track[0].check", `"nginx"`}},
+		{"duplicate group", func(s string) string {
+			return s + "  - {name: VI_1, interface: ens160, addresses: [192.168.20.16/24]}\n"
+		}, []string{"groups[1] (VI_1).name", "already used by groups[0]"}},
+		{"same address twice", func(s string) string {
+			return s + "  - {name: VI_2, interface: ens160, addresses: [192.168.20.15/24]}\n"
+		}, []string{"groups[1] (VI_2).addresses[0]", "192.168.20.15", "groups[0] (VI_1).addresses[0]"}},
+		{"timeout longer than interval", func(s string) string { return strings.Replace(s, "timeout: 150ms", "timeout: 300ms", 1) }, []string{"checks.haproxy.timeout", "300ms", "200ms"}},
+		{"priority out of range", func(s string) string { return strings.Replace(s, "priority: 101", "priority: 256", 1) }, []string{"priority", "256", "1..255"}},
+		{"weight out of range", func(s string) string { return strings.Replace(s, "weight: 2", "weight: 300", 1) }, []string{"weight", "300"}},
+		{"no endpoints", func(s string) string { return strings.Replace(s, "[http://192.168.20.2:2379]", "[]", 1) }, []string{"etcd.endpoints"}},
+		{"bad endpoint", func(s string) string { return strings.Replace(s, "http://192.168.20.2:2379", "192.168.20.2:2379", 1) }, []string{"etcd.endpoints[0]", "192.168.20.2:2379"}},
+		{"bad check type", func(s string) string { return strings.Replace(s, "type: http", "type: carrier-pigeon", 1) }, []string{"checks.haproxy.type", "carrier-pigeon"}},
+		{"bad duration", func(s string) string { return strings.Replace(s, "interval: 200ms", "interval: soon", 1) }, []string{"soon"}},
+		{"mixed families", func(s string) string {
+			return strings.Replace(s, "[192.168.20.15/24]", "[192.168.20.15/24, 2001:db8::15/64]", 1)
+		}, []string{"addresses[1]", "mixes address families"}},
+		{"request timeout vs ttl", func(s string) string {
+			return strings.Replace(s, "dial_timeout: 2s", "dial_timeout: 2s\n  request_timeout: 2s", 1)
+		}, []string{"etcd.request_timeout", "2s", "3s"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(strings.NewReader(tc.edit(seed)))
+			if err == nil {
+				t.Fatal("config accepted, want an error")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %v does not wrap ErrInvalid", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestWarningsForUntrackedCheck(t *testing.T) {
+	c, err := Parse(strings.NewReader(strings.Replace(seed, "track: [{check: haproxy, weight: 2}]", "track: []", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := c.Warnings(); len(w) != 1 || !strings.Contains(w[0], "checks.haproxy") {
+		t.Errorf("Warnings() = %v, want one naming checks.haproxy", w)
+	}
+}

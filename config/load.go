@@ -1,0 +1,144 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Defaults, exported so docs and tests refer to one place.
+const (
+	DefaultPrefix         = "/vipd"
+	DefaultLeaseTTL       = 3 * time.Second
+	DefaultDialTimeout    = 2 * time.Second
+	DefaultRequestTimeout = 500 * time.Millisecond
+	DefaultMetricsListen  = "127.0.0.1:9842"
+	DefaultCheckInterval  = time.Second
+	DefaultPriority       = 100
+	DefaultBackoffStep    = 100 * time.Millisecond
+	DefaultGARPCount      = 5
+	DefaultGARPInterval   = time.Second
+)
+
+// Default returns a configuration with every default set and no groups.
+func Default() Config {
+	return Config{
+		Etcd: Etcd{
+			Prefix:         DefaultPrefix,
+			LeaseTTL:       DefaultLeaseTTL,
+			DialTimeout:    DefaultDialTimeout,
+			RequestTimeout: DefaultRequestTimeout,
+		},
+		Metrics: Metrics{Listen: DefaultMetricsListen},
+	}
+}
+
+// defaultGroup is the starting point every decoded group is merged onto, so
+// that an absent `preempt` means true (keepalived's default) while an
+// explicit `preempt: false` is kept.
+func defaultGroup() Group {
+	return Group{Priority: DefaultPriority, Preempt: true}
+}
+
+// UnmarshalYAML decodes a group on top of its defaults.
+func (g *Group) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain Group // no methods: avoids recursion
+	p := plain(defaultGroup())
+	if err := unmarshal(&p); err != nil {
+		return err
+	}
+	*g = Group(p)
+	return nil
+}
+
+// ErrInvalid wraps every validation failure, so callers can tell a bad file
+// from an unreadable one.
+var ErrInvalid = errors.New("config: invalid")
+
+// Load reads, decodes, defaults and validates the file at path.
+func Load(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	return Parse(f)
+}
+
+// Parse decodes, defaults and validates a configuration.
+func Parse(r io.Reader) (Config, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: read: %w", err)
+	}
+	c := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if err := c.applyDefaults(); err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// applyDefaults replaces zero values with defaults.
+func (c *Config) applyDefaults() error {
+	if c.Node == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("config: node is empty and the hostname is unknown: %w", err)
+		}
+		c.Node = h
+	}
+	d := Default()
+	if c.Etcd.Prefix == "" {
+		c.Etcd.Prefix = d.Etcd.Prefix
+	}
+	if c.Etcd.LeaseTTL == 0 {
+		c.Etcd.LeaseTTL = d.Etcd.LeaseTTL
+	}
+	if c.Etcd.DialTimeout == 0 {
+		c.Etcd.DialTimeout = d.Etcd.DialTimeout
+	}
+	if c.Etcd.RequestTimeout == 0 {
+		c.Etcd.RequestTimeout = d.Etcd.RequestTimeout
+	}
+	for name, ch := range c.Checks {
+		if ch.Interval == 0 {
+			ch.Interval = DefaultCheckInterval
+		}
+		if ch.Timeout == 0 {
+			ch.Timeout = ch.Interval
+		}
+		if ch.Rise == 0 {
+			ch.Rise = 1
+		}
+		if ch.Fall == 0 {
+			ch.Fall = 1
+		}
+		c.Checks[name] = ch
+	}
+	for i := range c.Groups {
+		g := &c.Groups[i]
+		if g.BackoffStep == 0 {
+			g.BackoffStep = DefaultBackoffStep
+		}
+		if g.GARP.Count == 0 {
+			g.GARP.Count = DefaultGARPCount
+		}
+		if g.GARP.Interval == 0 {
+			g.GARP.Interval = DefaultGARPInterval
+		}
+	}
+	return nil
+}

@@ -1,0 +1,246 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Limits from keepalived, which operators migrate from.
+const (
+	MinPriority = 1
+	MaxPriority = 255
+	MaxWeight   = 253
+	MinLeaseTTL = 2 * time.Second
+	MinInterval = 10 * time.Millisecond
+	// maxIfNameLen is IFNAMSIZ-1.
+	maxIfNameLen = 15
+)
+
+// nameRE limits node and group names to characters safe in etcd keys and
+// environment variables.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// supportedCheckTypes are the check types this build runs.
+var supportedCheckTypes = map[string]bool{"http": true}
+
+// Validate checks the configuration and fills Group.Prefixes. It reports
+// every problem at once, each naming its key and value, joined and wrapped
+// in ErrInvalid.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+
+	if !nameRE.MatchString(c.Node) {
+		bad("node", "%q must be letters, digits, '_', '.' or '-'", c.Node)
+	}
+	c.validateEtcd(bad)
+	if l := c.Metrics.Listen; l != "" {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			bad("metrics.listen", "%q is not host:port: %v", l, err)
+		}
+	}
+	c.validateChecks(bad)
+	c.validateGroups(bad)
+
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+}
+
+func (c *Config) validateEtcd(bad func(key, format string, args ...any)) {
+	e := &c.Etcd
+	if len(e.Endpoints) == 0 {
+		bad("etcd.endpoints", "at least one endpoint is required")
+	}
+	for i, ep := range e.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad(fmt.Sprintf("etcd.endpoints[%d]", i), "%q is not an http:// or https:// URL", ep)
+		}
+	}
+	if !strings.HasPrefix(e.Prefix, "/") || (len(e.Prefix) > 1 && strings.HasSuffix(e.Prefix, "/")) {
+		bad("etcd.prefix", "%q must start with '/' and not end with '/'", e.Prefix)
+	}
+	if e.LeaseTTL < MinLeaseTTL {
+		bad("etcd.lease_ttl", "%v is below the minimum %v", e.LeaseTTL, MinLeaseTTL)
+	} else if e.LeaseTTL%time.Second != 0 {
+		bad("etcd.lease_ttl", "%v is not a whole number of seconds (etcd leases are granted in seconds)", e.LeaseTTL)
+	}
+	if e.DialTimeout <= 0 {
+		bad("etcd.dial_timeout", "%v must be positive", e.DialTimeout)
+	}
+	if e.RequestTimeout <= 0 {
+		bad("etcd.request_timeout", "%v must be positive", e.RequestTimeout)
+	} else if e.LeaseTTL >= MinLeaseTTL && e.RequestTimeout*2 >= e.LeaseTTL {
+		bad("etcd.request_timeout", "%v must be shorter than half of etcd.lease_ttl %v, or one stuck renewal would eat the fence margin", e.RequestTimeout, e.LeaseTTL)
+	}
+	if (e.Username == "") != (e.PasswordFile == "") {
+		bad("etcd.username", "username %q and password_file %q must be set together", e.Username, e.PasswordFile)
+	}
+	if (e.TLS.CertFile == "") != (e.TLS.KeyFile == "") {
+		bad("etcd.tls.cert_file", "cert_file %q and key_file %q must be set together", e.TLS.CertFile, e.TLS.KeyFile)
+	}
+}
+
+func (c *Config) validateChecks(bad func(key, format string, args ...any)) {
+	for _, name := range sortedKeys(c.Checks) {
+		ch := c.Checks[name]
+		key := "checks." + name
+		if !nameRE.MatchString(name) {
+			bad(key, "check name %q must be letters, digits, '_', '.' or '-'", name)
+		}
+		switch {
+		case ch.Type == "":
+			bad(key+".type", "is required (one of: %s)", strings.Join(sortedKeys(supportedCheckTypes), ", "))
+		case !supportedCheckTypes[ch.Type]:
+			bad(key+".type", "%q is not a supported check type (supported: %s)", ch.Type, strings.Join(sortedKeys(supportedCheckTypes), ", "))
+		}
+		if ch.Type == "http" {
+			u, err := url.Parse(ch.URL)
+			if ch.URL == "" {
+				bad(key+".url", "is required for an http check")
+			} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad(key+".url", "%q is not an http:// or https:// URL", ch.URL)
+			}
+		}
+		if ch.Interval < MinInterval {
+			bad(key+".interval", "%v is below the minimum %v", ch.Interval, MinInterval)
+		}
+		if ch.Timeout <= 0 {
+			bad(key+".timeout", "%v must be positive", ch.Timeout)
+		} else if ch.Timeout > ch.Interval {
+			bad(key+".timeout", "%v is longer than %s.interval %v", ch.Timeout, key, ch.Interval)
+		}
+		if ch.Rise < 1 {
+			bad(key+".rise", "%d must be at least 1", ch.Rise)
+		}
+		if ch.Fall < 1 {
+			bad(key+".fall", "%d must be at least 1", ch.Fall)
+		}
+	}
+}
+
+func (c *Config) validateGroups(bad func(key, format string, args ...any)) {
+	if len(c.Groups) == 0 {
+		bad("groups", "at least one group is required")
+	}
+	groupOf := map[string]string{}       // group name -> key of first use
+	addrOwner := map[netip.Addr]string{} // address -> key of first use
+	for i := range c.Groups {
+		g := &c.Groups[i]
+		key := fmt.Sprintf("groups[%d]", i)
+		if g.Name != "" {
+			key = fmt.Sprintf("groups[%d] (%s)", i, g.Name)
+		}
+		switch {
+		case g.Name == "":
+			bad(key+".name", "is required")
+		case !nameRE.MatchString(g.Name):
+			bad(key+".name", "%q must be letters, digits, '_', '.' or '-'", g.Name)
+		case groupOf[g.Name] != "":
+			bad(key+".name", "%q is already used by %s", g.Name, groupOf[g.Name])
+		default:
+			groupOf[g.Name] = key
+		}
+		if g.Interface == "" {
+			bad(key+".interface", "is required")
+		} else if len(g.Interface) > maxIfNameLen || strings.ContainsAny(g.Interface, "/ ") {
+			bad(key+".interface", "%q is not a valid interface name", g.Interface)
+		}
+		if len(g.Addresses) == 0 {
+			bad(key+".addresses", "at least one address is required")
+		}
+		g.Prefixes = g.Prefixes[:0]
+		for j, a := range g.Addresses {
+			akey := fmt.Sprintf("%s.addresses[%d]", key, j)
+			p, err := netip.ParsePrefix(a)
+			if err != nil {
+				bad(akey, "%q is not an address in CIDR form (e.g. 192.168.20.15/24)", a)
+				continue
+			}
+			if p.Addr().Zone() != "" || p.Addr().IsUnspecified() || p.Addr().IsLoopback() || p.Addr().IsMulticast() {
+				bad(akey, "%q cannot be a VIP", a)
+				continue
+			}
+			if prev, dup := addrOwner[p.Addr()]; dup {
+				bad(akey, "%s is already configured at %s", p.Addr(), prev)
+				continue
+			}
+			addrOwner[p.Addr()] = akey
+			if len(g.Prefixes) > 0 && g.Prefixes[0].Addr().Is4() != p.Addr().Is4() {
+				bad(akey, "%q mixes address families with %q; use one group per family", a, g.Prefixes[0])
+				continue
+			}
+			g.Prefixes = append(g.Prefixes, p)
+		}
+		if g.Priority < MinPriority || g.Priority > MaxPriority {
+			bad(key+".priority", "%d is outside %d..%d", g.Priority, MinPriority, MaxPriority)
+		}
+		if g.PreemptDelay < 0 {
+			bad(key+".preempt_delay", "%v must not be negative", g.PreemptDelay)
+		}
+		if g.BackoffStep < 0 {
+			bad(key+".backoff_step", "%v must not be negative", g.BackoffStep)
+		}
+		tracked := map[string]bool{}
+		for j, t := range g.Track {
+			tkey := fmt.Sprintf("%s.track[%d]", key, j)
+			if _, ok := c.Checks[t.Check]; !ok {
+				bad(tkey+".check", "%q is not defined under checks", t.Check)
+			}
+			if tracked[t.Check] {
+				bad(tkey+".check", "%q is tracked twice", t.Check)
+			}
+			tracked[t.Check] = true
+			if t.Weight < -MaxWeight || t.Weight > MaxWeight {
+				bad(tkey+".weight", "%d is outside %d..%d", t.Weight, -MaxWeight, MaxWeight)
+			}
+		}
+		if g.GARP.Count < 0 {
+			bad(key+".garp.count", "%d must not be negative", g.GARP.Count)
+		}
+		if g.GARP.Interval <= 0 {
+			bad(key+".garp.interval", "%v must be positive", g.GARP.Interval)
+		}
+		if g.GARP.Refresh < 0 {
+			bad(key+".garp.refresh", "%v must not be negative", g.GARP.Refresh)
+		}
+	}
+}
+
+// Warnings lists problems that do not stop vipd, such as a check no group
+// tracks. Call after Validate.
+func (c *Config) Warnings() []string {
+	used := map[string]bool{}
+	for _, g := range c.Groups {
+		for _, t := range g.Track {
+			used[t.Check] = true
+		}
+	}
+	var w []string
+	for _, name := range sortedKeys(c.Checks) {
+		if !used[name] {
+			w = append(w, fmt.Sprintf("checks.%s: not tracked by any group; it will not run", name))
+		}
+	}
+	return w
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
