@@ -1,0 +1,36 @@
+// Package netif owns a VIP's presence on the wire: binding it with netlink
+// (RFC 3549) under a kernel lifetime, announcing it with gratuitous ARP
+// (RFC 826, RFC 5227 §3) or unsolicited Neighbor Advertisements
+// (RFC 4861 §7.2.6), and watching address and link events.
+//
+// # Binding under a lifetime (DESIGN.md, safety point 3)
+//
+// [Handle.Replace] adds or refreshes an address with valid_lft =
+// preferred_lft = the given lifetime, floored to whole seconds. The kernel
+// deletes the address by itself when the lifetime runs out, so a vipd that is
+// killed, frozen or OOM-killed stops holding the VIP without any help. The
+// caller must pass a lifetime no longer than the time left to its fence
+// deadline and call Replace again on every lease renewal; a refresh never
+// removes the address (no flap) and only resets its lifetime.
+//
+// The kernel only checks IPv4 lifetimes on a timer that is rounded up to the
+// next whole second, so an address outlives its lifetime by up to about one
+// second (measured: valid_lft 2 s → gone after 2.0–3.0 s). Callers must keep
+// that slack inside their fence margin.
+//
+// # Announcing
+//
+// [Announcer] writes raw Ethernet frames with an AF_PACKET socket. It does
+// not use arp.Client: arp.New (and so arp.Dial) refuses an interface without
+// an IPv4 address of its own, which is the normal state of a backup node's
+// VIP interface in some deployments. For each IPv4 VIP one announcement round
+// is an ARP request and an ARP reply, both broadcast, with sender and target
+// protocol address = VIP. For each IPv6 VIP it is one unsolicited Neighbor
+// Advertisement (Override flag set) to the all-nodes group ff02::1. [Burst]
+// repeats rounds on an injected clock.
+//
+// # Watching
+//
+// [Handle.Watch] turns rtnetlink address and link notifications into
+// [Event]s for a set of interface names, without polling.
+package netif
