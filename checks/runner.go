@@ -171,10 +171,10 @@ func (r *Runner) loop(ctx context.Context, c *check, onChange func(Status)) {
 	}()
 	due := r.clk.Now()
 	for {
-		r.runOnce(ctx, c, onChange)
 		if ctx.Err() != nil {
 			return
 		}
+		r.runOnce(ctx, c, onChange)
 		now := r.clk.Now()
 		due = nextBoundary(due, now, c.interval)
 		wait := due.Sub(now)
