@@ -1,0 +1,119 @@
+package election
+
+import (
+	"sort"
+	"time"
+)
+
+// FenceDeadline is the time by which a holder must have removed its VIPs
+// unless the lease is renewed again. sent is when the successful renewal
+// was sent (not when its answer came back); ttl is the TTL the server
+// granted; margin absorbs clock-rate differences and the time to remove an
+// address.
+func FenceDeadline(sent time.Time, ttl, margin time.Duration) time.Time {
+	return sent.Add(ttl - margin)
+}
+
+// KernelLifetime is the valid_lft to give a VIP at now so the kernel removes
+// it by deadline even if vipd is killed or frozen: the whole seconds left,
+// rounded down. ok is false when less than one second is left, in which case
+// the address must not be (re)added at all.
+func KernelLifetime(now, deadline time.Time) (lifetime time.Duration, ok bool) {
+	left := deadline.Sub(now)
+	secs := left / time.Second
+	if secs < 1 {
+		return 0, false
+	}
+	return secs * time.Second, true
+}
+
+// Candidate states as published in candidate records.
+const (
+	StateMaster = "MASTER"
+	StateBackup = "BACKUP"
+	StateFault  = "FAULT"
+)
+
+// Candidate is a node's published candidacy for one group.
+type Candidate struct {
+	Node     string `json:"node"`
+	Priority int    `json:"priority"` // effective priority
+	State    string `json:"state"`    // MASTER, BACKUP or FAULT
+	Preempt  bool   `json:"preempt"`  // may this node take over from a worse holder
+	// Failing names the tracked checks that are down, for vipctl status.
+	Failing []string `json:"failing,omitempty"`
+	// Drained means the operator asked this node not to stand.
+	Drained bool `json:"drained,omitempty"`
+	// Lease is the node's lease ID, filled from the key's metadata.
+	Lease int64 `json:"-"`
+}
+
+// Eligible reports whether c may stand for leadership.
+func (c Candidate) Eligible() bool { return c.State != StateFault && !c.Drained }
+
+// Better reports whether a ranks ahead of b: higher effective priority, then
+// the lexically smaller node name (a deterministic tie-break every node
+// computes the same way).
+func Better(a, b Candidate) bool {
+	if a.Priority != b.Priority {
+		return a.Priority > b.Priority
+	}
+	return a.Node < b.Node
+}
+
+// Rank is self's position among the eligible candidates (0 = best). self is
+// counted even if its own record is not in cands yet; a record of self's
+// node in cands is ignored in favour of self.
+func Rank(self Candidate, cands []Candidate) int {
+	rank := 0
+	for _, c := range cands {
+		if c.Node == self.Node || !c.Eligible() {
+			continue
+		}
+		if Better(c, self) {
+			rank++
+		}
+	}
+	return rank
+}
+
+// Backoff is how long a candidate of the given rank waits after seeing a
+// vacancy before trying to create the leader key.
+func Backoff(rank int, step time.Duration) time.Duration {
+	return time.Duration(rank) * step
+}
+
+// Sorted returns cands ordered best first (for display).
+func Sorted(cands []Candidate) []Candidate {
+	out := append([]Candidate(nil), cands...)
+	sort.Slice(out, func(i, j int) bool { return Better(out[i], out[j]) })
+	return out
+}
+
+// Challenger returns the best eligible candidate that may preempt holder:
+// strictly higher effective priority and preemption enabled on its side
+// (keepalived's nopreempt is a property of the would-be preemptor).
+func Challenger(holder Candidate, cands []Candidate) (Candidate, bool) {
+	var best Candidate
+	found := false
+	for _, c := range cands {
+		if c.Node == holder.Node || !c.Eligible() || !c.Preempt || c.Priority <= holder.Priority {
+			continue
+		}
+		if !found || Better(c, best) {
+			best, found = c, true
+		}
+	}
+	return best, found
+}
+
+// ShouldPreempt decides whether a holder yields to a challenger that has
+// been continuously present since challengerSince. It returns wait > 0
+// when the challenger is present but preempt_delay has not yet passed.
+func ShouldPreempt(now, challengerSince time.Time, delay time.Duration) (yield bool, wait time.Duration) {
+	due := challengerSince.Add(delay)
+	if !now.Before(due) {
+		return true, 0
+	}
+	return false, due.Sub(now)
+}

@@ -1,0 +1,226 @@
+package election
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/vipd/vipd/internal/clock"
+)
+
+// LeaseClient is the part of clientv3.Lease a Session uses.
+type LeaseClient interface {
+	Grant(ctx context.Context, ttl int64) (*clientv3.LeaseGrantResponse, error)
+	KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseKeepAliveResponse, error)
+	Revoke(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseRevokeResponse, error)
+}
+
+// SessionConfig times the node lease.
+type SessionConfig struct {
+	// TTL is the lease TTL requested from etcd (whole seconds).
+	TTL time.Duration
+	// Margin is subtracted from TTL to get the fence deadline.
+	// Zero value: TTL/6, at least 100ms.
+	Margin time.Duration
+	// RenewEvery is the period between successful renewals.
+	// Zero value: TTL/4.
+	RenewEvery time.Duration
+	// RequestTimeout bounds one Grant or KeepAliveOnce, so a stuck etcd
+	// member is abandoned for another endpoint quickly.
+	RequestTimeout time.Duration
+	// RetryEvery is the wait after a failed renewal before the next try.
+	// Zero value: 100ms.
+	RetryEvery time.Duration
+}
+
+func (c SessionConfig) withDefaults() SessionConfig {
+	if c.Margin == 0 {
+		c.Margin = max(c.TTL/6, 100*time.Millisecond)
+	}
+	if c.RenewEvery == 0 {
+		c.RenewEvery = c.TTL / 4
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 500 * time.Millisecond
+	}
+	if c.RetryEvery == 0 {
+		c.RetryEvery = 100 * time.Millisecond
+	}
+	return c
+}
+
+// Lease is the node's lease as last known. ID 0 means no lease.
+type Lease struct {
+	ID clientv3.LeaseID
+	// Deadline is the fence: holding anything on this lease is allowed only
+	// before it.
+	Deadline time.Time
+	// Renewed is when the last successful renewal (or grant) was sent.
+	Renewed time.Time
+}
+
+// Live reports whether the lease may be relied on at now.
+func (l Lease) Live(now time.Time) bool { return l.ID != 0 && now.Before(l.Deadline) }
+
+// RenewResult labels the outcome of one renewal attempt, for metrics.
+type RenewResult string
+
+// Renewal outcomes.
+const (
+	RenewOK       RenewResult = "ok"
+	RenewFailed   RenewResult = "error"
+	RenewLost     RenewResult = "lost" // lease not found: expired at the server
+	RenewGranted  RenewResult = "granted"
+	RenewGrantErr RenewResult = "grant_error"
+)
+
+// Session keeps one etcd lease for the node alive with synchronous
+// KeepAliveOnce calls and tracks its fence deadline. All of a node's groups
+// share it.
+type Session struct {
+	lc  LeaseClient
+	clk clock.Clock
+	cfg SessionConfig
+	log *slog.Logger
+	// OnRenew, if set, is called after every attempt (for metrics).
+	OnRenew func(RenewResult, time.Duration)
+
+	mu      sync.Mutex
+	lease   Lease
+	changed chan struct{}
+}
+
+// NewSession returns a session; Run starts it.
+func NewSession(lc LeaseClient, clk clock.Clock, cfg SessionConfig, log *slog.Logger) *Session {
+	return &Session{lc: lc, clk: clk, cfg: cfg.withDefaults(), log: log, changed: make(chan struct{})}
+}
+
+// Config returns the effective timing.
+func (s *Session) Config() SessionConfig { return s.cfg }
+
+// Current returns the lease as last known.
+func (s *Session) Current() Lease {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lease
+}
+
+// Changed returns a channel closed at the next change of the lease (new ID
+// or new deadline). Call it again after it fires.
+func (s *Session) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+func (s *Session) set(l Lease) {
+	s.mu.Lock()
+	s.lease = l
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// Run grants and renews the lease until ctx is done. It never gives up:
+// failures are logged and retried; a lease that expired at the server is
+// replaced by a new one (and everything held on the old one is void, since
+// holders compare lease IDs).
+func (s *Session) Run(ctx context.Context) {
+	timer := s.clk.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C():
+		}
+		timer.Reset(s.step(ctx))
+	}
+}
+
+// step makes one grant or renewal attempt and returns the wait before the
+// next one.
+func (s *Session) step(ctx context.Context) time.Duration {
+	cur := s.Current()
+	ttlSecs := int64(s.cfg.TTL / time.Second)
+	rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), s.cfg.RequestTimeout)
+	defer cancel()
+	sent := s.clk.Now()
+
+	if cur.ID == 0 {
+		resp, err := s.lc.Grant(rctx, ttlSecs)
+		s.report(RenewGrantErr, RenewGranted, err, sent)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("lease grant failed", "err", err)
+			}
+			return s.cfg.RetryEvery
+		}
+		ttl := min(time.Duration(resp.TTL)*time.Second, s.cfg.TTL)
+		l := Lease{ID: resp.ID, Renewed: sent, Deadline: FenceDeadline(sent, ttl, s.cfg.Margin)}
+		s.set(l)
+		s.log.Info("lease granted", "lease", fmt.Sprintf("%x", int64(resp.ID)), "ttl", ttl)
+		return s.cfg.RenewEvery
+	}
+
+	resp, err := s.lc.KeepAliveOnce(rctx, cur.ID)
+	switch {
+	case err == nil:
+		s.report(RenewFailed, RenewOK, nil, sent)
+		ttl := min(time.Duration(resp.TTL)*time.Second, s.cfg.TTL)
+		deadline := FenceDeadline(sent, ttl, s.cfg.Margin)
+		// A late answer to an old request must never move the fence back.
+		if deadline.Before(cur.Deadline) {
+			deadline = cur.Deadline
+		}
+		s.set(Lease{ID: cur.ID, Renewed: sent, Deadline: deadline})
+		return s.cfg.RenewEvery
+	case errors.Is(err, rpctypes.ErrLeaseNotFound):
+		s.report(RenewLost, RenewLost, err, sent)
+		s.log.Warn("lease expired at the server; granting a new one", "lease", fmt.Sprintf("%x", int64(cur.ID)))
+		s.set(Lease{})
+		return 0
+	default:
+		s.report(RenewFailed, RenewOK, err, sent)
+		if ctx.Err() == nil {
+			s.log.Warn("lease renewal failed", "lease", fmt.Sprintf("%x", int64(cur.ID)),
+				"err", err, "fence_in", cur.Deadline.Sub(s.clk.Now()).Round(time.Millisecond))
+		}
+		return s.cfg.RetryEvery
+	}
+}
+
+func (s *Session) report(onErr, onOK RenewResult, err error, sent time.Time) {
+	if s.OnRenew == nil {
+		return
+	}
+	r := onOK
+	if err != nil {
+		r = onErr
+	}
+	s.OnRenew(r, s.clk.Now().Sub(sent))
+}
+
+// Revoke gives the lease back so every key on it (leader keys, candidate
+// records) disappears at once. Used on graceful shutdown after the VIPs are
+// removed.
+func (s *Session) Revoke(ctx context.Context) error {
+	cur := s.Current()
+	if cur.ID == 0 {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	_, err := s.lc.Revoke(rctx, cur.ID)
+	s.set(Lease{})
+	if err != nil {
+		return fmt.Errorf("election: revoke lease %x: %w", int64(cur.ID), err)
+	}
+	return nil
+}

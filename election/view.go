@@ -1,0 +1,191 @@
+package election
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/vipd/vipd/internal/clock"
+)
+
+// LeaderInfo is a group's leader key as last seen.
+type LeaderInfo struct {
+	Present   bool
+	Node      string
+	CreateRev int64
+	Lease     clientv3.LeaseID
+}
+
+// GroupState is one group's leader and candidates as last seen.
+type GroupState struct {
+	Leader     LeaderInfo
+	Candidates []Candidate
+	// Rev is the etcd revision this state reflects.
+	Rev int64
+	// Synced is false until the first full listing has been applied, and
+	// again while the watch is being re-established.
+	Synced bool
+}
+
+type groupView struct {
+	leader     LeaderInfo
+	candidates map[string]Candidate
+}
+
+// View mirrors every group's leader key and candidate records from one
+// prefix watch (one watch per node, not per group). Bad records are logged
+// and ignored.
+type View struct {
+	cli  *clientv3.Client
+	keys Keys
+	clk  clock.Clock
+	log  *slog.Logger
+	// onChange is called with the group whose state changed, or "" when
+	// every group may have changed (resync). It must not block.
+	onChange func(group string)
+
+	mu     sync.Mutex
+	rev    int64
+	synced bool
+	groups map[string]*groupView
+}
+
+// NewView returns a view; Run starts it.
+func NewView(cli *clientv3.Client, keys Keys, clk clock.Clock, log *slog.Logger, onChange func(group string)) *View {
+	return &View{cli: cli, keys: keys, clk: clk, log: log, onChange: onChange, groups: map[string]*groupView{}}
+}
+
+// Group returns a copy of group's state.
+func (v *View) Group(name string) GroupState {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	st := GroupState{Rev: v.rev, Synced: v.synced}
+	if g := v.groups[name]; g != nil {
+		st.Leader = g.leader
+		for _, c := range g.candidates {
+			st.Candidates = append(st.Candidates, c)
+		}
+	}
+	return st
+}
+
+// Run lists and watches the prefix until ctx is done, re-listing after any
+// watch failure (compaction, lost leader, broken stream).
+func (v *View) Run(ctx context.Context) {
+	for ctx.Err() == nil {
+		rev, err := v.list(ctx)
+		if err == nil {
+			err = v.watch(ctx, rev+1)
+		}
+		v.mu.Lock()
+		v.synced = false
+		v.mu.Unlock()
+		v.onChange("")
+		if ctx.Err() != nil {
+			return
+		}
+		v.log.Warn("group watch interrupted; re-listing", "err", err)
+		t := v.clk.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		}
+	}
+}
+
+func (v *View) list(ctx context.Context) (int64, error) {
+	rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), 2*time.Second)
+	defer cancel()
+	resp, err := v.cli.Get(rctx, v.keys.Groups(), clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	v.mu.Lock()
+	v.groups = map[string]*groupView{}
+	for _, kv := range resp.Kvs {
+		v.applyLocked(mvccpb.PUT, kv)
+	}
+	v.rev = resp.Header.Revision
+	v.synced = true
+	v.mu.Unlock()
+	v.onChange("")
+	return resp.Header.Revision, nil
+}
+
+func (v *View) watch(ctx context.Context, fromRev int64) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := v.cli.Watch(wctx, v.keys.Groups(), clientv3.WithPrefix(), clientv3.WithRev(fromRev),
+		clientv3.WithProgressNotify())
+	for resp := range wch {
+		if err := resp.Err(); err != nil {
+			return err
+		}
+		changed := map[string]bool{}
+		v.mu.Lock()
+		for _, ev := range resp.Events {
+			if g := v.applyLocked(ev.Type, ev.Kv); g != "" {
+				changed[g] = true
+			}
+		}
+		if resp.Header.Revision > v.rev {
+			v.rev = resp.Header.Revision
+		}
+		v.mu.Unlock()
+		for g := range changed {
+			v.onChange(g)
+		}
+	}
+	return ctx.Err()
+}
+
+// applyLocked applies one key change and returns the group it touched.
+func (v *View) applyLocked(t mvccpb.Event_EventType, kv *mvccpb.KeyValue) string {
+	key := string(kv.Key)
+	group, kind, node := v.keys.Parse(key)
+	if kind == KeyUnknown {
+		v.log.Debug("ignoring unknown key", "key", key)
+		return ""
+	}
+	g := v.groups[group]
+	if g == nil {
+		g = &groupView{candidates: map[string]Candidate{}}
+		v.groups[group] = g
+	}
+	switch kind {
+	case KeyLeader:
+		if t == mvccpb.DELETE {
+			g.leader = LeaderInfo{}
+		} else {
+			g.leader = LeaderInfo{Present: true, Node: string(kv.Value), CreateRev: kv.CreateRevision, Lease: clientv3.LeaseID(kv.Lease)}
+		}
+	case KeyCandidate:
+		if t == mvccpb.DELETE {
+			delete(g.candidates, node)
+			break
+		}
+		var c Candidate
+		if err := json.Unmarshal(kv.Value, &c); err != nil || c.Node != node {
+			v.log.Warn("ignoring malformed candidate record", "key", key, "value", truncate(kv.Value, 80), "err", err)
+			delete(g.candidates, node)
+			break
+		}
+		c.Lease = kv.Lease
+		g.candidates[node] = c
+	}
+	return group
+}
+
+func truncate(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "…"
+	}
+	return string(b)
+}

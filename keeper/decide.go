@@ -1,0 +1,147 @@
+package keeper
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/vipd/vipd/election"
+)
+
+// Action is what a group loop must do next.
+type Action int
+
+// Actions, in the order a loop may take them.
+const (
+	// Idle: nothing to do; make sure no VIP is bound.
+	Idle Action = iota
+	// Acquire: try to create the leader key.
+	Acquire
+	// Verify: re-read the leader key before trusting a claim again (after
+	// a stall or an acquire whose answer was lost).
+	Verify
+	// Hold: keep the VIPs bound and their kernel lifetime refreshed.
+	Hold
+	// Drop: remove the VIPs at once; the claim cannot be used now (fence
+	// passed) but the key may still be ours.
+	Drop
+	// Lost: remove the VIPs and forget the claim; the key is gone or not ours.
+	Lost
+	// Release: remove the VIPs, then delete our leader key.
+	Release
+)
+
+func (a Action) String() string {
+	return [...]string{"idle", "acquire", "verify", "hold", "drop", "lost", "release"}[a]
+}
+
+// Inputs is everything a group's decision depends on, gathered by the loop.
+type Inputs struct {
+	Now   time.Time
+	Lease election.Lease
+	// Self is this node's candidacy as it would be published now.
+	Self election.Candidate
+	// Ready is false until every tracked check has a first result and the
+	// interface state is known; a node that is not ready does not campaign.
+	Ready bool
+	// View is the group's leader key and candidate records as last seen.
+	View election.GroupState
+	// Claim is our claim on the leader key, nil if none.
+	Claim *election.Claim
+	// Lapsed is true when the claim was dropped by the fence and must be
+	// verified before the VIPs are bound again.
+	Lapsed bool
+	// VacantSince is when the loop first saw the leader key absent (zero
+	// when it is present).
+	VacantSince time.Time
+	// ChallengerSince is when the current challenger (if any) was first seen.
+	ChallengerSince time.Time
+	BackoffStep     time.Duration
+	PreemptDelay    time.Duration
+}
+
+// Decision is what to do and why. Wake, when positive, asks the loop to
+// decide again after that long even if nothing else changes.
+type Decision struct {
+	Action Action
+	// State is the state to report: MASTER, BACKUP or FAULT.
+	State  string
+	Reason string
+	Wake   time.Duration
+}
+
+// Decide is the whole group policy as a pure function.
+func Decide(in Inputs) Decision {
+	self := in.Self
+	state := election.StateBackup
+	if !self.Eligible() && self.State == election.StateFault {
+		state = election.StateFault
+	}
+
+	if c := in.Claim; c != nil {
+		// 1. Safety first: the fence and the lease identity.
+		if in.Lease.ID != c.Lease {
+			return Decision{Action: Lost, State: state, Reason: "lease changed: the old lease expired at the server"}
+		}
+		if !in.Lease.Live(in.Now) {
+			return Decision{Action: Drop, State: state, Reason: "fence deadline passed without a lease renewal"}
+		}
+		// 2. What etcd says, once the view has caught up with the claim.
+		if in.View.Synced && in.View.Rev >= c.CreateRev &&
+			(!in.View.Leader.Present || in.View.Leader.CreateRev != c.CreateRev) {
+			return Decision{Action: Lost, State: state, Reason: "leader key deleted or replaced"}
+		}
+		if in.Lapsed {
+			return Decision{Action: Verify, State: state, Reason: "lease renewed after a lapse; re-reading the leader key"}
+		}
+		// 3. Policy: fault, drain, preemption.
+		if !self.Eligible() {
+			reason := "fault: " + fmt.Sprint(self.Failing)
+			if self.Drained {
+				reason = "drained by operator"
+			}
+			return Decision{Action: Release, State: state, Reason: reason}
+		}
+		if ch, ok := election.Challenger(self, in.View.Candidates); ok {
+			yield, wait := election.ShouldPreempt(in.Now, in.ChallengerSince, in.PreemptDelay)
+			if yield {
+				return Decision{Action: Release, State: election.StateBackup,
+					Reason: fmt.Sprintf("preempted by %s (priority %d > %d)", ch.Node, ch.Priority, self.Priority)}
+			}
+			return Decision{Action: Hold, State: election.StateMaster, Reason: "holder; preempt delay running", Wake: min(wait, in.Lease.Deadline.Sub(in.Now))}
+		}
+		return Decision{Action: Hold, State: election.StateMaster, Reason: "holder", Wake: in.Lease.Deadline.Sub(in.Now)}
+	}
+
+	if !in.Ready || !self.Eligible() || !in.Lease.Live(in.Now) || !in.View.Synced {
+		return Decision{Action: Idle, State: state, Reason: notCampaigning(in)}
+	}
+	if l := in.View.Leader; l.Present {
+		if l.Node == self.Node && l.Lease == in.Lease.ID {
+			// An acquire whose answer we lost, or a key we created but
+			// forgot: confirm it before using it.
+			return Decision{Action: Verify, State: state, Reason: "leader key names this node on its own lease"}
+		}
+		return Decision{Action: Idle, State: state, Reason: "standby for " + l.Node}
+	}
+	rank := election.Rank(self, in.View.Candidates)
+	due := in.VacantSince.Add(election.Backoff(rank, in.BackoffStep))
+	if in.Now.Before(due) {
+		return Decision{Action: Idle, State: state, Reason: fmt.Sprintf("vacant; rank %d backing off", rank), Wake: due.Sub(in.Now)}
+	}
+	return Decision{Action: Acquire, State: state, Reason: fmt.Sprintf("vacant; rank %d", rank)}
+}
+
+func notCampaigning(in Inputs) string {
+	switch {
+	case in.Self.Drained:
+		return "drained by operator"
+	case in.Self.State == election.StateFault:
+		return fmt.Sprintf("fault: %v", in.Self.Failing)
+	case !in.Ready:
+		return "waiting for first check results"
+	case !in.Lease.Live(in.Now):
+		return "no live etcd lease"
+	default:
+		return "waiting for the group view"
+	}
+}

@@ -1,0 +1,370 @@
+package keeper
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vipd/vipd/config"
+	"github.com/vipd/vipd/election"
+	"github.com/vipd/vipd/netif"
+)
+
+// retryDelay paces retries of failed etcd writes inside a group loop.
+const retryDelay = 100 * time.Millisecond
+
+// group is one group's reconcile loop. Fields below the line are owned by
+// the loop goroutine.
+type group struct {
+	k     *Keeper
+	cfg   config.Group
+	log   *slog.Logger
+	wake  chan struct{}
+	dirty atomic.Bool // an address event touched our VIPs: re-check them
+
+	claim           *election.Claim
+	lapsed          bool
+	bound           bool
+	boundRenewal    time.Time // lease renewal the bound lifetime was computed from
+	state           string
+	vacantSince     time.Time
+	challenger      string
+	challengerSince time.Time
+	published       election.Candidate
+	publishedLease  int64
+	publishRetry    bool
+	stopAnnounce    context.CancelFunc
+	announceWG      sync.WaitGroup
+}
+
+func (g *group) poke() {
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (g *group) markDirty() { g.dirty.Store(true) }
+
+func (g *group) run(ctx context.Context) {
+	timer := g.k.clk.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		// Take the change channel before reading the lease, so a renewal
+		// that lands in between still wakes us.
+		leaseChanged := g.k.session.Changed()
+		wake := g.reconcile(ctx)
+		if wake <= 0 {
+			wake = time.Hour
+		}
+		timer.Reset(wake)
+		select {
+		case <-ctx.Done():
+			g.shutdown(ctx)
+			return
+		case <-g.wake:
+		case <-leaseChanged:
+		case <-timer.C():
+		}
+	}
+}
+
+// inputs gathers everything Decide needs.
+func (g *group) inputs() Inputs {
+	now := g.k.clk.Now()
+	prio, fault, failing, _, ready := g.k.health(g.cfg)
+	self := election.Candidate{Node: g.k.node, Priority: prio, Preempt: g.cfg.Preempt, Failing: failing, State: election.StateBackup}
+	switch {
+	case fault:
+		self.State = election.StateFault
+	case g.bound:
+		self.State = election.StateMaster
+	}
+	view := g.k.view.Group(g.cfg.Name)
+
+	if view.Synced && !view.Leader.Present {
+		if g.vacantSince.IsZero() {
+			g.vacantSince = now
+		}
+	} else {
+		g.vacantSince = time.Time{}
+	}
+	if ch, ok := election.Challenger(self, view.Candidates); ok {
+		if ch.Node != g.challenger {
+			g.challenger, g.challengerSince = ch.Node, now
+		}
+	} else {
+		g.challenger, g.challengerSince = "", time.Time{}
+	}
+
+	return Inputs{
+		Now:             now,
+		Lease:           g.k.session.Current(),
+		Self:            self,
+		Ready:           ready,
+		View:            view,
+		Claim:           g.claim,
+		Lapsed:          g.lapsed,
+		VacantSince:     g.vacantSince,
+		ChallengerSince: g.challengerSince,
+		BackoffStep:     g.cfg.BackoffStep,
+		PreemptDelay:    g.cfg.PreemptDelay,
+	}
+}
+
+// reconcile decides and applies until the decision is stable, and returns
+// when to look again.
+func (g *group) reconcile(ctx context.Context) time.Duration {
+	for range 4 {
+		in := g.inputs()
+		d := Decide(in)
+		again, wake := g.apply(ctx, in, d)
+		g.transition(d, in.Self.Priority)
+		if wake2 := g.publish(ctx, in); wake2 > 0 && (wake <= 0 || wake2 < wake) {
+			wake = wake2
+		}
+		if !again {
+			return wake
+		}
+	}
+	return retryDelay
+}
+
+// apply carries out d. again asks for an immediate new decision.
+func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, wake time.Duration) {
+	switch d.Action {
+	case Idle:
+		g.unbind(d.Reason)
+		return false, d.Wake
+	case Acquire:
+		claim, won, holder, err := g.k.lead.Acquire(ctx, g.cfg.Name, in.Lease.ID)
+		if err != nil {
+			g.log.Warn("acquire failed", "err", err)
+			return false, retryDelay
+		}
+		if !won {
+			g.log.Debug("acquire lost the race", "holder", holder)
+			return false, retryDelay
+		}
+		g.claim, g.lapsed = &claim, false
+		g.log.Info("won leadership", "rev", claim.CreateRev, "reason", d.Reason)
+		return true, 0
+	case Verify:
+		c := election.Claim{Group: g.cfg.Name, CreateRev: in.View.Leader.CreateRev, Lease: in.Lease.ID}
+		if g.claim != nil {
+			c = *g.claim
+		}
+		ok, err := g.k.lead.Verify(ctx, c)
+		if err != nil {
+			g.log.Warn("verify failed", "err", err)
+			return false, retryDelay
+		}
+		if !ok {
+			g.claim, g.lapsed = nil, false
+			return true, 0
+		}
+		g.claim, g.lapsed = &c, false
+		return true, 0
+	case Hold:
+		if !g.bind(ctx, in) {
+			return true, 0 // the fence is too close: decide again (drops)
+		}
+		return false, d.Wake
+	case Drop:
+		g.unbind(d.Reason)
+		g.lapsed = true
+		return false, retryDelay
+	case Lost:
+		g.unbind(d.Reason)
+		g.claim, g.lapsed = nil, false
+		return true, 0
+	case Release:
+		g.unbind(d.Reason)
+		g.resign(ctx)
+		return true, 0
+	}
+	return false, 0
+}
+
+// bind makes sure every VIP is on the interface with a kernel lifetime that
+// ends before the fence. It reports false if the fence is too close to bind.
+func (g *group) bind(ctx context.Context, in Inputs) bool {
+	if g.bound && !g.dirty.Load() && in.Lease.Renewed.Equal(g.boundRenewal) {
+		return true
+	}
+	g.dirty.Store(false)
+	// Re-read the clock: a stall between deciding and binding must not
+	// let a stale decision add an address after the fence.
+	lifetime, ok := election.KernelLifetime(g.k.clk.Now(), in.Lease.Deadline)
+	if !ok {
+		g.unbind("less than a second left before the fence deadline")
+		g.lapsed = true
+		return false
+	}
+	added := false
+	for _, p := range g.cfg.Prefixes {
+		a, err := g.k.opt.Ifaces.Replace(g.cfg.Interface, p, lifetime)
+		if err != nil {
+			g.log.Error("cannot bind VIP", "address", p, "interface", g.cfg.Interface, "err", err)
+			continue
+		}
+		added = added || a
+	}
+	if !g.bound || added {
+		g.log.Info("VIP bound", "addresses", g.cfg.Addresses, "interface", g.cfg.Interface, "lifetime", lifetime)
+	}
+	g.bound, g.boundRenewal = true, in.Lease.Renewed
+	if added {
+		g.announce()
+	}
+	return true
+}
+
+// unbind removes every VIP of the group if it may be bound.
+func (g *group) unbind(reason string) {
+	if !g.bound && !g.dirty.Load() {
+		return
+	}
+	g.dirty.Store(false)
+	g.cancelAnnounce()
+	removed := 0
+	for _, p := range g.cfg.Prefixes {
+		ok, err := g.k.opt.Ifaces.Remove(g.cfg.Interface, p)
+		if err != nil {
+			g.log.Error("cannot remove VIP", "address", p, "err", err)
+			g.dirty.Store(true) // try again next pass
+			continue
+		}
+		if ok {
+			removed++
+		}
+	}
+	if g.bound || removed > 0 {
+		g.log.Info("VIP removed", "addresses", g.cfg.Addresses, "interface", g.cfg.Interface, "reason", reason)
+	}
+	g.bound = false
+}
+
+func (g *group) resign(ctx context.Context) {
+	if g.claim == nil {
+		return
+	}
+	c := *g.claim
+	g.claim, g.lapsed = nil, false
+	if err := g.k.lead.Resign(ctx, c); err != nil {
+		g.log.Warn("resign failed; the key expires with the lease", "err", err)
+	}
+}
+
+// announce starts a GARP/NA burst (and the optional refresh) for the
+// group's VIPs, replacing any running one.
+func (g *group) announce() {
+	if g.k.opt.Announce == nil {
+		return
+	}
+	g.cancelAnnounce()
+	ctx, cancel := context.WithCancel(context.Background())
+	g.stopAnnounce = cancel
+	g.announceWG.Add(1)
+	go func() {
+		defer g.announceWG.Done()
+		send := func() error {
+			var first error
+			for _, p := range g.cfg.Prefixes {
+				if err := g.k.opt.Announce(g.cfg.Interface, p.Addr()); err != nil && first == nil {
+					first = err
+				}
+			}
+			return first
+		}
+		if _, err := netif.Burst(ctx, g.k.clk, g.cfg.GARP.Count, g.cfg.GARP.Interval, send); err != nil {
+			g.log.Warn("announcement failed", "err", err)
+		}
+		for g.cfg.GARP.Refresh > 0 {
+			t := g.k.clk.NewTimer(g.cfg.GARP.Refresh)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C():
+				if err := send(); err != nil {
+					g.log.Warn("announcement refresh failed", "err", err)
+				}
+			}
+		}
+	}()
+}
+
+func (g *group) cancelAnnounce() {
+	if g.stopAnnounce != nil {
+		g.stopAnnounce()
+		g.stopAnnounce = nil
+		g.announceWG.Wait()
+	}
+}
+
+// transition logs and reports a state change.
+func (g *group) transition(d Decision, prio int) {
+	state := d.State
+	if g.bound {
+		state = election.StateMaster
+	}
+	if state == g.state {
+		return
+	}
+	from := g.state
+	g.state = state
+	g.log.Info("state change", "from", orInit(from), "to", state, "reason", d.Reason, "priority", prio)
+	if f := g.k.opt.OnTransition; f != nil {
+		f(Transition{Group: g.cfg.Name, Node: g.k.node, From: orInit(from), To: state, Reason: d.Reason, Priority: prio})
+	}
+}
+
+func orInit(s string) string {
+	if s == "" {
+		return "INIT"
+	}
+	return s
+}
+
+// publish writes the candidate record when it changed. It returns a retry
+// delay if the write failed.
+func (g *group) publish(ctx context.Context, in Inputs) time.Duration {
+	if !in.Lease.Live(in.Now) {
+		return 0
+	}
+	c := in.Self
+	c.State = g.state
+	if c.State == "" {
+		c.State = election.StateBackup
+	}
+	if !g.publishRetry && int64(in.Lease.ID) == g.publishedLease && candidateEqual(c, g.published) {
+		return 0
+	}
+	if err := g.k.lead.Publish(ctx, g.cfg.Name, c, in.Lease.ID); err != nil {
+		g.log.Warn("candidate record not published", "err", err)
+		g.publishRetry = true
+		return retryDelay
+	}
+	g.published, g.publishedLease, g.publishRetry = c, int64(in.Lease.ID), false
+	return 0
+}
+
+func candidateEqual(a, b election.Candidate) bool {
+	return a.Node == b.Node && a.Priority == b.Priority && a.State == b.State &&
+		a.Preempt == b.Preempt && a.Drained == b.Drained && slices.Equal(a.Failing, b.Failing)
+}
+
+// shutdown runs once ctx is cancelled: VIPs off first, then the key.
+func (g *group) shutdown(ctx context.Context) {
+	g.unbind("vipd stopping")
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.k.opt.Config.Etcd.RequestTimeout)
+	defer cancel()
+	g.resign(rctx)
+	if g.state != "" {
+		g.log.Info("state change", "from", g.state, "to", "STOP", "reason", "vipd stopping")
+	}
+}
