@@ -117,7 +117,8 @@ func (a *Announcer) Close() error {
 // source is ip itself (an address assigned to the interface, as §4.4
 // requires), so no link-local address is needed; hop limit 255.
 //
-// Both frames of a round are attempted; the first error is returned.
+// ARP frames are zero-padded to the 60-byte Ethernet minimum. Both frames
+// of a round are attempted; the first error is returned.
 func (a *Announcer) Announce(ip netip.Addr) error {
 	ip = ip.Unmap()
 	frames, err := a.frames(ip)
