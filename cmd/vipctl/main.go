@@ -1,0 +1,199 @@
+// Command vipctl is the vipd operator CLI: it reads and writes vipd's keys
+// in etcd directly.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/vipd/vipd/config"
+	"github.com/vipd/vipd/election"
+	"github.com/vipd/vipd/internal/etcdclient"
+)
+
+var version = "dev"
+
+const usage = `usage: vipctl <command> [flags]
+
+commands:
+  status [--json]   every group: holder, lease time left, candidates
+  version
+
+flags (all commands):
+  --config FILE       read etcd settings from a vipd config (default /etc/vipd/vipd.yaml)
+  --endpoints URLS    comma-separated etcd endpoints (instead of --config)
+  --prefix PREFIX     key prefix with --endpoints (default /vipd)
+`
+
+func main() { os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func realMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "version", "--version":
+		fmt.Fprintln(stdout, "vipctl", version)
+		return 0
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "status":
+	default:
+		fmt.Fprintf(stderr, "vipctl: unknown command %q\n%s", cmd, usage)
+		return 2
+	}
+	fs := flag.NewFlagSet("vipctl "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "/etc/vipd/vipd.yaml", "vipd config file")
+	endpoints := fs.String("endpoints", "", "comma-separated etcd endpoints")
+	prefix := fs.String("prefix", config.DefaultPrefix, "key prefix (with --endpoints)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(rest); err != nil {
+		return 2
+	}
+	ec := config.Default().Etcd
+	if *endpoints != "" {
+		ec.Endpoints = strings.Split(*endpoints, ",")
+		ec.Prefix = *prefix
+	} else {
+		cfg, err := config.Load(*cfgPath)
+		if err != nil {
+			fmt.Fprintf(stderr, "vipctl: %s: %v\n", *cfgPath, err)
+			return 1
+		}
+		ec = cfg.Etcd
+	}
+	cli, err := etcdclient.New(ec, zap.NewNop())
+	if err != nil {
+		fmt.Fprintf(stderr, "vipctl: %v\n", err)
+		return 1
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := Status(ctx, cli, election.Keys{Prefix: ec.Prefix})
+	if err != nil {
+		fmt.Fprintf(stderr, "vipctl: etcd %s unreachable or failing: %v\n", strings.Join(ec.Endpoints, ","), err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(st)
+		return 0
+	}
+	printStatus(stdout, st)
+	return 0
+}
+
+// GroupStatus is one group in `vipctl status --json` (a stable format).
+type GroupStatus struct {
+	Group string `json:"group"`
+	// Holder is the node in the leader key, "" when vacant.
+	Holder string `json:"holder"`
+	// LeaseTTLSeconds is the holder lease's remaining TTL at the server.
+	LeaseTTLSeconds int64             `json:"lease_ttl_seconds"`
+	Candidates      []CandidateStatus `json:"candidates"`
+}
+
+// CandidateStatus is one candidate record.
+type CandidateStatus struct {
+	Node     string   `json:"node"`
+	Priority int      `json:"priority"`
+	State    string   `json:"state"`
+	Failing  []string `json:"failing"`
+}
+
+// Status reads every group under keys.
+func Status(ctx context.Context, cli *clientv3.Client, keys election.Keys) ([]GroupStatus, error) {
+	resp, err := cli.Get(ctx, keys.Groups(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	by := map[string]*GroupStatus{}
+	get := func(name string) *GroupStatus {
+		if by[name] == nil {
+			by[name] = &GroupStatus{Group: name, Candidates: []CandidateStatus{}}
+		}
+		return by[name]
+	}
+	leases := map[string]int64{}
+	for _, kv := range resp.Kvs {
+		group, kind, node := keys.Parse(string(kv.Key))
+		switch kind {
+		case election.KeyLeader:
+			g := get(group)
+			g.Holder = string(kv.Value)
+			leases[group] = kv.Lease
+		case election.KeyCandidate:
+			var c election.Candidate
+			if json.Unmarshal(kv.Value, &c) != nil {
+				c = election.Candidate{Node: node, State: "INVALID"}
+			}
+			g := get(group)
+			g.Candidates = append(g.Candidates, CandidateStatus{Node: node, Priority: c.Priority, State: c.State, Failing: orEmpty(c.Failing)})
+		}
+	}
+	var out []GroupStatus
+	for name, g := range by {
+		if id := leases[name]; id != 0 {
+			if ttl, err := cli.TimeToLive(ctx, clientv3.LeaseID(id)); err == nil {
+				g.LeaseTTLSeconds = ttl.TTL
+			}
+		}
+		sort.Slice(g.Candidates, func(i, j int) bool {
+			a, b := g.Candidates[i], g.Candidates[j]
+			return election.Better(election.Candidate{Node: a.Node, Priority: a.Priority}, election.Candidate{Node: b.Node, Priority: b.Priority})
+		})
+		out = append(out, *g)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Group < out[j].Group })
+	return out, nil
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func printStatus(w io.Writer, st []GroupStatus) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GROUP\tHOLDER\tLEASE\tNODE\tPRIORITY\tSTATE\tFAILING")
+	for _, g := range st {
+		holder, lease := g.Holder, fmt.Sprintf("%ds", g.LeaseTTLSeconds)
+		if holder == "" {
+			holder, lease = "(vacant)", "-"
+		}
+		if len(g.Candidates) == 0 {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\n", g.Group, holder, lease)
+		}
+		for i, c := range g.Candidates {
+			name, h, l := g.Group, holder, lease
+			if i > 0 {
+				name, h, l = "", "", ""
+			}
+			failing := strings.Join(c.Failing, ",")
+			if failing == "" {
+				failing = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", name, h, l, c.Node, c.Priority, c.State, failing)
+		}
+	}
+	tw.Flush()
+}

@@ -1,0 +1,225 @@
+// Command vipd keeps a floating IP on exactly one healthy node of a group,
+// with an etcd cluster as the arbiter. See README.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+
+	"go.uber.org/zap"
+
+	"github.com/vipd/vipd/checks"
+	"github.com/vipd/vipd/config"
+	"github.com/vipd/vipd/internal/clock"
+	"github.com/vipd/vipd/internal/etcdclient"
+	"github.com/vipd/vipd/keeper"
+	"github.com/vipd/vipd/netif"
+)
+
+// version is set by the linker (make build).
+var version = "dev"
+
+const usage = `usage: vipd <command> [flags]
+
+commands:
+  run      --config FILE   run the daemon
+  check    --config FILE   validate a config file; touches nothing
+  cleanup  --config FILE   remove every configured VIP from this host
+  version                  print the version
+`
+
+func main() {
+	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func realMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	fs := flag.NewFlagSet("vipd "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "/etc/vipd/vipd.yaml", "config file")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	switch cmd {
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "vipd", version)
+		return 0
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "run", "check", "cleanup":
+	default:
+		fmt.Fprintf(stderr, "vipd: unknown command %q\n%s", cmd, usage)
+		return 2
+	}
+	if err := fs.Parse(rest); err != nil {
+		return 2
+	}
+	log, err := newLogger(stderr, *logFormat, *logLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "vipd: %v\n", err)
+		return 2
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "vipd: %s: %v\n", *cfgPath, err)
+		return 1
+	}
+	for _, w := range cfg.Warnings() {
+		log.Warn("config", "warning", w)
+	}
+
+	switch cmd {
+	case "check":
+		fmt.Fprintf(stdout, "%s: ok (%d groups, %d checks, node %s)\n", *cfgPath, len(cfg.Groups), len(cfg.Checks), cfg.Node)
+		return 0
+	case "cleanup":
+		return cleanup(cfg, log, stdout)
+	}
+	if err := run(cfg, log); err != nil {
+		log.Error("vipd failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	// Under journald the journal stamps every line; a second timestamp is noise.
+	if os.Getenv("JOURNAL_STREAM") != "" {
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 {
+				return slog.Attr{}
+			}
+			return a
+		}
+	}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func cleanup(cfg config.Config, log *slog.Logger, stdout io.Writer) int {
+	h, err := netif.NewHandle(log)
+	if err != nil {
+		log.Error("netlink", "err", err)
+		return 1
+	}
+	defer h.Close()
+	n, err := keeper.RemoveAll(h, cfg.Groups, log)
+	fmt.Fprintf(stdout, "removed %d VIPs\n", n)
+	if err != nil {
+		log.Error("cleanup incomplete", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func run(cfg config.Config, log *slog.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	cli, err := etcdclient.New(cfg.Etcd, zap.NewNop())
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+
+	h, err := netif.NewHandle(log)
+	if err != nil {
+		return fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	ann := newAnnouncers(log)
+	defer ann.Close()
+
+	clk := clock.Real{}
+	runner := checks.NewRunner(clk, log)
+	tracked := map[string]bool{}
+	for _, g := range cfg.Groups {
+		for _, t := range g.Track {
+			tracked[t.Check] = true
+		}
+	}
+	for name, c := range cfg.Checks {
+		if !tracked[name] {
+			continue
+		}
+		p, err := checks.NewProbe(c)
+		if err != nil {
+			return fmt.Errorf("checks.%s: %w", name, err)
+		}
+		runner.Add(name, c, p)
+	}
+
+	k := keeper.New(keeper.Options{
+		Config: cfg, Client: cli, Clock: clk, Log: log,
+		Ifaces: h, Announce: ann.Announce, Checks: runner,
+	})
+	log.Info("vipd starting", "version", version, "node", cfg.Node, "groups", len(cfg.Groups),
+		"endpoints", strings.Join(cfg.Etcd.Endpoints, ","), "lease_ttl", cfg.Etcd.LeaseTTL)
+	err = k.Run(ctx)
+	log.Info("vipd stopped")
+	return err
+}
+
+// announcers keeps one raw-socket announcer per interface, opened on first
+// use and reopened after a failure (the interface may have been recreated).
+type announcers struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	by  map[string]*netif.Announcer
+}
+
+func newAnnouncers(log *slog.Logger) *announcers {
+	return &announcers{log: log, by: map[string]*netif.Announcer{}}
+}
+
+func (a *announcers) Announce(ifname string, ip netip.Addr) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	an := a.by[ifname]
+	if an == nil {
+		var err error
+		if an, err = netif.DialAnnouncer(ifname, a.log); err != nil {
+			return err
+		}
+		a.by[ifname] = an
+	}
+	if err := an.Announce(ip); err != nil {
+		an.Close()
+		delete(a.by, ifname)
+		return err
+	}
+	return nil
+}
+
+func (a *announcers) Close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for name, an := range a.by {
+		an.Close()
+		delete(a.by, name)
+	}
+}
+
