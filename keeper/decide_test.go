@@ -1,0 +1,223 @@
+package keeper
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/vipd/vipd/election"
+)
+
+var t0 = time.Unix(1_700_000_000, 0)
+
+const lease = clientv3.LeaseID(0x42)
+
+// base returns inputs for web-node-2 as a healthy standby with a live lease
+// and an empty, synced view.
+func base() Inputs {
+	return Inputs{
+		Now:   t0,
+		Lease: election.Lease{ID: lease, Renewed: t0.Add(-500 * time.Millisecond), Deadline: t0.Add(2 * time.Second)},
+		Self:  election.Candidate{Node: "web-node-2", Priority: 102, State: election.StateBackup, Preempt: true},
+		Ready: true,
+		View:  election.GroupState{Synced: true, Rev: 100},
+		// vacancy seen just now
+		VacantSince:  t0,
+		BackoffStep:  100 * time.Millisecond,
+		PreemptDelay: 0,
+	}
+}
+
+func holding(in Inputs) Inputs {
+	in.Claim = &election.Claim{Group: "VI_1", CreateRev: 90, Lease: lease}
+	in.View.Leader = election.LeaderInfo{Present: true, Node: in.Self.Node, CreateRev: 90, Lease: lease}
+	in.VacantSince = time.Time{}
+	in.Self.State = election.StateMaster
+	return in
+}
+
+func TestDecide(t *testing.T) {
+	n1 := election.Candidate{Node: "web-node-1", Priority: 103, State: election.StateBackup, Preempt: true}
+	n1down := n1
+	n1down.Priority = 101
+	cases := []struct {
+		name   string
+		in     func() Inputs
+		action Action
+		state  string
+		wake   time.Duration
+		reason string
+	}{
+		{"vacant, best candidate claims at once", func() Inputs {
+			in := base()
+			in.View.Candidates = []election.Candidate{n1down}
+			return in
+		}, Acquire, election.StateBackup, 0, "rank 0"},
+		{"vacant, second candidate backs off one step", func() Inputs {
+			in := base()
+			in.View.Candidates = []election.Candidate{n1}
+			return in
+		}, Idle, election.StateBackup, 100 * time.Millisecond, "rank 1"},
+		{"vacant, second candidate after its backoff", func() Inputs {
+			in := base()
+			in.View.Candidates = []election.Candidate{n1}
+			in.Now = t0.Add(100 * time.Millisecond)
+			return in
+		}, Acquire, election.StateBackup, 0, "rank 1"},
+		{"standby while another holds", func() Inputs {
+			in := base()
+			in.View.Leader = election.LeaderInfo{Present: true, Node: "web-node-1", CreateRev: 50, Lease: 7}
+			return in
+		}, Idle, election.StateBackup, 0, "standby for web-node-1"},
+		{"no campaign without a live lease", func() Inputs {
+			in := base()
+			in.Lease.Deadline = t0
+			return in
+		}, Idle, election.StateBackup, 0, "no live etcd lease"},
+		{"no campaign before first check results", func() Inputs {
+			in := base()
+			in.Ready = false
+			return in
+		}, Idle, election.StateBackup, 0, "first check results"},
+		{"no campaign before the view is synced", func() Inputs {
+			in := base()
+			in.View.Synced = false
+			return in
+		}, Idle, election.StateBackup, 0, "view"},
+		{"fault does not campaign", func() Inputs {
+			in := base()
+			in.Self.State = election.StateFault
+			in.Self.Failing = []string{"haproxy"}
+			return in
+		}, Idle, election.StateFault, 0, "haproxy"},
+		{"leader key names us on our lease: verify", func() Inputs {
+			in := base()
+			in.View.Leader = election.LeaderInfo{Present: true, Node: "web-node-2", CreateRev: 99, Lease: lease}
+			return in
+		}, Verify, election.StateBackup, 0, ""},
+		{"leader key names us on an old lease: standby", func() Inputs {
+			in := base()
+			in.View.Leader = election.LeaderInfo{Present: true, Node: "web-node-2", CreateRev: 99, Lease: 1}
+			return in
+		}, Idle, election.StateBackup, 0, "standby"},
+
+		{"holder keeps holding, wakes at the fence", func() Inputs { return holding(base()) }, Hold, election.StateMaster, 2 * time.Second, "holder"},
+		{"holder drops at the fence deadline", func() Inputs {
+			in := holding(base())
+			in.Now = in.Lease.Deadline
+			return in
+		}, Drop, election.StateBackup, 0, "fence"},
+		{"holder drops after a stall even if the view still says leader", func() Inputs {
+			in := holding(base())
+			in.Now = in.Lease.Deadline.Add(5 * time.Second)
+			return in
+		}, Drop, election.StateBackup, 0, "fence"},
+		{"new lease voids the claim", func() Inputs {
+			in := holding(base())
+			in.Lease.ID = 0x43
+			return in
+		}, Lost, election.StateBackup, 0, "lease changed"},
+		{"lapsed claim is verified before binding again", func() Inputs {
+			in := holding(base())
+			in.Lapsed = true
+			return in
+		}, Verify, election.StateBackup, 0, ""},
+		{"key deleted: lost", func() Inputs {
+			in := holding(base())
+			in.View.Leader = election.LeaderInfo{}
+			return in
+		}, Lost, election.StateBackup, 0, "deleted"},
+		{"key replaced by another node: lost", func() Inputs {
+			in := holding(base())
+			in.View.Leader = election.LeaderInfo{Present: true, Node: "web-node-1", CreateRev: 120, Lease: 9}
+			in.View.Rev = 120
+			return in
+		}, Lost, election.StateBackup, 0, "deleted or replaced"},
+		{"view older than the claim is not a contradiction", func() Inputs {
+			in := holding(base())
+			in.View.Leader = election.LeaderInfo{}
+			in.View.Rev = 89
+			return in
+		}, Hold, election.StateMaster, 2 * time.Second, "holder"},
+		{"holder in fault releases", func() Inputs {
+			in := holding(base())
+			in.Self.State = election.StateFault
+			in.Self.Failing = []string{"haproxy"}
+			return in
+		}, Release, election.StateFault, 0, "fault"},
+		{"drained holder releases", func() Inputs {
+			in := holding(base())
+			in.Self.Drained = true
+			return in
+		}, Release, election.StateBackup, 0, "drained"},
+		{"seed: HAProxy dies on holder (101 < 102): release at once", func() Inputs {
+			in := holding(base())
+			in.Self = n1down
+			in.Self.State = election.StateMaster
+			in.View.Leader.Node = "web-node-1"
+			in.View.Candidates = []election.Candidate{{Node: "web-node-2", Priority: 102, State: election.StateBackup, Preempt: true}}
+			in.ChallengerSince = t0
+			return in
+		}, Release, election.StateBackup, 0, "preempted by web-node-2"},
+		{"preempt_delay holds until it passes", func() Inputs {
+			in := holding(base())
+			in.View.Candidates = []election.Candidate{n1}
+			in.ChallengerSince = t0.Add(-time.Second)
+			in.PreemptDelay = 1500 * time.Millisecond
+			return in
+		}, Hold, election.StateMaster, 500 * time.Millisecond, "preempt delay"},
+		{"preempt_delay passed", func() Inputs {
+			in := holding(base())
+			in.View.Candidates = []election.Candidate{n1}
+			in.ChallengerSince = t0.Add(-1500 * time.Millisecond)
+			in.PreemptDelay = 1500 * time.Millisecond
+			return in
+		}, Release, election.StateBackup, 0, "preempted by web-node-1"},
+		{"nopreempt challenger does not move the VIP", func() Inputs {
+			in := holding(base())
+			c := n1
+			c.Preempt = false
+			in.View.Candidates = []election.Candidate{c}
+			return in
+		}, Hold, election.StateMaster, 2 * time.Second, "holder"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := Decide(c.in())
+			if d.Action != c.action || d.State != c.state || d.Wake != c.wake {
+				t.Errorf("Decide = {%v %s wake %v %q}, want {%v %s wake %v}", d.Action, d.State, d.Wake, d.Reason, c.action, c.state, c.wake)
+			}
+			if !strings.Contains(d.Reason, c.reason) {
+				t.Errorf("reason %q does not mention %q", d.Reason, c.reason)
+			}
+		})
+	}
+}
+
+// TestDecideNeverHoldsPastTheFence checks the safety invariant over a grid
+// of inputs: whatever the view, health and policy say, Hold is only ever
+// decided while the lease is live and the claim is on the current lease.
+func TestDecideNeverHoldsPastTheFence(t *testing.T) {
+	for _, now := range []time.Duration{0, 1999 * time.Millisecond, 2 * time.Second, time.Hour} {
+		for _, leaseID := range []clientv3.LeaseID{0, lease, 0x43} {
+			for _, lapsed := range []bool{false, true} {
+				for _, present := range []bool{false, true} {
+					in := holding(base())
+					in.Now = t0.Add(now)
+					in.Lease.ID = leaseID
+					in.Lapsed = lapsed
+					in.View.Leader.Present = present
+					d := Decide(in)
+					if d.Action != Hold {
+						continue
+					}
+					if !in.Lease.Live(in.Now) || in.Lease.ID != in.Claim.Lease || lapsed || !present {
+						t.Errorf("Hold decided for now=+%v lease=%x lapsed=%v present=%v", now, leaseID, lapsed, present)
+					}
+				}
+			}
+		}
+	}
+}
