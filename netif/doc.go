@@ -13,10 +13,13 @@
 // deadline and call Replace again on every lease renewal; a refresh never
 // removes the address (no flap) and only resets its lifetime.
 //
-// The kernel only checks IPv4 lifetimes on a timer that is rounded up to the
-// next whole second, so an address outlives its lifetime by up to about one
-// second (measured: valid_lft 2 s → gone after 2.0–3.0 s). Callers must keep
-// that slack inside their fence margin.
+// The kernel does not remove an address the instant its lifetime ends: the
+// IPv4 (check_lifetime) and IPv6 (addrconf_verify) expiry timers are
+// rounded up to a whole second (round_jiffies_up), so an address can
+// outlive its lifetime by up to about one second. Measured on Linux 6.18:
+// valid_lft 2 → gone after 2.01–2.28 s, for both families. A caller must
+// keep that second inside its fence margin, i.e. pass at most (time left to
+// the deadline − 1 s), floored.
 //
 // # Announcing
 //

@@ -12,6 +12,9 @@ var (
 	// the handle's network namespace.
 	ErrNoInterface = errors.New("netif: no such interface")
 
+	// ErrClosed is returned by a Handle's methods after Close.
+	ErrClosed = errors.New("netif: handle closed")
+
 	// errNoHardwareAddr: announcing needs an Ethernet MAC.
 	errNoHardwareAddr = errors.New("netif: interface has no 6-byte Ethernet address")
 )

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -26,10 +27,29 @@ const maxLifetime = math.MaxUint32 - 1
 // Handle manages addresses on links of one network namespace via netlink.
 // Its methods are safe for concurrent use.
 type Handle struct {
-	nl  *netlink.Handle
-	ns  netns.NsHandle // owned by Handle; closed by Close
 	log *slog.Logger
+
+	// mu guards closed and the use of nl and ns: every method holds it
+	// shared while it talks to the kernel, Close holds it exclusively. A
+	// closed netlink.Handle silently falls back to the calling thread's
+	// namespace, so it must never be used after Close.
+	mu     sync.RWMutex
+	closed bool
+	nl     *netlink.Handle
+	ns     netns.NsHandle // owned by Handle; closed by Close
 }
+
+// acquire takes mu shared; it fails once the Handle is closed.
+func (h *Handle) acquire() error {
+	h.mu.RLock()
+	if h.closed {
+		h.mu.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (h *Handle) release() { h.mu.RUnlock() }
 
 // NewHandle returns a Handle for the network namespace of the calling
 // thread (the process's namespace unless a caller moved a locked thread).
@@ -80,14 +100,22 @@ func newHandle(ns netns.NsHandle, log *slog.Logger) (*Handle, error) {
 	return &Handle{nl: nh, ns: ns, log: log}, nil
 }
 
-// Close releases the netlink socket and the namespace handle. Watches
-// started from h keep running until their context is done.
+// Close releases the netlink socket and the namespace handle; later calls
+// fail with ErrClosed. Close is idempotent. Watches started from h keep
+// running until their context is done.
 func (h *Handle) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	h.closed = true
 	h.nl.Close()
 	h.ns.Close()
 }
 
-// link looks ifname up, mapping "not found" to ErrNoInterface.
+// link looks ifname up, mapping "not found" to ErrNoInterface. Unexported
+// methods expect the caller to hold mu via acquire.
 func (h *Handle) link(ifname string) (netlink.Link, error) {
 	l, err := h.nl.LinkByName(ifname)
 	if err != nil {
@@ -129,6 +157,10 @@ func validPrefix(p netip.Prefix) error {
 // wait out duplicate address detection; the election, not DAD, decides who
 // holds it).
 //
+// The kernel removes the address up to about a second after the lifetime
+// ends (see the package doc), so to have it gone by a deadline pass at most
+// the time left to the deadline minus one second.
+//
 // added reports whether the kernel created the address in this call, so the
 // caller knows to announce it.
 func (h *Handle) Replace(ifname string, p netip.Prefix, lifetime time.Duration) (added bool, err error) {
@@ -142,6 +174,10 @@ func (h *Handle) Replace(ifname string, p netip.Prefix, lifetime time.Duration) 
 	if secs > maxLifetime {
 		secs = maxLifetime
 	}
+	if err := h.acquire(); err != nil {
+		return false, err
+	}
+	defer h.release()
 	l, err := h.link(ifname)
 	if err != nil {
 		return false, err
@@ -183,6 +219,14 @@ func (h *Handle) Remove(ifname string, p netip.Prefix) (removed bool, err error)
 	if err := validPrefix(p); err != nil {
 		return false, err
 	}
+	if err := h.acquire(); err != nil {
+		return false, err
+	}
+	defer h.release()
+	return h.remove(ifname, p)
+}
+
+func (h *Handle) remove(ifname string, p netip.Prefix) (bool, error) {
 	l, err := h.link(ifname)
 	if err != nil {
 		return false, err
@@ -204,7 +248,11 @@ func (h *Handle) Remove(ifname string, p netip.Prefix) (removed bool, err error)
 // prefix length, and reports how many it removed. It is the fail-closed
 // cleanup for a VIP that someone bound with a different prefix length.
 func (h *Handle) RemoveAddr(ifname string, ip netip.Addr) (int, error) {
-	ps, err := h.Addrs(ifname)
+	if err := h.acquire(); err != nil {
+		return 0, err
+	}
+	defer h.release()
+	ps, err := h.addrs(ifname)
 	if err != nil {
 		return 0, err
 	}
@@ -213,7 +261,7 @@ func (h *Handle) RemoveAddr(ifname string, ip netip.Addr) (int, error) {
 		if p.Addr() != ip.Unmap() {
 			continue
 		}
-		ok, err := h.Remove(ifname, p)
+		ok, err := h.remove(ifname, p)
 		if err != nil {
 			return n, err
 		}
@@ -226,6 +274,14 @@ func (h *Handle) RemoveAddr(ifname string, ip netip.Addr) (int, error) {
 
 // Addrs lists the addresses on ifname (both families).
 func (h *Handle) Addrs(ifname string) ([]netip.Prefix, error) {
+	if err := h.acquire(); err != nil {
+		return nil, err
+	}
+	defer h.release()
+	return h.addrs(ifname)
+}
+
+func (h *Handle) addrs(ifname string) ([]netip.Prefix, error) {
 	l, err := h.link(ifname)
 	if err != nil {
 		return nil, err
@@ -267,6 +323,10 @@ func (h *Handle) Has(ifname string, p netip.Prefix) (bool, error) {
 // state counts as down; in particular a veth whose peer is down reports
 // IF_OPER_LOWERLAYERDOWN or IF_OPER_DOWN and is not up.
 func (h *Handle) LinkUp(ifname string) (bool, error) {
+	if err := h.acquire(); err != nil {
+		return false, err
+	}
+	defer h.release()
 	l, err := h.link(ifname)
 	if err != nil {
 		return false, err

@@ -280,10 +280,30 @@ func TestNewHandleCurrentNamespace(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	defer h.Close()
 	up, err := h.LinkUp("va")
 	if err != nil || !up {
 		t.Fatalf("LinkUp(va) = %v, %v", up, err)
+	}
+
+	// After Close nothing reaches the kernel (a closed netlink.Handle
+	// would fall back to the caller's namespace, here the host's).
+	h.Close()
+	h.Close() // idempotent
+	vip := netip.MustParsePrefix("10.99.5.1/32")
+	if _, err := h.Replace("va", vip, 5*time.Second); !errors.Is(err, ErrClosed) {
+		t.Errorf("Replace after Close = %v, want ErrClosed", err)
+	}
+	if _, err := h.Remove("va", vip); !errors.Is(err, ErrClosed) {
+		t.Errorf("Remove after Close = %v, want ErrClosed", err)
+	}
+	if _, err := h.Has("va", vip); !errors.Is(err, ErrClosed) {
+		t.Errorf("Has after Close = %v, want ErrClosed", err)
+	}
+	if _, err := h.LinkUp("va"); !errors.Is(err, ErrClosed) {
+		t.Errorf("LinkUp after Close = %v, want ErrClosed", err)
+	}
+	if _, err := h.Watch(context.Background(), []string{"va"}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Watch after Close = %v, want ErrClosed", err)
 	}
 }
 

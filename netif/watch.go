@@ -81,6 +81,10 @@ func (h *Handle) Watch(ctx context.Context, ifnames []string) (<-chan Event, err
 		want[n] = true
 	}
 
+	if err := h.acquire(); err != nil {
+		return nil, err
+	}
+	defer h.release()
 	done := make(chan struct{})
 	addrCh := make(chan netlink.AddrUpdate, watchBuffer)
 	linkCh := make(chan netlink.LinkUpdate, watchBuffer)
@@ -258,7 +262,11 @@ func (w *watcher) addr(u netlink.AddrUpdate) []Event {
 	if !ok {
 		// An interface we have not seen a link event for; ask once and
 		// remember its name, watched or not.
+		if err := w.h.acquire(); err != nil {
+			return nil
+		}
 		l, err := w.h.nl.LinkByIndex(u.LinkIndex)
+		w.h.release()
 		if err != nil {
 			return nil
 		}
