@@ -21,6 +21,12 @@
 // keep that second inside its fence margin, i.e. pass at most (time left to
 // the deadline − 1 s), floored.
 //
+// Setting a link administratively down makes the kernel delete its IPv6
+// addresses (net.ipv6.conf.*.keep_addr_on_down defaults to 0), an IPv6 VIP
+// included; IPv4 addresses stay, and a mere carrier loss keeps both. Watch
+// reports the AddrRemoved, and the next Replace reports added=true so the
+// caller announces again.
+//
 // # Announcing
 //
 // [Announcer] writes raw Ethernet frames with an AF_PACKET socket. It does

@@ -537,3 +537,63 @@ func TestDialAnnouncerWithoutIPv4(t *testing.T) {
 		break
 	}
 }
+
+// TestAdminDownDropsIPv6VIP pins a kernel behaviour the coordinator must
+// handle: with the default keep_addr_on_down=0, setting a link admin down
+// deletes its IPv6 addresses (an IPv6 VIP included) but keeps IPv4 ones; a
+// carrier loss (peer down) keeps both. After the link comes back, Replace
+// reports added=true, so the caller re-announces.
+func TestAdminDownDropsIPv6VIP(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	n, h := nsHandle(t)
+	v4 := netip.MustParsePrefix("10.99.6.15/24")
+	v6 := netip.MustParsePrefix("2001:db8:6::15/64")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	evs, err := h.Watch(ctx, []string{"va"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []netip.Prefix{v4, v6} {
+		if _, err := h.Replace("va", p, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		expectEvent(t, evs, Event{Kind: AddrAdded, Interface: "va", Prefix: p})
+	}
+
+	n.ip(t, "link", "set", "vb", "down") // carrier loss on va
+	expectEvent(t, evs, Event{Kind: LinkDown, Interface: "va"})
+	expectNoEvent(t, evs, 200*time.Millisecond)
+	for _, p := range []netip.Prefix{v4, v6} {
+		if ok, err := h.Has("va", p); err != nil || !ok {
+			t.Errorf("after carrier loss: Has(%v) = %v, %v; want true", p, ok, err)
+		}
+	}
+	n.ip(t, "link", "set", "vb", "up")
+	expectEvent(t, evs, Event{Kind: LinkUp, Interface: "va"})
+
+	n.ip(t, "link", "set", "va", "down") // admin down
+	// The IPv6 removal and the link change come on separate sockets, in
+	// either order.
+	got := map[Event]bool{}
+	for range 2 {
+		ev, open, ok := nextEvent(evs, 3*time.Second)
+		if !ok || !open {
+			t.Fatalf("events so far %v; watch open %v", got, open)
+		}
+		got[ev] = true
+	}
+	if !got[Event{Kind: LinkDown, Interface: "va"}] || !got[Event{Kind: AddrRemoved, Interface: "va", Prefix: v6}] {
+		t.Fatalf("after admin down got %v; want LinkDown and AddrRemoved %v", got, v6)
+	}
+	if ok, _ := h.Has("va", v4); !ok {
+		t.Error("IPv4 VIP gone after admin down")
+	}
+	n.ip(t, "link", "set", "va", "up")
+	expectEvent(t, evs, Event{Kind: LinkUp, Interface: "va"})
+	added, err := h.Replace("va", v6, 30*time.Second)
+	if err != nil || !added {
+		t.Fatalf("Replace(%v) after admin up = %v, %v; want added", v6, added, err)
+	}
+}

@@ -66,7 +66,9 @@ const watchBuffer = 64
 // LinkUp/LinkDown when [Handle.LinkUp]'s answer changes. A lifetime refresh
 // by Replace is not an event. Interfaces that do not exist yet are watched
 // by name and reported once they appear; a deleted interface reports
-// LinkDown.
+// AddrRemoved for its known addresses and LinkDown. To start from a known
+// state, call Watch first, then read Has/LinkUp: whatever changes after
+// that read is reported.
 //
 // The channel is closed once ctx is done and every goroutine Watch started
 // has stopped. It is also closed early, with an error logged, if the
