@@ -203,6 +203,8 @@ func (h *Handle) Replace(ifname string, p netip.Prefix, lifetime time.Duration) 
 		return true, nil
 	case errors.Is(err, unix.EEXIST):
 		// Present already: refresh its lifetime in place.
+	case errors.Is(err, unix.ENODEV):
+		return false, fmt.Errorf("%w: %q (adding %v)", ErrNoInterface, ifname, p)
 	default:
 		return false, fmt.Errorf("netif: add %v on %q: %w", p, ifname, err)
 	}

@@ -66,7 +66,7 @@ const watchBuffer = 64
 // LinkUp/LinkDown when [Handle.LinkUp]'s answer changes. A lifetime refresh
 // by Replace is not an event. Interfaces that do not exist yet are watched
 // by name and reported once they appear; a deleted interface reports
-// AddrRemoved for its known addresses and LinkDown. To start from a known
+// AddrRemoved for its known addresses and LinkDown (if it was up). To start from a known
 // state, call Watch first, then read Has/LinkUp: whatever changes after
 // that read is reported.
 //
