@@ -354,14 +354,11 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 	}
 	a = a.Unmap()
 	ones, bits := n.Mask.Size()
-	if bits == 0 || ones > a.BitLen() {
-		return netip.Prefix{}, false
-	}
 	if bits == 128 && a.Is4() {
-		ones -= 96
-		if ones < 0 {
-			return netip.Prefix{}, false
-		}
+		ones -= 96 // an IPv4 address with an IPv6-length mask
+	}
+	if bits == 0 || ones < 0 || ones > a.BitLen() {
+		return netip.Prefix{}, false
 	}
 	return netip.PrefixFrom(a, ones), true
 }
