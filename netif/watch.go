@@ -56,6 +56,11 @@ func (e Event) String() string {
 // watchBuffer is the capacity of the channel Watch returns.
 const watchBuffer = 64
 
+// watchRcvBuf is the receive buffer asked for on the subscription sockets
+// (capped by net.core.rmem_max), so a burst of changes on a busy host does
+// not overflow them (ENOBUFS ends the watch).
+const watchRcvBuf = 1 << 20
+
 // Watch streams address and link changes on the named interfaces, from
 // rtnetlink multicast subscriptions (RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR,
 // RTNLGRP_IPV6_IFADDR; no polling), until ctx is done.
@@ -98,13 +103,13 @@ func (h *Handle) Watch(ctx context.Context, ifnames []string) (<-chan Event, err
 		}
 	}
 	if err := netlink.LinkSubscribeWithOptions(linkCh, done, netlink.LinkSubscribeOptions{
-		Namespace: &ns, ErrorCallback: logErr,
+		Namespace: &ns, ErrorCallback: logErr, ReceiveBufferSize: watchRcvBuf,
 	}); err != nil {
 		close(done)
 		return nil, fmt.Errorf("netif: subscribe to link events: %w", err)
 	}
 	if err := netlink.AddrSubscribeWithOptions(addrCh, done, netlink.AddrSubscribeOptions{
-		Namespace: &ns, ErrorCallback: logErr,
+		Namespace: &ns, ErrorCallback: logErr, ReceiveBufferSize: watchRcvBuf,
 	}); err != nil {
 		close(done)
 		drain(linkCh)
