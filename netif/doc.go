@@ -33,9 +33,8 @@
 // not use arp.Client: arp.New (and so arp.Dial) refuses an interface without
 // an IPv4 address of its own (e.g. a dedicated VIP interface), and its
 // Request sends from the interface's first IPv4 address, not the VIP. For
-// each IPv4 VIP one announcement round
-// is an ARP request and an ARP reply, both broadcast, with sender and target
-// protocol address = VIP. For each IPv6 VIP it is one unsolicited Neighbor
+// each IPv4 VIP one announcement round is an ARP request and an ARP reply,
+// both broadcast, with sender and target protocol address = VIP. For each IPv6 VIP it is one unsolicited Neighbor
 // Advertisement (Override flag set) to the all-nodes group ff02::1. [Burst]
 // repeats rounds on an injected clock.
 //
