@@ -182,6 +182,25 @@ func (m *Monitor) WaitHolder(node string, timeout time.Duration) error {
 	return nil
 }
 
+// HoldersAt lists the nodes holding the VIP at time t (from the events).
+func (m *Monitor) HoldersAt(t time.Time) []string {
+	held := map[string]bool{}
+	for _, e := range m.Events() {
+		if e.Time.After(t) {
+			break
+		}
+		held[e.Node] = e.Added
+	}
+	var hs []string
+	for n, h := range held {
+		if h {
+			hs = append(hs, n)
+		}
+	}
+	sort.Strings(hs)
+	return hs
+}
+
 // EventAfter returns the first event at or after t for node with the given
 // direction (added or removed).
 func (m *Monitor) EventAfter(node string, added bool, t time.Time) (HolderEvent, bool) {
