@@ -25,7 +25,7 @@ type Etcd struct {
 	Endpoints []string `yaml:"endpoints"`
 	// Prefix is the key prefix for all vipd keys. Zero value: "/vipd".
 	Prefix string `yaml:"prefix"`
-	// LeaseTTL is the node lease TTL, in whole seconds, at least 2s.
+	// LeaseTTL is the node lease TTL, in whole seconds, at least 3s.
 	// Zero value: 3s.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
 	// DialTimeout bounds connecting to an endpoint. Zero value: 2s.

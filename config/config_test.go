@@ -104,8 +104,8 @@ func TestValidationErrors(t *testing.T) {
 		{"unknown key", func(s string) string { return strings.Replace(s, "lease_ttl: 3s", "lease_ttl: 3s\n  leese: 1", 1) }, []string{"leese"}},
 		{"bad CIDR", func(s string) string { return strings.Replace(s, "192.168.20.15/24", "192.168.20.315/24", 1) }, []string{"groups[0] (VI_1).addresses[0]", "192.168.20.315/24"}},
 		{"missing interface", func(s string) string { return strings.Replace(s, "interface: ens160", "interface: \"\"", 1) }, []string{"groups[0] (VI_1).interface", "required"}},
-		{"lease_ttl too short", func(s string) string { return strings.Replace(s, "lease_ttl: 3s", "lease_ttl: 1s", 1) }, []string{"etcd.lease_ttl", "1s", "2s"}},
-		{"lease_ttl fractional", func(s string) string { return strings.Replace(s, "lease_ttl: 3s", "lease_ttl: 2500ms", 1) }, []string{"etcd.lease_ttl", "2.5s", "whole"}},
+		{"lease_ttl too short", func(s string) string { return strings.Replace(s, "lease_ttl: 3s", "lease_ttl: 1s", 1) }, []string{"etcd.lease_ttl", "1s", "3s"}},
+		{"lease_ttl fractional", func(s string) string { return strings.Replace(s, "lease_ttl: 3s", "lease_ttl: 3500ms", 1) }, []string{"etcd.lease_ttl", "3.5s", "whole"}},
 		{"unknown check", func(s string) string { return strings.Replace(s, "check: haproxy", "check: nginx", 1) }, []string{"track[0].check", `"nginx"`}},
 		{"duplicate group", func(s string) string {
 			return s + "  - {name: VI_1, interface: ens160, addresses: [192.168.20.16/24]}\n"
@@ -123,6 +123,7 @@ func TestValidationErrors(t *testing.T) {
 		{"mixed families", func(s string) string {
 			return strings.Replace(s, "[192.168.20.15/24]", "[192.168.20.15/24, 2001:db8::15/64]", 1)
 		}, []string{"addresses[1]", "mixes address families"}},
+		{"lease_ttl 2s leaves no room for a kernel lifetime", func(s string) string { return strings.Replace(s, "lease_ttl: 3s", "lease_ttl: 2s", 1) }, []string{"etcd.lease_ttl", "2s", "3s", "kernel"}},
 		{"request timeout vs ttl", func(s string) string {
 			return strings.Replace(s, "dial_timeout: 2s", "dial_timeout: 2s\n  request_timeout: 2s", 1)
 		}, []string{"etcd.request_timeout", "2s", "3s"}},

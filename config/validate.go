@@ -17,7 +17,10 @@ const (
 	MinPriority = 1
 	MaxPriority = 255
 	MaxWeight   = 253
-	MinLeaseTTL = 2 * time.Second
+	// MinLeaseTTL leaves room, inside one lease, for a kernel address
+	// lifetime of at least 1 s plus the kernel's 1 s expiry slack, so a
+	// killed vipd's VIP vanishes before its lease can expire.
+	MinLeaseTTL = 3 * time.Second
 	MinInterval = 10 * time.Millisecond
 	// maxIfNameLen is IFNAMSIZ-1.
 	maxIfNameLen = 15
@@ -72,7 +75,7 @@ func (c *Config) validateEtcd(bad func(key, format string, args ...any)) {
 		bad("etcd.prefix", "%q must start with '/' and not end with '/'", e.Prefix)
 	}
 	if e.LeaseTTL < MinLeaseTTL {
-		bad("etcd.lease_ttl", "%v is below the minimum %v", e.LeaseTTL, MinLeaseTTL)
+		bad("etcd.lease_ttl", "%v is below the minimum %v (the VIP's kernel lifetime, 1 s or more plus 1 s of kernel slack, must end inside the lease)", e.LeaseTTL, MinLeaseTTL)
 	} else if e.LeaseTTL%time.Second != 0 {
 		bad("etcd.lease_ttl", "%v is not a whole number of seconds (etcd leases are granted in seconds)", e.LeaseTTL)
 	}

@@ -14,12 +14,20 @@ func FenceDeadline(sent time.Time, ttl, margin time.Duration) time.Time {
 	return sent.Add(ttl - margin)
 }
 
-// KernelLifetime is the valid_lft to give a VIP at now so the kernel removes
-// it by deadline even if vipd is killed or frozen: the whole seconds left,
-// rounded down. ok is false when less than one second is left, in which case
-// the address must not be (re)added at all.
-func KernelLifetime(now, deadline time.Time) (lifetime time.Duration, ok bool) {
-	left := deadline.Sub(now)
+// KernelExpirySlack is how late the kernel may remove an address after its
+// valid_lft: IPv4 and IPv6 lifetime checks are scheduled on whole-second
+// boundaries (round_jiffies_up), so expiry can lag by up to a second
+// (measured here: 2.01–2.28 s for valid_lft 2).
+const KernelExpirySlack = time.Second
+
+// KernelLifetime is the valid_lft to give a VIP at now so that the kernel
+// removes it before the server can expire the lease, even if vipd is
+// killed or frozen: whole seconds, rounded down, leaving KernelExpirySlack
+// before serverExpiry (sent + TTL of the last successful renewal). ok is
+// false when that leaves less than one second; the address must then not
+// be added (an existing one keeps its earlier, still safe, lifetime).
+func KernelLifetime(now, serverExpiry time.Time) (lifetime time.Duration, ok bool) {
+	left := serverExpiry.Sub(now) - KernelExpirySlack
 	secs := left / time.Second
 	if secs < 1 {
 		return 0, false

@@ -63,6 +63,9 @@ type Lease struct {
 	Deadline time.Time
 	// Renewed is when the last successful renewal (or grant) was sent.
 	Renewed time.Time
+	// ServerExpiry is the earliest time the server may expire the lease:
+	// Renewed + TTL. Kernel lifetimes are bounded by it.
+	ServerExpiry time.Time
 }
 
 // Live reports whether the lease may be relied on at now.
@@ -163,7 +166,7 @@ func (s *Session) step(ctx context.Context) time.Duration {
 			return s.cfg.RetryEvery
 		}
 		ttl := min(time.Duration(resp.TTL)*time.Second, s.cfg.TTL)
-		l := Lease{ID: resp.ID, Renewed: sent, Deadline: FenceDeadline(sent, ttl, s.cfg.Margin)}
+		l := Lease{ID: resp.ID, Renewed: sent, Deadline: FenceDeadline(sent, ttl, s.cfg.Margin), ServerExpiry: sent.Add(ttl)}
 		s.set(l)
 		s.log.Info("lease granted", "lease", fmt.Sprintf("%x", int64(resp.ID)), "ttl", ttl)
 		return s.cfg.RenewEvery
@@ -177,9 +180,9 @@ func (s *Session) step(ctx context.Context) time.Duration {
 		deadline := FenceDeadline(sent, ttl, s.cfg.Margin)
 		// A late answer to an old request must never move the fence back.
 		if deadline.Before(cur.Deadline) {
-			deadline = cur.Deadline
+			return s.cfg.RenewEvery
 		}
-		s.set(Lease{ID: cur.ID, Renewed: sent, Deadline: deadline})
+		s.set(Lease{ID: cur.ID, Renewed: sent, Deadline: deadline, ServerExpiry: sent.Add(ttl)})
 		return s.cfg.RenewEvery
 	case errors.Is(err, rpctypes.ErrLeaseNotFound):
 		s.report(RenewLost, RenewLost, err, sent)

@@ -74,6 +74,9 @@ func TestSessionLateRenewalCountsFromSendTime(t *testing.T) {
 	if want := sent.Add(2500 * time.Millisecond); !l.Deadline.Equal(want) {
 		t.Fatalf("late renewal: deadline %v, want sent+2.5s = %v", l.Deadline, want)
 	}
+	if want := sent.Add(3 * time.Second); !l.ServerExpiry.Equal(want) {
+		t.Errorf("ServerExpiry = %v, want sent+TTL = %v", l.ServerExpiry, want)
+	}
 	if !l.Renewed.Equal(sent) {
 		t.Errorf("Renewed = %v, want the send time %v", l.Renewed, sent)
 	}

@@ -198,11 +198,19 @@ func (g *group) bind(ctx context.Context, in Inputs) bool {
 	g.dirty.Store(false)
 	// Re-read the clock: a stall between deciding and binding must not
 	// let a stale decision add an address after the fence.
-	lifetime, ok := election.KernelLifetime(g.k.clk.Now(), in.Lease.Deadline)
-	if !ok {
-		g.unbind("less than a second left before the fence deadline")
+	now := g.k.clk.Now()
+	if !in.Lease.Live(now) {
+		g.unbind("fence deadline passed while binding")
 		g.lapsed = true
 		return false
+	}
+	lifetime, ok := election.KernelLifetime(now, in.Lease.ServerExpiry)
+	if !ok {
+		// The renewal came back too late to give the kernel a safe
+		// lifetime. Bound addresses keep their earlier (safe) one; new
+		// ones wait for the next renewal.
+		g.log.Debug("renewal too late for a safe kernel lifetime; not refreshing", "server_expiry_in", in.Lease.ServerExpiry.Sub(now))
+		return true
 	}
 	added := false
 	for _, p := range g.cfg.Prefixes {
@@ -309,8 +317,11 @@ func (g *group) cancelAnnounce() {
 // transition logs and reports a state change.
 func (g *group) transition(d Decision, prio int) {
 	state := d.State
-	if g.bound {
+	switch {
+	case g.bound:
 		state = election.StateMaster
+	case state == election.StateMaster:
+		state = election.StateBackup // won, but not bound yet
 	}
 	if state == g.state {
 		return

@@ -222,4 +222,3 @@ func (a *announcers) Close() {
 		delete(a.by, name)
 	}
 }
-

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -30,7 +31,8 @@ func Start(t testing.TB) *Member {
 	cfg.Name = "test"
 	cfg.Logger = "zap"
 	cfg.LogLevel = "error"
-	cfg.LogOutputs = []string{"stderr"}
+	// Shutdown noise goes to a file, kept with the test's data.
+	cfg.LogOutputs = []string{filepath.Join(cfg.Dir, "etcd.log")}
 	client, peer := freeURL(t), freeURL(t)
 	cfg.ListenClientUrls = []url.URL{client}
 	cfg.AdvertiseClientUrls = []url.URL{client}
