@@ -260,6 +260,7 @@ func TestSeedScenario(t *testing.T) {
 		all := tb.Probes()
 		res.add("time with two holders (whole run)", ms(st.TwoHolders), "0 (asserted)")
 		res.add("time with no holder (whole run)", ms(st.NoHolder), "")
+		res.add("closest handover (VIP removed → next add)", ms(st.MinGap), "> 0: release before acquire")
 		res.add("holder changes / probes", fmt.Sprintf("%d / %d at %.1f/s", st.Changes, len(all), all.Rate()), "")
 		for _, e := range tb.Mon.Events() {
 			t.Logf("  %s (+%v)", e, ms(e.Time.Sub(tStart)))

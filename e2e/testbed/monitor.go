@@ -33,6 +33,10 @@ type HolderStats struct {
 	NoHolder   time.Duration // total time with no holder
 	MaxHolders int
 	Changes    int // holder set changes in the window
+	// MinGap is the shortest time from the VIP's removal (last holder gone)
+	// to its next add within the window: the safety margin of the closest
+	// handover (-1 if no such handover).
+	MinGap time.Duration
 }
 
 // Monitor follows the VIP on every node through netlink address events
@@ -220,7 +224,7 @@ func (m *Monitor) Stats(from, to time.Time) HolderStats {
 	if from.Before(m.start) {
 		from = m.start
 	}
-	st := HolderStats{Window: to.Sub(from)}
+	st := HolderStats{Window: to.Sub(from), MinGap: -1}
 	if !to.After(from) {
 		return st
 	}
@@ -253,9 +257,19 @@ func (m *Monitor) Stats(from, to time.Time) HolderStats {
 		st.MaxHolders = max(st.MaxHolders, count)
 		cur = until
 	}
+	var vacated time.Time // when the last holder went away (in the window)
 	for ; i < len(ev) && ev[i].Time.Before(to); i++ {
 		account(ev[i].Time)
+		before := count
 		apply(ev[i])
+		switch {
+		case before > 0 && count == 0:
+			vacated = ev[i].Time
+		case before == 0 && count > 0 && !vacated.IsZero():
+			if gap := ev[i].Time.Sub(vacated); st.MinGap < 0 || gap < st.MinGap {
+				st.MinGap = gap
+			}
+		}
 		st.Changes++
 	}
 	account(to)

@@ -143,7 +143,7 @@ func ownerDead(name string) bool {
 		return false
 	}
 	pid, err := strconv.Atoi(m[1])
-	if err != nil || pid <= 0 {
+	if err != nil || pid <= 1 {
 		return false
 	}
 	if pid == os.Getpid() {

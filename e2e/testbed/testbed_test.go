@@ -3,6 +3,7 @@ package testbed
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -62,8 +63,14 @@ func TestSweepRemovesLeftovers(t *testing.T) {
 		t.Fatalf("ip netns add: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	// A live owner's namespace must survive the sweep.
-	live := NamePrefix + "1-0zz" // PID 1 is alive
+	// A live owner's namespace must survive the sweep: the owner is a child
+	// we start (and kill, by its PID) ourselves.
+	owner := exec.Command("sleep", "60")
+	if err := owner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { owner.Process.Kill(); owner.Wait() })
+	live := fmt.Sprintf("%s%d-0zz", NamePrefix, owner.Process.Pid)
 	if out, err := exec.Command("ip", "netns", "add", live).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)
 	}
@@ -419,11 +426,11 @@ func TestMonitorStats(t *testing.T) {
 	m.record(at(800), "a", true) // overlap 800..850
 	m.record(at(850), "b", false)
 	st := m.Stats(base, at(1000))
-	if st.NoHolder != 120*time.Millisecond || st.TwoHolders != 50*time.Millisecond || st.MaxHolders != 2 || st.Changes != 5 {
+	if st.NoHolder != 120*time.Millisecond || st.TwoHolders != 50*time.Millisecond || st.MaxHolders != 2 || st.Changes != 5 || st.MinGap != 20*time.Millisecond {
 		t.Fatalf("stats %+v", st)
 	}
 	st = m.Stats(at(510), at(700))
-	if st.NoHolder != 10*time.Millisecond || st.TwoHolders != 0 || st.MaxHolders != 1 || st.Changes != 1 {
+	if st.NoHolder != 10*time.Millisecond || st.TwoHolders != 0 || st.MaxHolders != 1 || st.Changes != 1 || st.MinGap != -1 {
 		t.Fatalf("window stats %+v", st)
 	}
 	if hs := m.Holders(); len(hs) != 1 || hs[0] != "a" {
