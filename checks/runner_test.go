@@ -120,6 +120,19 @@ func waitTimers(t *testing.T, clk *clock.Fake, n int) {
 	}
 }
 
+// recv receives from ch, failing the test (instead of hanging) after realWait.
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(realWait):
+		t.Fatalf("timed out waiting for %s", what)
+		var zero T
+		return zero
+	}
+}
+
 func TestRunnerRiseFallVirtualTime(t *testing.T) {
 	clk := clock.NewFake(t0)
 	// Runs at 0, 200, ..., 1800 ms.
@@ -250,7 +263,7 @@ func TestRunnerTimeoutIsPassedToProbe(t *testing.T) {
 	})
 	rec := &recorder{clk: clk}
 	start(t, r, rec.onChange)
-	b := <-budget
+	b := recv(t, budget, "the run")
 	if b > 150*ms || b <= 0 {
 		t.Errorf("timeout budget %v, want about 150ms", b)
 	}
@@ -338,14 +351,10 @@ func TestRunnerNoStacking(t *testing.T) {
 			r.Add("slow", config.Check{Interval: 200 * ms, Timeout: time.Hour, Rise: 1, Fall: 1}, p)
 			stop := start(t, r, nil)
 
-			<-started // run 0 at t0
+			recv(t, started, "run 0") // at t0
 			waitTimers(t, clk, 1)
 			clk.Advance(200 * ms)
-			select {
-			case <-started: // run 1 at 200ms, now blocked
-			case <-time.After(realWait):
-				t.Fatal("run 1 did not start")
-			}
+			recv(t, started, "run 1") // at 200ms, now blocked
 			clk.Advance(tt.blockFor)
 			if n := clk.Timers(); n != 0 {
 				t.Fatalf("a timer is armed while a run is in flight (%d)", n)
@@ -353,7 +362,7 @@ func TestRunnerNoStacking(t *testing.T) {
 			close(release)
 			if tt.nextRun == 200*ms+tt.blockFor {
 				// Finished exactly on a boundary: runs again at once.
-				<-started
+				recv(t, started, "run 2")
 			} else {
 				waitTimers(t, clk, 1)
 				gap := tt.nextRun - (200*ms + tt.blockFor)
@@ -362,7 +371,7 @@ func TestRunnerNoStacking(t *testing.T) {
 					t.Fatalf("next run fired %v early", ms)
 				}
 				clk.Advance(ms)
-				<-started
+				recv(t, started, "run 2")
 			}
 			waitTimers(t, clk, 1)
 			stop()
@@ -399,7 +408,7 @@ func TestRunnerStopsOnCancel(t *testing.T) {
 		defer close(done)
 		r.Run(ctx, func(Status) { changes.Add(1) })
 	}()
-	<-blockedStarted
+	recv(t, blockedStarted, "the hung run")
 	waitTimers(t, clk, 2) // idle and idle2 wait on timers, hung is in its probe
 	select {
 	case <-done:
@@ -412,7 +421,7 @@ func TestRunnerStopsOnCancel(t *testing.T) {
 	case <-time.After(realWait):
 		t.Fatal("Run did not return after cancel")
 	}
-	if err := <-blockedErr; !errors.Is(err, context.Canceled) {
+	if err := recv(t, blockedErr, "the hung probe to return"); !errors.Is(err, context.Canceled) {
 		t.Errorf("hung probe saw %v, want context.Canceled", err)
 	}
 	if n := clk.Timers(); n != 0 {
