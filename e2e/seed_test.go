@@ -257,6 +257,9 @@ func TestSeedScenario(t *testing.T) {
 		if errs := tb.Mon.Errors(); len(errs) > 0 {
 			t.Errorf("holder monitor errors (events may be lost): %v", errs)
 		}
+		if err := tb.Mon.CrossCheck(time.Second); err != nil {
+			t.Error(err)
+		}
 		all := tb.Probes()
 		res.add("time with two holders (whole run)", ms(st.TwoHolders), "0 (asserted)")
 		res.add("time with no holder (whole run)", ms(st.NoHolder), "")

@@ -39,16 +39,29 @@ type HolderStats struct {
 	MinGap time.Duration
 }
 
-// Monitor follows the VIP on every node through netlink address events
-// (RTM_NEWADDR/RTM_DELADDR subscriptions in each node namespace — no
-// polling). Events are timestamped when received; lifetime refreshes
-// (AddrReplace) of an address already held are not changes.
+// Monitor follows the VIP on every node through netlink address events —
+// no polling. Lifetime refreshes (AddrReplace) of an address already held
+// are not changes.
+//
+// Two views are kept:
+//
+//   - the ordered view (Holders, WaitHolder, Events, Stats): one netlink
+//     socket in the lan namespace with NETLINK_LISTEN_ALL_NSID receives the
+//     address events of every node namespace in one queue, in the order the
+//     kernel emitted them (address changes are serialised by the RTNL lock).
+//     Events are timestamped when read, in that order. With one socket per
+//     namespace instead, a handover a few ms apart could be read in the wrong
+//     order whenever the test process is descheduled, showing a false overlap.
+//   - a per-namespace view from netlink.AddrSubscribeWithOptions (one
+//     subscription with a Namespace handle per node), used by CrossCheck to
+//     confirm that the ordered view lost no event.
 type Monitor struct {
 	vip   net.IP
 	start time.Time
 
 	mu      sync.Mutex
-	holding map[string]bool
+	holding map[string]bool // ordered view
+	nsView  map[string]bool // per-namespace subscriptions
 	events  []HolderEvent
 	errs    []error
 	changed chan struct{} // closed and replaced on every change
@@ -57,12 +70,52 @@ type Monitor struct {
 }
 
 func newMonitor(vip net.IP) *Monitor {
-	return &Monitor{vip: vip, start: time.Now(), holding: map[string]bool{},
+	return &Monitor{vip: vip, start: time.Now(), holding: map[string]bool{}, nsView: map[string]bool{},
 		changed: make(chan struct{}), done: make(chan struct{})}
 }
 
+func (m *Monitor) stopping() bool {
+	select {
+	case <-m.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (m *Monitor) addErr(err error) {
+	m.mu.Lock()
+	m.errs = append(m.errs, err)
+	m.mu.Unlock()
+}
+
+// CrossCheck waits up to timeout for the per-namespace subscriptions and the
+// ordered view to agree on every node, and reports any difference.
+func (m *Monitor) CrossCheck(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		m.mu.Lock()
+		var diff []string
+		for n, h := range m.nsView {
+			if m.holding[n] != h {
+				diff = append(diff, fmt.Sprintf("%s: ordered %v, per-namespace %v", n, m.holding[n], h))
+			}
+		}
+		m.mu.Unlock()
+		if len(diff) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			sort.Strings(diff)
+			return fmt.Errorf("holder views disagree: %v", diff)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // watch subscribes to address events in node's namespace (existing addresses
-// included) and returns once the subscription is established.
+// included) for the per-namespace view, and returns once the subscription is
+// established.
 func (m *Monitor) watch(node string, ns *Netns) error {
 	ch := make(chan netlink.AddrUpdate, 256)
 	h := ns.Handle
@@ -71,31 +124,28 @@ func (m *Monitor) watch(node string, ns *Netns) error {
 		ListExisting:      true,
 		ReceiveBufferSize: 1 << 20,
 		ErrorCallback: func(err error) {
-			select {
-			case <-m.done: // closing the socket on shutdown is not an error
-				return
-			default:
+			if !m.stopping() { // closing the socket on shutdown is not an error
+				m.addErr(fmt.Errorf("%s subscription: %w", node, err))
 			}
-			m.mu.Lock()
-			m.errs = append(m.errs, fmt.Errorf("%s: %w", node, err))
-			m.mu.Unlock()
 		},
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe to addresses in %s: %w", ns.Name, err)
 	}
 	m.mu.Lock()
-	m.holding[node] = false
+	if _, ok := m.nsView[node]; !ok {
+		m.nsView[node] = false
+	}
 	m.mu.Unlock()
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		for u := range ch { // drained until the library closes it
-			now := time.Now()
-			if !u.LinkAddress.IP.Equal(m.vip) {
-				continue
+			if u.LinkAddress.IP.Equal(m.vip) {
+				m.mu.Lock()
+				m.nsView[node] = u.NewAddr
+				m.mu.Unlock()
 			}
-			m.record(now, node, u.NewAddr)
 		}
 	}()
 	return nil
@@ -114,9 +164,7 @@ func (m *Monitor) record(t time.Time, node string, added bool) {
 }
 
 func (m *Monitor) stop() {
-	select {
-	case <-m.done:
-	default:
+	if !m.stopping() {
 		close(m.done)
 	}
 	m.wg.Wait()

@@ -262,9 +262,18 @@ func New(opts Options) (_ *Testbed, err error) {
 	tb.Client = &c
 
 	tb.Mon = newMonitor(net.IP(VIP.Addr().AsSlice()))
+	if err = tb.Mon.watchOrdered(tb.LAN, tb.Nodes); err != nil {
+		return nil, err
+	}
 	for _, n := range tb.Nodes {
 		if err = tb.Mon.watch(n.Name, n.NS); err != nil {
 			return nil, err
+		}
+		// Fresh namespaces hold no VIP; record one found anyway.
+		if has, err := n.HasVIP(); err != nil {
+			return nil, err
+		} else if has {
+			tb.Mon.record(time.Now(), n.Name, true)
 		}
 	}
 	tb.logf("testbed %s%d-%d ready in %s", NamePrefix, os.Getpid(), seq, tb.Dir)

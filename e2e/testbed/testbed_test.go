@@ -303,6 +303,54 @@ func TestTestbed(t *testing.T) {
 			t.Errorf("stats %+v; want ≈200ms with two holders", st)
 		}
 
+		// Back-to-back handovers, microseconds apart: the ordered view must
+		// never show an overlap when the removal comes first ...
+		nEv := len(tb.Mon.Events())
+		tBB := time.Now()
+		const rounds = 20
+		for i := 0; i < rounds; i++ {
+			for _, op := range []func() error{n2.DelVIP, n1.AddVIP, n1.DelVIP, n2.AddVIP} {
+				if err := op(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		waitEvents := func(n int) {
+			t.Helper()
+			for deadline := time.Now().Add(2 * time.Second); len(tb.Mon.Events()) < n; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("monitor saw %d events, want %d", len(tb.Mon.Events()), n)
+				}
+			}
+		}
+		waitEvents(nEv + 4*rounds)
+		st = tb.Mon.Stats(tBB, time.Now())
+		t.Logf("monitor over %d back-to-back handovers: %+v", 2*rounds, st)
+		if st.TwoHolders != 0 || st.MaxHolders != 1 || st.Changes != 4*rounds {
+			t.Errorf("stats %+v; want %d changes and never two holders", st, 4*rounds)
+		}
+		// ... and must show it when the add comes first.
+		tOv := time.Now()
+		if err := n1.AddVIP(); err != nil {
+			t.Fatal(err)
+		}
+		if err := n2.DelVIP(); err != nil {
+			t.Fatal(err)
+		}
+		waitEvents(nEv + 4*rounds + 2)
+		if st = tb.Mon.Stats(tOv, time.Now()); st.MaxHolders != 2 || st.TwoHolders <= 0 {
+			t.Errorf("add-before-remove not seen as overlap: %+v", st)
+		}
+		if err := n1.DelVIP(); err != nil {
+			t.Fatal(err)
+		}
+		if err := n2.AddVIP(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tb.WaitHolder(Node2, time.Second); err != nil {
+			t.Fatal(err)
+		}
+
 		// Kernel lifetime: an address added with valid_lft 1 s vanishes by itself.
 		if err := n2.DelVIP(); err != nil {
 			t.Fatal(err)
@@ -330,6 +378,10 @@ func TestTestbed(t *testing.T) {
 		if errs := tb.Mon.Errors(); len(errs) > 0 {
 			t.Errorf("monitor errors: %v", errs)
 		}
+		if err := tb.Mon.CrossCheck(time.Second); err != nil {
+			t.Error(err)
+		}
+		t.Logf("holder events (ordered view): %d", len(tb.Mon.Events()))
 	})
 
 	t.Run("close", func(t *testing.T) {
