@@ -34,6 +34,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"sort"
@@ -155,10 +156,8 @@ func Prereqs(binDir, haproxy string) []string {
 			miss = append(miss, f)
 		}
 	}
-	if _, err := os.Stat("/usr/sbin/ip"); err != nil {
-		if _, err := os.Stat("/sbin/ip"); err != nil {
-			miss = append(miss, "ip (iproute2)")
-		}
+	if _, err := exec.LookPath("ip"); err != nil {
+		miss = append(miss, "ip (iproute2)")
 	}
 	return miss
 }
