@@ -35,6 +35,7 @@ commands:
   check    --config FILE   validate a config file; touches nothing
   cleanup  --config FILE   remove every configured VIP from this host
   version                  print the version
+  import-keepalived FILE   convert a keepalived.conf to vipd YAML (stdout); lists what does not carry over
 `
 
 func main() {
@@ -59,6 +60,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "help", "--help", "-h":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "import-keepalived":
+		return importKeepalived(rest, stdout, stderr)
 	case "run", "check", "cleanup":
 	default:
 		fmt.Fprintf(stderr, "vipd: unknown command %q\n%s", cmd, usage)

@@ -1,0 +1,139 @@
+package keepalived
+
+import (
+	"bytes"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Render writes the converted configuration as commented vipd YAML. source
+// names the keepalived file in the header comment.
+func (r *Result) Render(source string) []byte {
+	var b bytes.Buffer
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	p("# vipd configuration converted from %s by `vipd import-keepalived`.\n", oneLine(source))
+	p("# Read the notes it printed, then run: vipd check --config THIS_FILE\n")
+	if r.Node != "" {
+		p("node: %s\n", yq(r.Node))
+	} else {
+		p("# node: defaults to the hostname; it must differ on every node.\n")
+	}
+	p("etcd:\n")
+	p("  # keepalived has no arbiter: list your etcd members (three or more).\n")
+	p("  endpoints:\n")
+	for _, e := range r.Endpoints {
+		p("    - %s\n", yq(e))
+	}
+	if len(r.Checks) > 0 {
+		p("checks:\n")
+	}
+	for _, c := range r.Checks {
+		p("  %s:\n", yq(c.Name))
+		p("    # vrrp_script: %s\n", oneLine(c.Script))
+		p("    type: %s\n", c.Type)
+		if c.Type == "process" {
+			p("    name: %s\n", yq(c.Process))
+		} else {
+			p("    command: %s\n", flowList(c.Command))
+		}
+		if c.Interval > 0 {
+			p("    interval: %s\n", dur(c.Interval))
+		}
+		if c.Timeout > 0 {
+			p("    timeout: %s\n", dur(c.Timeout))
+		}
+		if c.Rise > 0 {
+			p("    rise: %d\n", c.Rise)
+		}
+		if c.Fall > 0 {
+			p("    fall: %d\n", c.Fall)
+		}
+	}
+	p("groups:\n")
+	for _, g := range r.Groups {
+		p("  - name: %s\n", yq(g.Name))
+		if g.Name != g.From {
+			p("    # vrrp_instance %s\n", oneLine(g.From))
+		}
+		p("    interface: %s\n", yq(g.Interface))
+		p("    addresses: %s\n", flowList(g.Addresses))
+		p("    priority: %d\n", g.Priority)
+		p("    preempt: %t\n", g.Preempt)
+		if g.PreemptDelay > 0 {
+			p("    preempt_delay: %s\n", dur(g.PreemptDelay))
+		}
+		if len(g.Track) > 0 {
+			p("    track:\n")
+			for _, t := range g.Track {
+				p("      - {check: %s, weight: %d}\n", yq(t.Check), t.Weight)
+			}
+		}
+		var garp []string
+		if g.GARP.Count > 0 {
+			garp = append(garp, fmt.Sprintf("count: %d", g.GARP.Count))
+		}
+		if g.GARP.Interval > 0 {
+			garp = append(garp, "interval: "+dur(g.GARP.Interval))
+		}
+		if g.GARP.Refresh > 0 {
+			garp = append(garp, "refresh: "+dur(g.GARP.Refresh))
+		}
+		if len(garp) > 0 {
+			p("    garp: {%s}\n", strings.Join(garp, ", "))
+		}
+		if len(g.Notify) > 0 {
+			p("    notify:\n")
+			for _, k := range []string{"master", "backup", "fault", "stop"} {
+				if argv, ok := g.Notify[k]; ok {
+					p("      %s: %s\n", k, flowList(argv))
+				}
+			}
+		}
+	}
+	return b.Bytes()
+}
+
+func dur(d time.Duration) string {
+	if d%time.Second == 0 {
+		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	}
+	if d%time.Millisecond == 0 {
+		return strconv.FormatInt(int64(d/time.Millisecond), 10) + "ms"
+	}
+	return d.String()
+}
+
+func flowList(items []string) string {
+	q := make([]string, len(items))
+	for i, s := range items {
+		q[i] = yq(s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// plainRE matches strings safe as plain YAML scalars in block and flow
+// context that do not read as a number.
+var plainRE = regexp.MustCompile(`^[A-Za-z/_][A-Za-z0-9_./+=-]*(:[A-Za-z0-9_./+=-]+)*$`)
+
+// yq quotes s for YAML unless it is safe plain. Go's quoting is a subset of
+// YAML's double-quoted escapes.
+func yq(s string) string {
+	switch strings.ToLower(s) {
+	case "y", "n", "yes", "no", "on", "off", "true", "false", "null", "~":
+		return strconv.Quote(s)
+	}
+	if plainRE.MatchString(s) || ipv4CIDRRE.MatchString(s) {
+		return s
+	}
+	return strconv.Quote(s)
+}
+
+// ipv4CIDRRE matches an IPv4 prefix, a string (not a number) to YAML.
+var ipv4CIDRRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+/[0-9]+$`)
+
+func oneLine(s string) string {
+	return strings.NewReplacer("\n", " ", "\r", " ").Replace(s)
+}
