@@ -123,10 +123,17 @@ type GARP struct {
 	Refresh time.Duration `yaml:"refresh"`
 }
 
-// Notify lists argv commands run on transitions (keepalived notify_*).
+// Notify lists argv commands run on transitions, as keepalived's
+// notify_master, notify_backup, notify_fault and notify_stop. They run in
+// the background (never delaying a failover) with VIPD_GROUP, VIPD_NODE,
+// VIPD_STATE, VIPD_PREVIOUS_STATE, VIPD_INTERFACE, VIPD_ADDRESSES and
+// VIPD_PRIORITY in their environment. No shell unless the argv names one.
 type Notify struct {
 	Master []string `yaml:"master"`
 	Backup []string `yaml:"backup"`
 	Fault  []string `yaml:"fault"`
 	Stop   []string `yaml:"stop"`
+	// Timeout kills a hook (and its process group) that runs longer.
+	// Zero value: 30s.
+	Timeout time.Duration `yaml:"timeout"`
 }

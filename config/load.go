@@ -23,6 +23,7 @@ const (
 	DefaultBackoffStep    = 100 * time.Millisecond
 	DefaultGARPCount      = 5
 	DefaultGARPInterval   = time.Second
+	DefaultNotifyTimeout  = 30 * time.Second
 )
 
 // Default returns a configuration with every default set and no groups.
@@ -138,6 +139,9 @@ func (c *Config) applyDefaults() error {
 		}
 		if g.GARP.Interval == 0 {
 			g.GARP.Interval = DefaultGARPInterval
+		}
+		if g.Notify.Timeout == 0 {
+			g.Notify.Timeout = DefaultNotifyTimeout
 		}
 	}
 	return nil

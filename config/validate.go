@@ -215,6 +215,14 @@ func (c *Config) validateGroups(bad func(key, format string, args ...any)) {
 		if g.GARP.Interval <= 0 {
 			bad(key+".garp.interval", "%v must be positive", g.GARP.Interval)
 		}
+		for state, argv := range map[string][]string{"master": g.Notify.Master, "backup": g.Notify.Backup, "fault": g.Notify.Fault, "stop": g.Notify.Stop} {
+			if len(argv) > 0 && argv[0] == "" {
+				bad(key+".notify."+state, "the command (first element) is empty")
+			}
+		}
+		if g.Notify.Timeout < 0 {
+			bad(key+".notify.timeout", "%v must not be negative", g.Notify.Timeout)
+		}
 		if g.GARP.Refresh < 0 {
 			bad(key+".garp.refresh", "%v must not be negative", g.GARP.Refresh)
 		}

@@ -56,6 +56,15 @@ type Candidate struct {
 	Lease int64 `json:"-"`
 }
 
+// Handover is a planned switchover request written by vipctl: the holder
+// From releases, and To (or, if empty, the best other candidate) takes
+// over. While the request exists (its lease is the hold time) From neither
+// reclaims a vacancy ahead of others nor preempts back.
+type Handover struct {
+	From string `json:"from"`
+	To   string `json:"to,omitempty"`
+}
+
 // Eligible reports whether c may stand for leadership.
 func (c Candidate) Eligible() bool { return c.State != StateFault && !c.Drained }
 
@@ -80,6 +89,30 @@ func Rank(self Candidate, cands []Candidate) int {
 		}
 		if Better(c, self) {
 			rank++
+		}
+	}
+	return rank
+}
+
+// RankWithHandover adjusts Rank for a pending handover: the target ranks
+// first and everyone else one step later; the node handing over ranks after
+// every other eligible candidate, so it only reclaims if nobody else does.
+func RankWithHandover(self Candidate, cands []Candidate, h *Handover) int {
+	rank := Rank(self, cands)
+	if h == nil {
+		return rank
+	}
+	if h.To != "" {
+		if self.Node == h.To {
+			return 0
+		}
+		rank++
+	}
+	if self.Node == h.From {
+		for _, c := range cands {
+			if c.Node != self.Node && c.Eligible() {
+				rank++
+			}
 		}
 	}
 	return rank

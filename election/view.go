@@ -25,6 +25,8 @@ type LeaderInfo struct {
 type GroupState struct {
 	Leader     LeaderInfo
 	Candidates []Candidate
+	// Handover is a pending planned switchover, nil if none.
+	Handover *Handover
 	// Rev is the etcd revision this state reflects.
 	Rev int64
 	// Synced is false until the first full listing has been applied, and
@@ -35,6 +37,7 @@ type GroupState struct {
 type groupView struct {
 	leader     LeaderInfo
 	candidates map[string]Candidate
+	handover   *Handover
 }
 
 // View mirrors every group's leader key and candidate records from one
@@ -49,15 +52,16 @@ type View struct {
 	// every group may have changed (resync). It must not block.
 	onChange func(group string)
 
-	mu     sync.Mutex
-	rev    int64
-	synced bool
-	groups map[string]*groupView
+	mu      sync.Mutex
+	rev     int64
+	synced  bool
+	groups  map[string]*groupView
+	drained map[string]bool
 }
 
 // NewView returns a view; Run starts it.
 func NewView(cli *clientv3.Client, keys Keys, clk clock.Clock, log *slog.Logger, onChange func(group string)) *View {
-	return &View{cli: cli, keys: keys, clk: clk, log: log, onChange: onChange, groups: map[string]*groupView{}}
+	return &View{cli: cli, keys: keys, clk: clk, log: log, onChange: onChange, groups: map[string]*groupView{}, drained: map[string]bool{}}
 }
 
 // Group returns a copy of group's state.
@@ -67,11 +71,23 @@ func (v *View) Group(name string) GroupState {
 	st := GroupState{Rev: v.rev, Synced: v.synced}
 	if g := v.groups[name]; g != nil {
 		st.Leader = g.leader
+		if g.handover != nil {
+			h := *g.handover
+			st.Handover = &h
+		}
 		for _, c := range g.candidates {
 			st.Candidates = append(st.Candidates, c)
 		}
 	}
 	return st
+}
+
+// Drained reports whether node is marked drained, and whether the view is
+// synced (an unsynced view keeps the last known answer).
+func (v *View) Drained(node string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.drained[node]
 }
 
 // Run lists and watches the prefix until ctx is done, re-listing after any
@@ -103,12 +119,13 @@ func (v *View) Run(ctx context.Context) {
 func (v *View) list(ctx context.Context) (int64, error) {
 	rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), 2*time.Second)
 	defer cancel()
-	resp, err := v.cli.Get(rctx, v.keys.Groups(), clientv3.WithPrefix())
+	resp, err := v.cli.Get(rctx, v.keys.All(), clientv3.WithPrefix())
 	if err != nil {
 		return 0, err
 	}
 	v.mu.Lock()
 	v.groups = map[string]*groupView{}
+	v.drained = map[string]bool{}
 	for _, kv := range resp.Kvs {
 		v.applyLocked(mvccpb.PUT, kv)
 	}
@@ -122,8 +139,7 @@ func (v *View) list(ctx context.Context) (int64, error) {
 func (v *View) watch(ctx context.Context, fromRev int64) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := v.cli.Watch(wctx, v.keys.Groups(), clientv3.WithPrefix(), clientv3.WithRev(fromRev),
-		clientv3.WithProgressNotify())
+	wch := v.cli.Watch(wctx, v.keys.All(), clientv3.WithPrefix(), clientv3.WithRev(fromRev))
 	for resp := range wch {
 		if err := resp.Err(); err != nil {
 			return err
@@ -131,7 +147,9 @@ func (v *View) watch(ctx context.Context, fromRev int64) error {
 		changed := map[string]bool{}
 		v.mu.Lock()
 		for _, ev := range resp.Events {
-			if g := v.applyLocked(ev.Type, ev.Kv); g != "" {
+			if g, kind := v.applyLocked(ev.Type, ev.Kv); kind == KeyDrained {
+				changed[""] = true // a drain mark concerns every group of that node
+			} else if g != "" {
 				changed[g] = true
 			}
 		}
@@ -139,20 +157,33 @@ func (v *View) watch(ctx context.Context, fromRev int64) error {
 			v.rev = resp.Header.Revision
 		}
 		v.mu.Unlock()
-		for g := range changed {
-			v.onChange(g)
+		if changed[""] {
+			v.onChange("")
+		} else {
+			for g := range changed {
+				v.onChange(g)
+			}
 		}
 	}
 	return ctx.Err()
 }
 
-// applyLocked applies one key change and returns the group it touched.
-func (v *View) applyLocked(t mvccpb.Event_EventType, kv *mvccpb.KeyValue) string {
+// applyLocked applies one key change and returns the group and kind it
+// touched.
+func (v *View) applyLocked(t mvccpb.Event_EventType, kv *mvccpb.KeyValue) (string, KeyKind) {
 	key := string(kv.Key)
 	group, kind, node := v.keys.Parse(key)
-	if kind == KeyUnknown {
+	switch kind {
+	case KeyUnknown:
 		v.log.Debug("ignoring unknown key", "key", key)
-		return ""
+		return "", kind
+	case KeyDrained:
+		if t == mvccpb.DELETE {
+			delete(v.drained, node)
+		} else {
+			v.drained[node] = true
+		}
+		return "", kind
 	}
 	g := v.groups[group]
 	if g == nil {
@@ -179,8 +210,20 @@ func (v *View) applyLocked(t mvccpb.Event_EventType, kv *mvccpb.KeyValue) string
 		}
 		c.Lease = kv.Lease
 		g.candidates[node] = c
+	case KeyHandover:
+		if t == mvccpb.DELETE {
+			g.handover = nil
+			break
+		}
+		var h Handover
+		if err := json.Unmarshal(kv.Value, &h); err != nil || h.From == "" {
+			v.log.Warn("ignoring malformed handover request", "key", key, "value", truncate(kv.Value, 80), "err", err)
+			g.handover = nil
+			break
+		}
+		g.handover = &h
 	}
-	return group
+	return group, kind
 }
 
 func truncate(b []byte, n int) string {

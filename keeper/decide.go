@@ -101,7 +101,12 @@ func Decide(in Inputs) Decision {
 			}
 			return Decision{Action: Release, State: state, Reason: reason}
 		}
-		if ch, ok := election.Challenger(self, in.View.Candidates); ok {
+		if h := in.View.Handover; h != nil && h.From == self.Node {
+			if target, ok := handoverTarget(h, self, in.View.Candidates); ok {
+				return Decision{Action: Release, State: election.StateBackup, Reason: "planned handover to " + target}
+			}
+		}
+		if ch, ok := election.Challenger(self, challengers(in.View)); ok {
 			yield, wait := election.ShouldPreempt(in.Now, in.ChallengerSince, in.PreemptDelay)
 			if yield {
 				return Decision{Action: Release, State: election.StateBackup,
@@ -123,7 +128,7 @@ func Decide(in Inputs) Decision {
 		}
 		return Decision{Action: Idle, State: state, Reason: "standby for " + l.Node}
 	}
-	rank := election.Rank(self, in.View.Candidates)
+	rank := election.RankWithHandover(self, in.View.Candidates, in.View.Handover)
 	due := in.VacantSince.Add(election.Backoff(rank, in.BackoffStep))
 	if in.Now.Before(due) {
 		return Decision{Action: Idle, State: state, Reason: fmt.Sprintf("vacant; rank %d backing off", rank), Wake: due.Sub(in.Now)}
@@ -144,4 +149,36 @@ func notCampaigning(in Inputs) string {
 	default:
 		return "waiting for the group view"
 	}
+}
+
+// handoverTarget names who a handover from self would go to, and whether
+// that node is an eligible candidate now; a handover to nobody is not
+// carried out (it would only cause an outage).
+func handoverTarget(h *election.Handover, self election.Candidate, cands []election.Candidate) (string, bool) {
+	best := ""
+	for _, c := range election.Sorted(cands) {
+		if c.Node == self.Node || !c.Eligible() {
+			continue
+		}
+		if h.To == "" || c.Node == h.To {
+			best = c.Node
+			break
+		}
+	}
+	return best, best != ""
+}
+
+// challengers are the candidates that may preempt the holder: all but the
+// node that handed the group over while its handover request stands.
+func challengers(v election.GroupState) []election.Candidate {
+	if v.Handover == nil {
+		return v.Candidates
+	}
+	out := make([]election.Candidate, 0, len(v.Candidates))
+	for _, c := range v.Candidates {
+		if c.Node != v.Handover.From {
+			out = append(out, c)
+		}
+	}
+	return out
 }

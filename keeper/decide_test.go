@@ -183,6 +183,63 @@ func TestDecide(t *testing.T) {
 			return in
 		}, Hold, election.StateMaster, 2 * time.Second, "holder"},
 	}
+	handover := func(from, to string) *election.Handover { return &election.Handover{From: from, To: to} }
+	n3 := election.Candidate{Node: "web-node-3", Priority: 90, State: election.StateBackup, Preempt: true}
+	cases = append(cases, []struct {
+		name   string
+		in     func() Inputs
+		action Action
+		state  string
+		wake   time.Duration
+		reason string
+	}{
+		{"handover: holder releases to the named node", func() Inputs {
+			in := holding(base())
+			in.View.Candidates = []election.Candidate{n1, n3}
+			in.View.Handover = handover("web-node-2", "web-node-3")
+			return in
+		}, Release, election.StateBackup, 0, "handover to web-node-3"},
+		{"handover without target goes to the best other node", func() Inputs {
+			in := holding(base())
+			in.View.Candidates = []election.Candidate{n3, n1}
+			in.View.Handover = handover("web-node-2", "")
+			return in
+		}, Release, election.StateBackup, 0, "handover to web-node-1"},
+		{"handover to a node in fault is not carried out", func() Inputs {
+			in := holding(base())
+			f := n3
+			f.State = election.StateFault
+			in.View.Candidates = []election.Candidate{f}
+			in.View.Handover = handover("web-node-2", "web-node-3")
+			return in
+		}, Hold, election.StateMaster, 2 * time.Second, "holder"},
+		{"handover addressed to another holder is ignored", func() Inputs {
+			in := holding(base())
+			in.View.Candidates = []election.Candidate{n3}
+			in.View.Handover = handover("web-node-1", "web-node-3")
+			return in
+		}, Hold, election.StateMaster, 2 * time.Second, "holder"},
+		{"new holder is not preempted back by the node that handed over", func() Inputs {
+			in := holding(base())
+			in.View.Candidates = []election.Candidate{n1}
+			in.View.Handover = handover("web-node-1", "web-node-2")
+			return in
+		}, Hold, election.StateMaster, 2 * time.Second, "holder"},
+		{"vacancy: handover target claims at once although it ranks lower", func() Inputs {
+			in := base()
+			in.Self = n3
+			in.View.Candidates = []election.Candidate{n1, in.Self}
+			in.View.Handover = handover("web-node-1", "web-node-3")
+			return in
+		}, Acquire, election.StateBackup, 0, "rank 0"},
+		{"vacancy: the node that handed over waits behind the others", func() Inputs {
+			in := base()
+			in.Self = n1
+			in.View.Candidates = []election.Candidate{n1, n3}
+			in.View.Handover = handover("web-node-1", "")
+			return in
+		}, Idle, election.StateBackup, 100 * time.Millisecond, "rank 1"},
+	}...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			d := Decide(c.in())

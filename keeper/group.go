@@ -3,6 +3,7 @@ package keeper
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,20 +17,28 @@ import (
 // retryDelay paces retries of failed etcd writes inside a group loop.
 const retryDelay = 100 * time.Millisecond
 
-// group is one group's reconcile loop. Fields below the line are owned by
-// the loop goroutine.
+// group is one group's reconcile loop. Fields after the blank line are
+// owned by the loop goroutine.
 type group struct {
-	k     *Keeper
-	cfg   config.Group
-	log   *slog.Logger
-	wake  chan struct{}
-	dirty atomic.Bool // an address event touched our VIPs: re-check them
+	k      *Keeper
+	name   string
+	log    *slog.Logger
+	wake   chan struct{}
+	dirty  atomic.Bool // an address event touched our VIPs: re-check them
+	cancel context.CancelFunc
+	done   chan struct{}
 
+	mu        sync.Mutex
+	shared    config.Group // latest config, set by update
+	state     string       // last reported state, read by Ready/Summary
+	heartbeat time.Time
+
+	cfg             config.Group // the loop's copy of shared
 	claim           *election.Claim
 	lapsed          bool
 	bound           bool
 	boundRenewal    time.Time // lease renewal the bound lifetime was computed from
-	state           string
+	acquireVacancy  time.Time // vacancy start of an acquire in progress, for the metric
 	vacantSince     time.Time
 	challenger      string
 	challengerSince time.Time
@@ -38,6 +47,50 @@ type group struct {
 	publishRetry    bool
 	stopAnnounce    context.CancelFunc
 	announceWG      sync.WaitGroup
+}
+
+func newGroup(k *Keeper, gc config.Group, cancel context.CancelFunc) *group {
+	return &group{
+		k: k, name: gc.Name, log: k.log.With("group", gc.Name),
+		wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{}),
+		shared: gc, cfg: gc, heartbeat: k.clk.Now(),
+	}
+}
+
+// update hands the loop a new configuration with the same addresses.
+func (g *group) update(gc config.Group) {
+	g.mu.Lock()
+	g.shared = gc
+	g.mu.Unlock()
+	g.poke()
+}
+
+func (g *group) config() config.Group {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.shared
+}
+
+func (g *group) iface() string { return g.config().Interface }
+
+func (g *group) ownsAddr(a netip.Addr) bool {
+	return slices.ContainsFunc(g.config().Prefixes, func(p netip.Prefix) bool { return p.Addr() == a })
+}
+
+func (g *group) tracks(check string) bool {
+	return slices.ContainsFunc(g.config().Track, func(t config.Track) bool { return t.Check == check })
+}
+
+func (g *group) currentState() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.state
+}
+
+func (g *group) lastLoop() time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.heartbeat
 }
 
 func (g *group) poke() {
@@ -49,16 +102,24 @@ func (g *group) poke() {
 
 func (g *group) markDirty() { g.dirty.Store(true) }
 
+// maxSleep bounds how long a loop sleeps, so its heartbeat (watched by
+// the systemd watchdog) stays fresh.
+const maxSleep = time.Second
+
 func (g *group) run(ctx context.Context) {
-	timer := g.k.clk.NewTimer(time.Hour)
+	timer := g.k.clk.NewTimer(maxSleep)
 	defer timer.Stop()
 	for {
 		// Take the change channel before reading the lease, so a renewal
 		// that lands in between still wakes us.
 		leaseChanged := g.k.session.Changed()
+		g.mu.Lock()
+		g.cfg = g.shared
+		g.heartbeat = g.k.clk.Now()
+		g.mu.Unlock()
 		wake := g.reconcile(ctx)
-		if wake <= 0 {
-			wake = time.Hour
+		if wake <= 0 || wake > maxSleep {
+			wake = maxSleep
 		}
 		timer.Reset(wake)
 		select {
@@ -75,8 +136,9 @@ func (g *group) run(ctx context.Context) {
 // inputs gathers everything Decide needs.
 func (g *group) inputs() Inputs {
 	now := g.k.clk.Now()
-	prio, fault, failing, _, ready := g.k.health(g.cfg)
-	self := election.Candidate{Node: g.k.node, Priority: prio, Preempt: g.cfg.Preempt, Failing: failing, State: election.StateBackup}
+	prio, fault, failing, ready := g.k.health(g.cfg)
+	self := election.Candidate{Node: g.k.node, Priority: prio, Preempt: g.cfg.Preempt, Failing: failing, State: election.StateBackup,
+		Drained: g.k.view.Drained(g.k.node)}
 	switch {
 	case fault:
 		self.State = election.StateFault
@@ -150,6 +212,7 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 			return false, retryDelay
 		}
 		g.claim, g.lapsed = &claim, false
+		g.acquireVacancy = in.VacantSince
 		g.log.Info("won leadership", "rev", claim.CreateRev, "reason", d.Reason)
 		return true, 0
 	case Verify:
@@ -226,6 +289,10 @@ func (g *group) bind(ctx context.Context, in Inputs) bool {
 	}
 	g.bound, g.boundRenewal = true, in.Lease.Renewed
 	if added {
+		if !g.acquireVacancy.IsZero() {
+			g.k.obs.Acquired(g.cfg.Name, g.k.clk.Now().Sub(g.acquireVacancy))
+			g.acquireVacancy = time.Time{}
+		}
 		g.announce()
 	}
 	return true
@@ -274,6 +341,7 @@ func (g *group) announce() {
 		return
 	}
 	g.cancelAnnounce()
+	cfg := g.cfg // the goroutine must not read the loop's fields
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stopAnnounce = cancel
 	g.announceWG.Add(1)
@@ -281,18 +349,22 @@ func (g *group) announce() {
 		defer g.announceWG.Done()
 		send := func() error {
 			var first error
-			for _, p := range g.cfg.Prefixes {
-				if err := g.k.opt.Announce(g.cfg.Interface, p.Addr()); err != nil && first == nil {
-					first = err
+			for _, p := range cfg.Prefixes {
+				if err := g.k.opt.Announce(cfg.Interface, p.Addr()); err != nil {
+					if first == nil {
+						first = err
+					}
+					continue
 				}
+				g.k.obs.Announced(cfg.Name, p.Addr())
 			}
 			return first
 		}
-		if _, err := netif.Burst(ctx, g.k.clk, g.cfg.GARP.Count, g.cfg.GARP.Interval, send); err != nil {
+		if _, err := netif.Burst(ctx, g.k.clk, cfg.GARP.Count, cfg.GARP.Interval, send); err != nil {
 			g.log.Warn("announcement failed", "err", err)
 		}
-		for g.cfg.GARP.Refresh > 0 {
-			t := g.k.clk.NewTimer(g.cfg.GARP.Refresh)
+		for cfg.GARP.Refresh > 0 {
+			t := g.k.clk.NewTimer(cfg.GARP.Refresh)
 			select {
 			case <-ctx.Done():
 				t.Stop()
@@ -314,7 +386,7 @@ func (g *group) cancelAnnounce() {
 	}
 }
 
-// transition logs and reports a state change.
+// transition logs and reports a state change, and runs its notify hook.
 func (g *group) transition(d Decision, prio int) {
 	state := d.State
 	switch {
@@ -323,15 +395,27 @@ func (g *group) transition(d Decision, prio int) {
 	case state == election.StateMaster:
 		state = election.StateBackup // won, but not bound yet
 	}
-	if state == g.state {
-		return
-	}
+	g.k.obs.GroupState(g.cfg.Name, state, prio, g.bound)
+	g.mu.Lock()
 	from := g.state
 	g.state = state
-	g.log.Info("state change", "from", orInit(from), "to", state, "reason", d.Reason, "priority", prio)
-	if f := g.k.opt.OnTransition; f != nil {
-		f(Transition{Group: g.cfg.Name, Node: g.k.node, From: orInit(from), To: state, Reason: d.Reason, Priority: prio})
+	g.mu.Unlock()
+	if state == from {
+		return
 	}
+	g.log.Info("state change", "from", orInit(from), "to", state, "reason", d.Reason, "priority", prio)
+	g.k.obs.Transition(g.cfg.Name, state)
+	hook := map[string][]string{
+		election.StateMaster: g.cfg.Notify.Master,
+		election.StateBackup: g.cfg.Notify.Backup,
+		election.StateFault:  g.cfg.Notify.Fault,
+	}[state]
+	g.k.notify.run(hook, g.cfg.Notify.Timeout, g.hookEnv(state, orInit(from), prio))
+}
+
+func (g *group) hookEnv(state, from string, prio int) hookEnv {
+	return hookEnv{Group: g.cfg.Name, Node: g.k.node, State: state, From: from,
+		Interface: g.cfg.Interface, Addresses: g.cfg.Addresses, Priority: prio}
 }
 
 func orInit(s string) string {
@@ -348,7 +432,7 @@ func (g *group) publish(ctx context.Context, in Inputs) time.Duration {
 		return 0
 	}
 	c := in.Self
-	c.State = g.state
+	c.State = g.currentState()
 	if c.State == "" {
 		c.State = election.StateBackup
 	}
@@ -371,11 +455,12 @@ func candidateEqual(a, b election.Candidate) bool {
 
 // shutdown runs once ctx is cancelled: VIPs off first, then the key.
 func (g *group) shutdown(ctx context.Context) {
-	g.unbind("vipd stopping")
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.k.opt.Config.Etcd.RequestTimeout)
+	g.unbind("group stopping")
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.k.lead.RequestTimeout)
 	defer cancel()
 	g.resign(rctx)
-	if g.state != "" {
-		g.log.Info("state change", "from", g.state, "to", "STOP", "reason", "vipd stopping")
-	}
+	from := g.currentState()
+	g.log.Info("state change", "from", orInit(from), "to", "STOP", "reason", "group stopping")
+	g.k.obs.GroupState(g.cfg.Name, "STOP", 0, false)
+	g.k.notify.run(g.cfg.Notify.Stop, g.cfg.Notify.Timeout, g.hookEnv("STOP", orInit(from), 0))
 }

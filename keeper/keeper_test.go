@@ -233,15 +233,13 @@ func startNode(t *testing.T, m *etcdtest.Member, rec *recorder, name string, pri
 		Config: cfg, Client: m.Client(t), Clock: clock.Real{}, Log: logger(t).With("test", t.Name()),
 		Ifaces: host, Announce: host.announce,
 	}
-	if tracked {
-		r := checks.NewRunner(clock.Real{}, opts.Log)
-		r.Add("haproxy", cfg.Checks["haproxy"], func(context.Context) error {
+	opts.Probes = func(string, config.Check) (checks.Probe, error) {
+		return func(context.Context) error {
 			if health.Load() {
 				return nil
 			}
 			return fmt.Errorf("haproxy down")
-		})
-		opts.Checks = r
+		}, nil
 	}
 	k := keeper.New(opts)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -14,14 +14,18 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"go.uber.org/zap"
 
-	"github.com/vipd/vipd/checks"
 	"github.com/vipd/vipd/config"
 	"github.com/vipd/vipd/internal/clock"
 	"github.com/vipd/vipd/internal/etcdclient"
 	"github.com/vipd/vipd/keeper"
+	"github.com/vipd/vipd/metrics"
 	"github.com/vipd/vipd/netif"
 )
 
@@ -91,7 +95,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "cleanup":
 		return cleanup(cfg, log, stdout)
 	}
-	if err := run(cfg, log); err != nil {
+	if err := run(*cfgPath, cfg, log); err != nil {
 		log.Error("vipd failed", "err", err)
 		return 1
 	}
@@ -138,7 +142,7 @@ func cleanup(cfg config.Config, log *slog.Logger, stdout io.Writer) int {
 	return 0
 }
 
-func run(cfg config.Config, log *slog.Logger) error {
+func run(cfgPath string, cfg config.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
@@ -157,33 +161,106 @@ func run(cfg config.Config, log *slog.Logger) error {
 	defer ann.Close()
 
 	clk := clock.Real{}
-	runner := checks.NewRunner(clk, log)
-	tracked := map[string]bool{}
-	for _, g := range cfg.Groups {
-		for _, t := range g.Track {
-			tracked[t.Check] = true
+	reg := prometheus.NewRegistry()
+	var k *keeper.Keeper
+	m := metrics.New(reg, version, func() float64 {
+		l := k.Session().Current()
+		if l.ID == 0 {
+			return 0
 		}
-	}
-	for name, c := range cfg.Checks {
-		if !tracked[name] {
-			continue
-		}
-		p, err := checks.NewProbe(c)
-		if err != nil {
-			return fmt.Errorf("checks.%s: %w", name, err)
-		}
-		runner.Add(name, c, p)
-	}
-
-	k := keeper.New(keeper.Options{
-		Config: cfg, Client: cli, Clock: clk, Log: log,
-		Ifaces: h, Announce: ann.Announce, Checks: runner,
+		return l.Deadline.Sub(clk.Now()).Seconds()
 	})
+	k = keeper.New(keeper.Options{
+		Config: cfg, Client: cli, Clock: clk, Log: log,
+		Ifaces: h, Announce: ann.Announce, Observer: m,
+	})
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if cfg.Metrics.Listen != "" {
+		wait, err := metrics.Serve(ctx, cfg.Metrics.Listen, metrics.Handler(reg, k.Ready), log)
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := wait(); err != nil {
+				log.Error("metrics server stopped", "err", err)
+			}
+		}()
+	}
+	wg.Add(2)
+	go func() { defer wg.Done(); systemdLoop(ctx, k, log) }()
+	go func() { defer wg.Done(); reloadLoop(ctx, cfgPath, k, log) }()
+
 	log.Info("vipd starting", "version", version, "node", cfg.Node, "groups", len(cfg.Groups),
 		"endpoints", strings.Join(cfg.Etcd.Endpoints, ","), "lease_ttl", cfg.Etcd.LeaseTTL)
 	err = k.Run(ctx)
+	stop()
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
 	log.Info("vipd stopped")
 	return err
+}
+
+// systemdLoop tells systemd READY=1 once every group knows its first state,
+// keeps STATUS= current, and feeds the watchdog only while every group loop
+// is alive, so a hung vipd is restarted. Without NOTIFY_SOCKET it only
+// waits for ctx.
+func systemdLoop(ctx context.Context, k *keeper.Keeper, log *slog.Logger) {
+	watchdog, _ := daemon.SdWatchdogEnabled(false)
+	tick := time.Second
+	if watchdog > 0 && watchdog/3 < tick {
+		tick = watchdog / 3
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	ready, status := false, ""
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if ok, _ := k.Ready(); ok && !ready {
+			ready = true
+			_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+			log.Info("ready: every group has a state and the lease is live")
+		}
+		if s := k.Summary(); s != status {
+			status = s
+			_, _ = daemon.SdNotify(false, "STATUS="+s)
+		}
+		if watchdog > 0 && k.Alive(watchdog/2) {
+			_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+		}
+	}
+}
+
+// reloadLoop re-reads the config on SIGHUP. An invalid or incompatible new
+// config is rejected with a log line and the running one stays.
+func reloadLoop(ctx context.Context, path string, k *keeper.Keeper, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		_, _ = daemon.SdNotify(false, daemon.SdNotifyReloading)
+		cfg, err := config.Load(path)
+		if err == nil {
+			err = k.Reload(cfg)
+		}
+		if err != nil {
+			log.Error("reload rejected; the running configuration stays", "config", path, "err", err)
+		} else {
+			log.Info("configuration reloaded", "config", path, "groups", len(cfg.Groups))
+		}
+		_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+	}
 }
 
 // announcers keeps one raw-socket announcer per interface, opened on first

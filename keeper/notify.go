@@ -1,0 +1,140 @@
+package keeper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// notifier runs keepalived-style notify hooks: asynchronously, each with a
+// timeout that kills its whole process group, so a slow or hung hook never
+// delays the election or the address change.
+type notifier struct {
+	log *slog.Logger
+	obs Observer
+	wg  sync.WaitGroup
+	// ctx ends every running hook when the daemon stops for good.
+	ctx context.Context
+}
+
+// hookEnv is what a hook learns from its environment.
+type hookEnv struct {
+	Group, Node, State, From, Interface string
+	Addresses                           []string
+	Priority                            int
+}
+
+func (e hookEnv) environ() []string {
+	return append(os.Environ(),
+		"VIPD_GROUP="+e.Group,
+		"VIPD_NODE="+e.Node,
+		"VIPD_STATE="+e.State,
+		"VIPD_PREVIOUS_STATE="+e.From,
+		"VIPD_INTERFACE="+e.Interface,
+		"VIPD_ADDRESSES="+strings.Join(e.Addresses, " "),
+		"VIPD_PRIORITY="+strconv.Itoa(e.Priority),
+	)
+}
+
+// run starts argv in the background. An empty argv does nothing.
+func (n *notifier) run(argv []string, timeout time.Duration, env hookEnv) {
+	if len(argv) == 0 {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		result := "ok"
+		err := n.exec(argv, timeout, env)
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			result = "timeout"
+			n.log.Warn("notify hook timed out and was killed", "group", env.Group, "state", env.State, "command", argv[0], "timeout", timeout)
+		case err != nil:
+			result = "error"
+			n.log.Warn("notify hook failed", "group", env.Group, "state", env.State, "command", argv[0], "err", err)
+		default:
+			n.log.Debug("notify hook done", "group", env.Group, "state", env.State, "command", argv[0])
+		}
+		n.obs.Notified(env.Group, env.State, result)
+	}()
+}
+
+func (n *notifier) exec(argv []string, timeout time.Duration, env hookEnv) error {
+	ctx, cancel := context.WithTimeout(n.ctx, timeout)
+	defer cancel()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = env.environ()
+	// Own process group, so a timeout kills the hook's children too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var out strings.Builder
+	lw := &limitedWriter{w: &out, n: 4096}
+	cmd.Stdout, cmd.Stderr = lw, lw
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("keeper: notify %s: %w", argv[0], err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if s := lw.String(); s != "" {
+			n.log.Debug("notify hook output", "command", argv[0], "output", s)
+		}
+		if err != nil {
+			return fmt.Errorf("keeper: notify %s: %w", argv[0], err)
+		}
+		return nil
+	case <-ctx.Done():
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		if n.ctx.Err() != nil {
+			return fmt.Errorf("keeper: notify %s: %w", argv[0], n.ctx.Err())
+		}
+		return context.DeadlineExceeded
+	}
+}
+
+// wait blocks until every running hook has finished or been killed.
+func (n *notifier) wait() { n.wg.Wait() }
+
+// waitFor waits for running hooks, at most d.
+func (n *notifier) waitFor(d time.Duration) {
+	done := make(chan struct{})
+	go func() { n.wg.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+// limitedWriter keeps the first n bytes and drops the rest.
+type limitedWriter struct {
+	mu sync.Mutex
+	w  *strings.Builder
+	n  int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if room := l.n - l.w.Len(); room > 0 {
+		l.w.Write(p[:min(room, len(p))])
+	}
+	return len(p), nil
+}
+
+func (l *limitedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.String()
+}

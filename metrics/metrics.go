@@ -1,0 +1,149 @@
+package metrics
+
+import (
+	"net/netip"
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// States a group can report in vipd_group_state.
+var states = []string{"MASTER", "BACKUP", "FAULT"}
+
+// Metrics is every vipd metric. Its methods are the observer interfaces the
+// keeper, checks and lease session call.
+type Metrics struct {
+	groupHolder   *prometheus.GaugeVec
+	groupPriority *prometheus.GaugeVec
+	groupState    *prometheus.GaugeVec
+	transitions   *prometheus.CounterVec
+	checkUp       *prometheus.GaugeVec
+	checkDuration *prometheus.HistogramVec
+	renewals      *prometheus.CounterVec
+	renewDuration prometheus.Histogram
+	announcements *prometheus.CounterVec
+	acquire       *prometheus.HistogramVec
+	notifyRuns    *prometheus.CounterVec
+	conflicts     *prometheus.CounterVec
+}
+
+// New creates the metrics and registers them, the build info and the Go and
+// process collectors on reg. fenceRemaining is read at scrape time for
+// vipd_lease_fence_remaining_seconds.
+func New(reg prometheus.Registerer, version string, fenceRemaining func() float64) *Metrics {
+	m := &Metrics{
+		groupHolder: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vipd_group_holder", Help: "1 if this node has the group's VIPs bound, else 0.",
+		}, []string{"group"}),
+		groupPriority: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vipd_group_priority", Help: "Effective priority of this node in the group (base plus check weights).",
+		}, []string{"group"}),
+		groupState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vipd_group_state", Help: "1 for the group's current state on this node (MASTER, BACKUP or FAULT), 0 for the others.",
+		}, []string{"group", "state"}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vipd_group_transitions_total", Help: "State transitions of the group on this node, by target state.",
+		}, []string{"group", "to"}),
+		checkUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vipd_check_up", Help: "1 if the health check is up (after rise/fall), else 0.",
+		}, []string{"check"}),
+		checkDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "vipd_check_duration_seconds", Help: "Duration of health check runs.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"check"}),
+		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vipd_lease_renewals_total", Help: "Lease grant and renewal attempts by result (ok, error, lost, granted, grant_error).",
+		}, []string{"result"}),
+		renewDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "vipd_lease_renewal_duration_seconds", Help: "Round trip of lease grant and renewal attempts.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}),
+		announcements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vipd_announcements_total", Help: "Announcement frames sent, by kind (garp_request, garp_reply, na).",
+		}, []string{"group", "kind"}),
+		acquire: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "vipd_acquire_seconds", Help: "Time from seeing the group vacant to having its VIPs bound.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"group"}),
+		notifyRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vipd_notify_runs_total", Help: "Notify hook runs by target state and result (ok, error, timeout).",
+		}, []string{"group", "state", "result"}),
+		conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vipd_address_conflicts_total", Help: "Times another host was seen answering for a VIP before it was claimed.",
+		}, []string{"group"}),
+	}
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "vipd_build_info", Help: "vipd build information; always 1.",
+	}, []string{"version", "goversion"})
+	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	fence := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "vipd_lease_fence_remaining_seconds",
+		Help: "Seconds until the fence deadline: VIPs must be gone by then unless the lease is renewed. Negative or 0 when no live lease.",
+	}, fenceRemaining)
+	reg.MustRegister(m.groupHolder, m.groupPriority, m.groupState, m.transitions, m.checkUp, m.checkDuration,
+		m.renewals, m.renewDuration, m.announcements, m.acquire, m.notifyRuns, m.conflicts, buildInfo, fence,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// GroupState records a group's current state, priority and whether its
+// VIPs are bound here.
+func (m *Metrics) GroupState(group, state string, priority int, holder bool) {
+	for _, s := range states {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		m.groupState.WithLabelValues(group, s).Set(v)
+	}
+	m.groupPriority.WithLabelValues(group).Set(float64(priority))
+	h := 0.0
+	if holder {
+		h = 1
+	}
+	m.groupHolder.WithLabelValues(group).Set(h)
+}
+
+// Transition counts a state change.
+func (m *Metrics) Transition(group, to string) { m.transitions.WithLabelValues(group, to).Inc() }
+
+// Acquired records the time from vacancy to bound VIPs.
+func (m *Metrics) Acquired(group string, d time.Duration) {
+	m.acquire.WithLabelValues(group).Observe(d.Seconds())
+}
+
+// Announced counts the frames of one announcement round for ip.
+func (m *Metrics) Announced(group string, ip netip.Addr) {
+	if ip.Is4() {
+		m.announcements.WithLabelValues(group, "garp_request").Inc()
+		m.announcements.WithLabelValues(group, "garp_reply").Inc()
+		return
+	}
+	m.announcements.WithLabelValues(group, "na").Inc()
+}
+
+// Check records a check's state and the duration of its last run.
+func (m *Metrics) Check(name string, up bool, d time.Duration) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.checkUp.WithLabelValues(name).Set(v)
+	m.checkDuration.WithLabelValues(name).Observe(d.Seconds())
+}
+
+// Renewal counts a lease grant or renewal attempt.
+func (m *Metrics) Renewal(result string, d time.Duration) {
+	m.renewals.WithLabelValues(result).Inc()
+	m.renewDuration.Observe(d.Seconds())
+}
+
+// Notified counts a notify hook run.
+func (m *Metrics) Notified(group, state, result string) {
+	m.notifyRuns.WithLabelValues(group, state, result).Inc()
+}
+
+// Conflict counts an address conflict seen before claiming.
+func (m *Metrics) Conflict(group string) { m.conflicts.WithLabelValues(group).Inc() }
