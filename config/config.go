@@ -55,13 +55,17 @@ type Metrics struct {
 	Listen string `yaml:"listen"`
 }
 
-// Check is one named health check.
+// Check is one named health check. The common keys (type, interval,
+// timeout, rise, fall, init_fail) apply to every type; the others belong to
+// one type each, and setting a key on a check of another type is an error.
 type Check struct {
-	// Type is http | tcp | process | exec. Required.
+	// Type is http | tcp | process | exec | file | interface. Required.
 	Type string `yaml:"type"`
 	// URL is the http check's URL (e.g. HAProxy's monitor-uri). Required for http.
 	URL string `yaml:"url"`
-	// Interval between runs. Zero value: 1s. Minimum 10ms.
+	// Interval between runs. Zero value: 1s. Minimum 10ms. The file and
+	// interface checks also run at once on an inotify or netlink event, so
+	// for them the interval is only a safety net.
 	Interval time.Duration `yaml:"interval"`
 	// Timeout of one run; must not exceed Interval. Zero value: Interval.
 	Timeout time.Duration `yaml:"timeout"`
@@ -71,6 +75,47 @@ type Check struct {
 	// Fall is the number of consecutive failures that turn an up check down.
 	// Zero value: 1.
 	Fall int `yaml:"fall"`
+	// InitFail starts the check as down (keepalived init_fail): it then
+	// needs Rise successes to come up. Default false: the first result
+	// decides at once, up or down.
+	InitFail bool `yaml:"init_fail"`
+
+	// ExpectStatus lists the http status codes that pass. Empty: any 2xx.
+	ExpectStatus []int `yaml:"expect_status"`
+	// BodyContains, if set, must occur in the http response body (the first
+	// 64 KiB are searched).
+	BodyContains string `yaml:"body_contains"`
+	// CAFile is a PEM bundle that verifies an https check's server instead
+	// of the system roots.
+	CAFile string `yaml:"ca_file"`
+	// InsecureSkipVerify turns off https certificate verification.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+
+	// Address is the tcp check's host:port. Required for tcp.
+	Address string `yaml:"address"`
+
+	// Pidfile names the process check's pidfile: up while that process is
+	// alive and not a zombie. Exactly one of Pidfile and Name for process.
+	Pidfile string `yaml:"pidfile"`
+	// Name is the process check's executable name (any live, non-zombie
+	// process in vipd's PID namespace with that comm or executable basename;
+	// what keepalived's `killall -0 NAME` did), or the interface check's
+	// interface name (required for interface).
+	Name string `yaml:"name"`
+
+	// Command is the exec check's argv (no shell unless argv names one);
+	// exit status 0 passes. Required for exec.
+	Command []string `yaml:"command"`
+	// User runs the exec check's command as this user. Zero value: nobody.
+	// Running as root needs an explicit `user: root`.
+	User string `yaml:"user"`
+
+	// Path is the file check's file (keepalived track_file): its content
+	// is an integer that multiplies the track weight. Required for file.
+	Path string `yaml:"path"`
+	// Missing says what an absent file means: "down" (the check fails) or
+	// "zero" (reads as 0, keepalived's behaviour). Zero value: "down".
+	Missing string `yaml:"missing"`
 }
 
 // Group is one VIP group: a set of addresses that move together.
@@ -83,6 +128,9 @@ type Group struct {
 	Addresses []string `yaml:"addresses"`
 	// Priority is the base priority, 1..255. Zero value: 100.
 	Priority int `yaml:"priority"`
+	// State is keepalived's MASTER|BACKUP start state, accepted so migrated
+	// configs load, and ignored with a warning: etcd decides the holder.
+	State string `yaml:"state"`
 	// Preempt lets a better candidate take the VIP from a worse holder.
 	// Default true (keepalived's default).
 	Preempt bool `yaml:"preempt"`
@@ -110,7 +158,12 @@ type Track struct {
 	// Weight is added to the priority while the check is up (if > 0) or
 	// subtracted while it is down (if < 0); 0 puts the group in FAULT
 	// while the check is down. Range -253..253. Zero value: 0 (FAULT).
+	// For a file check the file's value multiplies the weight.
 	Weight int `yaml:"weight"`
+	// Reverse inverts the weight's effect (keepalived `weight N reverse`):
+	// a positive weight is subtracted while the check is up, a negative one
+	// added while it is down, and weight 0 means FAULT while the check is up.
+	Reverse bool `yaml:"reverse"`
 }
 
 // GARP configures gratuitous ARP announcements.

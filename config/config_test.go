@@ -155,3 +155,155 @@ func TestWarningsForUntrackedCheck(t *testing.T) {
 		t.Errorf("Warnings() = %v, want one naming checks.haproxy", w)
 	}
 }
+
+// withCheck replaces the seed's haproxy check body with body (YAML lines at
+// the check's indentation).
+func withCheck(body string) string {
+	old := `    type: http
+    url: http://127.0.0.1:8404/healthz
+`
+	return strings.Replace(seed, old, body, 1)
+}
+
+func TestCheckTypesAccepted(t *testing.T) {
+	cases := []struct {
+		name  string
+		body  string
+		check func(t *testing.T, ch Check)
+	}{
+		{"http with status, body and https CA", "    type: http\n    url: https://127.0.0.1:8443/healthz\n    expect_status: [200, 204]\n    body_contains: ok\n    ca_file: /etc/vipd/ca.pem\n", func(t *testing.T, ch Check) {
+			if len(ch.ExpectStatus) != 2 || ch.BodyContains != "ok" || ch.CAFile != "/etc/vipd/ca.pem" {
+				t.Errorf("http keys decoded wrong: %+v", ch)
+			}
+		}},
+		{"https insecure", "    type: http\n    url: https://127.0.0.1:8443/\n    insecure_skip_verify: true\n", nil},
+		{"tcp", "    type: tcp\n    address: 127.0.0.1:80\n", func(t *testing.T, ch Check) {
+			if ch.Address != "127.0.0.1:80" {
+				t.Errorf("address = %q", ch.Address)
+			}
+		}},
+		{"tcp ipv6", "    type: tcp\n    address: \"[::1]:80\"\n", nil},
+		{"process pidfile", "    type: process\n    pidfile: /run/haproxy.pid\n", nil},
+		{"process name", "    type: process\n    name: haproxy\n", nil},
+		{"exec defaults to nobody", "    type: exec\n    command: [/usr/bin/true]\n", func(t *testing.T, ch Check) {
+			if ch.User != "nobody" {
+				t.Errorf("exec user = %q, want nobody", ch.User)
+			}
+		}},
+		{"exec as root when asked", "    type: exec\n    command: [/bin/sh, -c, 'exit 0']\n    user: root\n", func(t *testing.T, ch Check) {
+			if ch.User != "root" {
+				t.Errorf("exec user = %q, want root", ch.User)
+			}
+		}},
+		{"file defaults to missing down", "    type: file\n    path: /etc/vipd/weight\n", func(t *testing.T, ch Check) {
+			if ch.Missing != "down" {
+				t.Errorf("missing = %q, want down", ch.Missing)
+			}
+		}},
+		{"file missing zero", "    type: file\n    path: /etc/vipd/weight\n    missing: zero\n", nil},
+		{"interface", "    type: interface\n    name: eth1\n", nil},
+		{"init_fail", "    type: tcp\n    address: 127.0.0.1:80\n    init_fail: true\n", func(t *testing.T, ch Check) {
+			if !ch.InitFail {
+				t.Error("init_fail lost")
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse(strings.NewReader(withCheck(tc.body)))
+			if err != nil {
+				t.Fatalf("rejected: %v", err)
+			}
+			if tc.check != nil {
+				tc.check(t, c.Checks["haproxy"])
+			}
+		})
+	}
+}
+
+func TestCheckTypeValidation(t *testing.T) {
+	cases := []struct {
+		name string
+		body string
+		want []string
+	}{
+		{"tcp without address", "    type: tcp\n", []string{"checks.haproxy.address", "required"}},
+		{"tcp bad address", "    type: tcp\n    address: localhost\n", []string{"checks.haproxy.address", `"localhost"`, "host:port"}},
+		{"url on a tcp check", "    type: tcp\n    address: 127.0.0.1:80\n    url: http://x/\n", []string{"checks.haproxy.url", "http", `"tcp"`}},
+		{"address on an http check", "    type: http\n    url: http://127.0.0.1/\n    address: 127.0.0.1:80\n", []string{"checks.haproxy.address", "tcp", `"http"`}},
+		{"process with neither", "    type: process\n", []string{"checks.haproxy.pidfile", "exactly one", "name"}},
+		{"process with both", "    type: process\n    pidfile: /run/x.pid\n    name: x\n", []string{"checks.haproxy.pidfile", "exactly one", `"/run/x.pid"`, `"x"`}},
+		{"process name with slash", "    type: process\n    name: /usr/sbin/haproxy\n", []string{"checks.haproxy.name", "/usr/sbin/haproxy"}},
+		{"exec without command", "    type: exec\n", []string{"checks.haproxy.command", "required"}},
+		{"exec empty argv0", "    type: exec\n    command: [\"\", x]\n", []string{"checks.haproxy.command", "first element"}},
+		{"user on a file check", "    type: file\n    path: /x\n    user: root\n", []string{"checks.haproxy.user", "exec", `"file"`}},
+		{"file without path", "    type: file\n", []string{"checks.haproxy.path", "required"}},
+		{"file missing bogus", "    type: file\n    path: /x\n    missing: maybe\n", []string{"checks.haproxy.missing", `"maybe"`}},
+		{"interface without name", "    type: interface\n", []string{"checks.haproxy.name", "required"}},
+		{"interface name too long", "    type: interface\n    name: averyveryverylongname\n", []string{"checks.haproxy.name", "averyveryverylongname"}},
+		{"pidfile on an interface check", "    type: interface\n    name: eth0\n    pidfile: /x\n", []string{"checks.haproxy.pidfile", "process", `"interface"`}},
+		{"bad expect_status", "    type: http\n    url: http://127.0.0.1/\n    expect_status: [200, 42]\n", []string{"checks.haproxy.expect_status[1]", "42"}},
+		{"ca_file on plain http", "    type: http\n    url: http://127.0.0.1/\n    ca_file: /ca.pem\n", []string{"checks.haproxy.url", "https"}},
+		{"ca_file and insecure", "    type: http\n    url: https://127.0.0.1/\n    ca_file: /ca.pem\n    insecure_skip_verify: true\n", []string{"checks.haproxy.insecure_skip_verify", "/ca.pem"}},
+		{"unknown type lists supported", "    type: ping\n", []string{"checks.haproxy.type", `"ping"`, "interface", "exec"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(strings.NewReader(withCheck(tc.body)))
+			if err == nil {
+				t.Fatal("config accepted, want an error")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %v does not wrap ErrInvalid", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestTrackReverseAndWeightBounds(t *testing.T) {
+	for _, tc := range []struct {
+		track string
+		ok    bool
+	}{
+		{"{check: haproxy, weight: 253}", true},
+		{"{check: haproxy, weight: -253}", true},
+		{"{check: haproxy, weight: 254}", false},
+		{"{check: haproxy, weight: -254}", false},
+		{"{check: haproxy, weight: 2, reverse: true}", true},
+		{"{check: haproxy, weight: 0, reverse: true}", true},
+	} {
+		_, err := Parse(strings.NewReader(strings.Replace(seed, "{check: haproxy, weight: 2}", tc.track, 1)))
+		if (err == nil) != tc.ok {
+			t.Errorf("track %s: err = %v, want ok=%v", tc.track, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "track[0].weight") {
+			t.Errorf("track %s: error %q does not name track[0].weight", tc.track, err)
+		}
+	}
+	c, err := Parse(strings.NewReader(strings.Replace(seed, "{check: haproxy, weight: 2}", "{check: haproxy, weight: 2, reverse: true}", 1)))
+	if err != nil || !c.Groups[0].Track[0].Reverse {
+		t.Fatalf("reverse not decoded: %v %+v", err, c.Groups)
+	}
+}
+
+func TestGroupStateAcceptedWithWarning(t *testing.T) {
+	for _, st := range []string{"MASTER", "BACKUP", "backup"} {
+		c, err := Parse(strings.NewReader(strings.Replace(seed, "priority: 101", "priority: 101\n    state: "+st, 1)))
+		if err != nil {
+			t.Fatalf("state %s rejected: %v", st, err)
+		}
+		w := c.Warnings()
+		if len(w) != 1 || !strings.Contains(w[0], "groups[0] (VI_1).state") || !strings.Contains(w[0], st) || !strings.Contains(w[0], "etcd decides") {
+			t.Errorf("state %s: Warnings() = %q, want one naming the key, the value and that etcd decides", st, w)
+		}
+	}
+	_, err := Parse(strings.NewReader(strings.Replace(seed, "priority: 101", "priority: 101\n    state: LEADER", 1)))
+	if err == nil || !strings.Contains(err.Error(), "groups[0] (VI_1).state") || !strings.Contains(err.Error(), "LEADER") {
+		t.Errorf("state LEADER: err = %v, want one naming the key and value", err)
+	}
+}

@@ -26,6 +26,15 @@ const (
 	DefaultNotifyTimeout  = 30 * time.Second
 )
 
+// Check defaults that depend on the check type.
+const (
+	// DefaultExecUser runs exec checks unprivileged unless `user:` says
+	// otherwise; root must be asked for by name.
+	DefaultExecUser = "nobody"
+	// DefaultFileMissing is what an absent file check's file means.
+	DefaultFileMissing = "down"
+)
+
 // Default returns a configuration with every default set and no groups.
 func Default() Config {
 	return Config{
@@ -126,6 +135,12 @@ func (c *Config) applyDefaults() error {
 		}
 		if ch.Fall == 0 {
 			ch.Fall = 1
+		}
+		if ch.Type == "exec" && ch.User == "" {
+			ch.User = DefaultExecUser
+		}
+		if ch.Type == "file" && ch.Missing == "" {
+			ch.Missing = DefaultFileMissing
 		}
 		c.Checks[name] = ch
 	}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -31,7 +32,38 @@ const (
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
 // supportedCheckTypes are the check types this build runs.
-var supportedCheckTypes = map[string]bool{"http": true}
+var supportedCheckTypes = map[string]bool{"http": true, "tcp": true, "process": true, "exec": true, "file": true, "interface": true}
+
+// typeKeys lists the type-specific keys of a check that are set, each with
+// the types it belongs to; validateChecks rejects a key set on another type.
+func (ch *Check) typeKeys() []struct {
+	key   string
+	types []string
+} {
+	type tk = struct {
+		key   string
+		types []string
+	}
+	var out []tk
+	add := func(set bool, key string, types ...string) {
+		if set {
+			out = append(out, tk{key, types})
+		}
+	}
+	add(ch.URL != "", "url", "http")
+	add(len(ch.ExpectStatus) > 0, "expect_status", "http")
+	add(ch.BodyContains != "", "body_contains", "http")
+	add(ch.CAFile != "", "ca_file", "http")
+	add(ch.InsecureSkipVerify, "insecure_skip_verify", "http")
+	add(ch.Address != "", "address", "tcp")
+	add(ch.Pidfile != "", "pidfile", "process")
+	add(ch.Name != "", "name", "process", "interface")
+	add(len(ch.Command) > 0, "command", "exec")
+	add(ch.User != "", "user", "exec")
+	add(ch.Path != "", "path", "file")
+	add(ch.Missing != "", "missing", "file")
+	return out
+}
 
 // Validate checks the configuration and fills Group.Prefixes. It reports
 // every problem at once, each naming its key and value, joined and wrapped
@@ -108,12 +140,59 @@ func (c *Config) validateChecks(bad func(key, format string, args ...any)) {
 		case !supportedCheckTypes[ch.Type]:
 			bad(key+".type", "%q is not a supported check type (supported: %s)", ch.Type, strings.Join(sortedKeys(supportedCheckTypes), ", "))
 		}
-		if ch.Type == "http" {
+		if supportedCheckTypes[ch.Type] {
+			for _, k := range ch.typeKeys() {
+				if !slices.Contains(k.types, ch.Type) {
+					bad(key+"."+k.key, "is a key of %s checks, not of this %q check", strings.Join(k.types, " and "), ch.Type)
+				}
+			}
+		}
+		switch ch.Type {
+		case "http":
 			u, err := url.Parse(ch.URL)
 			if ch.URL == "" {
 				bad(key+".url", "is required for an http check")
 			} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				bad(key+".url", "%q is not an http:// or https:// URL", ch.URL)
+			} else if u.Scheme == "http" && (ch.CAFile != "" || ch.InsecureSkipVerify) {
+				bad(key+".url", "%q is plain http; ca_file and insecure_skip_verify need an https:// URL", ch.URL)
+			}
+			for j, code := range ch.ExpectStatus {
+				if code < 100 || code > 599 {
+					bad(fmt.Sprintf("%s.expect_status[%d]", key, j), "%d is not an HTTP status code (100..599)", code)
+				}
+			}
+			if ch.CAFile != "" && ch.InsecureSkipVerify {
+				bad(key+".insecure_skip_verify", "true contradicts %s.ca_file %q: verify with the CA or skip verification, not both", key, ch.CAFile)
+			}
+		case "tcp":
+			if ch.Address == "" {
+				bad(key+".address", "is required for a tcp check (host:port)")
+			} else if host, port, err := net.SplitHostPort(ch.Address); err != nil || host == "" || port == "" {
+				bad(key+".address", "%q is not host:port", ch.Address)
+			}
+		case "process":
+			if (ch.Pidfile == "") == (ch.Name == "") {
+				bad(key+".pidfile", "a process check needs exactly one of pidfile and name (pidfile %q, name %q)", ch.Pidfile, ch.Name)
+			} else if ch.Name != "" && (strings.Contains(ch.Name, "/") || len(ch.Name) > 255) {
+				bad(key+".name", "%q must be an executable name without '/'", ch.Name)
+			}
+		case "exec":
+			if len(ch.Command) == 0 || ch.Command[0] == "" {
+				bad(key+".command", "is required for an exec check and its first element must not be empty (got %q)", ch.Command)
+			}
+		case "file":
+			if ch.Path == "" {
+				bad(key+".path", "is required for a file check")
+			}
+			if ch.Missing != "down" && ch.Missing != "zero" {
+				bad(key+".missing", "%q must be down or zero", ch.Missing)
+			}
+		case "interface":
+			if ch.Name == "" {
+				bad(key+".name", "is required for an interface check (the interface name)")
+			} else if len(ch.Name) > maxIfNameLen || strings.ContainsAny(ch.Name, "/ ") {
+				bad(key+".name", "%q is not a valid interface name", ch.Name)
 			}
 		}
 		if ch.Interval < MinInterval {
@@ -189,6 +268,9 @@ func (c *Config) validateGroups(bad func(key, format string, args ...any)) {
 		if g.Priority < MinPriority || g.Priority > MaxPriority {
 			bad(key+".priority", "%d is outside %d..%d", g.Priority, MinPriority, MaxPriority)
 		}
+		if s := strings.ToUpper(g.State); s != "" && s != "MASTER" && s != "BACKUP" {
+			bad(key+".state", "%q must be MASTER or BACKUP (and is ignored: etcd decides)", g.State)
+		}
 		if g.PreemptDelay < 0 {
 			bad(key+".preempt_delay", "%v must not be negative", g.PreemptDelay)
 		}
@@ -242,6 +324,11 @@ func (c *Config) Warnings() []string {
 	for _, name := range sortedKeys(c.Checks) {
 		if !used[name] {
 			w = append(w, fmt.Sprintf("checks.%s: not tracked by any group; it will not run", name))
+		}
+	}
+	for i, g := range c.Groups {
+		if g.State != "" {
+			w = append(w, fmt.Sprintf("groups[%d] (%s).state: %q is ignored; etcd decides which node holds the group", i, g.Name, g.State))
 		}
 	}
 	return w
