@@ -35,8 +35,9 @@ func needAll(t *testing.T) {
 type row struct{ what, measured, target string }
 
 type results struct {
-	t    *testing.T
-	rows []row
+	t     *testing.T
+	title string
+	rows  []row
 }
 
 func (r *results) add(what string, measured any, target string) {
@@ -50,7 +51,11 @@ func (r *results) log() {
 	}
 	var b strings.Builder
 	line := func(a, m, t string) { fmt.Fprintf(&b, "| %-*s | %-*s | %-*s |\n", w[0], a, w[1], m, w[2], t) }
-	b.WriteString("seed scenario results\n")
+	title := r.title
+	if title == "" {
+		title = "seed scenario results"
+	}
+	b.WriteString(title + "\n")
 	line("measurement", "measured", "target / asserted")
 	line(strings.Repeat("-", w[0]), strings.Repeat("-", w[1]), strings.Repeat("-", w[2]))
 	for _, x := range r.rows {

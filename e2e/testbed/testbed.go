@@ -331,6 +331,24 @@ func (tb *Testbed) SetLinkUp(h *Host, up bool) error {
 	return tb.LAN.NL.LinkSetDown(port)
 }
 
+// Isolate detaches h's port from the bridge (isolated) or re-attaches it.
+// Unlike SetLinkUp(h, false) the host keeps carrier on eth0, so it cannot
+// tell from its link that it is cut off (as when an upstream switch fails).
+func (tb *Testbed) Isolate(h *Host, isolated bool) error {
+	port, err := tb.LAN.NL.LinkByName(h.Short)
+	if err != nil {
+		return err
+	}
+	if isolated {
+		return tb.LAN.NL.LinkSetNoMaster(port)
+	}
+	br, err := tb.LAN.NL.LinkByName("br0")
+	if err != nil {
+		return err
+	}
+	return tb.LAN.NL.LinkSetMaster(port, br)
+}
+
 // Node returns the node called name, or nil.
 func (tb *Testbed) Node(name string) *Node {
 	for _, n := range tb.Nodes {
