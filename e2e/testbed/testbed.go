@@ -193,9 +193,13 @@ func New(opts Options) (_ *Testbed, err error) {
 			opts.Logf("swept leftovers of dead testbeds: %v (err %v)", removed, err)
 		}
 	}
+	tLock := time.Now()
 	lock, err := acquireLock()
 	if err != nil {
 		return nil, fmt.Errorf("testbed lock: %w", err)
+	}
+	if w := time.Since(tLock); w > 100*time.Millisecond && opts.Logf != nil {
+		opts.Logf("waited %v for another testbed to finish (testbeds run one at a time)", w.Round(time.Millisecond))
 	}
 	seqMu.Lock()
 	nextSeq++

@@ -225,7 +225,7 @@ func (d *demo) live() {
 			}
 			client := strings.Join(parts, ", ")
 			if client == "" {
-				client = "(no probes)"
+				continue // the probe has not started yet
 			}
 			holder := strings.Join(tb.Mon.HoldersAt(nextBucket), "+")
 			if holder == "" {
