@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -27,7 +28,10 @@ var version = "dev"
 const usage = `usage: vipctl <command> [flags]
 
 commands:
-  status [--json]   every group: holder, lease time left, candidates
+  status [--json]                       every group: holder, lease time left, candidates
+  handover GROUP [--to NODE] [--hold D] planned switchover; waits for the new holder
+  drain NODE                            NODE stops standing for every group (survives restarts)
+  undrain NODE                          NODE stands again
   version
 
 flags (all commands):
@@ -51,7 +55,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "help", "--help", "-h":
 		fmt.Fprint(stdout, usage)
 		return 0
-	case "status":
+	case "status", "handover", "drain", "undrain":
 	default:
 		fmt.Fprintf(stderr, "vipctl: unknown command %q\n%s", cmd, usage)
 		return 2
@@ -61,8 +65,25 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("config", "/etc/vipd/vipd.yaml", "vipd config file")
 	endpoints := fs.String("endpoints", "", "comma-separated etcd endpoints")
 	prefix := fs.String("prefix", config.DefaultPrefix, "key prefix (with --endpoints)")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(rest); err != nil {
+	asJSON := fs.Bool("json", false, "print JSON (status)")
+	to := fs.String("to", "", "handover target node (default: the best other candidate)")
+	hold := fs.Duration("hold", time.Minute, "handover: how long the old holder is kept from preempting back")
+	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for etcd and for the result")
+	// Positional arguments may come before or after flags.
+	var pos []string
+	for {
+		if err := fs.Parse(rest); err != nil {
+			return 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	wantArgs := map[string]int{"status": 0, "handover": 1, "drain": 1, "undrain": 1}[cmd]
+	if len(pos) != wantArgs {
+		fmt.Fprintf(stderr, "vipctl %s: want %d argument(s), got %d\n%s", cmd, wantArgs, len(pos), usage)
 		return 2
 	}
 	ec := config.Default().Etcd
@@ -83,21 +104,54 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	st, err := Status(ctx, cli, election.Keys{Prefix: ec.Prefix})
-	if err != nil {
-		fmt.Fprintf(stderr, "vipctl: etcd %s unreachable or failing: %v\n", strings.Join(ec.Endpoints, ","), err)
+	keys := election.Keys{Prefix: ec.Prefix}
+	var err2 error
+	switch cmd {
+	case "status":
+		var st []GroupStatus
+		if st, err2 = Status(ctx, cli, keys); err2 == nil {
+			if *asJSON {
+				enc := json.NewEncoder(stdout)
+				enc.SetIndent("", "  ")
+				_ = enc.Encode(st)
+			} else {
+				printStatus(stdout, st)
+			}
+		}
+	case "handover":
+		var res HandoverResult
+		if res, err2 = Handover(ctx, cli, keys, pos[0], *to, *hold); err2 == nil {
+			fmt.Fprintf(stdout, "%s: %s -> %s in %v; %s will not preempt back for %v\n",
+				pos[0], res.From, res.To, res.Took.Round(time.Millisecond), res.From, *hold)
+		}
+	case "drain":
+		var held []string
+		if held, err2 = Drain(ctx, cli, keys, pos[0]); err2 == nil {
+			fmt.Fprintf(stdout, "%s drained; it holds no group now (was holding: %s)\n", pos[0], orNone(held))
+		}
+	case "undrain":
+		if err2 = Undrain(ctx, cli, keys, pos[0]); err2 == nil {
+			fmt.Fprintf(stdout, "%s undrained; it stands for its groups again\n", pos[0])
+		}
+	}
+	if err2 != nil {
+		if errors.Is(err2, context.DeadlineExceeded) {
+			fmt.Fprintf(stderr, "vipctl: etcd %s unreachable or too slow (--timeout %v): %v\n", strings.Join(ec.Endpoints, ","), *timeout, err2)
+		} else {
+			fmt.Fprintf(stderr, "vipctl: %v\n", err2)
+		}
 		return 1
 	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(st)
-		return 0
-	}
-	printStatus(stdout, st)
 	return 0
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
 }
 
 // GroupStatus is one group in `vipctl status --json` (a stable format).
@@ -116,6 +170,7 @@ type CandidateStatus struct {
 	Priority int      `json:"priority"`
 	State    string   `json:"state"`
 	Failing  []string `json:"failing"`
+	Drained  bool     `json:"drained"`
 }
 
 // Status reads every group under keys.
@@ -145,7 +200,7 @@ func Status(ctx context.Context, cli *clientv3.Client, keys election.Keys) ([]Gr
 				c = election.Candidate{Node: node, State: "INVALID"}
 			}
 			g := get(group)
-			g.Candidates = append(g.Candidates, CandidateStatus{Node: node, Priority: c.Priority, State: c.State, Failing: orEmpty(c.Failing)})
+			g.Candidates = append(g.Candidates, CandidateStatus{Node: node, Priority: c.Priority, State: c.State, Failing: orEmpty(c.Failing), Drained: c.Drained})
 		}
 	}
 	var out []GroupStatus
@@ -192,7 +247,11 @@ func printStatus(w io.Writer, st []GroupStatus) {
 			if failing == "" {
 				failing = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", name, h, l, c.Node, c.Priority, c.State, failing)
+			state := c.State
+			if c.Drained {
+				state += " (drained)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", name, h, l, c.Node, c.Priority, state, failing)
 		}
 	}
 	tw.Flush()

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipd/vipd/election"
+	"github.com/vipd/vipd/internal/etcdtest"
+	"github.com/vipd/vipd/internal/fakenet"
+	"github.com/vipd/vipd/internal/keepertest"
+)
+
+var keys = election.Keys{Prefix: "/vipd"}
+
+// pair starts web-node-1 (101) and web-node-2 (100) and waits for
+// web-node-1 to hold and both candidate records to be published.
+func pair(t *testing.T) (*etcdtest.Member, *fakenet.Recorder, *keepertest.Node, *keepertest.Node) {
+	t.Helper()
+	m := etcdtest.Start(t)
+	rec := fakenet.NewRecorder()
+	n1 := keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-1", Priority: 101})
+	n2 := keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-2", Priority: 100})
+	rec.WaitFor(t, "web-node-1", 10*time.Second)
+	waitStatus(t, m, func(g GroupStatus) bool { return g.Holder == "web-node-1" && len(g.Candidates) == 2 })
+	return m, rec, n1, n2
+}
+
+func waitStatus(t *testing.T, m *etcdtest.Member, ok func(GroupStatus) bool) GroupStatus {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := Status(context.Background(), m.Client(t), keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g, found := findGroup(st, "VI_1"); found && ok(g) {
+			return g
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status never matched: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := realMain(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestStatusTableAndJSON(t *testing.T) {
+	m, _, _, _ := pair(t)
+	code, out, errs := run(t, "status", "--endpoints", m.Endpoint)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, want := range []string{"GROUP", "VI_1", "web-node-1", "web-node-2", "MASTER", "BACKUP", "101", "100"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, _ = run(t, "status", "--json", "--endpoints", m.Endpoint)
+	var st []GroupStatus
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
+		t.Fatalf("status --json: exit %d, output %q", code, out)
+	}
+	if len(st) != 1 || st[0].Holder != "web-node-1" || st[0].LeaseTTLSeconds <= 0 || len(st[0].Candidates) != 2 ||
+		st[0].Candidates[0].Node != "web-node-1" || st[0].Candidates[0].Priority != 101 {
+		t.Errorf("unexpected JSON status: %+v", st)
+	}
+}
+
+func TestHandoverMovesTheVIPAndHolds(t *testing.T) {
+	m, rec, _, _ := pair(t)
+	code, out, errs := run(t, "handover", "VI_1", "--to", "web-node-2", "--hold", "3s", "--endpoints", m.Endpoint)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if !strings.Contains(out, "web-node-1 -> web-node-2") {
+		t.Errorf("output %q does not report the move", out)
+	}
+	rec.WaitFor(t, "web-node-2", 2*time.Second)
+	// web-node-1 (101 > 100) must not preempt back while the hold lasts.
+	time.Sleep(time.Second)
+	if h := rec.Holders(); len(h) != 1 || h[0] != "web-node-2" {
+		t.Errorf("holders %v one second into the hold, want [web-node-2]", h)
+	}
+	// After the hold the better node preempts back (preempt: true).
+	rec.WaitFor(t, "web-node-1", 10*time.Second)
+	if d := rec.DualHolding(); d != 0 {
+		t.Errorf("two holders for %v", d)
+	}
+}
+
+func TestHandoverErrors(t *testing.T) {
+	m, _, _, _ := pair(t)
+	cli := m.Client(t)
+	ctx := context.Background()
+	if _, err := Handover(ctx, cli, keys, "VI_9", "", time.Second); !errors.Is(err, ErrUnknownGroup) {
+		t.Errorf("unknown group: %v", err)
+	}
+	if _, err := Handover(ctx, cli, keys, "VI_1", "web-node-7", time.Second); !errors.Is(err, ErrUnknownNode) || !strings.Contains(err.Error(), "web-node-7") {
+		t.Errorf("unknown node: %v", err)
+	}
+	// A candidate in FAULT cannot take over.
+	rec, _ := json.Marshal(election.Candidate{Node: "web-node-3", Priority: 99, State: election.StateFault, Failing: []string{"haproxy"}})
+	if _, err := cli.Put(ctx, keys.Candidate("VI_1", "web-node-3"), string(rec)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Handover(ctx, cli, keys, "VI_1", "web-node-3", time.Second)
+	if !errors.Is(err, ErrNotHealthy) || !strings.Contains(err.Error(), "haproxy") {
+		t.Errorf("target in fault: %v", err)
+	}
+	code, _, errs := run(t, "handover", "VI_1", "--to", "web-node-3", "--endpoints", m.Endpoint)
+	if code != 1 || !strings.Contains(errs, "not healthy") {
+		t.Errorf("CLI: exit %d, stderr %q", code, errs)
+	}
+}
+
+func TestEtcdUnreachable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	code, _, errs := run(t, "status", "--endpoints", "http://"+addr, "--timeout", "500ms")
+	if code != 1 || !strings.Contains(errs, "unreachable") || !strings.Contains(errs, addr) {
+		t.Errorf("exit %d, stderr %q", code, errs)
+	}
+}
+
+func TestDrainSurvivesRestartAndUndrain(t *testing.T) {
+	m, rec, n1, _ := pair(t)
+	code, out, errs := run(t, "drain", "web-node-1", "--endpoints", m.Endpoint)
+	if code != 0 || !strings.Contains(out, "VI_1") {
+		t.Fatalf("drain: exit %d, out %q, err %q", code, out, errs)
+	}
+	rec.WaitFor(t, "web-node-2", 2*time.Second)
+	waitStatus(t, m, func(g GroupStatus) bool {
+		for _, c := range g.Candidates {
+			if c.Node == "web-node-1" {
+				return c.Drained
+			}
+		}
+		return false
+	})
+
+	// A restarted vipd on web-node-1 stays drained.
+	n1.Stop()
+	keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-1", Priority: 101})
+	time.Sleep(time.Second)
+	if h := rec.Holders(); len(h) != 1 || h[0] != "web-node-2" {
+		t.Fatalf("after restart of the drained node, holders = %v", h)
+	}
+
+	if code, _, errs := run(t, "undrain", "web-node-1", "--endpoints", m.Endpoint); code != 0 {
+		t.Fatalf("undrain: exit %d: %s", code, errs)
+	}
+	rec.WaitFor(t, "web-node-1", 5*time.Second) // better priority, preempt on
+	if code, _, errs := run(t, "undrain", "web-node-1", "--endpoints", m.Endpoint); code != 1 || !strings.Contains(errs, "not drained") {
+		t.Errorf("second undrain: exit %d, stderr %q", code, errs)
+	}
+	if code, _, errs := run(t, "drain", "web-node-9", "--endpoints", m.Endpoint); code != 1 || !strings.Contains(errs, "web-node-9") {
+		t.Errorf("drain of unknown node: exit %d, stderr %q", code, errs)
+	}
+	if d := rec.DualHolding(); d != 0 {
+		t.Errorf("two holders for %v", d)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	if code, _, _ := run(t, "handover"); code != 2 {
+		t.Errorf("handover without group: exit %d, want 2", code)
+	}
+	if code, _, errs := run(t, "bogus"); code != 2 || !strings.Contains(errs, "bogus") {
+		t.Errorf("unknown command: exit %d, stderr %q", code, errs)
+	}
+}

@@ -1,0 +1,121 @@
+// Package keepertest owns running real keepers in tests: each node is a
+// keeper.Keeper on an in-process etcd member with a fakenet.Host as its
+// interface table and a switchable health check. It is imported only by
+// tests.
+package keepertest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/vipd/vipd/checks"
+	"github.com/vipd/vipd/config"
+	"github.com/vipd/vipd/internal/clock"
+	"github.com/vipd/vipd/internal/etcdtest"
+	"github.com/vipd/vipd/internal/fakenet"
+	"github.com/vipd/vipd/keeper"
+)
+
+// Node is one running keeper.
+type Node struct {
+	Name   string
+	Host   *fakenet.Host
+	K      *keeper.Keeper
+	Config config.Config
+	// Healthy switches the node's "haproxy" check.
+	Healthy *atomic.Bool
+
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+// Stop stops the keeper gracefully and waits for it.
+func (n *Node) Stop() {
+	n.stopOnce.Do(n.cancel)
+	<-n.done
+}
+
+// Spec describes a node.
+type Spec struct {
+	Name     string
+	Priority int
+	// Tracked adds the "haproxy" check (weight 2) to the group.
+	Tracked bool
+	// Extra is appended to the group's YAML (indented four spaces).
+	Extra string
+}
+
+// Config returns the YAML config of a test node on endpoint.
+func Config(t testing.TB, endpoint string, s Spec) config.Config {
+	t.Helper()
+	y := fmt.Sprintf(`
+node: %s
+etcd: {endpoints: [%s], lease_ttl: 3s, request_timeout: 300ms}
+metrics: {listen: ""}
+checks:
+  haproxy: {type: http, url: "http://127.0.0.1:1/healthz", interval: 20ms, timeout: 20ms, rise: 2, fall: 2}
+groups:
+  - name: VI_1
+    interface: eth0
+    addresses: [192.168.20.15/24]
+    priority: %d
+    backoff_step: 50ms
+    garp: {count: 2, interval: 10ms}
+`, s.Name, endpoint, s.Priority)
+	if s.Tracked {
+		y += "    track: [{check: haproxy, weight: 2}]\n"
+	}
+	y += s.Extra
+	c, err := config.Parse(strings.NewReader(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Logger logs to stderr under -v and nowhere otherwise.
+func Logger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// Start runs a node until the test ends (or Stop).
+func Start(t testing.TB, m *etcdtest.Member, rec *fakenet.Recorder, s Spec) *Node {
+	t.Helper()
+	cfg := Config(t, m.Endpoint, s)
+	host := fakenet.NewHost(s.Name, rec)
+	healthy := &atomic.Bool{}
+	healthy.Store(true)
+	k := keeper.New(keeper.Options{
+		Config: cfg, Client: m.Client(t), Clock: clock.Real{}, Log: Logger(t),
+		Ifaces: host, Announce: host.Announce,
+		Probes: func(string, config.Check) (checks.Probe, error) {
+			return func(context.Context) error {
+				if healthy.Load() {
+					return nil
+				}
+				return fmt.Errorf("haproxy down")
+			}, nil
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &Node{Name: s.Name, Host: host, K: k, Config: cfg, Healthy: healthy, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(n.done)
+		if err := k.Run(ctx); err != nil {
+			t.Errorf("%s: Run: %v", s.Name, err)
+		}
+	}()
+	t.Cleanup(n.Stop)
+	return n
+}
