@@ -16,9 +16,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vipd/vipd/e2e/testbed"
@@ -42,6 +44,9 @@ func main() {
 	}
 	stopSig := testbed.CloseOnSignal() // Ctrl-C: tear everything down, exit 130
 	defer stopSig()
+	// With SIGPIPE notified, a closed stdout (`| head`) makes writes fail
+	// instead of killing the demo before it can tear the testbed down.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	if err := run(*bin, *haproxy, *hold, *keep); err != nil {
 		fmt.Fprintf(os.Stderr, "\nvipd-demo: %v\n", err)
 		os.Exit(1)
