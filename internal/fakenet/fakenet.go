@@ -168,3 +168,11 @@ func (h *Host) Watch(ctx context.Context, _ []string) (<-chan netif.Event, error
 
 // Announce counts announcement rounds.
 func (h *Host) Announce(string, netip.Addr) error { h.Garps.Add(1); return nil }
+
+// Has reports whether p is bound on the host.
+func (h *Host) Has(p netip.Prefix) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.addrs[p]
+	return ok
+}
