@@ -203,11 +203,18 @@ func run(cfgPath string, cfg config.Config, log *slog.Logger) error {
 	return err
 }
 
+// daemonState is what systemd is told about.
+type daemonState interface {
+	Ready() (bool, string)
+	Summary() string
+	Alive(maxAge time.Duration) bool
+}
+
 // systemdLoop tells systemd READY=1 once every group knows its first state,
 // keeps STATUS= current, and feeds the watchdog only while every group loop
 // is alive, so a hung vipd is restarted. Without NOTIFY_SOCKET it only
 // waits for ctx.
-func systemdLoop(ctx context.Context, k *keeper.Keeper, log *slog.Logger) {
+func systemdLoop(ctx context.Context, k daemonState, log *slog.Logger) {
 	watchdog, _ := daemon.SdWatchdogEnabled(false)
 	tick := time.Second
 	if watchdog > 0 && watchdog/3 < tick {
