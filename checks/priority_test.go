@@ -98,3 +98,113 @@ func TestTrackedChecks(t *testing.T) {
 		t.Fatalf("EffectivePriority = %d, %v, %q; want 98, true, [db new]", prio, fault, failing)
 	}
 }
+
+func rev(t Tracked) Tracked { t.Reverse = true; return t }
+
+func valued(name string, w, v int) Tracked {
+	return Tracked{Name: name, Weight: w, Up: true, Known: true, Value: v, Valued: true}
+}
+
+// keepalived `weight N reverse` (vrrp_track.c: weight_multiplier -1): a
+// positive weight is subtracted while up, a negative one added while down,
+// and weight 0 is FAULT while up.
+func TestEffectivePriorityReverse(t *testing.T) {
+	tests := []struct {
+		name        string
+		base        int
+		tracked     []Tracked
+		wantPrio    int
+		wantFault   bool
+		wantFailing []string
+	}{
+		{"positive reverse up subtracts", 100, []Tracked{rev(up("standby", 10))}, 90, false, nil},
+		{"positive reverse down no effect", 100, []Tracked{rev(down("standby", 10))}, 100, false, []string{"standby"}},
+		{"negative reverse down adds", 100, []Tracked{rev(down("db", -10))}, 110, false, []string{"db"}},
+		{"negative reverse up no effect", 100, []Tracked{rev(up("db", -10))}, 100, false, nil},
+		{"zero reverse up is fault", 100, []Tracked{rev(up("peer-alive", 0))}, 100, true, []string{"peer-alive"}},
+		{"zero reverse down is fine", 100, []Tracked{rev(down("peer-alive", 0))}, 100, false, []string{"peer-alive"}},
+		// The relative effect is the same as without reverse, inverted:
+		// up vs down differ by |weight| in the other direction.
+		{"reverse clamps low", 5, []Tracked{rev(up("a", 253))}, 1, false, nil},
+		{"reverse clamps high", 250, []Tracked{rev(down("a", -253))}, 254, false, []string{"a"}},
+		{"mixed with plain", 100, []Tracked{up("haproxy", 2), rev(up("standby", 5)), rev(down("db", -3))}, 100, false, []string{"db"}},
+
+		// Unknown counts as the worse state: no bonus, every penalty,
+		// FAULT if either state is.
+		{"unknown reverse positive takes the penalty", 100, []Tracked{rev(unknown("standby", 10))}, 90, false, []string{"standby"}},
+		{"unknown reverse negative gets no bonus", 100, []Tracked{rev(unknown("db", -10))}, 100, false, []string{"db"}},
+		{"unknown reverse zero is fault", 100, []Tracked{rev(unknown("peer", 0))}, 100, true, []string{"peer"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			prio, fault, failing := EffectivePriority(tt.base, tt.tracked)
+			if prio != tt.wantPrio || fault != tt.wantFault || !slices.Equal(failing, tt.wantFailing) {
+				t.Errorf("EffectivePriority(%d, %+v) = %d, %v, %q; want %d, %v, %q",
+					tt.base, tt.tracked, prio, fault, failing, tt.wantPrio, tt.wantFault, tt.wantFailing)
+			}
+		})
+	}
+}
+
+// keepalived track_file: an up file check adds value × weight (capped at
+// 253; at or below −254 FAULT); with weight 0 a non-zero value is FAULT. A
+// file check that is down (missing file, bad content) counts as a plain
+// down check.
+func TestEffectivePriorityFileValue(t *testing.T) {
+	tests := []struct {
+		name      string
+		base      int
+		tracked   []Tracked
+		wantPrio  int
+		wantFault bool
+	}{
+		{"value 0", 100, []Tracked{valued("w", 10, 0)}, 100, false},
+		{"value 1 weight 10", 100, []Tracked{valued("w", 10, 1)}, 110, false},
+		{"value 3 weight 10", 100, []Tracked{valued("w", 10, 3)}, 130, false},
+		{"negative value", 100, []Tracked{valued("w", 10, -2)}, 80, false},
+		{"negative weight drains", 100, []Tracked{valued("maint", -50, 1)}, 50, false},
+		{"value × weight capped at 253", 1, []Tracked{valued("w", 100, 5)}, 254, false},
+		{"−253 is a priority", 254, []Tracked{valued("w", -253, 1)}, 1, false},
+		{"−254 is fault", 254, []Tracked{valued("w", -127, 2)}, 254, true},
+		{"far below is fault", 100, []Tracked{valued("w", -100, 254)}, 100, true},
+		{"weight 0 value 0 fine", 100, []Tracked{valued("w", 0, 0)}, 100, false},
+		{"weight 0 value non-zero fault", 100, []Tracked{valued("w", 0, 7)}, 100, true},
+		{"weight 0 negative value fault", 100, []Tracked{valued("w", 0, -1)}, 100, true},
+		{"reverse negates", 100, []Tracked{rev(valued("w", 10, 2))}, 80, false},
+		{"reverse weight 0 value 0 fault", 100, []Tracked{rev(valued("w", 0, 0))}, 100, true},
+		{"reverse weight 0 value 1 fine", 100, []Tracked{rev(valued("w", 0, 1))}, 100, false},
+		// Down (missing file with missing: down): a plain down check.
+		{"down positive weight", 100, []Tracked{{Name: "w", Weight: 10, Known: true, Valued: false}}, 100, false},
+		{"down negative weight", 100, []Tracked{{Name: "w", Weight: -10, Known: true}}, 90, false},
+		{"down weight 0", 100, []Tracked{{Name: "w", Weight: 0, Known: true}}, 100, true},
+		// A value on a down check is ignored.
+		{"value ignored while down", 100, []Tracked{{Name: "w", Weight: 10, Known: true, Value: 5, Valued: true}}, 100, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			prio, fault, _ := EffectivePriority(tt.base, tt.tracked)
+			if prio != tt.wantPrio || fault != tt.wantFault {
+				t.Errorf("EffectivePriority(%d, %+v) = %d, %v; want %d, %v", tt.base, tt.tracked, prio, fault, tt.wantPrio, tt.wantFault)
+			}
+		})
+	}
+}
+
+func TestTrackedChecksCarriesReverseAndValue(t *testing.T) {
+	track := []config.Track{{Check: "standby", Weight: 10, Reverse: true}, {Check: "w", Weight: 5}}
+	statuses := map[string]Status{
+		"standby": {Name: "standby", Up: true},
+		"w":       {Name: "w", Up: true, Value: 3, Valued: true},
+	}
+	got := TrackedChecks(track, statuses)
+	want := []Tracked{
+		{Name: "standby", Weight: 10, Reverse: true, Up: true, Known: true},
+		{Name: "w", Weight: 5, Up: true, Known: true, Value: 3, Valued: true},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("TrackedChecks = %+v, want %+v", got, want)
+	}
+	if prio, fault, _ := EffectivePriority(100, got); prio != 105 || fault {
+		t.Fatalf("EffectivePriority = %d, %v; want 105 (100 − 10 + 3×5), false", prio, fault)
+	}
+}

@@ -18,6 +18,18 @@ type State struct {
 	failures  int // consecutive failures while up
 }
 
+// NewState returns the state a check starts in. Without initFail that is
+// the zero State: unknown, and the first result decides at once. With
+// initFail (keepalived's init_fail) the check starts known and down, so a
+// first success does not decide: it takes rise successes to come up, as
+// for any down check, and failures keep it down without a change.
+func NewState(initFail bool) State {
+	if initFail {
+		return State{Known: true}
+	}
+	return State{}
+}
+
 // Observe folds one result (ok = the run succeeded) into s and returns the
 // next state and whether Known or Up changed. rise and fall below 1 are
 // treated as 1 (the config.Check zero values).

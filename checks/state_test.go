@@ -114,3 +114,34 @@ func TestStateZeroValueIsUnknown(t *testing.T) {
 		t.Fatalf("zero State = %+v, want unknown and not up", s)
 	}
 }
+
+// init_fail: the check starts known and down; a first success does not
+// decide, it takes rise successes; failures keep it down without a change.
+func TestStateInitFail(t *testing.T) {
+	tests := []struct {
+		name       string
+		rise, fall int
+		script     string
+		want       string
+	}{
+		{"rise 1 comes up at first success", 1, 1, "+ -", "U! D!"},
+		{"rise 2 needs two successes", 2, 2, "+ +", "D U!"},
+		{"failures are no change", 3, 1, "- - + + +", "D D D D U!"},
+		{"streak reset by a failure", 2, 1, "+ - + +", "D D D U!"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewState(true)
+			if !s.Known || s.Up {
+				t.Fatalf("NewState(true) = %+v, want known and down", s)
+			}
+			got := trace(s, results(t, tt.script), tt.rise, tt.fall)
+			if got != tt.want {
+				t.Errorf("rise %d fall %d script %q:\n got  %s\n want %s", tt.rise, tt.fall, tt.script, got, tt.want)
+			}
+		})
+	}
+	if s := NewState(false); s != (State{}) {
+		t.Errorf("NewState(false) = %+v, want the zero State", s)
+	}
+}
