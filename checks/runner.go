@@ -2,6 +2,7 @@ package checks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -31,6 +32,70 @@ type Status struct {
 	// Duration is how long the most recent run took (on the Runner's
 	// clock).
 	Duration time.Duration
+	// Value is the number the most recent run reported with ReportValue
+	// (the file check's content); meaningful only when Valued.
+	Value int
+	// Valued reports whether the most recent run reported a value. For a
+	// tracked check that is up, the value multiplies the track weight
+	// (see EffectivePriority).
+	Valued bool
+}
+
+// ErrInitFail is the Err of a check configured with init_fail until its
+// first run: Run reports such a check down as soon as it starts.
+var ErrInitFail = errors.New("checks: init_fail: down until the first runs succeed")
+
+// Trigger is an event source that asks for an immediate run of a check:
+// it calls kick whenever what the check looks at may have changed (the file
+// check's inotify watch, the interface check's netlink subscription), and
+// returns when ctx is done. Kicks coalesce, and a kick during a run causes
+// one more run right after it (never a second run at once). A Trigger that
+// fails returns its error early; the check then runs on its interval only,
+// and the Runner logs the error.
+type Trigger func(ctx context.Context, kick func()) error
+
+// AddOption configures one check in Runner.Add.
+type AddOption func(*check)
+
+// WithTrigger runs the check at once whenever t kicks, besides its
+// interval. A nil t is ignored, so callers may pass NewTrigger(c) for every
+// check type.
+func WithTrigger(t Trigger) AddOption {
+	return func(c *check) {
+		if t != nil {
+			c.trigger = t
+		}
+	}
+}
+
+// runKey is the context key under which the Runner passes a run's runInfo
+// to its Probe.
+type runKey struct{}
+
+// runInfo is what a Probe may hand back besides its error, and the logger
+// it may use.
+type runInfo struct {
+	log   *slog.Logger
+	value int
+	set   bool
+}
+
+// ReportValue records v as the number the current run read (the file
+// check's content). ctx must be the context the Runner passed to the
+// Probe; elsewhere ReportValue does nothing. The last call of a run wins.
+func ReportValue(ctx context.Context, v int) {
+	if ri, ok := ctx.Value(runKey{}).(*runInfo); ok {
+		ri.value, ri.set = v, true
+	}
+}
+
+// logFrom returns the logger the Runner passed with ctx (tagged with the
+// check's name), or a discarding one.
+func logFrom(ctx context.Context) *slog.Logger {
+	if ri, ok := ctx.Value(runKey{}).(*runInfo); ok && ri.log != nil {
+		return ri.log
+	}
+	return slog.New(slog.DiscardHandler)
 }
 
 // Runner runs named checks on their intervals with their timeouts, applies
@@ -50,6 +115,7 @@ type Runner struct {
 	checks  []*check
 	byName  map[string]*check
 	started bool
+	onRun   func(name string, ok bool, took time.Duration)
 }
 
 type check struct {
@@ -58,7 +124,11 @@ type check struct {
 	timeout  time.Duration
 	rise     int
 	fall     int
+	initFail bool
 	probe    Probe
+	trigger  Trigger
+	log      *slog.Logger  // r.log with the check's name
+	kick     chan struct{} // buffered 1: pending immediate run
 
 	// Guarded by Runner.mu.
 	state  State
@@ -77,15 +147,16 @@ func NewRunner(clk clock.Clock, log *slog.Logger) *Runner {
 	return &Runner{clk: clk, log: log, byName: make(map[string]*check)}
 }
 
-// Add registers the check name, run by p with c's interval, timeout, rise
-// and fall (c.Type and c.URL are not used; p is the run). Zero values follow
-// the config.Check docs: Interval 1s, Timeout = Interval, Rise 1, Fall 1.
-// Range checks (Timeout ≤ Interval, Interval ≥ 10ms) are the config
-// validator's job; the Runner runs what it is given.
+// Add registers the check name, run by p with c's interval, timeout, rise,
+// fall and init_fail (the type-specific keys are not used; p is the run).
+// Zero values follow the config.Check docs: Interval 1s, Timeout =
+// Interval, Rise 1, Fall 1. Range checks (Timeout ≤ Interval, Interval ≥
+// 10ms) are the config validator's job; the Runner runs what it is given.
+// opts add an event Trigger (WithTrigger).
 //
 // Add must be called before Run. Adding after Run has started, adding a
 // name twice, or a nil p is a programming error and panics.
-func (r *Runner) Add(name string, c config.Check, p Probe) {
+func (r *Runner) Add(name string, c config.Check, p Probe, opts ...AddOption) {
 	if p == nil {
 		panic(fmt.Sprintf("checks: Add(%q) with a nil Probe", name))
 	}
@@ -95,7 +166,17 @@ func (r *Runner) Add(name string, c config.Check, p Probe) {
 		timeout:  c.Timeout,
 		rise:     c.Rise,
 		fall:     c.Fall,
+		initFail: c.InitFail,
 		probe:    p,
+		kick:     make(chan struct{}, 1),
+		log:      r.log.With("check", name),
+	}
+	for _, o := range opts {
+		o(ck)
+	}
+	ck.state = NewState(ck.initFail)
+	if ck.initFail {
+		ck.status = Status{Name: name, Err: ErrInitFail}
 	}
 	if ck.interval <= 0 {
 		ck.interval = DefaultInterval
@@ -121,12 +202,53 @@ func (r *Runner) Add(name string, c config.Check, p Probe) {
 	r.checks = append(r.checks, ck)
 }
 
+// OnRun sets f to be called after every counted run of every check (not
+// only changes), with the check's name, whether the run passed and how
+// long it took on the Runner's clock: the daemon's per-run histogram. f is
+// called from the check's goroutine before onChange and must not block.
+// OnRun must be called before Run; calling it later panics.
+func (r *Runner) OnRun(f func(name string, ok bool, took time.Duration)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.started {
+		panic("checks: OnRun after Run started")
+	}
+	r.onRun = f
+}
+
+// Kick asks for an immediate run of the named check, e.g. when the daemon
+// sees a netlink link event for an interface check. It never blocks:
+// kicks coalesce, and a kick during a run causes one more run after it.
+// It reports whether the Runner has such a check. A kick before Run is
+// covered by the check's first run.
+func (r *Runner) Kick(name string) bool {
+	r.mu.Lock()
+	c := r.byName[name]
+	r.mu.Unlock()
+	if c == nil {
+		return false
+	}
+	c.doKick()
+	return true
+}
+
+func (c *check) doKick() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
 // Run runs every added check until ctx is done, one goroutine per check, and
 // returns only after all of them have stopped. Each state change (including
 // the first result, which turns an unknown check up or down) calls onChange
 // from that check's goroutine, outside the Runner's lock; it must not block
 // long, since the check does not run again until it returns. onChange may
 // be nil. A run cut short by ctx's cancellation is not counted.
+//
+// A check with init_fail is known and down from the start: Run reports it
+// (Up false, Err ErrInitFail) through onChange before its first run.
+// A check's Trigger runs in a goroutine of its own until ctx is done.
 //
 // Run may be called once per Runner; a second call panics.
 func (r *Runner) Run(ctx context.Context, onChange func(Status)) {
@@ -137,11 +259,19 @@ func (r *Runner) Run(ctx context.Context, onChange func(Status)) {
 	}
 	r.started = true
 	checks := slices.Clone(r.checks)
+	onRun := r.onRun
 	r.mu.Unlock()
 
 	var wg sync.WaitGroup
 	for _, c := range checks {
-		wg.Go(func() { r.loop(ctx, c, onChange) })
+		if c.trigger != nil {
+			wg.Go(func() {
+				if err := c.trigger(ctx, c.doKick); err != nil && ctx.Err() == nil {
+					r.log.Warn("check events unavailable; running on the interval only", "check", c.name, "err", err)
+				}
+			})
+		}
+		wg.Go(func() { r.loop(ctx, c, onChange, onRun) })
 	}
 	<-ctx.Done()
 	wg.Wait()
@@ -162,21 +292,37 @@ func (r *Runner) Snapshot() map[string]Status {
 	return out
 }
 
-func (r *Runner) loop(ctx context.Context, c *check, onChange func(Status)) {
+func (r *Runner) loop(ctx context.Context, c *check, onChange func(Status), onRun func(string, bool, time.Duration)) {
 	var timer clock.Timer
 	defer func() {
 		if timer != nil {
 			timer.Stop()
 		}
 	}()
+	if c.initFail && onChange != nil {
+		r.mu.Lock()
+		st := c.status
+		r.mu.Unlock()
+		onChange(st)
+	}
 	due := r.clk.Now()
 	for {
 		if ctx.Err() != nil {
 			return
 		}
-		r.runOnce(ctx, c, onChange)
+		// This run covers any kick that came before it.
+		select {
+		case <-c.kick:
+		default:
+		}
+		r.runOnce(ctx, c, onChange, onRun)
 		now := r.clk.Now()
-		due = nextBoundary(due, now, c.interval)
+		if !now.Before(due) {
+			// The run that was due (or a kicked run that reached the
+			// boundary): schedule the next boundary. A kicked run that
+			// ended before the boundary leaves the schedule as it was.
+			due = nextBoundary(due, now, c.interval)
+		}
 		wait := due.Sub(now)
 		if wait <= 0 {
 			continue // finished exactly on a boundary: that run is due now
@@ -190,6 +336,15 @@ func (r *Runner) loop(ctx context.Context, c *check, onChange func(Status)) {
 		case <-ctx.Done():
 			return
 		case <-timer.C():
+		case <-c.kick:
+			// An event: run now. The interval grid is kept, so the next
+			// scheduled run is still at a boundary of the first run.
+			if !timer.Stop() {
+				select {
+				case <-timer.C():
+				default:
+				}
+			}
 		}
 	}
 }
@@ -205,9 +360,10 @@ func nextBoundary(last, now time.Time, interval time.Duration) time.Time {
 	return next
 }
 
-func (r *Runner) runOnce(ctx context.Context, c *check, onChange func(Status)) {
+func (r *Runner) runOnce(ctx context.Context, c *check, onChange func(Status), onRun func(string, bool, time.Duration)) {
 	// The timeout is real time on purpose: it bounds real I/O (see doc.go).
-	runCtx, cancel := context.WithTimeout(ctx, c.timeout)
+	sink := &runInfo{log: c.log}
+	runCtx, cancel := context.WithTimeout(context.WithValue(ctx, runKey{}, sink), c.timeout)
 	begin := r.clk.Now()
 	err := c.probe(runCtx)
 	took := r.clk.Now().Sub(begin)
@@ -216,16 +372,29 @@ func (r *Runner) runOnce(ctx context.Context, c *check, onChange func(Status)) {
 		// Shutting down: the failure says nothing about the service.
 		return
 	}
+	if onRun != nil {
+		onRun(c.name, err == nil, took)
+	}
 
 	r.mu.Lock()
+	prev := c.status
 	next, changed := c.state.Observe(err == nil, c.rise, c.fall)
 	c.state = next
-	c.status = Status{Name: c.name, Up: next.Up, Err: err, Duration: took}
+	c.status = Status{Name: c.name, Up: next.Up, Err: err, Duration: took, Value: sink.value, Valued: sink.set}
 	st := c.status
+	// A new value changes the priority even when up/down does not.
+	valueChanged := next.Up && st.Valued && (!prev.Valued || prev.Value != st.Value)
 	r.mu.Unlock()
 
 	if err != nil {
 		r.log.Debug("check failed", "check", c.name, "err", err, "duration", took)
+	}
+	if !changed && valueChanged {
+		r.log.Info("check value changed", "check", c.name, "value", st.Value, "previous", prev.Value, "previous_valued", prev.Valued)
+		if onChange != nil {
+			onChange(st)
+		}
+		return
 	}
 	if !changed {
 		return
