@@ -38,6 +38,7 @@ type group struct {
 	lapsed          bool
 	bound           bool
 	boundRenewal    time.Time // lease renewal the bound lifetime was computed from
+	kernelUntil     time.Time // when the kernel lifetime set last ends
 	acquireVacancy  time.Time // vacancy start of an acquire in progress, for the metric
 	vacantSince     time.Time
 	challenger      string
@@ -235,6 +236,11 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 		if !g.bind(ctx, in) {
 			return true, 0 // the fence is too close: decide again (drops)
 		}
+		// Come back for the last safe lifetime refresh in case the next
+		// renewal is late.
+		if next := election.LastRefresh(in.Lease.ServerExpiry).Sub(g.k.clk.Now()); next > 0 && next < d.Wake {
+			return false, next
+		}
 		return false, d.Wake
 	case Drop:
 		g.unbind(d.Reason)
@@ -255,20 +261,21 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 // bind makes sure every VIP is on the interface with a kernel lifetime that
 // ends before the fence. It reports false if the fence is too close to bind.
 func (g *group) bind(ctx context.Context, in Inputs) bool {
-	if g.bound && !g.dirty.Load() && in.Lease.Renewed.Equal(g.boundRenewal) {
-		return true
-	}
-	g.dirty.Store(false)
 	// Re-read the clock: a stall between deciding and binding must not
 	// let a stale decision add an address after the fence.
 	now := g.k.clk.Now()
+	lifetime, lifetimeOK := election.KernelLifetime(now, in.Lease.ServerExpiry)
+	extends := lifetimeOK && now.Add(lifetime).After(g.kernelUntil.Add(250*time.Millisecond))
+	if g.bound && !g.dirty.Load() && (in.Lease.Renewed.Equal(g.boundRenewal) && !extends) {
+		return true
+	}
+	g.dirty.Store(false)
 	if !in.Lease.Live(now) {
 		g.unbind("fence deadline passed while binding")
 		g.lapsed = true
 		return false
 	}
-	lifetime, ok := election.KernelLifetime(now, in.Lease.ServerExpiry)
-	if !ok {
+	if !lifetimeOK {
 		// The renewal came back too late to give the kernel a safe
 		// lifetime. Bound addresses keep their earlier (safe) one; new
 		// ones wait for the next renewal.
@@ -287,7 +294,7 @@ func (g *group) bind(ctx context.Context, in Inputs) bool {
 	if !g.bound || added {
 		g.log.Info("VIP bound", "addresses", g.cfg.Addresses, "interface", g.cfg.Interface, "lifetime", lifetime)
 	}
-	g.bound, g.boundRenewal = true, in.Lease.Renewed
+	g.bound, g.boundRenewal, g.kernelUntil = true, in.Lease.Renewed, now.Add(lifetime)
 	if added {
 		if !g.acquireVacancy.IsZero() {
 			g.k.obs.Acquired(g.cfg.Name, g.k.clk.Now().Sub(g.acquireVacancy))
@@ -347,7 +354,10 @@ func (g *group) announce() {
 	g.announceWG.Add(1)
 	go func() {
 		defer g.announceWG.Done()
-		send := func() error {
+		// One round: every VIP of the group; the metric counts each
+		// successful per-address send. A failing round is logged and the
+		// schedule keeps going.
+		round := func() error {
 			var first error
 			for _, p := range cfg.Prefixes {
 				if err := g.k.opt.Announce(cfg.Interface, p.Addr()); err != nil {
@@ -358,23 +368,13 @@ func (g *group) announce() {
 				}
 				g.k.obs.Announced(cfg.Name, p.Addr())
 			}
+			if first != nil && ctx.Err() == nil {
+				g.log.Warn("announcement failed", "err", first)
+			}
 			return first
 		}
-		if _, err := netif.Burst(ctx, g.k.clk, cfg.GARP.Count, cfg.GARP.Interval, send); err != nil {
-			g.log.Warn("announcement failed", "err", err)
-		}
-		for cfg.GARP.Refresh > 0 {
-			t := g.k.clk.NewTimer(cfg.GARP.Refresh)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C():
-				if err := send(); err != nil {
-					g.log.Warn("announcement refresh failed", "err", err)
-				}
-			}
-		}
+		// The burst, then the refresh while we hold (until cancelAnnounce).
+		_, _ = netif.Schedule(ctx, g.k.clk, cfg.GARP.Count, cfg.GARP.Interval, cfg.GARP.Refresh, round)
 	}()
 }
 
