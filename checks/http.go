@@ -1,13 +1,18 @@
 package checks
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"slices"
 
 	"github.com/vipd/vipd/config"
 )
@@ -31,15 +36,21 @@ type StatusError struct {
 	StatusCode int
 	// Status is the response's status line, e.g. "503 Service Unavailable".
 	Status string
+	// Expect is the configured list of passing codes; empty means 2xx.
+	Expect []int
 }
 
 func (e *StatusError) Error() string {
+	if len(e.Expect) > 0 {
+		return fmt.Sprintf("checks: GET %s: status %s, want one of %v", e.URL, e.Status, e.Expect)
+	}
 	return fmt.Sprintf("checks: GET %s: status %s", e.URL, e.Status)
 }
 
 // NewHTTP returns a Probe that GETs rawURL and passes iff the response
 // status is 2xx. The response body is drained (up to 64 KiB) and closed.
 // Redirects are not followed (a 3xx fails, as keepalived's HTTP_GET).
+// It is NewHTTPWith with only a client.
 //
 // The run's timeout comes from ctx, not from the client.
 //
@@ -55,9 +66,43 @@ func (e *StatusError) Error() string {
 // A caller-supplied client is used as given (its redirect and keep-alive
 // policy included); its Timeout should be zero so that ctx decides.
 func NewHTTP(rawURL string, client *http.Client) Probe {
+	return NewHTTPWith(rawURL, HTTPOptions{Client: client})
+}
+
+// HTTPOptions refine an http check.
+type HTTPOptions struct {
+	// ExpectStatus lists the status codes that pass. Empty: any 2xx.
+	ExpectStatus []int
+	// BodyContains, if not empty, must occur in the first 64 KiB of the
+	// response body.
+	BodyContains string
+	// Client does the request; nil means the default client (see NewHTTP).
+	Client *http.Client
+}
+
+// BodyError is the error of an http check whose response lacked the
+// expected substring.
+type BodyError struct {
+	// URL is the checked URL with any password redacted.
+	URL string
+	// Want is the substring that was not found.
+	Want string
+}
+
+func (e *BodyError) Error() string {
+	return fmt.Sprintf("checks: GET %s: body does not contain %q", e.URL, e.Want)
+}
+
+// NewHTTPWith returns a Probe that GETs rawURL and passes iff the status is
+// one of o.ExpectStatus (any 2xx if empty) and, if o.BodyContains is set,
+// the first 64 KiB of the body contain it. Everything else is as NewHTTP.
+func NewHTTPWith(rawURL string, o HTTPOptions) Probe {
+	client := o.Client
 	if client == nil {
 		client = defaultHTTPClient()
 	}
+	expect := slices.Clone(o.ExpectStatus)
+	want := []byte(o.BodyContains)
 	shown := redact(rawURL)
 	return func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
@@ -74,13 +119,33 @@ func NewHTTP(rawURL string, client *http.Client) Probe {
 			}
 			return fmt.Errorf("checks: GET %s: %w", shown, err)
 		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
+		var body []byte
+		if len(want) > 0 {
+			body, err = io.ReadAll(io.LimitReader(resp.Body, maxDrain))
+		} else {
+			_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
+		}
 		_ = resp.Body.Close()
-		if resp.StatusCode < 200 || resp.StatusCode > 299 {
-			return &StatusError{URL: shown, StatusCode: resp.StatusCode, Status: resp.Status}
+		if !statusOK(resp.StatusCode, expect) {
+			return &StatusError{URL: shown, StatusCode: resp.StatusCode, Status: resp.Status, Expect: expect}
+		}
+		if len(want) > 0 {
+			if !bytes.Contains(body, want) {
+				if err != nil {
+					return fmt.Errorf("checks: GET %s: reading body: %w", shown, err)
+				}
+				return &BodyError{URL: shown, Want: string(want)}
+			}
 		}
 		return nil
 	}
+}
+
+func statusOK(code int, expect []int) bool {
+	if len(expect) == 0 {
+		return code >= 200 && code <= 299
+	}
+	return slices.Contains(expect, code)
 }
 
 func defaultHTTPClient() *http.Client {
@@ -105,24 +170,25 @@ func redact(rawURL string) string {
 	return u.Redacted()
 }
 
-// NewProbe builds the Probe for one configured check. Only "http" is
-// implemented; the other types return an error naming the type (the config
-// validator rejects them before this is reached).
-func NewProbe(c config.Check) (Probe, error) {
-	switch c.Type {
-	case "http":
-		if c.URL == "" {
-			return nil, errors.New("checks: http check needs a url")
-		}
-		u, err := url.Parse(c.URL)
-		if err != nil {
-			return nil, fmt.Errorf("checks: http check url: %w", err)
-		}
-		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("checks: http check url %q: want http://host[:port]/path or https://...", u.Redacted())
-		}
-		return NewHTTP(c.URL, nil), nil
-	default:
-		return nil, fmt.Errorf("checks: type %q not supported yet", c.Type)
+// httpClientFor builds the default client with c's TLS settings: ca_file
+// replaces the system roots, insecure_skip_verify turns verification off.
+func httpClientFor(c config.Check) (*http.Client, error) {
+	client := defaultHTTPClient()
+	if c.CAFile == "" && !c.InsecureSkipVerify {
+		return client, nil
 	}
+	tc := &tls.Config{InsecureSkipVerify: c.InsecureSkipVerify} //nolint:gosec // the operator asked for it
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("checks: http check ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("checks: http check ca_file %s: no PEM certificate in it", c.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	client.Transport.(*http.Transport).TLSClientConfig = tc
+	return client, nil
 }

@@ -177,11 +177,40 @@ func TestNewProbe(t *testing.T) {
 		t.Fatalf("http probe against a 200 server: %v", err)
 	}
 
-	for _, typ := range []string{"tcp", "process", "exec", "bogus", ""} {
-		_, err := NewProbe(config.Check{Type: typ})
-		want := `checks: type "` + typ + `" not supported yet`
-		if err == nil || err.Error() != want {
-			t.Errorf("type %q: err = %v, want %q", typ, err, want)
+	// Every type's required keys are checked again here (the validator
+	// normally rejects these first); each error names the type's key.
+	for _, tc := range []struct {
+		c    config.Check
+		want string
+	}{
+		{config.Check{Type: "bogus"}, `checks: type "bogus" not supported`},
+		{config.Check{Type: ""}, `checks: type "" not supported`},
+		{config.Check{Type: "tcp"}, `checks: tcp check address ""`},
+		{config.Check{Type: "tcp", Address: "nohostport"}, `checks: tcp check address "nohostport"`},
+		{config.Check{Type: "process"}, `checks: process check needs exactly one of pidfile and name`},
+		{config.Check{Type: "process", Pidfile: "/x", Name: "x"}, `checks: process check needs exactly one of pidfile and name`},
+		{config.Check{Type: "exec"}, `checks: exec check needs a command`},
+		{config.Check{Type: "exec", Command: []string{"/bin/true"}, User: "no-such-user-vipd"}, `checks: exec check user "no-such-user-vipd"`},
+		{config.Check{Type: "file"}, `checks: file check needs a path`},
+		{config.Check{Type: "file", Path: "/x", Missing: "maybe"}, `checks: file check missing "maybe"`},
+		{config.Check{Type: "interface"}, `checks: interface check needs a name`},
+		{config.Check{Type: "http", URL: "https://127.0.0.1/", CAFile: "/nonexistent/ca.pem"}, `checks: http check ca_file`},
+	} {
+		_, err := NewProbe(tc.c)
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%+v: err = %v, want prefix %q", tc.c, err, tc.want)
+		}
+	}
+	for _, c := range []config.Check{
+		{Type: "tcp", Address: "127.0.0.1:1"},
+		{Type: "process", Pidfile: "/run/x.pid"},
+		{Type: "process", Name: "haproxy"},
+		{Type: "file", Path: "/etc/vipd/w"},
+		{Type: "file", Path: "/etc/vipd/w", Missing: "zero"},
+		{Type: "interface", Name: "eth0"},
+	} {
+		if p, err := NewProbe(c); err != nil || p == nil {
+			t.Errorf("%+v: NewProbe = %v, %v; want a probe", c, p, err)
 		}
 	}
 

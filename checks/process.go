@@ -1,0 +1,146 @@
+package checks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// ProcRoot is where the process check reads the process table.
+const ProcRoot = "/proc"
+
+// maxCommLen is TASK_COMM_LEN-1: the kernel truncates /proc/<pid>/comm.
+const maxCommLen = 15
+
+// NewPidfile returns a Probe that passes iff the pidfile holds the PID of
+// a live process that is not a zombie (state Z or dead X in
+// /proc/<pid>/stat). A missing or unparsable pidfile fails.
+func NewPidfile(pidfile string) Probe { return newPidfile(ProcRoot, pidfile) }
+
+// NewProcessName returns a Probe that passes iff some live, non-zombie
+// process in vipd's PID namespace is called name: its /proc/<pid>/comm
+// equals name (for names longer than 15 bytes, the kernel's truncated comm
+// equals name's first 15 bytes), or the basename of its /proc/<pid>/exe
+// link equals name.
+//
+// This is what keepalived's `killall -0 NAME` checked, with its weakness:
+// on a host running several HAProxy instances (or containers sharing the
+// PID namespace) any one of them satisfies it. Prefer a pidfile, or better
+// the http check of the instance that serves the VIP.
+func NewProcessName(name string) Probe { return newProcessName(ProcRoot, name) }
+
+func newPidfile(procRoot, pidfile string) Probe {
+	return func(ctx context.Context) error {
+		b, err := os.ReadFile(pidfile)
+		if err != nil {
+			return fmt.Errorf("checks: process pidfile: %w", err)
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			return fmt.Errorf("checks: process pidfile %s is empty", pidfile)
+		}
+		pid, err := strconv.Atoi(f[0])
+		if err != nil || pid <= 0 {
+			return fmt.Errorf("checks: process pidfile %s: %q is not a PID", pidfile, f[0])
+		}
+		state, err := procState(procRoot, pid)
+		if err != nil {
+			return fmt.Errorf("checks: process %d from %s: %w", pid, pidfile, err)
+		}
+		if !aliveState(state) {
+			return fmt.Errorf("checks: process %d from %s is a zombie or dead (state %c)", pid, pidfile, state)
+		}
+		return nil
+	}
+}
+
+func newProcessName(procRoot, name string) Probe {
+	return func(ctx context.Context) error {
+		ents, err := os.ReadDir(procRoot)
+		if err != nil {
+			return fmt.Errorf("checks: process %q: %w", name, err)
+		}
+		zombies := 0
+		for _, e := range ents {
+			if ctx.Err() != nil {
+				return fmt.Errorf("checks: process %q: %w", name, ctx.Err())
+			}
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid <= 0 {
+				continue
+			}
+			if !procNamed(procRoot, pid, name) {
+				continue
+			}
+			state, err := procState(procRoot, pid)
+			if err != nil {
+				continue // exited meanwhile
+			}
+			if aliveState(state) {
+				return nil
+			}
+			zombies++
+		}
+		if zombies > 0 {
+			return fmt.Errorf("checks: process %q: only zombies (%d)", name, zombies)
+		}
+		return fmt.Errorf("checks: process %q: no such process", name)
+	}
+}
+
+// procNamed reports whether pid's comm or executable basename is name.
+func procNamed(procRoot string, pid int, name string) bool {
+	dir := filepath.Join(procRoot, strconv.Itoa(pid))
+	if b, err := os.ReadFile(filepath.Join(dir, "comm")); err == nil {
+		comm := strings.TrimSuffix(string(b), "\n")
+		if comm == name || (len(name) > maxCommLen && comm == name[:maxCommLen]) {
+			return true
+		}
+	}
+	if exe, err := os.Readlink(filepath.Join(dir, "exe")); err == nil {
+		exe = strings.TrimSuffix(exe, " (deleted)") // replaced by a package upgrade
+		if filepath.Base(exe) == name {
+			return true
+		}
+	}
+	return false
+}
+
+// procState returns the state letter of /proc/<pid>/stat: the first field
+// after the last ')' (comm may itself contain ')' and spaces).
+func procState(procRoot string, pid int) (byte, error) {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, errors.New("no such process")
+	}
+	if err != nil {
+		return 0, err
+	}
+	return parseStatState(b)
+}
+
+func parseStatState(stat []byte) (byte, error) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 || i+2 >= len(stat) || stat[i+1] != ' ' {
+		return 0, fmt.Errorf("malformed stat %q", truncate(string(stat), 64))
+	}
+	return stat[i+2], nil
+}
+
+// aliveState reports whether a /proc stat state is a live process: not a
+// zombie (Z) and not dead (X, or x on old kernels).
+func aliveState(s byte) bool { return s != 'Z' && s != 'X' && s != 'x' }
+
+// truncate shortens s to at most n bytes, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…(truncated)"
+}
