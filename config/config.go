@@ -144,6 +144,17 @@ type Group struct {
 	Track []Track `yaml:"track"`
 	// GARP configures gratuitous ARP after the VIP is bound.
 	GARP GARP `yaml:"garp"`
+	// Label is the IPv4 address label of every address of the group, as
+	// keepalived's `virtual_ipaddress { ... label eth0:vip }`: the
+	// interface name, a colon and a suffix, at most 15 bytes. IPv4 groups
+	// only (Linux has no IPv6 labels). Zero value: none (the kernel
+	// labels the address with the interface name).
+	Label string `yaml:"label"`
+	// Scope is the address scope of every address of the group: global,
+	// link or host (keepalived's `scope`). Only global for IPv6 groups
+	// (the kernel derives an IPv6 scope from the address). Zero value:
+	// global.
+	Scope string `yaml:"scope"`
 	// Notify lists commands run on state changes (argv lists).
 	Notify Notify `yaml:"notify"`
 
@@ -174,7 +185,26 @@ type GARP struct {
 	Interval time.Duration `yaml:"interval"`
 	// Refresh re-announces periodically while holding. Zero: never.
 	Refresh time.Duration `yaml:"refresh"`
+	// Probe sends ARP probes (RFC 5227 §2.1.1: sender IP 0.0.0.0) for each
+	// IPv4 VIP after winning the group and before binding it, and listens
+	// for ProbeWait: another host answering for a VIP is reported as an
+	// address conflict (log and vipd_address_conflicts_total). vipd still
+	// binds the VIP, since etcd made this node the holder; the report is
+	// for the operator to remove the stray address. IPv6 groups ignore it.
+	// Default false.
+	Probe bool `yaml:"probe"`
+	// ProbeWait is how long a probe listens; it delays every bind by that
+	// much, so it counts against the failover time. 10ms..500ms.
+	// Zero value: 50ms.
+	ProbeWait time.Duration `yaml:"probe_wait"`
 }
+
+// Limits and default of GARP.ProbeWait.
+const (
+	DefaultProbeWait = 50 * time.Millisecond
+	MinProbeWait     = 10 * time.Millisecond
+	MaxProbeWait     = 500 * time.Millisecond
+)
 
 // Notify lists argv commands run on transitions, as keepalived's
 // notify_master, notify_backup, notify_fault and notify_stop. They run in

@@ -155,6 +155,12 @@ func (c *Config) applyDefaults() error {
 		if g.GARP.Interval == 0 {
 			g.GARP.Interval = DefaultGARPInterval
 		}
+		if g.GARP.ProbeWait == 0 {
+			g.GARP.ProbeWait = DefaultProbeWait
+		}
+		if g.Scope == "" {
+			g.Scope = "global"
+		}
 		if g.Notify.Timeout == 0 {
 			g.Notify.Timeout = DefaultNotifyTimeout
 		}

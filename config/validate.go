@@ -308,6 +308,31 @@ func (c *Config) validateGroups(bad func(key, format string, args ...any)) {
 		if g.GARP.Refresh < 0 {
 			bad(key+".garp.refresh", "%v must not be negative", g.GARP.Refresh)
 		}
+		if g.GARP.ProbeWait < MinProbeWait || g.GARP.ProbeWait > MaxProbeWait {
+			bad(key+".garp.probe_wait", "%v is outside %v..%v (it delays every bind)", g.GARP.ProbeWait, MinProbeWait, MaxProbeWait)
+		}
+		v6 := len(g.Prefixes) > 0 && !g.Prefixes[0].Addr().Is4()
+		switch g.Scope {
+		case "", "global":
+		case "link", "host":
+			if v6 {
+				bad(key+".scope", "%q applies to IPv4 addresses only; the group has %v (IPv6 scope follows from the address)", g.Scope, g.Prefixes[0])
+			}
+		default:
+			bad(key+".scope", "%q must be global, link or host", g.Scope)
+		}
+		if g.Label != "" {
+			switch {
+			case v6:
+				bad(key+".label", "%q applies to IPv4 addresses only; the group has %v", g.Label, g.Prefixes[0])
+			case g.Interface != "" && (!strings.HasPrefix(g.Label, g.Interface+":") || len(g.Label) == len(g.Interface)+1):
+				bad(key+".label", "%q must be the interface name %q, a colon and a suffix (e.g. %q)", g.Label, g.Interface, g.Interface+":vip")
+			case len(g.Label) > maxIfNameLen:
+				bad(key+".label", "%q is %d bytes; the kernel allows %d", g.Label, len(g.Label), maxIfNameLen)
+			case strings.ContainsAny(g.Label, " /\t\n"):
+				bad(key+".label", "%q must not contain spaces or slashes", g.Label)
+			}
+		}
 	}
 }
 

@@ -164,6 +164,10 @@ func validPrefix(p netip.Prefix) error {
 // added reports whether the kernel created the address in this call, so the
 // caller knows to announce it.
 func (h *Handle) Replace(ifname string, p netip.Prefix, lifetime time.Duration) (added bool, err error) {
+	return h.replace(ifname, p, lifetime, AddrOptions{})
+}
+
+func (h *Handle) replace(ifname string, p netip.Prefix, lifetime time.Duration, o AddrOptions) (added bool, err error) {
 	if err := validPrefix(p); err != nil {
 		return false, err
 	}
@@ -193,13 +197,15 @@ func (h *Handle) Replace(ifname string, p netip.Prefix, lifetime time.Duration) 
 			// No broadcast address next to a VIP (as `ip addr add`
 			// without brd); netlink would otherwise derive one.
 			a.Broadcast = net.IPv4zero
+			a.Label = o.Label
+			a.Scope = int(o.Scope)
 		}
 		return a
 	}
 	err = h.nl.AddrAdd(l, mk())
 	switch {
 	case err == nil:
-		h.log.Debug("address added", "interface", ifname, "address", p, "lifetime_s", secs)
+		h.log.Debug("address added", "interface", ifname, "address", p, "lifetime_s", secs, "label", o.Label, "scope", o.Scope)
 		return true, nil
 	case errors.Is(err, unix.EEXIST):
 		// Present already: refresh its lifetime in place.

@@ -139,3 +139,13 @@ func (n *testNS) veth(t *testing.T, a string, peer *testNS, b string) {
 		}
 	}
 }
+
+// ipOut runs `ip -n <ns> args...` and returns its output.
+func (n *testNS) ipOut(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"-n", n.name}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip -n %s %v: %v\n%s", n.name, args, err, out)
+	}
+	return string(out)
+}
