@@ -15,10 +15,11 @@ func FenceDeadline(sent time.Time, ttl, margin time.Duration) time.Time {
 }
 
 // KernelExpirySlack is how late the kernel may remove an address after its
-// valid_lft: IPv4 and IPv6 lifetime checks are scheduled on whole-second
-// boundaries (round_jiffies_up), so expiry can lag by up to a second
-// (measured here: 2.01–2.28 s for valid_lft 2).
-const KernelExpirySlack = time.Second
+// valid_lft. Its lifetime check runs at most once a second
+// (ADDRCONF_TIMER_FUZZ_MAX) and may be rounded to a whole second, so expiry
+// can lag by up to a second (measured here: 2.01–2.28 s for valid_lft 2);
+// 50ms more guards against timer skew.
+const KernelExpirySlack = time.Second + 50*time.Millisecond
 
 // KernelLifetime is the valid_lft to give a VIP at now so that the kernel
 // removes it before the server can expire the lease, even if vipd is
@@ -33,6 +34,14 @@ func KernelLifetime(now, serverExpiry time.Time) (lifetime time.Duration, ok boo
 		return 0, false
 	}
 	return secs * time.Second, true
+}
+
+// LastRefresh is shortly before the latest time a one-second lifetime can
+// still be set before serverExpiry (100ms early, for timer latency):
+// refreshing then, rather than only at renewals, keeps a VIP bound as long
+// as safely possible while renewals fail (an etcd leader election, say).
+func LastRefresh(serverExpiry time.Time) time.Time {
+	return serverExpiry.Add(-KernelExpirySlack - time.Second - 100*time.Millisecond)
 }
 
 // Candidate states as published in candidate records.

@@ -24,16 +24,17 @@ func TestFenceDeadlineCountsFromSendTime(t *testing.T) {
 
 func TestKernelLifetime(t *testing.T) {
 	// serverExpiry - now: the kernel must remove the address (lifetime plus
-	// up to 1 s of timer slack) before the server may expire the lease.
+	// up to KernelExpirySlack) before the server may expire the lease.
 	cases := []struct {
 		left time.Duration
 		want time.Duration
 		ok   bool
 	}{
-		{3 * time.Second, 2 * time.Second, true},
+		{4 * time.Second, 2 * time.Second, true},
+		{3 * time.Second, time.Second, true},
 		{2990 * time.Millisecond, time.Second, true},
-		{2 * time.Second, time.Second, true},
-		{1999 * time.Millisecond, 0, false},
+		{2050 * time.Millisecond, time.Second, true},
+		{2049 * time.Millisecond, 0, false},
 		{time.Second, 0, false},
 		{0, 0, false},
 		{-time.Second, 0, false},
@@ -46,6 +47,16 @@ func TestKernelLifetime(t *testing.T) {
 		if ok && t0.Add(got+KernelExpirySlack).After(t0.Add(c.left)) {
 			t.Errorf("left %v: lifetime %v plus kernel slack outlives the server expiry", c.left, got)
 		}
+	}
+	se := t0.Add(3 * time.Second)
+	if lt, ok := KernelLifetime(LastRefresh(se), se); !ok || lt != time.Second {
+		t.Errorf("at LastRefresh the lifetime is (%v, %v), want (1s, true)", lt, ok)
+	}
+	if lt, ok := KernelLifetime(LastRefresh(se).Add(100*time.Millisecond), se); !ok || lt != time.Second {
+		t.Error("LastRefresh leaves no room for timer latency")
+	}
+	if _, ok := KernelLifetime(LastRefresh(se).Add(101*time.Millisecond), se); ok {
+		t.Error("a lifetime can still be set more than 100ms after LastRefresh")
 	}
 }
 

@@ -28,8 +28,9 @@ type SessionConfig struct {
 	// Margin is subtracted from TTL to get the fence deadline.
 	// Zero value: TTL/6, at least 100ms.
 	Margin time.Duration
-	// RenewEvery is the period between successful renewals.
-	// Zero value: TTL/4.
+	// RenewEvery is the period between successful renewals. Zero value:
+	// TTL/6 (500ms for 3s), so the last good renewal before an etcd
+	// outage is recent and the holder rides through a leader election.
 	RenewEvery time.Duration
 	// RequestTimeout bounds one Grant or KeepAliveOnce, so a stuck etcd
 	// member is abandoned for another endpoint quickly.
@@ -44,7 +45,7 @@ func (c SessionConfig) withDefaults() SessionConfig {
 		c.Margin = max(c.TTL/6, 100*time.Millisecond)
 	}
 	if c.RenewEvery == 0 {
-		c.RenewEvery = c.TTL / 4
+		c.RenewEvery = c.TTL / 6
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 500 * time.Millisecond

@@ -57,8 +57,8 @@ func newTestSession(rtt time.Duration) (*Session, *scriptedLeases, *clock.Fake) 
 func TestSessionLateRenewalCountsFromSendTime(t *testing.T) {
 	s, lc, clk := newTestSession(10 * time.Millisecond)
 	ctx := context.Background()
-	if wait := s.step(ctx); wait != 750*time.Millisecond {
-		t.Fatalf("after grant, next renewal in %v, want TTL/4 = 750ms", wait)
+	if wait := s.step(ctx); wait != 500*time.Millisecond {
+		t.Fatalf("after grant, next renewal in %v, want TTL/6 = 500ms", wait)
 	}
 	l := s.Current()
 	if l.ID == 0 || !l.Deadline.Equal(t0.Add(2500*time.Millisecond)) {
