@@ -38,18 +38,20 @@ func holding(in Inputs) Inputs {
 	return in
 }
 
+type decideCase struct {
+	name   string
+	in     func() Inputs
+	action Action
+	state  string
+	wake   time.Duration
+	reason string
+}
+
 func TestDecide(t *testing.T) {
 	n1 := election.Candidate{Node: "web-node-1", Priority: 103, State: election.StateBackup, Preempt: true}
 	n1down := n1
 	n1down.Priority = 101
-	cases := []struct {
-		name   string
-		in     func() Inputs
-		action Action
-		state  string
-		wake   time.Duration
-		reason string
-	}{
+	cases := []decideCase{
 		{"vacant, best candidate claims at once", func() Inputs {
 			in := base()
 			in.View.Candidates = []election.Candidate{n1down}
@@ -185,14 +187,7 @@ func TestDecide(t *testing.T) {
 	}
 	handover := func(from, to string) *election.Handover { return &election.Handover{From: from, To: to} }
 	n3 := election.Candidate{Node: "web-node-3", Priority: 90, State: election.StateBackup, Preempt: true}
-	cases = append(cases, []struct {
-		name   string
-		in     func() Inputs
-		action Action
-		state  string
-		wake   time.Duration
-		reason string
-	}{
+	cases = append(cases, []decideCase{
 		{"handover: holder releases to the named node", func() Inputs {
 			in := holding(base())
 			in.View.Candidates = []election.Candidate{n1, n3}
