@@ -57,6 +57,10 @@ type Inputs struct {
 	ChallengerSince time.Time
 	BackoffStep     time.Duration
 	PreemptDelay    time.Duration
+	// Snubbed names a node not to yield to: we yielded to it and it did
+	// not take over (a stale record of a dead or cut-off node), so yielding
+	// again would only flap the VIP until its lease expires.
+	Snubbed string
 }
 
 // Decision is what to do and why. Wake, when positive, asks the loop to
@@ -67,6 +71,8 @@ type Decision struct {
 	State  string
 	Reason string
 	Wake   time.Duration
+	// YieldTo names the node a preemption release yields to.
+	YieldTo string
 }
 
 // Decide is the whole group policy as a pure function.
@@ -106,10 +112,10 @@ func Decide(in Inputs) Decision {
 				return Decision{Action: Release, State: election.StateBackup, Reason: "planned handover to " + target}
 			}
 		}
-		if ch, ok := election.Challenger(self, challengers(in.View)); ok {
+		if ch, ok := election.Challenger(self, challengers(in.View, in.Snubbed)); ok {
 			yield, wait := election.ShouldPreempt(in.Now, in.ChallengerSince, in.PreemptDelay)
 			if yield {
-				return Decision{Action: Release, State: election.StateBackup,
+				return Decision{Action: Release, State: election.StateBackup, YieldTo: ch.Node,
 					Reason: fmt.Sprintf("preempted by %s (priority %d > %d)", ch.Node, ch.Priority, self.Priority)}
 			}
 			return Decision{Action: Hold, State: election.StateMaster, Reason: "holder; preempt delay running", Wake: min(wait, in.Lease.Deadline.Sub(in.Now))}
@@ -169,16 +175,15 @@ func handoverTarget(h *election.Handover, self election.Candidate, cands []elect
 }
 
 // challengers are the candidates that may preempt the holder: all but the
-// node that handed the group over while its handover request stands.
-func challengers(v election.GroupState) []election.Candidate {
-	if v.Handover == nil {
-		return v.Candidates
-	}
+// node that handed the group over while its handover request stands, and
+// a snubbed node.
+func challengers(v election.GroupState, snubbed string) []election.Candidate {
 	out := make([]election.Candidate, 0, len(v.Candidates))
 	for _, c := range v.Candidates {
-		if c.Node != v.Handover.From {
-			out = append(out, c)
+		if (v.Handover != nil && c.Node == v.Handover.From) || (snubbed != "" && c.Node == snubbed) {
+			continue
 		}
+		out = append(out, c)
 	}
 	return out
 }

@@ -234,6 +234,18 @@ func TestDecide(t *testing.T) {
 			in.View.Handover = handover("web-node-1", "")
 			return in
 		}, Idle, election.StateBackup, 100 * time.Millisecond, "rank 1"},
+		{"a snubbed challenger does not preempt", func() Inputs {
+			in := holding(base())
+			in.View.Candidates = []election.Candidate{n1}
+			in.Snubbed = "web-node-1"
+			return in
+		}, Hold, election.StateMaster, 2 * time.Second, "holder"},
+		{"another challenger still preempts while one is snubbed", func() Inputs {
+			in := holding(base())
+			in.View.Candidates = []election.Candidate{n1, {Node: "web-node-0", Priority: 110, State: election.StateBackup, Preempt: true}}
+			in.Snubbed = "web-node-1"
+			return in
+		}, Release, election.StateBackup, 0, "preempted by web-node-0"},
 	}...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -43,6 +43,10 @@ type group struct {
 	vacantSince     time.Time
 	challenger      string
 	challengerSince time.Time
+	yieldedTo       string    // node we last yielded to by preemption
+	yieldedAt       time.Time // when
+	snubbed         string    // node not to yield to again until snubUntil
+	snubUntil       time.Time
 	published       election.Candidate
 	publishedLease  int64
 	publishRetry    bool
@@ -92,6 +96,13 @@ func (g *group) lastLoop() time.Time {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.heartbeat
+}
+
+func (g *group) snubbedAt(now time.Time) string {
+	if now.Before(g.snubUntil) {
+		return g.snubbed
+	}
+	return ""
 }
 
 func (g *group) poke() {
@@ -148,6 +159,9 @@ func (g *group) inputs() Inputs {
 	}
 	view := g.k.view.Group(g.cfg.Name)
 
+	if view.Leader.Present && view.Leader.Node == g.yieldedTo {
+		g.yieldedTo = "" // it took over, as it should
+	}
 	if view.Synced && !view.Leader.Present {
 		if g.vacantSince.IsZero() {
 			g.vacantSince = now
@@ -173,6 +187,7 @@ func (g *group) inputs() Inputs {
 		Lapsed:          g.lapsed,
 		VacantSince:     g.vacantSince,
 		ChallengerSince: g.challengerSince,
+		Snubbed:         g.snubbedAt(now),
 		BackoffStep:     g.cfg.BackoffStep,
 		PreemptDelay:    g.cfg.PreemptDelay,
 	}
@@ -214,6 +229,14 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 		}
 		g.claim, g.lapsed = &claim, false
 		g.acquireVacancy = in.VacantSince
+		// We yielded to a node that then did not take over: its record is
+		// stale (dead or cut off). Do not yield to it again until its
+		// lease must have expired.
+		if g.yieldedTo != "" && in.Now.Sub(g.yieldedAt) < g.k.session.Config().TTL {
+			g.snubbed, g.snubUntil = g.yieldedTo, in.Now.Add(g.k.session.Config().TTL)
+			g.log.Warn("node we yielded to did not take over; not yielding to it again for a lease TTL", "node", g.yieldedTo)
+		}
+		g.yieldedTo = ""
 		g.log.Info("won leadership", "rev", claim.CreateRev, "reason", d.Reason)
 		return true, 0
 	case Verify:
@@ -253,6 +276,9 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 	case Release:
 		g.unbind(d.Reason)
 		g.resign(ctx)
+		if d.YieldTo != "" {
+			g.yieldedTo, g.yieldedAt = d.YieldTo, in.Now
+		}
 		return true, 0
 	}
 	return false, 0

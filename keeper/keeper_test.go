@@ -2,6 +2,7 @@ package keeper_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -143,5 +144,32 @@ func TestNeverHoldsAfterKeyDeleted(t *testing.T) {
 	holder, rev2 := leaderKey(t, cli)
 	if holder != "web-node-1" || rev2 <= rev {
 		t.Errorf("re-acquired with key (%q, rev %d), want a new key for web-node-1 after rev %d", holder, rev2, rev)
+	}
+}
+
+// TestStaleChallengerDoesNotFlapTheVIP: a better candidate whose record
+// outlives it (dead or cut off, lease not yet expired) gets one yield, not
+// one every backoff step until its lease expires.
+func TestStaleChallengerDoesNotFlapTheVIP(t *testing.T) {
+	m := etcdtest.Start(t)
+	rec := fakenet.NewRecorder()
+	keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-2", Priority: 100})
+	rec.WaitFor(t, "web-node-2", 10*time.Second)
+
+	cli := m.Client(t)
+	lease, err := cli.Grant(t.Context(), 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ghost, _ := json.Marshal(election.Candidate{Node: "web-node-0", Priority: 200, State: election.StateBackup, Preempt: true})
+	if _, err := cli.Put(t.Context(), election.Keys{Prefix: "/vipd"}.Candidate("VI_1", "web-node-0"), string(ghost), clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	before := len(rec.History())
+	time.Sleep(2 * time.Second)
+	rec.WaitFor(t, "web-node-2", 0)
+	changes := rec.History()[before:]
+	if len(changes) > 2 {
+		t.Errorf("VIP flapped %d times for a candidate that never takes over:\n%s", len(changes)/2, strings.Join(changes, "\n"))
 	}
 }
