@@ -301,6 +301,38 @@ func (g *group) bind(ctx context.Context, in Inputs) bool {
 		g.lapsed = true
 		return false
 	}
+	if !g.bound && g.cfg.GARP.Probe && len(g.cfg.Prefixes) > 0 && g.cfg.Prefixes[0].Addr().Is4() {
+		// ARP probe before claiming (garp.probe; doc.go has the policy):
+		// a conflict is logged and counted, and the VIP is bound anyway.
+		type arpProber interface {
+			ProbeARP(ctx context.Context, ifname string, ips []netip.Addr, wait time.Duration) ([]netif.Conflict, error)
+		}
+		if pr, ok := g.k.opt.Ifaces.(arpProber); ok {
+			ips := make([]netip.Addr, 0, len(g.cfg.Prefixes))
+			for _, p := range g.cfg.Prefixes {
+				ips = append(ips, p.Addr())
+			}
+			conflicts, err := pr.ProbeARP(ctx, g.cfg.Interface, ips, g.cfg.GARP.ProbeWait)
+			if err != nil {
+				g.log.Warn("ARP probe failed; binding without it", "interface", g.cfg.Interface, "err", err)
+			}
+			for _, c := range conflicts {
+				g.log.Warn("address conflict: another host answers for a VIP; binding it anyway because etcd made this node the holder, remove the stray address",
+					"address", c.IP, "other_mac", c.MAC.String(), "other_probing", c.Probing, "interface", g.cfg.Interface)
+				g.k.obs.Conflict(g.cfg.Name)
+			}
+		} else {
+			g.log.Warn("garp.probe is set but the interface table cannot probe; binding without it")
+		}
+		// The probe took time: the fence may have come closer.
+		now = g.k.clk.Now()
+		lifetime, lifetimeOK = election.KernelLifetime(now, in.Lease.ServerExpiry)
+		if !in.Lease.Live(now) {
+			g.unbind("fence deadline passed while probing")
+			g.lapsed = true
+			return false
+		}
+	}
 	if !lifetimeOK {
 		// The renewal came back too late to give the kernel a safe
 		// lifetime. Bound addresses keep their earlier (safe) one; new
@@ -308,9 +340,30 @@ func (g *group) bind(ctx context.Context, in Inputs) bool {
 		g.log.Debug("renewal too late for a safe kernel lifetime; not refreshing", "server_expiry_in", in.Lease.ServerExpiry.Sub(now))
 		return true
 	}
+	// Label and scope (IPv4 groups only; config validation enforces it)
+	// go through ReplaceWith when the interface table has it.
+	replace := g.k.opt.Ifaces.Replace
+	if g.cfg.Label != "" || (g.cfg.Scope != "" && g.cfg.Scope != "global") {
+		type optionsReplacer interface {
+			ReplaceWith(ifname string, p netip.Prefix, lifetime time.Duration, o netif.AddrOptions) (bool, error)
+		}
+		scope, err := netif.ParseScope(g.cfg.Scope)
+		r, ok := g.k.opt.Ifaces.(optionsReplacer)
+		switch {
+		case err != nil:
+			g.log.Error("bad scope; binding with the default", "err", err)
+		case !ok:
+			g.log.Warn("interface table cannot set label or scope; binding without them", "label", g.cfg.Label, "scope", g.cfg.Scope)
+		default:
+			opts := netif.AddrOptions{Label: g.cfg.Label, Scope: scope}
+			replace = func(ifname string, p netip.Prefix, lifetime time.Duration) (bool, error) {
+				return r.ReplaceWith(ifname, p, lifetime, opts)
+			}
+		}
+	}
 	added := false
 	for _, p := range g.cfg.Prefixes {
-		a, err := g.k.opt.Ifaces.Replace(g.cfg.Interface, p, lifetime)
+		a, err := replace(g.cfg.Interface, p, lifetime)
 		if err != nil {
 			g.log.Error("cannot bind VIP", "address", p, "interface", g.cfg.Interface, "err", err)
 			continue

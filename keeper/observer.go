@@ -15,6 +15,9 @@ type Observer interface {
 	Check(name string, up bool, took time.Duration)
 	Renewal(result string, took time.Duration)
 	Notified(group, state, result string)
+	// Conflict reports another host answering for one of the group's
+	// VIPs, seen by the ARP probe before binding (garp.probe).
+	Conflict(group string)
 }
 
 type nopObserver struct{}
@@ -26,3 +29,4 @@ func (nopObserver) Announced(string, netip.Addr)         {}
 func (nopObserver) Check(string, bool, time.Duration)    {}
 func (nopObserver) Renewal(string, time.Duration)        {}
 func (nopObserver) Notified(string, string, string)      {}
+func (nopObserver) Conflict(string)                      {}

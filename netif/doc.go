@@ -36,7 +36,44 @@
 // each IPv4 VIP one announcement round is an ARP request and an ARP reply,
 // both broadcast, with sender and target protocol address = VIP. For each IPv6 VIP it is one unsolicited Neighbor
 // Advertisement (Override flag set) to the all-nodes group ff02::1. [Burst]
-// repeats rounds on an injected clock.
+// repeats rounds on an injected clock; [Schedule] is a group's whole
+// schedule: the burst (garp.count rounds, garp.interval apart, the first at
+// once), then one round every garp.refresh while the group holds.
+//
+// # Label and scope
+//
+// [Handle.ReplaceWith] binds an IPv4 VIP with a label (`eth0:vip`, shown by
+// `ip address` and as an ifconfig alias) and a scope (global, link, host),
+// as keepalived's virtual_ipaddress accepts. Linux has no IPv6 labels and
+// derives an IPv6 scope from the address, so both are IPv4 only. The
+// kernel applies them when it creates the address; a refresh keeps them.
+//
+// # Probing before claiming
+//
+// [Prober] (and [Handle.ProbeARP], which opens one in the handle's
+// namespace) sends ARP probes in the form of RFC 5227 §2.1.1 — broadcast
+// requests with sender IP 0.0.0.0, so no cache learns from them — for the
+// VIPs a node is about to bind, and listens for a short wait. A reply or
+// announcement with a probed address as sender IP, or another host's probe
+// for it, from a MAC that is not one of the namespace's own, is a
+// [Conflict]. RFC 5227 probes for 1–2 s (PROBE_NUM 3, PROBE_WAIT 1 s);
+// vipd's failover budget is 0.5 s, so it sends two probes per address, at
+// once and half-way, within garp.probe_wait (default 50 ms, at most
+// 500 ms): hosts on a LAN answer an ARP request in well under a
+// millisecond, and a host slower than the wait is missed. The wait delays
+// every bind of a group that enables the probe, so it counts against the
+// failover time.
+//
+// Policy (in keeper's bind): a conflict is logged at WARN, with the other
+// host's MAC, and counted (vipd_address_conflicts_total); vipd then binds
+// the VIP anyway. etcd, not ARP, decides which vipd node holds a group,
+// and no vipd node binds without the key, so the other host is outside
+// vipd's control (a stray manual address, a forgotten keepalived).
+// Refusing would turn that host into an outage for every client, and the
+// next candidate would win the key, probe, see the same host and refuse
+// too. Binding and announcing pulls the clients back to the holder while
+// the report tells the operator to remove the stray address. This is
+// keepalived's outcome without its silence.
 //
 // # Watching
 //
