@@ -36,3 +36,9 @@ demo: build tools
 
 clean:
 	rm -rf $(BIN)
+
+# .deb and .rpm in $(BIN)/dist, built with nfpm's Go API from
+# packaging/nfpm.yaml (packaging/cmd/mkpkg; nfpm never links into vipd).
+.PHONY: package
+package: build
+	$(GO) run ./packaging/cmd/mkpkg --version "$(VERSION)" --bin $(BIN) --out $(BIN)/dist

@@ -1,0 +1,27 @@
+#!/bin/sh
+# vipd postinstall (deb: "configure" [old-version]; rpm: 1 install, 2 upgrade).
+set -e
+
+# The unit runs vipd as this system user with CAP_NET_ADMIN and CAP_NET_RAW.
+if ! getent passwd vipd >/dev/null; then
+	if getent group vipd >/dev/null; then
+		group="--gid vipd"
+	else
+		group="--user-group"
+	fi
+	# shellcheck disable=SC2086
+	useradd --system $group --home-dir /var/lib/vipd --no-create-home \
+		--shell /usr/sbin/nologin --comment "vipd floating IP manager" vipd
+fi
+
+if [ -d /run/systemd/system ]; then
+	systemctl daemon-reload >/dev/null 2>&1 || true
+	# Not enabled or started on first install: /etc/vipd/vipd.yaml is an
+	# example to edit first. On upgrade, a running vipd is restarted (a
+	# graceful handover of the groups it holds).
+	case "$1" in
+	configure) [ -z "$2" ] || systemctl try-restart vipd.service || true ;;
+	2) systemctl try-restart vipd.service || true ;;
+	esac
+fi
+exit 0
