@@ -40,8 +40,7 @@ func TestImportKeepalivedSeed(t *testing.T) {
 	}
 }
 
-// Flags may come before or after the file; the result passes `vipd check`
-// once process checks exist (see the skip below).
+// Flags may come before or after the file; the result passes `vipd check`.
 func TestImportKeepalivedFlagsAndCheck(t *testing.T) {
 	conf := filepath.Join(seedDir, "seed-keepalived-1.conf")
 	var out, errb bytes.Buffer
@@ -61,13 +60,10 @@ func TestImportKeepalivedFlagsAndCheck(t *testing.T) {
 	}
 	var cout, cerr bytes.Buffer
 	if code := realMain([]string{"check", "--config", path}, &cout, &cerr); code != 0 {
-		// TEMPORARY until process checks land in config (another change):
-		// skip on exactly that error; anything else fails.
-		if s := cerr.String(); strings.Contains(s, `"process" is not a supported check type`) ||
-			strings.Contains(s, "field name not found in type config.Check") {
-			t.Skipf("process checks not in config yet: %s", s)
-		}
 		t.Fatalf("vipd check on the converted seed: exit %d: %s", code, cerr.String())
+	}
+	if !strings.Contains(cout.String(), "ok (1 groups, 1 checks, node web-node-1)") {
+		t.Errorf("vipd check: %q", cout.String())
 	}
 	if _, err := config.Load(path); err != nil {
 		t.Fatal(err)

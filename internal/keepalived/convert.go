@@ -20,6 +20,11 @@ type Options struct {
 	Endpoints []string
 }
 
+// DefaultExecUser is written as the user of exec checks that had none:
+// the packaged unit runs vipd as this user, and vipd switches users only
+// when it runs as root.
+const DefaultExecUser = "vipd"
+
 // PlaceholderEndpoint is written when no etcd endpoints are given.
 const PlaceholderEndpoint = "http://127.0.0.1:2379"
 
@@ -49,10 +54,13 @@ func (n Note) Format(file string) string {
 // Check is a converted vrrp_script.
 type Check struct {
 	Name     string
-	Type     string   // "process" or "exec"
+	Type     string   // "process", "exec" or "interface"
 	Process  string   // process check: the process name
+	Iface    string   // interface check: the interface name
 	Command  []string // exec check: argv
-	Script   string   // the original script string, for a comment
+	User     string   // exec check: run as this user
+	InitFail bool
+	Script   string // the original script string, for a comment
 	Interval time.Duration
 	Timeout  time.Duration
 	Rise     int
@@ -85,6 +93,8 @@ type Group struct {
 	PreemptDelay time.Duration
 	Track        []Track
 	GARP         GARP
+	Label        string              // IPv4 address label (keepalived `label`)
+	Scope        string              // address scope (keepalived `scope`)
 	Notify       map[string][]string // master|backup|fault|stop → argv
 }
 
@@ -158,6 +168,9 @@ type converter struct {
 	res     *Result
 	scripts map[string]*Check // by vrrp_script name
 	garp    GARP              // from global_defs
+	// scriptUser is global_defs' script_user, the default user of exec
+	// checks.
+	scriptUser string
 }
 
 func (c *converter) drop(d *Directive, reason string) {
@@ -182,6 +195,16 @@ func (c *converter) globalDefs(gd *Directive) {
 		case "vrrp_garp_master_refresh":
 			if dur, ok := c.secondsArg(d); ok {
 				c.garp.Refresh = dur
+			}
+		case "script_user":
+			if len(d.Args) == 0 {
+				c.drop(d, "no user name")
+				continue
+			}
+			c.scriptUser = d.Args[0]
+			c.note(d, "→ user: of every exec check without its own user; notify hooks run as vipd's user")
+			if len(d.Args) > 1 {
+				c.drop(d, "the group is not carried: exec checks run with the user's own groups")
 			}
 		default:
 			c.drop(d, globalReason(d.Name))
@@ -210,7 +233,7 @@ func (c *converter) vrrpScript(s *Directive) {
 		return
 	}
 	ch := &Check{Name: c.safeName(s, s.Args[0]), line: s.Line}
-	var script *Directive
+	var script, userDir *Directive
 	for _, d := range s.Block {
 		switch d.Name {
 		case "script":
@@ -245,9 +268,17 @@ func (c *converter) vrrpScript(s *Directive) {
 				ch.weight = n
 			}
 		case "user":
-			c.drop(d, "checks run as vipd's user (vipd in the packaged unit); no per-check user")
+			if len(d.Args) == 0 {
+				c.drop(d, "no user name")
+				continue
+			}
+			ch.User = d.Args[0]
+			userDir = d
+			if len(d.Args) > 1 {
+				c.drop(d, "the group is not carried: exec checks run with the user's own groups")
+			}
 		case "init_fail":
-			c.drop(d, "vipd checks start down and come up after rise successes")
+			ch.InitFail = true
 		default:
 			c.drop(d, "unknown vrrp_script directive")
 		}
@@ -259,10 +290,26 @@ func (c *converter) vrrpScript(s *Directive) {
 	argv, shell := splitCommand(ch.Script)
 	if name, ok := processName(argv); ok && !shell {
 		ch.Type, ch.Process = "process", name
+		if userDir != nil {
+			c.drop(userDir, "a process check runs no command, so it has no user")
+		}
+		ch.User = ""
 	} else {
 		ch.Type, ch.Command = "exec", argv
 		if shell {
 			c.note(script, "has shell syntax; run through /bin/sh -c")
+		}
+		switch {
+		case ch.User != "":
+		case c.scriptUser != "":
+			ch.User = c.scriptUser
+		default:
+			ch.User = DefaultExecUser
+			c.note(s, "no user (keepalived ran it as keepalived_script or root): user: "+DefaultExecUser+
+				" written, the account the packaged unit runs vipd as, which can run checks only as itself")
+		}
+		if ch.User == "root" {
+			c.note(s, "user root: vipd must then run as root; under the packaged unit (user vipd) this check cannot start")
 		}
 	}
 	if ch.Interval > 0 && ch.Timeout > ch.Interval {
@@ -322,6 +369,8 @@ func (c *converter) vrrpInstance(inst *Directive) {
 			c.addresses(d, g, inst)
 		case "track_script":
 			c.trackScripts(d, g)
+		case "track_interface":
+			c.trackInterfaces(d, g)
 		case "nopreempt":
 			g.Preempt = false
 		case "preempt":
@@ -368,6 +417,10 @@ func (c *converter) vrrpInstance(inst *Directive) {
 		g6 := *g
 		g6.Name = g.Name + "_v6"
 		g.Addresses, g6.Addresses = v4, v6
+		g6.Label = ""
+		if g6.Scope != "global" {
+			g6.Scope = ""
+		}
 		c.note(inst, fmt.Sprintf("mixes IPv4 and IPv6 addresses; vipd groups hold one family, so the IPv6 ones go to group %s (the two may be held by different nodes)", g6.Name))
 		c.res.Groups = append(c.res.Groups, g, &g6)
 		return
@@ -402,7 +455,12 @@ func (c *converter) addresses(blk *Directive, g *Group, inst *Directive) {
 					}
 					i++
 				}
-			case "brd", "broadcast", "label", "scope":
+			case "label", "scope":
+				if i+1 < len(d.Args) {
+					c.labelScope(d, g, p, opt, d.Args[i+1])
+				}
+				i++
+			case "brd", "broadcast":
 				c.note(d, fmt.Sprintf("option %q ignored: vipd adds the address with the kernel's defaults", opt))
 				i++
 			default:
@@ -416,6 +474,36 @@ func (c *converter) addresses(blk *Directive, g *Group, inst *Directive) {
 			c.note(d, "an excluded address (not in VRRP adverts) is just another VIP of the group in vipd")
 		}
 		g.Addresses = append(g.Addresses, p.String())
+	}
+}
+
+// labelScope carries an address's label or scope onto the group, where
+// vipd keeps one of each for all its addresses.
+func (c *converter) labelScope(d *Directive, g *Group, p netip.Prefix, opt, val string) {
+	cur := &g.Label
+	if opt == "scope" {
+		cur = &g.Scope
+		switch val {
+		case "global", "link", "host":
+		default:
+			c.drop(d, fmt.Sprintf("scope %q: vipd supports global, link and host", val))
+			return
+		}
+		if p.Addr().Is6() && val != "global" {
+			c.drop(d, fmt.Sprintf("scope %q: IPv6 addresses take their scope from the address", val))
+			return
+		}
+	} else if p.Addr().Is6() {
+		c.drop(d, "label: Linux has no labels on IPv6 addresses")
+		return
+	}
+	switch *cur {
+	case "":
+		*cur = val
+		c.note(d, fmt.Sprintf("%s %q applies to every address of the group in vipd", opt, val))
+	case val:
+	default:
+		c.drop(d, fmt.Sprintf("%s %q: a vipd group has one %s for all its addresses; %q (from an earlier address) is kept", opt, val, opt, *cur))
 	}
 }
 
@@ -455,6 +543,57 @@ func (c *converter) trackScripts(blk *Directive, g *Group) {
 			continue
 		}
 		g.Track = append(g.Track, Track{Check: ch.Name, Weight: w})
+	}
+}
+
+// trackInterfaces turns track_interface entries into interface checks
+// (shared by every instance that tracks the same interface).
+func (c *converter) trackInterfaces(blk *Directive, g *Group) {
+	if !blk.HasBlock {
+		c.drop(blk, "expects a { } block of interface names")
+		return
+	}
+	for _, d := range blk.Block {
+		w := 0 // keepalived: an interface without weight faults the instance
+		if len(d.Args) > 0 {
+			if len(d.Args) < 2 || d.Args[0] != "weight" {
+				c.drop(d, "unknown track_interface option; not converted")
+				continue
+			}
+			n, err := strconv.Atoi(d.Args[1])
+			if err != nil || n < -253 || n > 253 {
+				c.drop(d, "weight must be an integer in -253..253; not converted")
+				continue
+			}
+			w = n
+			if len(d.Args) > 2 {
+				c.drop(d, "weight ... reverse has no vipd equivalent; the weight is used as written")
+			}
+		}
+		name := c.safeName(d, "if_"+d.Name)
+		var ch *Check
+		for _, x := range c.res.Checks {
+			if x.Name == name {
+				ch = x
+			}
+		}
+		if ch == nil {
+			ch = &Check{Name: name, Type: "interface", Iface: d.Name, Script: "track_interface " + d.Name, line: d.Line}
+			c.res.Checks = append(c.res.Checks, ch)
+		} else if ch.Type != "interface" {
+			c.drop(d, fmt.Sprintf("a vrrp_script is already named %s; not converted", name))
+			continue
+		}
+		dupe := false
+		for _, t := range g.Track {
+			dupe = dupe || t.Check == name
+		}
+		if dupe {
+			c.drop(d, "tracked twice; the first entry is used")
+			continue
+		}
+		g.Track = append(g.Track, Track{Check: name, Weight: w})
+		c.note(d, fmt.Sprintf("→ interface check %s, tracked with weight %d", name, w))
 	}
 }
 
@@ -580,8 +719,10 @@ func instanceReason(name string) string {
 		"higher_prio_send_advert", "skip_check_adv_addr", "old_unicast_checksum", "kernel_rx_buf_size",
 		"dont_track_primary":
 		return vrrpOnly
-	case "track_interface", "track_process", "track_file", "track_bfd":
-		return "not converted; express it as an exec check and track that check"
+	case "track_process", "track_bfd":
+		return "not converted; express it as a check (process or exec) and track that check"
+	case "track_file":
+		return "not converted; define a file check (type: file, path: ...) and track it"
 	case "notify":
 		return "vipd has per-state hooks only; use notify_master/backup/fault/stop"
 	case "notify_deleted", "notify_master_rx_lower_pri", "notify_priority_changes":

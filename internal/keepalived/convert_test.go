@@ -106,13 +106,18 @@ func TestFullConversion(t *testing.T) {
 	}
 	if c := checks["chk_api"]; c == nil || c.Type != "exec" ||
 		!reflect.DeepEqual(c.Command, []string{"/usr/local/bin/check-api", "--port", "8080", "with space"}) ||
-		c.Interval != 500*time.Millisecond {
-		t.Errorf("chk_api = %+v, want exec argv with the quoted word kept whole, every 500ms", c)
+		c.Interval != 500*time.Millisecond || c.User != "nobody" || !c.InitFail {
+		t.Errorf("chk_api = %+v, want exec argv with the quoted word kept whole, every 500ms, as nobody, init_fail", c)
 	}
 	if c := checks["chk_pipe"]; c == nil || c.Type != "exec" ||
 		!reflect.DeepEqual(c.Command, []string{"/bin/sh", "-c", "curl -sf http://127.0.0.1/ | grep -q ok"}) ||
-		c.Interval != 3*time.Second || c.Timeout != 3*time.Second {
-		t.Errorf("chk_pipe = %+v, want sh -c and timeout clamped to the 3s interval", c)
+		c.Interval != 3*time.Second || c.Timeout != 3*time.Second || c.User != DefaultExecUser {
+		t.Errorf("chk_pipe = %+v, want sh -c, timeout clamped to the 3s interval, user vipd", c)
+	}
+	for _, n := range []string{"1", "2"} {
+		if c := checks["if_eth"+n]; c == nil || c.Type != "interface" || c.Iface != "eth"+n {
+			t.Errorf("if_eth%s = %+v, want an interface check on eth%s", n, c, n)
+		}
 	}
 	if c := checks["chk_unused"]; c == nil || c.Type != "process" || c.Process != "nginx" {
 		t.Errorf("chk_unused = %+v, want process nginx (pidof)", c)
@@ -128,8 +133,8 @@ func TestFullConversion(t *testing.T) {
 	if !reflect.DeepEqual(web.Addresses, []string{"10.0.0.100/24", "10.0.0.101/32"}) {
 		t.Errorf("VI_web addresses = %v, want the /24 and the default /32 (10.9.9.9 on eth1 dropped)", web.Addresses)
 	}
-	if !reflect.DeepEqual(web.Track, []Track{{"chk_haproxy", 20}, {"chk_api", -50}}) {
-		t.Errorf("VI_web track = %v, want script weight 20 and the per-track override -50", web.Track)
+	if !reflect.DeepEqual(web.Track, []Track{{"chk_haproxy", 20}, {"chk_api", -50}, {"if_eth1", 0}, {"if_eth2", -10}}) {
+		t.Errorf("VI_web track = %v, want script weight 20, the per-track override -50, interfaces 0 and -10", web.Track)
 	}
 	wantNotify := map[string][]string{
 		"master": {"/etc/keepalived/master.sh", "web"},
@@ -139,6 +144,12 @@ func TestFullConversion(t *testing.T) {
 	}
 	if !reflect.DeepEqual(web.Notify, wantNotify) {
 		t.Errorf("VI_web notify = %v, want %v", web.Notify, wantNotify)
+	}
+	if web.Label != "eth0:vip" || web6.Label != "" {
+		t.Errorf("labels = %q, %q; want eth0:vip on the IPv4 group only", web.Label, web6.Label)
+	}
+	if api.Scope != "link" || api.Label != "" {
+		t.Errorf("VI_api scope %q label %q, want link and none", api.Scope, api.Label)
 	}
 	if web.GARP != (GARP{Count: 3, Interval: 2 * time.Second, Refresh: time.Minute}) {
 		t.Errorf("VI_web garp = %+v, want count 3 (global), interval 2s, refresh 60s", web.GARP)
@@ -158,21 +169,19 @@ func TestFullConversion(t *testing.T) {
 		"smtp_server 127.0.0.1":                 7,
 		"enable_script_security":                8,
 		"include /etc/keepalived/conf.d/*.conf": 12,
-		"user nobody":                           27,
-		"vrrp_sync_group VG_1":                  41,
-		"state BACKUP":                          49,
-		"virtual_router_id 51":                  51,
-		"advert_int 1":                          53,
-		"authentication":                        56,
-		"unicast_src_ip 10.0.0.1":               60,
-		"unicast_peer":                          61,
-		"10.9.9.9/24 dev eth1":                  67,
-		"chk_missing":                           75,
-		"track_interface":                       77,
-		"notify /etc/keepalived/notify.sh":      84,
-		"smtp_alert":                            87,
-		"virtual_router_id 52":                  92,
-		"virtual_server 10.0.0.100 80":          103,
+		"vrrp_sync_group VG_1":                  42,
+		"state BACKUP":                          50,
+		"virtual_router_id 51":                  52,
+		"advert_int 1":                          54,
+		"authentication":                        57,
+		"unicast_src_ip 10.0.0.1":               61,
+		"unicast_peer":                          62,
+		"10.9.9.9/24 dev eth1":                  68,
+		"chk_missing":                           76,
+		"notify /etc/keepalived/notify.sh":      86,
+		"smtp_alert":                            89,
+		"virtual_router_id 52":                  94,
+		"virtual_server 10.0.0.100 80":          105,
 	}
 	got := map[string]Note{}
 	for _, n := range res.Notes {
@@ -213,13 +222,38 @@ func TestFullConversion(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"10.0.0.101: no prefix length; written as 10.0.0.101/32", "mixes IPv4 and IPv6", "timeout 5s is longer than interval 3s",
-		"shell syntax", "vrrp_script chk_unused: converted, but no vrrp_instance tracks it", "user/group after the script ignored"} {
+		"shell syntax", "vrrp_script chk_unused: converted, but no vrrp_instance tracks it", "user/group after the script ignored",
+		"eth1: → interface check if_eth1, tracked with weight 0", "vrrp_script chk_pipe: no user (keepalived ran it as keepalived_script or root): user: vipd written"} {
 		found := false
 		for _, c := range carried {
 			found = found || strings.Contains(c, want)
 		}
 		if !found {
 			t.Errorf("no note containing %q in %q", want, carried)
+		}
+	}
+}
+
+func TestScriptUser(t *testing.T) {
+	src := "global_defs {\n script_user checker\n}\nvrrp_script a {\n script \"/bin/a\"\n}\n" +
+		"vrrp_script b {\n script \"/bin/b\"\n user root\n}\nvrrp_script p {\n script \"killall -0 x\"\n user someone\n}\n" +
+		"vrrp_instance I {\n interface eth0\n virtual_ipaddress {\n  10.0.0.1/24\n }\n track_script {\n  a\n  b\n  p\n }\n}\n"
+	res, err := Convert("k.conf", src, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := map[string]string{}
+	for _, c := range res.Checks {
+		users[c.Name] = c.User
+	}
+	if want := map[string]string{"a": "checker", "b": "root", "p": ""}; !reflect.DeepEqual(users, want) {
+		t.Errorf("users = %v, want %v", users, want)
+	}
+	text := string(notesText("k.conf", res.Notes))
+	for _, w := range []string{"k.conf:2: note: script_user checker", "k.conf:7: note: vrrp_script b: user root: vipd must then run as root",
+		"k.conf:13: not carried over: user someone: a process check runs no command"} {
+		if !strings.Contains(text, w) {
+			t.Errorf("notes lack %q:\n%s", w, text)
 		}
 	}
 }
@@ -328,7 +362,7 @@ func TestRenderQuotesArgv(t *testing.T) {
 // has, so config.Parse must accept it today.
 func TestConfigParsesWithoutChecks(t *testing.T) {
 	src := "vrrp_instance VI_1 {\n interface ens160\n priority 101\n nopreempt\n preempt_delay 2.5\n" +
-		" virtual_ipaddress {\n  192.168.20.15/24\n }\n notify_master \"/usr/local/bin/cloud-move-ip --ip 192.168.20.15\"\n" +
+		" virtual_ipaddress {\n  192.168.20.15/24 label ens160:vip scope link\n }\n notify_master \"/usr/local/bin/cloud-move-ip --ip 192.168.20.15\"\n" +
 		" garp_master_delay 1\n garp_master_repeat 3\n garp_master_refresh 30\n}\n"
 	res, err := Convert("k.conf", src, Options{Node: "web-node-1", Endpoints: []string{"http://127.0.0.1:2379"}})
 	if err != nil {
@@ -340,9 +374,29 @@ func TestConfigParsesWithoutChecks(t *testing.T) {
 	}
 	g := cfg.Groups[0]
 	if cfg.Node != "web-node-1" || g.Preempt || g.PreemptDelay != 2500*time.Millisecond || g.Priority != 101 ||
-		g.GARP != (config.GARP{Count: 3, Interval: time.Second, Refresh: 30 * time.Second}) ||
+		g.Label != "ens160:vip" || g.Scope != "link" ||
+		g.GARP.Count != 3 || g.GARP.Interval != time.Second || g.GARP.Refresh != 30*time.Second ||
 		!reflect.DeepEqual(g.Notify.Master, []string{"/usr/local/bin/cloud-move-ip", "--ip", "192.168.20.15"}) {
 		t.Errorf("decoded group = %+v", g)
+	}
+}
+
+// The full conversion (exec, process and interface checks, two address
+// families, label, scope, notify, garp) validates with config.Parse too.
+func TestFullConfigParses(t *testing.T) {
+	res := convertFile(t, "full.conf", Options{Node: "lb-1", Endpoints: []string{"https://10.0.0.2:2379"}})
+	cfg, err := config.Parse(bytes.NewReader(res.Render("full.conf")))
+	if err != nil {
+		t.Fatalf("config.Parse: %v\n%s", err, res.Render("full.conf"))
+	}
+	if len(cfg.Groups) != 3 || len(cfg.Checks) != 6 {
+		t.Errorf("decoded %d groups, %d checks; want 3 and 6", len(cfg.Groups), len(cfg.Checks))
+	}
+	if c := cfg.Checks["chk_api"]; c.Type != "exec" || c.User != "nobody" || !c.InitFail || len(c.Command) != 4 {
+		t.Errorf("chk_api = %+v", c)
+	}
+	if c := cfg.Checks["if_eth2"]; c.Type != "interface" || c.Name != "eth2" {
+		t.Errorf("if_eth2 = %+v", c)
 	}
 }
 
@@ -352,17 +406,7 @@ func TestSeedConfigParses(t *testing.T) {
 		res := convertFile(t, name, Options{Node: "web-node-1"})
 		cfg, err := config.Parse(bytes.NewReader(res.Render(name)))
 		if err != nil {
-			// TEMPORARY: process/exec checks are being added to config and
-			// checks by another change. Until it lands, the strict decoder
-			// rejects the process check's `name` key or the validator its
-			// type; skip on exactly those errors, fail on anything else.
-			// Remove this once process checks are in config.
-			msg := err.Error()
-			if strings.Contains(msg, `"process" is not a supported check type`) ||
-				strings.Contains(msg, "field name not found in type config.Check") {
-				t.Skipf("process checks not in config yet: %v", err)
-			}
-			t.Fatalf("%s: config.Parse: %v", name, err)
+			t.Fatalf("%s: config.Parse: %v\n%s", name, err, res.Render(name))
 		}
 		ch, ok := cfg.Checks["chk_haproxy"]
 		if !ok || ch.Type != "process" || ch.Interval != 2*time.Second {

@@ -32,12 +32,20 @@ func (r *Result) Render(source string) []byte {
 	}
 	for _, c := range r.Checks {
 		p("  %s:\n", yq(c.Name))
-		p("    # vrrp_script: %s\n", oneLine(c.Script))
-		p("    type: %s\n", c.Type)
-		if c.Type == "process" {
-			p("    name: %s\n", yq(c.Process))
+		if c.Type == "interface" {
+			p("    # %s\n", oneLine(c.Script))
 		} else {
+			p("    # vrrp_script: %s\n", oneLine(c.Script))
+		}
+		p("    type: %s\n", c.Type)
+		switch c.Type {
+		case "process":
+			p("    name: %s\n", yq(c.Process))
+		case "interface":
+			p("    name: %s\n", yq(c.Iface))
+		default:
 			p("    command: %s\n", flowList(c.Command))
+			p("    user: %s\n", yq(c.User))
 		}
 		if c.Interval > 0 {
 			p("    interval: %s\n", dur(c.Interval))
@@ -51,6 +59,9 @@ func (r *Result) Render(source string) []byte {
 		if c.Fall > 0 {
 			p("    fall: %d\n", c.Fall)
 		}
+		if c.InitFail {
+			p("    init_fail: true\n")
+		}
 	}
 	p("groups:\n")
 	for _, g := range r.Groups {
@@ -60,6 +71,12 @@ func (r *Result) Render(source string) []byte {
 		}
 		p("    interface: %s\n", yq(g.Interface))
 		p("    addresses: %s\n", flowList(g.Addresses))
+		if g.Label != "" {
+			p("    label: %s\n", yq(g.Label))
+		}
+		if g.Scope != "" {
+			p("    scope: %s\n", g.Scope)
+		}
 		p("    priority: %d\n", g.Priority)
 		p("    preempt: %t\n", g.Preempt)
 		if g.PreemptDelay > 0 {
