@@ -9,6 +9,7 @@
 //	lan        bridge br0; one veth port per host (port name = host short name)
 //	n1         web-node-1  eth0 192.168.20.10/24  HAProxy, vipd (priority 101)
 //	n2         web-node-2  eth0 192.168.20.11/24  HAProxy, vipd (priority 100)
+//	n3         web-node-3  eth0 192.168.20.12/24  HAProxy, vipd (priority 99; only with Options.Nodes 3)
 //	e1 e2 e3   etcd-1..3   eth0 192.168.20.2-4/24 a 3-member etcd cluster
 //	c          client      eth0 192.168.20.100/24 vipd-probe → http://192.168.20.15/
 //
@@ -59,6 +60,8 @@ var (
 const (
 	Node1 = "web-node-1"
 	Node2 = "web-node-2"
+	// Node3 exists only with Options.Nodes = 3.
+	Node3 = "web-node-3"
 )
 
 // Options configure a testbed.
@@ -71,6 +74,10 @@ type Options struct {
 	ProbeInterval, ProbeTimeout time.Duration
 	// KeepDir keeps the temp dir (configs, logs, etcd data) after Close.
 	KeepDir bool
+	// Nodes is the number of web nodes, 2 (the seed, default) or 3: the
+	// third is web-node-3, namespace n3, 192.168.20.12, priority 99, and
+	// the holder monitor follows it like the others.
+	Nodes int
 	// Logf receives progress messages. Default: discard.
 	Logf func(format string, args ...any)
 }
@@ -244,7 +251,15 @@ func New(opts Options) (_ *Testbed, err error) {
 		h.NS = ns
 		return h, tb.connect(&h, br.Attrs().Index)
 	}
-	for i, nd := range []struct{ name, short, ip string }{{Node1, "n1", "192.168.20.10"}, {Node2, "n2", "192.168.20.11"}} {
+	nodes := []struct{ name, short, ip string }{{Node1, "n1", "192.168.20.10"}, {Node2, "n2", "192.168.20.11"}}
+	switch opts.Nodes {
+	case 0, 2:
+	case 3:
+		nodes = append(nodes, struct{ name, short, ip string }{Node3, "n3", "192.168.20.12"})
+	default:
+		return nil, fmt.Errorf("testbed: Options.Nodes = %d, want 2 or 3", opts.Nodes)
+	}
+	for i, nd := range nodes {
 		h, err := mkHost(nd.name, nd.short, nd.ip)
 		if err != nil {
 			return nil, err
