@@ -52,14 +52,15 @@ func (e *ExitError) Error() string {
 }
 
 // NewExec returns a Probe that runs argv (no shell: argv[0] is the program,
-// looked up in a fixed PATH, unless the operator names a shell) and passes
-// iff it exits 0. The command runs:
+// and a name without '/' is looked up in vipd's PATH; a shell runs only if
+// the operator names one) and passes iff it exits 0. The command runs:
 //
 //   - as username, with that user's groups; "" means "nobody". It never
 //     runs as root unless username is "root" (vipd must be root to switch
 //     users; if vipd runs as another user, only that user is possible).
-//   - in its own process group, in /, with only PATH in its environment,
-//     and stdin from /dev/null.
+//   - in its own process group, in /, with only
+//     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin in
+//     its environment, and stdin from /dev/null.
 //   - until the run's timeout: then the whole process group is SIGKILLed.
 //
 // Its combined output (the first 4 KiB) is logged at debug level through
