@@ -113,7 +113,6 @@ groups:
 	// With them, cleanup works.
 	out, err = exec.Command("ip", append([]string{"netns", "exec", ns}, asNobody(true, "cleanup", "--config", cfg)...)...).CombinedOutput()
 	if err != nil || strings.Contains(ipc("-br", "addr", "show", "dev", "vd0"), "10.250.0.15/24") {
-		skipIfSetnsBug(t, string(out))
 		t.Fatalf("vipd cleanup with CAP_NET_ADMIN: %v\n%s", err, out)
 	}
 
@@ -170,20 +169,6 @@ groups:
 	}
 	if strings.Contains(ipc("-br", "addr", "show", "dev", "vd0"), "10.250.0.15") {
 		t.Errorf("VIP still bound after SIGTERM")
-	}
-}
-
-// skipIfSetnsBug skips on exactly one known failure. TEMPORARY: netif opens
-// its rtnetlink socket with netlink.NewHandleAt(current netns), which
-// always calls setns(2), and setns needs CAP_SYS_ADMIN, so vipd cannot
-// start with only CAP_NET_ADMIN and CAP_NET_RAW (the same holds for the
-// Watch subscriptions with Namespace set and ProbeARP's netns.Set). Remove
-// this once netif uses the current namespace without setns; any other
-// failure fails the test.
-func skipIfSetnsBug(t *testing.T, out string) {
-	t.Helper()
-	if strings.Contains(out, "failed to set into network namespace") && strings.Contains(out, "operation not permitted") {
-		t.Skipf("KNOWN BUG (netif calls setns, which needs CAP_SYS_ADMIN): %s", strings.TrimSpace(out))
 	}
 }
 

@@ -36,7 +36,7 @@ type Handle struct {
 	mu     sync.RWMutex
 	closed bool
 	nl     *netlink.Handle
-	ns     netns.NsHandle // owned by Handle; closed by Close
+	ns     netns.NsHandle // owned by Handle; closed by Close; None = own namespace, never setns
 }
 
 // acquire takes mu shared; it fails once the Handle is closed.
@@ -51,19 +51,13 @@ func (h *Handle) acquire() error {
 
 func (h *Handle) release() { h.mu.RUnlock() }
 
-// NewHandle returns a Handle for the network namespace of the calling
-// thread (the process's namespace unless a caller moved a locked thread).
+// NewHandle returns a Handle for vipd's own network namespace: the
+// namespace of the calling thread when it is created (and of Watch's and
+// the ARP probe's sockets when they are opened). It never calls setns,
+// which would need CAP_SYS_ADMIN: vipd runs with only CAP_NET_ADMIN and
+// CAP_NET_RAW.
 func NewHandle(log *slog.Logger) (*Handle, error) {
-	ns, err := netns.Get()
-	if err != nil {
-		return nil, fmt.Errorf("netif: get current network namespace: %w", err)
-	}
-	h, err := newHandle(ns, log)
-	if err != nil {
-		ns.Close()
-		return nil, err
-	}
-	return h, nil
+	return newHandle(netns.None(), log)
 }
 
 // NewHandleAt returns a Handle for the network namespace ns. The Handle
@@ -89,7 +83,13 @@ func newHandle(ns netns.NsHandle, log *slog.Logger) (*Handle, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	nh, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	var nh *netlink.Handle
+	var err error
+	if ns.IsOpen() {
+		nh, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	} else {
+		nh, err = netlink.NewHandle(unix.NETLINK_ROUTE) // no setns
+	}
 	if err != nil {
 		return nil, fmt.Errorf("netif: open rtnetlink socket: %w", err)
 	}
@@ -111,7 +111,9 @@ func (h *Handle) Close() {
 	}
 	h.closed = true
 	h.nl.Close()
-	h.ns.Close()
+	if h.ns.IsOpen() {
+		h.ns.Close()
+	}
 }
 
 // link looks ifname up, mapping "not found" to ErrNoInterface. Unexported

@@ -273,6 +273,9 @@ func (h *Handle) dialProber(ifname string) (*Prober, error) {
 // in). If the thread cannot switch back it stays locked, so Go discards it
 // when f's goroutine ends and nothing else runs in the wrong namespace.
 func (h *Handle) inNetns(f func() error) error {
+	if !h.ns.IsOpen() {
+		return f() // vipd's own namespace: no setns (needs CAP_SYS_ADMIN)
+	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()

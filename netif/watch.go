@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -95,7 +96,13 @@ func (h *Handle) Watch(ctx context.Context, ifnames []string) (<-chan Event, err
 	done := make(chan struct{})
 	addrCh := make(chan netlink.AddrUpdate, watchBuffer)
 	linkCh := make(chan netlink.LinkUpdate, watchBuffer)
-	ns := h.ns
+	// Only a Handle made for another namespace names it: subscribing with
+	// a namespace calls setns, which needs CAP_SYS_ADMIN.
+	var ns *netns.NsHandle
+	if h.ns.IsOpen() {
+		nsCopy := h.ns
+		ns = &nsCopy
+	}
 	logErr := func(err error) {
 		// Called from netlink's goroutines; slog loggers are concurrency-safe.
 		if ctx.Err() == nil {
@@ -103,13 +110,13 @@ func (h *Handle) Watch(ctx context.Context, ifnames []string) (<-chan Event, err
 		}
 	}
 	if err := netlink.LinkSubscribeWithOptions(linkCh, done, netlink.LinkSubscribeOptions{
-		Namespace: &ns, ErrorCallback: logErr, ReceiveBufferSize: watchRcvBuf,
+		Namespace: ns, ErrorCallback: logErr, ReceiveBufferSize: watchRcvBuf,
 	}); err != nil {
 		close(done)
 		return nil, fmt.Errorf("netif: subscribe to link events: %w", err)
 	}
 	if err := netlink.AddrSubscribeWithOptions(addrCh, done, netlink.AddrSubscribeOptions{
-		Namespace: &ns, ErrorCallback: logErr, ReceiveBufferSize: watchRcvBuf,
+		Namespace: ns, ErrorCallback: logErr, ReceiveBufferSize: watchRcvBuf,
 	}); err != nil {
 		close(done)
 		drain(linkCh)
