@@ -103,10 +103,9 @@ func NewInterfaceTrigger(name string, ns *netns.NsHandle) Trigger {
 			case <-ctx.Done():
 				return nil
 			case err := <-errc:
+				// Kept for the message if the subscription ends (a
+				// receive error closes ch); other errors are per message.
 				subErr = err
-				// A receive error ends the subscription (ch closes);
-				// other errors are per message.
-				_ = subErr
 			case u, ok := <-ch:
 				if !ok {
 					if ctx.Err() != nil {
