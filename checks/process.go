@@ -29,6 +29,12 @@ func NewPidfile(pidfile string) Probe { return newPidfile(ProcRoot, pidfile) }
 // equals name's first 15 bytes), or the basename of its /proc/<pid>/exe
 // link equals name.
 //
+// Unprivileged (the shipped systemd unit runs vipd without root), the exe
+// link of another user's process cannot be read, so only comm matches
+// there; and /proc mounted with hidepid hides other users' processes
+// entirely. The pidfile form has neither limit as long as the pidfile is
+// readable.
+//
 // This is what keepalived's `killall -0 NAME` checked, with its weakness:
 // on a host running several HAProxy instances (or containers sharing the
 // PID namespace) any one of them satisfies it. Prefer a pidfile, or better
