@@ -55,9 +55,11 @@ func (e *ExitError) Error() string {
 // and a name without '/' is looked up in vipd's PATH; a shell runs only if
 // the operator names one) and passes iff it exits 0. The command runs:
 //
-//   - as username, with that user's groups; "" means "nobody". It never
-//     runs as root unless username is "root" (vipd must be root to switch
-//     users; if vipd runs as another user, only that user is possible).
+//   - as username, with that user's groups. "" means "nobody" when vipd
+//     runs as root, and vipd's own user otherwise (under the shipped unit,
+//     the unprivileged "vipd"). It never runs as root unless username is
+//     "root" (vipd must be root to switch users; if vipd runs as another
+//     user, only that user is possible).
 //   - in its own process group, in /, with only
 //     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin in
 //     its environment, and stdin from /dev/null.
@@ -74,6 +76,13 @@ func NewExec(argv []string, username string) (Probe, error) {
 	}
 	if username == "" {
 		username = config.DefaultExecUser
+		if os.Geteuid() != 0 {
+			// Already unprivileged: run as ourselves rather than fail
+			// to switch to nobody.
+			if u, err := user.Current(); err == nil {
+				username = u.Username
+			}
+		}
 	}
 	cred, err := credentialFor(username)
 	if err != nil {

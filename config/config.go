@@ -106,8 +106,9 @@ type Check struct {
 	// Command is the exec check's argv (no shell unless argv names one);
 	// exit status 0 passes. Required for exec.
 	Command []string `yaml:"command"`
-	// User runs the exec check's command as this user. Zero value: nobody.
-	// Running as root needs an explicit `user: root`.
+	// User runs the exec check's command as this user. Zero value: nobody
+	// when vipd runs as root, vipd's own user otherwise (under the shipped
+	// unit: vipd). Running as root needs an explicit `user: root`.
 	User string `yaml:"user"`
 
 	// Path is the file check's file (keepalived track_file): its content

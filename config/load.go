@@ -28,8 +28,9 @@ const (
 
 // Check defaults that depend on the check type.
 const (
-	// DefaultExecUser runs exec checks unprivileged unless `user:` says
-	// otherwise; root must be asked for by name.
+	// DefaultExecUser runs exec checks unprivileged when vipd runs as root
+	// and `user:` is empty; root must be asked for by name. (An unprivileged
+	// vipd runs them as itself.)
 	DefaultExecUser = "nobody"
 	// DefaultFileMissing is what an absent file check's file means.
 	DefaultFileMissing = "down"
@@ -135,9 +136,6 @@ func (c *Config) applyDefaults() error {
 		}
 		if ch.Fall == 0 {
 			ch.Fall = 1
-		}
-		if ch.Type == "exec" && ch.User == "" {
-			ch.User = DefaultExecUser
 		}
 		if ch.Type == "file" && ch.Missing == "" {
 			ch.Missing = DefaultFileMissing

@@ -109,7 +109,8 @@ func (nopObs) GroupState(string, string, int, bool) {}
 func (nopObs) Transition(string, string)            {}
 func (nopObs) Acquired(string, time.Duration)       {}
 func (nopObs) Announced(string, netip.Addr)         {}
-func (nopObs) Check(string, bool, time.Duration)    {}
+func (nopObs) CheckState(string, bool)              {}
+func (nopObs) CheckRun(string, bool, time.Duration) {}
 func (nopObs) Renewal(string, time.Duration)        {}
 func (nopObs) Notified(string, string, string)      {}
 func (nopObs) Conflict(string)                      {}

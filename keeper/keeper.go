@@ -341,7 +341,10 @@ func (k *Keeper) startChecks(cfg config.Config) error {
 			k.stopCheck(name)
 		}
 		r := checks.NewRunner(k.clk, k.log)
-		r.Add(name, c, probe)
+		// File and interface checks also run at once on inotify/netlink
+		// events; the others are polled.
+		r.Add(name, c, probe, checks.WithTrigger(checks.NewTrigger(c)))
+		r.OnRun(func(name string, ok bool, took time.Duration) { k.obs.CheckRun(name, ok, took) })
 		cctx, cancel := context.WithCancel(k.bgCtx)
 		rc = &runningCheck{cfg: c, cancel: cancel, done: make(chan struct{})}
 		k.mu.Lock()
@@ -392,7 +395,7 @@ func (k *Keeper) onCheck(st checks.Status) {
 	k.mu.Lock()
 	k.statuses[st.Name] = st
 	k.mu.Unlock()
-	k.obs.Check(st.Name, st.Up, st.Duration)
+	k.obs.CheckState(st.Name, st.Up)
 	if st.Up {
 		k.log.Info("check up", "check", st.Name, "took", st.Duration.Round(time.Millisecond))
 	} else {

@@ -12,7 +12,8 @@ type Observer interface {
 	Transition(group, to string)
 	Acquired(group string, sinceVacancy time.Duration)
 	Announced(group string, ip netip.Addr)
-	Check(name string, up bool, took time.Duration)
+	CheckState(name string, up bool)
+	CheckRun(name string, ok bool, took time.Duration)
 	Renewal(result string, took time.Duration)
 	Notified(group, state, result string)
 	// Conflict reports another host answering for one of the group's
@@ -26,7 +27,8 @@ func (nopObserver) GroupState(string, string, int, bool) {}
 func (nopObserver) Transition(string, string)            {}
 func (nopObserver) Acquired(string, time.Duration)       {}
 func (nopObserver) Announced(string, netip.Addr)         {}
-func (nopObserver) Check(string, bool, time.Duration)    {}
+func (nopObserver) CheckState(string, bool)              {}
+func (nopObserver) CheckRun(string, bool, time.Duration) {}
 func (nopObserver) Renewal(string, time.Duration)        {}
 func (nopObserver) Notified(string, string, string)      {}
 func (nopObserver) Conflict(string)                      {}

@@ -124,13 +124,17 @@ func (m *Metrics) Announced(group string, ip netip.Addr) {
 	m.announcements.WithLabelValues(group, "na").Inc()
 }
 
-// Check records a check's state and the duration of its last run.
-func (m *Metrics) Check(name string, up bool, d time.Duration) {
+// CheckState records a check's state (after rise/fall).
+func (m *Metrics) CheckState(name string, up bool) {
 	v := 0.0
 	if up {
 		v = 1
 	}
 	m.checkUp.WithLabelValues(name).Set(v)
+}
+
+// CheckRun records the duration of one check run.
+func (m *Metrics) CheckRun(name string, _ bool, d time.Duration) {
 	m.checkDuration.WithLabelValues(name).Observe(d.Seconds())
 }
 
