@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,27 +89,117 @@ func TestHolderFaults(t *testing.T) {
 		res.add(what+": client outage", out, lim)
 	}
 
+	// record adds the fault's row to the suite table when the subtest ends.
+	record := func(t *testing.T, title string, from time.Time, note *string) {
+		st := tb.Mon.Stats(from, time.Now())
+		suiteAdd(suiteRow{scenario: title, dual: st.TwoHolders, noHolder: st.NoHolder,
+			outage: tb.Probes().Window(from, time.Now()).LongestOutage(), result: resultOf(t), note: *note})
+	}
+
 	if !t.Run("steady", back) {
 		t.FailNow()
 	}
 	t.Run("sigkill-holder-vipd", func(t *testing.T) {
 		t0 := time.Now()
+		note := ""
+		defer record(t, "SIGKILL holder's vipd; restart after the move", t0, &note)
 		if err := n1.KillVipd(); err != nil {
 			t.Fatal(err)
 		}
 		measure(t, "SIGKILL vipd@web-node-1", t0, 0)
+		del, _ := tb.Mon.EventAfter(testbed.Node1, false, t0)
+		add, _ := tb.Mon.EventAfter(testbed.Node2, true, t0)
+		note = fmt.Sprintf("kernel lifetime removed the VIP %s after the kill, web-node-2 added it %s later", ms(del.Time.Sub(t0)), ms(add.Time.Sub(del.Time)))
+		// Restarted, vipd cleans up, rejoins as standby for web-node-2, and
+		// then preempts it (web-node-1 is better: 103 > 102) through a
+		// release by web-node-2.
+		tR := time.Now()
+		if err := n1.StartVipd(); err != nil {
+			t.Fatal(err)
+		}
+		first, ok := waitLog(n1, tR, "state change", 10*time.Second)
+		if !ok || first.Attrs["to"] != "BACKUP" {
+			t.Errorf("restarted vipd's first state: %q (%s), want BACKUP (standby)", first.Attrs["to"], first.Raw)
+		}
+		if err := tb.WaitHolder(testbed.Node1, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := tb.Mon.EventAfter(testbed.Node2, false, tR)
+		back1, _ := tb.Mon.EventAfter(testbed.Node1, true, tR)
+		if back1.Time.Before(rel.Time) {
+			t.Errorf("restarted web-node-1 added the VIP before web-node-2 released it")
+		}
+		res.add("SIGKILL: restarted vipd → first state", first.Attrs["to"], first.Attrs["reason"])
+		res.add("SIGKILL: restarted vipd → VIP back (preempt)", ms(back1.Time.Sub(tR)), fmt.Sprintf("after web-node-2's release (gap %v, asserted ≥ 0)", ms(back1.Time.Sub(rel.Time))))
+		note += fmt.Sprintf("; restarted: first state %s, preempted back after %s", first.Attrs["to"], ms(back1.Time.Sub(tR)))
 	})
 	if !t.Run("back-1", back) {
 		t.FailNow()
 	}
+	t.Run("sigkill-immediate-restart", func(t *testing.T) {
+		// systemd's Restart= brings vipd back before the kernel lifetime
+		// has run out: the startup cleanup removes the VIP, and nobody
+		// holds it again before the old lease expires.
+		t0 := time.Now()
+		note := ""
+		defer record(t, "SIGKILL holder's vipd + immediate restart", t0, &note)
+		if err := n1.KillVipd(); err != nil {
+			t.Fatal(err)
+		}
+		tR := time.Now()
+		if err := n1.StartVipd(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tb.Mon.WaitFor(func(hs []string) bool { return len(hs) == 0 }, ttl); err != nil {
+			t.Fatal(err)
+		}
+		hs, err := tb.Mon.WaitFor(func(hs []string) bool { return len(hs) == 1 }, 3*ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		del, _ := tb.Mon.EventAfter(testbed.Node1, false, t0)
+		add, _ := tb.Mon.EventAfter(hs[0], true, del.Time)
+		cleaned, ok := waitLog(n1, tR, "removed VIP", 0)
+		if ok && !del.Time.Before(cleaned.Time.Add(-5*time.Millisecond)) {
+			note = fmt.Sprintf("startup cleanup removed the VIP %s after the kill", ms(del.Time.Sub(t0)))
+		} else {
+			note = fmt.Sprintf("kernel lifetime removed the VIP %s after the kill, before the restarted vipd's cleanup", ms(del.Time.Sub(t0)))
+		}
+		// The old lease was renewed at most TTL/4 before the kill: nobody
+		// may hold before it expires.
+		if gap := add.Time.Sub(t0); gap < ttl-ttl/4-100*time.Millisecond {
+			t.Errorf("%s acquired %v after the kill, before the old lease could expire", hs[0], ms(gap))
+		}
+		if err := tb.WaitHolder(testbed.Node1, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tb.WaitAnswer(testbed.Node1, time.Now(), 3*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		st := tb.Mon.Stats(t0, time.Now())
+		if st.TwoHolders != 0 || st.MaxHolders > 1 {
+			t.Errorf("two holders for %v", st.TwoHolders)
+		}
+		res.add("SIGKILL+restart: VIP removed", ms(del.Time.Sub(t0)), note)
+		res.add("SIGKILL+restart: "+hs[0]+" holds", ms(add.Time.Sub(t0)), "after the old lease expired (asserted)")
+		note += fmt.Sprintf("; %s holds %s after the kill", hs[0], ms(add.Time.Sub(t0)))
+	})
+	if !t.Run("back-2", back) {
+		t.FailNow()
+	}
 	t.Run("freeze-holder-vipd", func(t *testing.T) {
 		t0 := time.Now()
+		note := ""
+		defer record(t, "SIGSTOP holder's vipd for 2×TTL, SIGCONT", t0, &note)
 		if err := n1.FreezeVipd(); err != nil {
 			t.Fatal(err)
 		}
 		measure(t, "SIGSTOP vipd@web-node-1", t0, 0)
-		// Thawed, it must not take the VIP back while web-node-2 holds it
-		// (preempt happens, but only through a release by web-node-2).
+		// Frozen for 2 × lease TTL in all.
+		time.Sleep(time.Until(t0.Add(2 * ttl)))
+		// Thawed, it must not re-add the VIP on its stale state: its lease
+		// expired while it was stopped. It gets it back only by winning
+		// the key again (it preempts: web-node-2 releases first).
 		tThaw := time.Now()
 		if err := n1.ThawVipd(); err != nil {
 			t.Fatal(err)
@@ -121,7 +212,27 @@ func TestHolderFaults(t *testing.T) {
 			t.Errorf("after thaw: two holders for %v", st.TwoHolders)
 		}
 		add, _ := tb.Mon.EventAfter(testbed.Node1, true, tThaw)
-		res.add("SIGCONT → web-node-1 back (preempt)", ms(add.Time.Sub(tThaw)), "never two holders (asserted)")
+		rel, _ := tb.Mon.EventAfter(testbed.Node2, false, tThaw)
+		if add.Time.Before(rel.Time) {
+			t.Errorf("thawed web-node-1 re-added the VIP while web-node-2 held it")
+		}
+		bound, okB := waitLog(n1, tThaw, "VIP bound", 0)
+		won, okW := waitLog(n1, tThaw, "won leadership", 0)
+		if !okB || !okW || bound.Time.Before(won.Time) {
+			t.Errorf("thawed vipd bound the VIP without winning the key again first (bound %v %s, won %v %s)", okB, bound.Time.Format("15:04:05.000"), okW, won.Time.Format("15:04:05.000"))
+		}
+		var after []string
+		for _, l := range logSince(n1, tThaw, "") {
+			if l.Msg == "VIP removed" || l.Msg == "state change" || strings.HasPrefix(l.Msg, "lease") || l.Msg == "won leadership" || l.Msg == "VIP bound" {
+				after = append(after, l.Msg+" "+l.Attrs["reason"])
+			}
+			if len(after) == 4 {
+				break
+			}
+		}
+		res.add("SIGCONT after 2×TTL → web-node-1 back (preempt)", ms(add.Time.Sub(tThaw)), fmt.Sprintf("after web-node-2's release, gap %v (asserted ≥ 0)", ms(add.Time.Sub(rel.Time))))
+		res.add("SIGCONT: vipd's first log lines", strings.Join(after, " | "), "won the key before binding (asserted)")
+		note = fmt.Sprintf("frozen %v; thawed: re-won the key, back after %s", 2*ttl, ms(add.Time.Sub(tThaw)))
 	})
 	// Off the LAN, twice: with carrier kept on web-node-1's eth0 (its bridge
 	// port is detached: it cannot tell from its link), and with carrier lost
@@ -138,6 +249,8 @@ func TestHolderFaults(t *testing.T) {
 		}
 		t.Run(c.name, func(t *testing.T) {
 			t0 := time.Now()
+			note := fmt.Sprintf("outage target ≤ lease TTL + 0.5s = %v", ttl+500*time.Millisecond)
+			defer record(t, c.what+" (bridge port)", t0, &note)
 			if err := c.cut(true); err != nil {
 				t.Fatal(err)
 			}

@@ -1,0 +1,868 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vipd/vipd/e2e/testbed"
+)
+
+// Timing of the testbed's vipd config (lease_ttl 3s; the fence margin is
+// the session default, TTL/6).
+const (
+	leaseTTL    = 3 * time.Second
+	fenceMargin = leaseTTL / 6
+)
+
+// scen is one scenario of TestSafety: its window and what goes into the
+// suite table.
+type scen struct {
+	from, to time.Time
+	// byHand is dual holding the test made itself (a VIP added by hand on
+	// the standby); it is reported, and subtracted before asserting 0.
+	byHand time.Duration
+	hand   bool            // the test itself put the VIP on a second node
+	outage *testbed.Outage // nil: longest outage in the window
+	notes  []string
+}
+
+func (s *scen) note(format string, args ...any) {
+	s.notes = append(s.notes, fmt.Sprintf(format, args...))
+}
+
+// TestSafety is issue 3's fault-injection suite beyond TestHolderFaults:
+// the holder cut from etcd by a packet filter, etcd leader churn, quorum
+// loss, a holder whose only etcd member is partitioned, VIPs changed by
+// hand, the holder's own interface down, garbage in etcd, `vipd cleanup`,
+// and (issue 5) a planned handover with vipctl and SIGHUP reloads. Every
+// scenario starts from web-node-1 holding, asserts 0 ms with two holders
+// (netlink address events in both node namespaces), and adds a row to the
+// suite table logged at the end.
+func TestSafety(t *testing.T) {
+	needAll(t)
+	if _, err := os.Stat(filepath.Join(binDir, "vipctl")); err != nil {
+		t.Skipf("needs bin/vipctl (make build): %v", err)
+	}
+	tb, err := testbed.New(testbed.Options{BinDir: binDir, Logf: t.Logf, KeepDir: os.Getenv("VIPD_E2E_KEEPDIR") != ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("testbed logs:\n%s", tb.Logs(80))
+		}
+		if err := tb.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	res := &results{t: t, title: "safety suite measurements"}
+	defer func() { res.log(); t.Log(suiteTable()) }()
+
+	tStart := time.Now()
+	if err := tb.StartAll(); err != nil {
+		t.Fatal(err)
+	}
+	n1, n2 := tb.Node(testbed.Node1), tb.Node(testbed.Node2)
+	cli, err := tb.EtcdClient(tb.Client.NS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	etcdIPs := func(ms ...*testbed.EtcdMember) []netip.Addr {
+		var ips []netip.Addr
+		for _, m := range ms {
+			ips = append(ips, m.IP)
+		}
+		return ips
+	}
+	waitHealthy := func(t *testing.T, ms []*testbed.EtcdMember, timeout time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(timeout)
+		for _, m := range ms {
+			for !m.Healthy(300 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("etcd %s not healthy after %v\n%s", m.Name, timeout, m.Proc().LogTail(20))
+				}
+				time.Sleep(30 * time.Millisecond)
+			}
+		}
+	}
+	// back restores the steady state: every etcd member running and
+	// healthy, web-node-1's vipd running, web-node-1 the only holder and
+	// answering the client.
+	back := func(t *testing.T) {
+		t.Helper()
+		for _, m := range tb.Etcd {
+			if !m.Proc().Running() {
+				if err := m.Start(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		waitHealthy(t, tb.Etcd, 15*time.Second)
+		for _, n := range tb.Nodes {
+			if !n.Vipd().Running() {
+				if err := n.StartVipd(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := tb.WaitHolder(testbed.Node1, 15*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tb.WaitAnswer(testbed.Node1, time.Now(), 3*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// scenario runs fn as a subtest after restoring the steady state, and
+	// records its row in the suite table (also when it fails).
+	scenario := func(name, title string, fn func(t *testing.T, s *scen)) {
+		t.Run(name, func(t *testing.T) {
+			back(t)
+			s := &scen{from: time.Now()}
+			defer func() {
+				to := s.to
+				if to.IsZero() {
+					to = time.Now()
+				}
+				st := tb.Mon.Stats(s.from, to)
+				out := tb.Probes().Window(s.from, to).LongestOutage()
+				if s.outage != nil {
+					out = *s.outage
+				}
+				dual := st.TwoHolders - s.byHand
+				if dual > 0 || (st.MaxHolders > 1 && !s.hand) {
+					t.Errorf("%s: two holders for %v (max %d holders)", title, dual, st.MaxHolders)
+				}
+				if s.hand {
+					s.note("stray VIP added by hand on the standby: %v with two holders (made by the test)", ms(s.byHand))
+				}
+				suiteAdd(suiteRow{scenario: title, dual: dual, noHolder: st.NoHolder, outage: out, result: resultOf(t), note: strings.Join(s.notes, "; ")})
+			}()
+			fn(t, s)
+		})
+	}
+
+	// 1. The holder is cut from every etcd member by nftables in its own
+	// namespace; clients still reach it.
+	scenario("holder-cut-from-etcd", "holder cut from all etcd members (nft)", func(t *testing.T, s *scen) {
+		t.Cleanup(func() { n1.Unblock() })
+		t0 := time.Now()
+		if err := n1.Block(etcdIPs(tb.Etcd...)...); err != nil {
+			t.Fatal(err)
+		}
+		if err := tb.WaitHolder(testbed.Node2, 3*leaseTTL); err != nil {
+			t.Fatal(err)
+		}
+		del, _ := tb.Mon.EventAfter(testbed.Node1, false, t0)
+		add, _ := tb.Mon.EventAfter(testbed.Node2, true, t0)
+		// Clients were still served by web-node-1 while it held.
+		if c := tb.Probes().Window(t0, del.Time).Counts(); c[testbed.Node1] == 0 {
+			t.Errorf("no client answers from web-node-1 while it was cut from etcd only: %v", c)
+		}
+		deadline, lines, spread := fenceFromLog(n1, t0, del.Time)
+		if lines == 0 {
+			t.Fatalf("web-node-1 logged no failed renewal before removing the VIP\n%s", n1.Vipd().LogTail(30))
+		}
+		expiry := deadline.Add(fenceMargin) // earliest server-side expiry: last renewal sent + TTL
+		late := del.Time.Sub(deadline)
+		res.add("cut: fence deadline (from vipd log) after cut", ms(deadline.Sub(t0)), fmt.Sprintf("%d renewal failures, spread %v", lines, ms(spread)))
+		res.add("cut: VIP removed on web-node-1 vs fence deadline", ms(late), "≤ +100ms (asserted); before server expiry (asserted)")
+		res.add("cut: web-node-2 added vs earliest lease expiry", ms(add.Time.Sub(expiry)), "≥ 0 (asserted)")
+		if late > 100*time.Millisecond {
+			t.Errorf("VIP removed %v after the fence deadline", ms(late))
+		}
+		// vipd's own unbind (the address may already be gone: the kernel
+		// lifetime is shorter than the fence).
+		if own, ok := vipdRemoval(n1, t0); !ok {
+			t.Errorf("web-node-1's vipd never logged the VIP's removal")
+		} else {
+			ownLate := own.Time.Sub(deadline)
+			if ownLate > 100*time.Millisecond {
+				t.Errorf("vipd unbound %v after its fence deadline", ms(ownLate))
+			}
+			res.add("cut: vipd's own unbind vs fence deadline", ms(ownLate), "≤ +100ms (asserted); reason "+own.Attrs["reason"])
+			s.note("kernel lifetime removed the VIP %s before the fence, vipd unbound at fence %+dms", ms(-late), ownLate.Milliseconds())
+		}
+		if !del.Time.Before(expiry) {
+			t.Errorf("VIP removed at %v, not before the earliest server expiry %v", del.Time.Format("15:04:05.000"), expiry.Format("15:04:05.000"))
+		}
+		if add.Time.Before(expiry.Add(-2 * time.Millisecond)) {
+			t.Errorf("web-node-2 acquired %v before web-node-1's lease could expire", ms(expiry.Sub(add.Time)))
+		}
+		if l, ok := waitLog(n1, t0, "VIP removed", 0); ok {
+			s.note("reason: %s", l.Attrs["reason"])
+		}
+		s.note("web-node-2 added %s after earliest lease expiry", ms(add.Time.Sub(expiry)))
+		// Heal: web-node-1 comes back and preempts once; never two holders, no flapping.
+		time.Sleep(500 * time.Millisecond)
+		tHeal := time.Now()
+		if err := n1.Unblock(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tb.WaitHolder(testbed.Node1, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		st := tb.Mon.Stats(tHeal, time.Now())
+		if st.MaxHolders > 1 || st.Changes > 2 {
+			t.Errorf("after heal: %d holder changes (max %d holders), want one move back", st.Changes, st.MaxHolders)
+		}
+		add1, _ := tb.Mon.EventAfter(testbed.Node1, true, tHeal)
+		res.add("cut: heal → web-node-1 back (preempt)", ms(add1.Time.Sub(tHeal)), fmt.Sprintf("%d holder changes after heal (≤ 2 asserted)", st.Changes))
+	})
+
+	// 4. The etcd leader is killed and restarted 20 times; the holder rides
+	// through every election.
+	scenario("etcd-leader-churn", "etcd leader SIGKILLed+restarted ×20", func(t *testing.T, s *scen) {
+		const cycles = 20
+		t0 := time.Now()
+		var elect []time.Duration
+		for i := range cycles {
+			leader, _, err := tb.EtcdLeader(cli, 10*time.Second)
+			if err != nil {
+				t.Fatalf("cycle %d: %v", i, err)
+			}
+			tKill := time.Now()
+			if err := leader.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := tb.EtcdLeader(cli, 10*time.Second, leader); err != nil {
+				t.Fatalf("cycle %d: %v", i, err)
+			}
+			elect = append(elect, time.Since(tKill))
+			if err := leader.Start(); err != nil {
+				t.Fatal(err)
+			}
+			waitHealthy(t, []*testbed.EtcdMember{leader}, 15*time.Second)
+		}
+		time.Sleep(200 * time.Millisecond)
+		st := tb.Mon.Stats(t0, time.Now())
+		out := tb.Probes().Window(t0, time.Now()).LongestOutage()
+		if hs := tb.Holders(); len(hs) != 1 || hs[0] != testbed.Node1 {
+			t.Errorf("holders after churn %v, want [web-node-1]", hs)
+		}
+		var removals, holderChanges int
+		for _, e := range tb.Mon.Events() {
+			if e.Time.Before(t0) {
+				continue
+			}
+			if e.Node != testbed.Node1 {
+				holderChanges++
+			} else if !e.Added {
+				removals++
+			}
+		}
+		_, vipdRemoved := vipdRemoval(n1, t0)
+		rebinds := len(logSince(n1, t0, "VIP bound"))
+		defer func() {
+			res.add("churn: VIP removals on web-node-1 / vipd re-binds / other holder", fmt.Sprintf("%d / %d / %d", removals, rebinds, holderChanges), "0 (asserted)")
+			s.note("%d removals on the holder (%d by vipd), %d re-binds", removals, map[bool]int{true: 1}[vipdRemoved], rebinds)
+		}()
+		minE, maxE, sum := elect[0], elect[0], time.Duration(0)
+		for _, e := range elect {
+			minE, maxE, sum = min(minE, e), max(maxE, e), sum+e
+		}
+		// How close did the holder come to its fence?
+		closest := time.Duration(-1)
+		fails := logSince(n1, t0, "lease renewal failed")
+		for _, l := range fails {
+			if d, err := time.ParseDuration(l.Attrs["fence_in"]); err == nil && (closest < 0 || d < closest) {
+				closest = d
+			}
+		}
+		res.add("churn: kill → new leader (min/avg/max)", fmt.Sprintf("%v / %v / %v", ms(minE), ms(sum/cycles), ms(maxE)), "etcd default timings")
+		res.add("churn: holder renewal failures / closest fence_in", fmt.Sprintf("%d / %v", len(fails), ms(closest)), "fence never reached (asserted: 0 changes)")
+		res.add("churn: wall time", ms(time.Since(t0)), "")
+		s.note("%d leader kills; elections %v–%v; %d failed renewals, closest fence_in %v", cycles, ms(minE), ms(maxE), len(fails), ms(closest))
+		if st.Changes != 0 || out.Failed > 0 {
+			if holderChanges == 0 {
+				// Only web-node-1 lost and re-bound the VIP: the renewal gap
+				// of an election outlasted the kernel lifetime (1 s at
+				// lease_ttl 3s; the kernel removes the address 1–2 s after
+				// the last refresh) or, rarely, the fence itself (2.5 s).
+				cause := "the kernel lifetime ran out (vipd never unbound it)"
+				if vipdRemoved {
+					cause = "the kernel lifetime ran out and vipd's own fence passed at least once"
+				}
+				knownBug(t, "the holder drops the VIP during a normal etcd leader election (kernel lifetime 1 s, fence 2.5 s at lease_ttl 3s vs renewal gaps of 1–2.5 s)",
+					"VIP left web-node-1 %d times during etcd leader churn (outage %v, %v without holder): %s; closest fence_in %v",
+					removals, out, ms(st.NoHolder), cause, ms(closest))
+			}
+			t.Errorf("VIP moved during etcd leader churn: %d changes, %v without holder, outage %v", st.Changes, ms(st.NoHolder), out)
+		}
+	})
+
+	// 5. Quorum lost: two of three members killed. The holder fails closed
+	// by its deadline; with quorum back some node holds within 1 s + TTL.
+	scenario("quorum-lost", "etcd quorum lost (2 of 3 killed), then back", func(t *testing.T, s *scen) {
+		down := []*testbed.EtcdMember{tb.Etcd[1], tb.Etcd[2]}
+		t.Cleanup(func() {
+			for _, m := range down {
+				if !m.Proc().Running() {
+					m.Start()
+				}
+			}
+		})
+		t0 := time.Now()
+		for _, m := range down {
+			if err := m.Kill(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := tb.Mon.WaitFor(func(hs []string) bool { return len(hs) == 0 }, 2*leaseTTL); err != nil {
+			t.Fatalf("holder did not release without quorum: %v", err)
+		}
+		del, _ := tb.Mon.EventAfter(testbed.Node1, false, t0)
+		deadline, lines, _ := fenceFromLog(n1, t0, del.Time)
+		if lines == 0 {
+			t.Fatalf("no failed renewal logged before the release\n%s", n1.Vipd().LogTail(30))
+		}
+		late := del.Time.Sub(deadline)
+		if late > 100*time.Millisecond {
+			t.Errorf("VIP removed %v after the fence deadline", ms(late))
+		}
+		res.add("quorum lost: VIP removed vs fence deadline", ms(late), "≤ +100ms (asserted)")
+		if own, ok := waitLog(n1, t0, "VIP removed", 2*time.Second); ok {
+			if d := own.Time.Sub(deadline); d > 100*time.Millisecond {
+				t.Errorf("vipd unbound %v after its fence deadline", ms(d))
+			}
+			res.add("quorum lost: vipd's own unbind vs fence deadline", ms(own.Time.Sub(deadline)), "≤ +100ms (asserted); reason "+own.Attrs["reason"])
+		} else {
+			t.Errorf("web-node-1's vipd never logged the VIP's removal")
+		}
+		// Nobody may take it while there is no quorum.
+		time.Sleep(time.Second)
+		if hs := tb.Holders(); len(hs) != 0 {
+			t.Errorf("holders without etcd quorum: %v", hs)
+		}
+		tBack := time.Now()
+		for _, m := range down {
+			if err := m.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		hs, err := tb.Mon.WaitFor(func(hs []string) bool { return len(hs) == 1 }, time.Second+leaseTTL+2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		add, _ := tb.Mon.EventAfter(hs[0], true, tBack)
+		took := add.Time.Sub(tBack)
+		if took > time.Second+leaseTTL {
+			t.Errorf("quorum back → holder after %v, want ≤ 1s + lease TTL", ms(took))
+		}
+		res.add("quorum back → "+hs[0]+" holds", ms(took), "≤ 1s + TTL = 4s (asserted)")
+		s.note("VIP gone %s after fence (kernel lifetime); quorum back → %s holds after %s", ms(late), hs[0], ms(took))
+		waitHealthy(t, tb.Etcd, 15*time.Second)
+	})
+
+	// 6. The holder's vipd talks to one member only, and that member is
+	// partitioned from the other two (nft in the member's namespace).
+	scenario("single-endpoint-member-isolated", "holder's only etcd member isolated from peers", func(t *testing.T, s *scen) {
+		e1 := tb.Etcd[0]
+		single := strings.Replace(n1.VipdConfig(), strings.Join(tb.Endpoints(), ", "), e1.ClientURL(), 1)
+		if single == n1.VipdConfig() {
+			t.Fatal("could not rewrite the endpoint list")
+		}
+		t.Cleanup(func() {
+			e1.Unblock()
+			n1.StopVipd()
+			n1.StartVipd() // back to every endpoint
+		})
+		if err := n1.StopVipd(); err != nil {
+			t.Fatal(err)
+		}
+		if err := n1.StartVipdWithConfig(single); err != nil {
+			t.Fatal(err)
+		}
+		if err := tb.WaitHolder(testbed.Node1, 15*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		leader, _, _ := tb.EtcdLeader(cli, 5*time.Second)
+		role := "follower"
+		if leader == e1 {
+			role = "leader"
+		}
+		t0 := time.Now()
+		s.from = t0
+		if err := e1.Block(etcdIPs(tb.Etcd[1], tb.Etcd[2])...); err != nil {
+			t.Fatal(err)
+		}
+		if err := tb.WaitHolder(testbed.Node2, 4*leaseTTL); err != nil {
+			t.Fatal(err)
+		}
+		del, _ := tb.Mon.EventAfter(testbed.Node1, false, t0)
+		add, _ := tb.Mon.EventAfter(testbed.Node2, true, t0)
+		deadline, lines, _ := fenceFromLog(n1, t0, del.Time)
+		late := time.Duration(0)
+		if lines > 0 {
+			late = del.Time.Sub(deadline)
+			if late > 100*time.Millisecond {
+				t.Errorf("VIP removed %v after the fence deadline", ms(late))
+			}
+		} else {
+			t.Errorf("no failed renewal logged before the release: the isolated member kept renewing?\n%s", n1.Vipd().LogTail(30))
+		}
+		if !add.Time.After(del.Time) {
+			t.Errorf("web-node-2 added the VIP before web-node-1 removed it")
+		}
+		if own, ok := waitLog(n1, t0, "VIP removed", 0); ok && lines > 0 {
+			d := own.Time.Sub(deadline)
+			if d > 100*time.Millisecond {
+				t.Errorf("vipd unbound %v after its fence deadline", ms(d))
+			}
+			res.add("isolated member: vipd's own unbind vs fence deadline", ms(d), "≤ +100ms (asserted); reason "+own.Attrs["reason"])
+		} else {
+			t.Errorf("web-node-1's vipd never logged the VIP's removal")
+		}
+		res.add("isolated member ("+role+"): web-node-1 removed after isolation", ms(del.Time.Sub(t0)), fmt.Sprintf("%v after its fence deadline (≤ 100ms asserted)", ms(late)))
+		res.add("isolated member: web-node-2 added after removal", ms(add.Time.Sub(del.Time)), "> 0 (asserted)")
+		s.note("etcd-1 was %s; VIP gone %s after the fence (kernel lifetime); web-node-2 added it %s after", role, ms(late), ms(add.Time.Sub(del.Time)))
+		tHeal := time.Now()
+		if err := e1.Unblock(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tb.WaitHolder(testbed.Node1, 15*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		add1, _ := tb.Mon.EventAfter(testbed.Node1, true, tHeal)
+		res.add("isolated member: heal → web-node-1 back", ms(add1.Time.Sub(tHeal)), "")
+	})
+
+	// 7. VIPs changed by hand: deleted on the holder, added on the standby.
+	scenario("vip-changed-by-hand", "VIP deleted on holder / added on standby by hand", func(t *testing.T, s *scen) {
+		tDel := time.Now()
+		if err := n1.DelVIP(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tb.WaitHolder(testbed.Node1, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		del, _ := tb.Mon.EventAfter(testbed.Node1, false, tDel)
+		re, _ := tb.Mon.EventAfter(testbed.Node1, true, tDel)
+		restore := re.Time.Sub(del.Time)
+		if restore > time.Second {
+			t.Errorf("deleted VIP restored after %v, want ≤ 1s", ms(restore))
+		}
+		if _, ok := tb.Mon.EventAfter(testbed.Node2, true, tDel); ok {
+			t.Errorf("web-node-2 took the VIP after a hand delete on the holder")
+		}
+		time.Sleep(300 * time.Millisecond)
+		out := tb.Probes().Window(tDel, time.Now()).LongestOutage()
+		res.add("hand delete on holder → restored", ms(restore), "≤ 1s (asserted)")
+		tAdd := time.Now()
+		if err := n2.AddVIP(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tb.WaitHolder(testbed.Node1, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		add, _ := tb.Mon.EventAfter(testbed.Node2, true, tAdd)
+		rm, _ := tb.Mon.EventAfter(testbed.Node2, false, tAdd)
+		stray := rm.Time.Sub(add.Time)
+		if stray > time.Second {
+			t.Errorf("stray VIP on the standby removed after %v, want ≤ 1s", ms(stray))
+		}
+		// Every moment with two holders from the hand add on is the test's.
+		s.hand = true
+		defer func() { s.byHand = tb.Mon.Stats(tAdd, time.Now()).TwoHolders }()
+		res.add("hand add on standby → removed", ms(stray), "≤ 1s (asserted)")
+		s.outage = &out
+		s.note("restored in %s (outage %v); stray removed in %s", ms(restore), out, ms(stray))
+		time.Sleep(300 * time.Millisecond)
+	})
+
+	// 8. The holder's own eth0 goes down (inside its namespace), then up.
+	scenario("holder-eth0-down-up", "holder's eth0 down, then up", func(t *testing.T, s *scen) {
+		t.Cleanup(func() { n1.SetEthUp(true) })
+		t0 := time.Now()
+		if err := n1.SetEthUp(false); err != nil {
+			t.Fatal(err)
+		}
+		if err := tb.WaitHolder(testbed.Node2, 3*leaseTTL); err != nil {
+			t.Fatal(err)
+		}
+		del, _ := tb.Mon.EventAfter(testbed.Node1, false, t0)
+		add, _ := tb.Mon.EventAfter(testbed.Node2, true, t0)
+		res.add("eth0 down: VIP removed on web-node-1", ms(del.Time.Sub(t0)), "")
+		res.add("eth0 down: VIP added on web-node-2", ms(add.Time.Sub(t0)), fmt.Sprintf("gap %v (lease expiry: web-node-1 cannot resign)", ms(add.Time.Sub(del.Time))))
+		time.Sleep(time.Second)
+		tUp := time.Now()
+		if err := n1.SetEthUp(true); err != nil {
+			t.Fatal(err)
+		}
+		if err := tb.WaitHolder(testbed.Node1, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		st := tb.Mon.Stats(tUp, time.Now())
+		var adds1 int
+		for _, e := range tb.Mon.Events() {
+			if e.Node == testbed.Node1 && e.Added && !e.Time.Before(tUp) {
+				adds1++
+			}
+		}
+		if adds1 != 1 || st.Changes > 2 {
+			t.Errorf("after eth0 up: web-node-1 added the VIP %d times, %d holder changes; want one move back", adds1, st.Changes)
+		}
+		back1, _ := tb.Mon.EventAfter(testbed.Node1, true, tUp)
+		res.add("eth0 up → web-node-1 back (preempt)", ms(back1.Time.Sub(tUp)), fmt.Sprintf("%d changes after up (≤ 2 asserted)", st.Changes))
+		s.note("removed %s after down; web-node-2 +%s; back once after up (%d changes)", ms(del.Time.Sub(t0)), ms(add.Time.Sub(t0)), st.Changes)
+	})
+
+	// 9. Garbage in etcd.
+	scenario("garbage-in-etcd", "garbage keys in etcd", func(t *testing.T, s *scen) {
+		garbage := []struct{ key, val, why string }{
+			{"/vipd/groups/VI_1/candidates/web-node-9", "{not json", "non-JSON candidate record"},
+			{"/vipd/groups/VI_1/candidates/web-node-7", `{"node":"web-node-1","priority":250,"state":"MASTER","preempt":true}`, "candidate record naming another node than its key"},
+			{"/vipd/groups/VI_9/leader", "ghost-node", "leader key without a lease, unknown group"},
+			{"/vipd/groups/VI_1/handover", "\x00\xffgarbage", "handover request that is not JSON"},
+			{"/vipd/groups/VI_1/candidates/x/y", "1", "too deep candidate key"},
+			{"/vipd/groups//leader", "x", "empty group name"},
+			{"/vipd/nodes/web-node-2/garbage", "x", "unknown node key"},
+			{"/vipd/unknown", "\xff", "unknown key"},
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			for _, g := range garbage {
+				cli.Delete(ctx, g.key)
+			}
+		})
+		t0 := time.Now()
+		p1, p2 := n1.Vipd(), n2.Vipd()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, g := range garbage {
+			if _, err := cli.Put(ctx, g.key, g.val); err != nil {
+				t.Fatalf("put %s: %v", g.key, err)
+			}
+		}
+		for _, n := range tb.Nodes {
+			if _, ok := waitLog(n, t0, "ignoring malformed candidate record", 3*time.Second); !ok {
+				t.Errorf("%s did not log the malformed candidate record", n.Name)
+			}
+			if _, ok := waitLog(n, t0, "ignoring malformed handover request", time.Second); !ok {
+				t.Errorf("%s did not log the malformed handover request", n.Name)
+			}
+		}
+		// A restarted standby lists the garbage (not only watches it).
+		tR := time.Now()
+		if err := n2.StopVipd(); err != nil {
+			t.Fatal(err)
+		}
+		if err := n2.StartVipd(); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := waitLog(n2, tR, "state change", 5*time.Second); !ok {
+			t.Errorf("restarted web-node-2 reached no state with garbage in etcd\n%s", n2.Vipd().LogTail(20))
+		}
+		if _, ok := waitLog(n2, tR, "ignoring malformed candidate record", time.Second); !ok {
+			t.Errorf("restarted web-node-2 did not log the garbage it listed")
+		}
+		time.Sleep(1500 * time.Millisecond)
+		if !p1.Running() || !n2.Vipd().Running() {
+			t.Errorf("a vipd exited with garbage in etcd (web-node-1 %v, web-node-2 %v)", p1.Running(), n2.Vipd().Running())
+		}
+		_ = p2
+		// Removing it again is no event either.
+		dctx, dcancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer dcancel()
+		for _, g := range garbage {
+			if _, err := cli.Delete(dctx, g.key); err != nil {
+				t.Errorf("delete %s: %v", g.key, err)
+			}
+		}
+		time.Sleep(time.Second)
+		st := tb.Mon.Stats(t0, time.Now())
+		if st.Changes != 0 {
+			t.Errorf("VIP changed with garbage in etcd: %d changes", st.Changes)
+		}
+		var warns []string
+		for _, l := range logSince(n1, t0, "") {
+			if l.Level == "WARN" || l.Level == "ERROR" {
+				warns = append(warns, l.Msg)
+			}
+		}
+		res.add("garbage: keys written / VIP changes", fmt.Sprintf("%d / %d", len(garbage), st.Changes), "0 changes, both vipd alive (asserted)")
+		s.note("%d garbage keys; web-node-1 warnings: %v", len(garbage), uniq(warns))
+	})
+
+	// 9b. A well-formed candidate record for a node that does not exist,
+	// with a higher priority, written without a lease (no vipd writes one
+	// without its lease): it must not make the holder step down.
+	scenario("ghost-candidate", "unknown node's candidate (no lease, prio 250)", func(t *testing.T, s *scen) {
+		key := "/vipd/groups/VI_1/candidates/ghost-node"
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			cli.Delete(ctx, key)
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		t0 := time.Now()
+		if _, err := cli.Put(ctx, key, `{"node":"ghost-node","priority":250,"state":"BACKUP","preempt":true}`); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2500 * time.Millisecond)
+		st := tb.Mon.Stats(t0, time.Now())
+		if _, err := cli.Delete(ctx, key); err != nil {
+			t.Error(err)
+		}
+		if st.Changes != 0 {
+			var lines []string
+			for _, l := range logSince(n1, t0, "state change") {
+				lines = append(lines, l.Raw)
+			}
+			s.note("%d VIP changes while the record existed", st.Changes)
+			if err := tb.WaitHolder(testbed.Node1, 10*time.Second); err != nil {
+				t.Error(err)
+			}
+			knownBug(t, "a lease-less candidate record of an unknown node preempts the holder",
+				"a lease-less candidate record of an unknown node moved the VIP: %d changes, %v without holder\n%s",
+				st.Changes, ms(st.NoHolder), strings.Join(lines, "\n"))
+			return
+		}
+		s.note("%d VIP changes while the record existed", st.Changes)
+	})
+
+	// 10. vipd cleanup --config FILE inside a node namespace.
+	scenario("vipd-cleanup", "vipd cleanup --config (standby node)", func(t *testing.T, s *scen) {
+		extra := []netip.Prefix{netip.MustParsePrefix("192.168.20.16/24"), netip.MustParsePrefix("192.168.20.17/32")}
+		cfg := fmt.Sprintf(`node: %s
+etcd:
+  endpoints: [%s]
+groups:
+  - name: VI_1
+    interface: eth0
+    addresses: [%s]
+    priority: 100
+  - name: VI_2
+    interface: eth0
+    addresses: [%s, %s]
+    priority: 100
+  - name: VI_3
+    interface: eth9
+    addresses: [192.168.20.18/24]
+    priority: 100
+`, n2.Name, strings.Join(tb.Endpoints(), ", "), testbed.VIP, extra[0], extra[1])
+		path := filepath.Join(tb.Dir, "cleanup.yaml")
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			for _, p := range extra {
+				n2.DelAddr(p)
+			}
+		})
+		for _, p := range extra {
+			if err := n2.AddAddr(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		run := func() (string, int) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			out, err := n2.Exec(ctx, filepath.Join(binDir, "vipd"), "cleanup", "--config", path)
+			code := 0
+			if err != nil {
+				code = -1
+				if ee, ok := err.(interface{ ExitCode() int }); ok {
+					code = ee.ExitCode()
+				}
+			}
+			return strings.TrimSpace(string(out)), code
+		}
+		out1, code1 := run()
+		if code1 != 0 || !strings.Contains(out1, "removed 2 VIPs") {
+			t.Errorf("first cleanup: exit %d, output:\n%s", code1, out1)
+		}
+		for _, p := range extra {
+			if has, _ := n2.HasAddr(p); has {
+				t.Errorf("%v still on web-node-2 after cleanup", p)
+			}
+		}
+		if has, _ := n2.HasAddr(netip.PrefixFrom(n2.IP, 24)); !has {
+			t.Errorf("cleanup removed web-node-2's own address")
+		}
+		out2, code2 := run()
+		if code2 != 0 || !strings.Contains(out2, "removed 0 VIPs") {
+			t.Errorf("second cleanup (nothing to do): exit %d, output:\n%s", code2, out2)
+		}
+		if hs := tb.Holders(); len(hs) != 1 || hs[0] != testbed.Node1 {
+			t.Errorf("holders after cleanup on the standby: %v", hs)
+		}
+		res.add("vipd cleanup: 1st run / 2nd run", fmt.Sprintf("exit %d %q / exit %d %q", code1, lastLine(out1), code2, lastLine(out2)), "2 removed, then 0; exit 0 both (asserted)")
+		s.note("exit %d (2 removed), then exit %d (0 removed); missing eth9 only warned", code1, code2)
+	})
+
+	// 11a. Planned handover with vipctl (issue 5).
+	scenario("vipctl-handover", "vipctl handover VI_1 --to web-node-2", func(t *testing.T, s *scen) {
+		t0 := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		out, err := tb.Client.Exec(ctx, filepath.Join(binDir, "vipctl"), "handover", "VI_1", "--to", testbed.Node2,
+			"--hold", "3s", "--endpoints", strings.Join(tb.Endpoints(), ","))
+		if err != nil {
+			t.Fatalf("vipctl handover: %v\n%s", err, out)
+		}
+		if err := tb.WaitHolder(testbed.Node2, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tb.WaitAnswer(testbed.Node2, t0, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		t1 := time.Now()
+		o := tb.Probes().Window(t0, t1).LongestOutage()
+		del, _ := tb.Mon.EventAfter(testbed.Node1, false, t0)
+		add, _ := tb.Mon.EventAfter(testbed.Node2, true, t0)
+		if o.Duration > 500*time.Millisecond {
+			t.Errorf("planned handover: client outage %v, want ≤ 0.5s (target 0.1s)", o)
+		}
+		met := "met"
+		if o.Duration > 100*time.Millisecond {
+			met = "MISSED"
+		}
+		res.add("vipctl handover: client outage", o, fmt.Sprintf("target ≤ 100ms: %s (asserted ≤ 500ms)", met))
+		res.add("vipctl handover: VIP removed → added", ms(add.Time.Sub(del.Time)), strings.TrimSpace(string(out)))
+		s.outage = &o
+		s.to = t1
+		s.note("outage %v (target 0.1s: %s); VIP gap %s", o, met, ms(add.Time.Sub(del.Time)))
+		// After the 3 s hold, web-node-1 preempts back.
+		if err := tb.WaitHolder(testbed.Node1, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	// 11b. SIGHUP with a changed valid config keeps the held VIP; SIGHUP
+	// with an invalid one keeps the old config running.
+	scenario("sighup-reload", "SIGHUP reload on holder (valid, then invalid)", func(t *testing.T, s *scen) {
+		orig := n1.VipdConfig()
+		path := n1.VipdConfigPath()
+		t.Cleanup(func() { os.WriteFile(path, []byte(orig), 0o644) })
+		// A changed tracked check (interval) and GARP count; same VIP.
+		changed := strings.Replace(strings.Replace(orig, "interval: 200ms", "interval: 300ms", 1), "count: 5", "count: 3", 1)
+		if changed == orig {
+			t.Fatal("could not change the config")
+		}
+		hup := func(cfg, want string) logLine {
+			t.Helper()
+			if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			th := time.Now()
+			if err := n1.SignalVipd(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			l, ok := waitLog(n1, th, want, 3*time.Second)
+			if !ok {
+				t.Fatalf("no %q after SIGHUP\n%s", want, n1.Vipd().LogTail(20))
+			}
+			return l
+		}
+		t0 := time.Now()
+		hup(changed, "configuration reloaded")
+		time.Sleep(time.Second)
+		bad := hup("node: web-node-1\ngroups: [\n", "reload rejected; the running configuration stays")
+		bad2 := hup(strings.Replace(orig, "lease_ttl: 3s", "lease_ttl: 1s", 1), "reload rejected; the running configuration stays")
+		time.Sleep(time.Second)
+		if !n1.Vipd().Running() {
+			t.Fatal("vipd exited after an invalid config on SIGHUP")
+		}
+		hup(orig, "configuration reloaded")
+		time.Sleep(500 * time.Millisecond)
+		st := tb.Mon.Stats(t0, time.Now())
+		res.add("SIGHUP valid/invalid/invalid/valid: VIP changes", st.Changes, "0, no remove event (asserted)")
+		s.note("reloaded twice, rejected twice (%q; %q), %d VIP events", trunc(bad.Attrs["err"], 50), trunc(bad2.Attrs["err"], 60), st.Changes)
+		if !n1.Vipd().Running() {
+			t.Fatal("vipd exited")
+		}
+		if ev, ok := tb.Mon.EventAfter(testbed.Node1, false, t0); ok || st.Changes != 0 {
+			var lines []string
+			for _, l := range logSince(n1, t0, "") {
+				if l.Msg == "VIP removed" || l.Msg == "state change" || l.Msg == "configuration reloaded" || l.Msg == "check up" {
+					lines = append(lines, l.Raw)
+				}
+			}
+			if err := tb.WaitHolder(testbed.Node1, 10*time.Second); err != nil {
+				t.Error(err)
+			}
+			knownBug(t, "reload with a changed tracked check resets it to unknown (counted as down): the holder is preempted",
+				"held VIP removed during reloads (%v, %d changes)\n%s", ev, st.Changes, strings.Join(lines, "\n"))
+		}
+	})
+
+	t.Run("whole-run", func(t *testing.T) {
+		st := tb.Mon.Stats(tStart, time.Now())
+		if errs := tb.Mon.Errors(); len(errs) > 0 {
+			t.Errorf("holder monitor errors (events may be lost): %v", errs)
+		}
+		if err := tb.Mon.CrossCheck(time.Second); err != nil {
+			t.Error(err)
+		}
+		for _, n := range tb.Nodes {
+			for _, l := range vipdLog(n) {
+				if strings.Contains(l.Raw, "panic") {
+					t.Errorf("%s logged a panic: %s", n.Name, l.Raw)
+				}
+			}
+		}
+		res.add("TestSafety: time with two holders (incl. by hand)", ms(st.TwoHolders), "only the hand-added stray VIP")
+		res.add("TestSafety: closest VIP removal → next add", ms(st.MinGap), "includes the hand delete that vipd restores")
+		res.add("TestSafety: wall time", ms(time.Since(tStart)), "")
+	})
+}
+
+// knownBug reports a failure caused by a vipd bug that is written up for
+// the vipd owner: the sub-test is skipped with "vipd bug: ..." (after its
+// measurements went into the tables, and only when the bug shows), unless
+// VIPD_E2E_STRICT=1 asks for a failure. Dual holding is asserted anyway.
+func knownBug(t *testing.T, bug, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("VIPD_E2E_STRICT") != "" {
+		t.Errorf("vipd bug: "+bug+": "+format, args...)
+		return
+	}
+	t.Logf(format, args...)
+	t.Skip("vipd bug: " + bug)
+}
+
+// vipdRemoval returns vipd's own "VIP removed" log line at or after t (the
+// monitor's removal event may be the kernel's lifetime expiry instead).
+func vipdRemoval(n *testbed.Node, t time.Time) (logLine, bool) {
+	return waitLog(n, t, "VIP removed", 0)
+}
+
+func uniq(ss []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range ss {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func lastLine(s string) string {
+	ls := strings.Split(strings.TrimSpace(s), "\n")
+	return ls[len(ls)-1]
+}
+
+func trunc(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
