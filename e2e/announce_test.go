@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"maps"
@@ -50,6 +51,8 @@ var (
 	v4VIPs = []netip.Addr{netip.MustParseAddr("192.168.20.15"), netip.MustParseAddr("192.168.20.16")}
 	v6VIPs = []netip.Addr{netip.MustParseAddr("fd00:20::15"), netip.MustParseAddr("fd00:20::16")}
 	wVIPs  = []netip.Addr{netip.MustParseAddr("192.168.20.25"), netip.MustParseAddr("192.168.20.26")}
+	// strayVIP is group C's VIP, also bound (by mistake) on etcd-3.
+	strayVIP = netip.MustParseAddr("192.168.20.35")
 )
 
 func announceConfig(tb *testbed.Testbed, n *testbed.Node) string {
@@ -57,7 +60,7 @@ func announceConfig(tb *testbed.Testbed, n *testbed.Node) string {
 etcd:
   endpoints: [%s]
   lease_ttl: 3s
-metrics: {listen: ""}
+metrics: {listen: "127.0.0.1:9842"}
 checks:
   haproxy: {type: http, url: "http://127.0.0.1:8404/healthz", interval: 100ms, timeout: 90ms, rise: 2, fall: 2}
 groups:
@@ -79,6 +82,11 @@ groups:
     addresses: [192.168.20.25/24, 192.168.20.26/24]
     priority: %[3]d
     garp: {count: %[4]d, interval: %[5]v}
+  - name: C
+    interface: eth0
+    addresses: [192.168.20.35/24]
+    priority: %[3]d
+    garp: {count: 1, interval: %[5]v, probe: true, probe_wait: 100ms}
 `, n.Name, strings.Join(tb.Endpoints(), ", "), n.Priority, garpCount, garpInterval)
 }
 
@@ -117,7 +125,7 @@ func TestAnnouncements(t *testing.T) {
 		}
 	}
 	all := append(append(append([]netip.Addr{}, v4VIPs...), v6VIPs...), wVIPs...)
-	aw, err := tb.WatchVIPs(all...)
+	aw, err := tb.WatchVIPs(append(all, strayVIP)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,15 +134,22 @@ func TestAnnouncements(t *testing.T) {
 	res := &results{t: t, title: "announcement results (issue 4)"}
 	defer res.log()
 
+	// A stray host: etcd-3 has group C's VIP bound by hand.
+	stray := tb.Etcd[2]
+	if err := stray.NS.NL.AddrAdd(mustLink(t, stray.NS, "eth0"), &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(strayVIP.AsSlice()), Mask: net.CIDRMask(24, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+
 	// 1. Everything on web-node-1.
 	if err := n1.StartVipdWithConfig(announceConfig(tb, n1)); err != nil {
 		t.Fatal(err)
 	}
-	for _, ip := range all {
+	for _, ip := range append(all, strayVIP) {
 		if _, err := aw.WaitAddr(testbed.Node1, ip, true, start, 20*time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
+	checkConflict(t, res, n1, stray.MAC)
 	if err := n2.StartVipdWithConfig(announceConfig(tb, n2)); err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +315,57 @@ func TestAnnouncements(t *testing.T) {
 	if log := n2.VipdLog(); strings.Contains(log, "address conflict") {
 		t.Errorf("web-node-2 reported an address conflict with nobody else on the VIPs")
 	}
+	for _, line := range strings.Split(n1.VipdLog(), "\n") {
+		if strings.Contains(line, "address conflict") && !strings.Contains(line, "group=C") {
+			t.Errorf("web-node-1 reported a conflict outside group C: %s", line)
+		}
+	}
 	res.add("wall time (after the testbed lock)", ms(time.Since(start)), "≤ 90s")
+}
+
+func mustLink(t *testing.T, ns *testbed.Netns, name string) netlink.Link {
+	t.Helper()
+	l, err := ns.NL.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// checkConflict: web-node-1 probed group C's VIP, saw the stray host's
+// kernel answer, logged it with that MAC, counted it in
+// vipd_address_conflicts_total and bound the VIP anyway.
+func checkConflict(t *testing.T, res *results, n *testbed.Node, other net.HardwareAddr) {
+	t.Helper()
+	var line string
+	deadline := time.Now().Add(5 * time.Second)
+	for line == "" && time.Now().Before(deadline) {
+		for _, l := range strings.Split(n.VipdLog(), "\n") {
+			if strings.Contains(l, "address conflict") && strings.Contains(l, strayVIP.String()) {
+				line = l
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if line == "" || !strings.Contains(line, other.String()) || !strings.Contains(line, "group=C") {
+		t.Errorf("no conflict log naming %v and %v for group C; got %q", strayVIP, other, line)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	code, body, err := testbed.HTTPGet(ctx, n.NS, "http://127.0.0.1:9842/metrics")
+	if err != nil || code != 200 {
+		t.Fatalf("metrics of %s: %d %v", n.Name, code, err)
+	}
+	metric := ""
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, "vipd_address_conflicts_total{") {
+			metric += strings.TrimSpace(l) + " "
+		}
+	}
+	if !strings.Contains(metric, `group="C"} 1`) || strings.Contains(metric, `group="V4"`) {
+		t.Errorf("conflict metric %q, want group C at 1 and nothing for V4", metric)
+	}
+	res.add("probe: stray "+strayVIP.String()+" on etcd-3", strings.TrimSpace(metric), "logged with its MAC, counted, VIP bound anyway (asserted)")
 }
 
 // waitNeigh polls the client's neighbour entry for ip until it names mac.
