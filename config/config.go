@@ -132,11 +132,12 @@ type Group struct {
 	// State is keepalived's MASTER|BACKUP start state, accepted so migrated
 	// configs load, and ignored with a warning: etcd decides the holder.
 	State string `yaml:"state"`
-	// Preempt lets a better candidate take the VIP from a worse holder.
-	// Default true (keepalived's default).
+	// Preempt lets this node, when it is the better candidate, take the VIP
+	// from a worse holder (false = keepalived's nopreempt). Default true.
 	Preempt bool `yaml:"preempt"`
-	// PreemptDelay is how long a better candidate must have been present
-	// before the holder yields. Zero value: at once.
+	// PreemptDelay is how long this node must have been the better
+	// candidate before the holder yields to it (as keepalived, the setting
+	// of the node taking over counts). Zero value: at once.
 	PreemptDelay time.Duration `yaml:"preempt_delay"`
 	// BackoffStep is the wait per rank before claiming a vacant group.
 	// Zero value: 100ms.

@@ -57,6 +57,10 @@ type Candidate struct {
 	Priority int    `json:"priority"` // effective priority
 	State    string `json:"state"`    // MASTER, BACKUP or FAULT
 	Preempt  bool   `json:"preempt"`  // may this node take over from a worse holder
+	// PreemptDelay is how long this node must have been a better candidate
+	// before the holder yields to it (keepalived applies preempt_delay on
+	// the node taking over). Nanoseconds in JSON.
+	PreemptDelay time.Duration `json:"preempt_delay,omitempty"`
 	// Failing names the tracked checks that are down, for vipctl status.
 	Failing []string `json:"failing,omitempty"`
 	// Drained means the operator asked this node not to stand.

@@ -56,7 +56,6 @@ type Inputs struct {
 	// ChallengerSince is when the current challenger (if any) was first seen.
 	ChallengerSince time.Time
 	BackoffStep     time.Duration
-	PreemptDelay    time.Duration
 	// Snubbed names a node not to yield to: we yielded to it and it did
 	// not take over (a stale record of a dead or cut-off node), so yielding
 	// again would only flap the VIP until its lease expires.
@@ -113,7 +112,9 @@ func Decide(in Inputs) Decision {
 			}
 		}
 		if ch, ok := election.Challenger(self, challengers(in.View, in.Snubbed)); ok {
-			yield, wait := election.ShouldPreempt(in.Now, in.ChallengerSince, in.PreemptDelay)
+			// keepalived applies preempt_delay on the node taking over,
+			// so the challenger's setting counts.
+			yield, wait := election.ShouldPreempt(in.Now, in.ChallengerSince, ch.PreemptDelay)
 			if yield {
 				return Decision{Action: Release, State: election.StateBackup, YieldTo: ch.Node,
 					Reason: fmt.Sprintf("preempted by %s (priority %d > %d)", ch.Node, ch.Priority, self.Priority)}

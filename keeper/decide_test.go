@@ -24,9 +24,8 @@ func base() Inputs {
 		Ready: true,
 		View:  election.GroupState{Synced: true, Rev: 100},
 		// vacancy seen just now
-		VacantSince:  t0,
-		BackoffStep:  100 * time.Millisecond,
-		PreemptDelay: 0,
+		VacantSince: t0,
+		BackoffStep: 100 * time.Millisecond,
 	}
 }
 
@@ -163,18 +162,22 @@ func TestDecide(t *testing.T) {
 			in.ChallengerSince = t0
 			return in
 		}, Release, election.StateBackup, 0, "preempted by web-node-2"},
-		{"preempt_delay holds until it passes", func() Inputs {
+		{"the challenger's preempt_delay holds until it passes", func() Inputs {
 			in := holding(base())
-			in.View.Candidates = []election.Candidate{n1}
+			c := n1
+			c.PreemptDelay = 1500 * time.Millisecond
+			in.View.Candidates = []election.Candidate{c}
 			in.ChallengerSince = t0.Add(-time.Second)
-			in.PreemptDelay = 1500 * time.Millisecond
+			in.Self.PreemptDelay = 0 // the holder's own setting does not matter (keepalived semantics)
 			return in
 		}, Hold, election.StateMaster, 500 * time.Millisecond, "preempt delay"},
-		{"preempt_delay passed", func() Inputs {
+		{"the challenger's preempt_delay passed", func() Inputs {
 			in := holding(base())
-			in.View.Candidates = []election.Candidate{n1}
+			c := n1
+			c.PreemptDelay = 1500 * time.Millisecond
+			in.View.Candidates = []election.Candidate{c}
 			in.ChallengerSince = t0.Add(-1500 * time.Millisecond)
-			in.PreemptDelay = 1500 * time.Millisecond
+			in.Self.PreemptDelay = time.Hour
 			return in
 		}, Release, election.StateBackup, 0, "preempted by web-node-1"},
 		{"nopreempt challenger does not move the VIP", func() Inputs {

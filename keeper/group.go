@@ -149,7 +149,8 @@ func (g *group) run(ctx context.Context) {
 func (g *group) inputs() Inputs {
 	now := g.k.clk.Now()
 	prio, fault, failing, ready := g.k.health(g.cfg)
-	self := election.Candidate{Node: g.k.node, Priority: prio, Preempt: g.cfg.Preempt, Failing: failing, State: election.StateBackup,
+	self := election.Candidate{Node: g.k.node, Priority: prio, Preempt: g.cfg.Preempt, PreemptDelay: g.cfg.PreemptDelay,
+		Failing: failing, State: election.StateBackup,
 		Drained: g.k.view.Drained(g.k.node)}
 	switch {
 	case fault:
@@ -189,7 +190,6 @@ func (g *group) inputs() Inputs {
 		ChallengerSince: g.challengerSince,
 		Snubbed:         g.snubbedAt(now),
 		BackoffStep:     g.cfg.BackoffStep,
-		PreemptDelay:    g.cfg.PreemptDelay,
 	}
 }
 
@@ -528,8 +528,8 @@ func (g *group) publish(ctx context.Context, in Inputs) time.Duration {
 }
 
 func candidateEqual(a, b election.Candidate) bool {
-	return a.Node == b.Node && a.Priority == b.Priority && a.State == b.State &&
-		a.Preempt == b.Preempt && a.Drained == b.Drained && slices.Equal(a.Failing, b.Failing)
+	return a.Node == b.Node && a.Priority == b.Priority && a.State == b.State && a.Preempt == b.Preempt &&
+		a.PreemptDelay == b.PreemptDelay && a.Drained == b.Drained && slices.Equal(a.Failing, b.Failing)
 }
 
 // shutdown runs once ctx is cancelled: VIPs off first, then the key.
