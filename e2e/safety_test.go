@@ -366,77 +366,106 @@ func TestSafety(t *testing.T) {
 
 	// 6. The holder's vipd talks to one member only, and that member is
 	// partitioned from the other two (nft in the member's namespace).
-	scenario("single-endpoint-member-isolated", "holder's only etcd member isolated from peers", func(t *testing.T, s *scen) {
-		e1 := tb.Etcd[0]
-		single := strings.Replace(n1.VipdConfig(), strings.Join(tb.Endpoints(), ", "), e1.ClientURL(), 1)
-		if single == n1.VipdConfig() {
-			t.Fatal("could not rewrite the endpoint list")
-		}
-		t.Cleanup(func() {
-			e1.Unblock()
-			n1.StopVipd()
-			n1.StartVipd() // back to every endpoint
+	// Twice: the member is the etcd leader (it may keep answering until it
+	// notices it lost quorum), then a follower (it loses its leader).
+	for _, want := range []string{"leader", "follower"} {
+		scenario("single-endpoint-"+want+"-isolated", "holder's only etcd member ("+want+") isolated from peers", func(t *testing.T, s *scen) {
+			leader, _, err := tb.EtcdLeader(cli, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e1 := leader
+			if want == "follower" {
+				e1 = tb.Etcd[0]
+				if e1 == leader {
+					e1 = tb.Etcd[1]
+				}
+			}
+			var peers []*testbed.EtcdMember
+			for _, m := range tb.Etcd {
+				if m != e1 {
+					peers = append(peers, m)
+				}
+			}
+			single := strings.Replace(n1.VipdConfig(), strings.Join(tb.Endpoints(), ", "), e1.ClientURL(), 1)
+			if single == n1.VipdConfig() {
+				t.Fatal("could not rewrite the endpoint list")
+			}
+			t.Cleanup(func() {
+				e1.Unblock()
+				n1.StopVipd()
+				n1.StartVipd() // back to every endpoint
+			})
+			if err := n1.StopVipd(); err != nil {
+				t.Fatal(err)
+			}
+			if err := n1.StartVipdWithConfig(single); err != nil {
+				t.Fatal(err)
+			}
+			if err := tb.WaitHolder(testbed.Node1, 15*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(500 * time.Millisecond)
+			leader, _, _ = tb.EtcdLeader(cli, 5*time.Second)
+			role := "follower"
+			if leader == e1 {
+				role = "leader"
+			}
+			t0 := time.Now()
+			s.from = t0
+			if err := e1.Block(etcdIPs(peers...)...); err != nil {
+				t.Fatal(err)
+			}
+			if err := tb.WaitHolder(testbed.Node2, 4*leaseTTL); err != nil {
+				t.Fatal(err)
+			}
+			del, _ := tb.Mon.EventAfter(testbed.Node1, false, t0)
+			add, _ := tb.Mon.EventAfter(testbed.Node2, true, t0)
+			deadline, lines, _ := fenceFromLog(n1, t0, del.Time)
+			late := time.Duration(0)
+			if lines > 0 {
+				late = del.Time.Sub(deadline)
+				if late > 100*time.Millisecond {
+					t.Errorf("VIP removed %v after the fence deadline", ms(late))
+				}
+			} else {
+				t.Errorf("no failed renewal logged before the release: the isolated member kept renewing?\n%s", n1.Vipd().LogTail(30))
+			}
+			if !add.Time.After(del.Time) {
+				t.Errorf("web-node-2 added the VIP before web-node-1 removed it")
+			}
+			if lines > 0 {
+				// web-node-2 may acquire only once web-node-1's lease can
+				// have expired: its last successful renewal (sent) + TTL.
+				after := add.Time.Sub(deadline.Add(fenceMargin))
+				if after < -2*time.Millisecond {
+					t.Errorf("web-node-2 acquired %v before web-node-1's lease could expire", ms(-after))
+				}
+				res.add("isolated "+role+": web-node-2 added vs earliest lease expiry", ms(after), "≥ 0 (asserted)")
+			}
+			if own, ok := waitLog(n1, t0, "VIP removed", 0); ok && lines > 0 {
+				d := own.Time.Sub(deadline)
+				if d > 100*time.Millisecond {
+					t.Errorf("vipd unbound %v after its fence deadline", ms(d))
+				}
+				res.add("isolated "+role+": vipd's own unbind vs fence deadline", ms(d), "≤ +100ms (asserted); reason "+own.Attrs["reason"])
+			} else {
+				t.Errorf("web-node-1's vipd never logged the VIP's removal")
+			}
+			res.add("isolated "+role+": web-node-1 removed after isolation", ms(del.Time.Sub(t0)), fmt.Sprintf("%v after its fence deadline (≤ 100ms asserted)", ms(late)))
+			res.add("isolated "+role+": web-node-2 added after removal", ms(add.Time.Sub(del.Time)), "> 0 (asserted)")
+			s.note("%s was %s; VIP gone %s after the fence (kernel lifetime); web-node-2 added it %s after", e1.Name, role, ms(late), ms(add.Time.Sub(del.Time)))
+			tHeal := time.Now()
+			if err := e1.Unblock(); err != nil {
+				t.Fatal(err)
+			}
+			if err := tb.WaitHolder(testbed.Node1, 15*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			add1, _ := tb.Mon.EventAfter(testbed.Node1, true, tHeal)
+			res.add("isolated "+role+": heal → web-node-1 back", ms(add1.Time.Sub(tHeal)), "")
 		})
-		if err := n1.StopVipd(); err != nil {
-			t.Fatal(err)
-		}
-		if err := n1.StartVipdWithConfig(single); err != nil {
-			t.Fatal(err)
-		}
-		if err := tb.WaitHolder(testbed.Node1, 15*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(500 * time.Millisecond)
-		leader, _, _ := tb.EtcdLeader(cli, 5*time.Second)
-		role := "follower"
-		if leader == e1 {
-			role = "leader"
-		}
-		t0 := time.Now()
-		s.from = t0
-		if err := e1.Block(etcdIPs(tb.Etcd[1], tb.Etcd[2])...); err != nil {
-			t.Fatal(err)
-		}
-		if err := tb.WaitHolder(testbed.Node2, 4*leaseTTL); err != nil {
-			t.Fatal(err)
-		}
-		del, _ := tb.Mon.EventAfter(testbed.Node1, false, t0)
-		add, _ := tb.Mon.EventAfter(testbed.Node2, true, t0)
-		deadline, lines, _ := fenceFromLog(n1, t0, del.Time)
-		late := time.Duration(0)
-		if lines > 0 {
-			late = del.Time.Sub(deadline)
-			if late > 100*time.Millisecond {
-				t.Errorf("VIP removed %v after the fence deadline", ms(late))
-			}
-		} else {
-			t.Errorf("no failed renewal logged before the release: the isolated member kept renewing?\n%s", n1.Vipd().LogTail(30))
-		}
-		if !add.Time.After(del.Time) {
-			t.Errorf("web-node-2 added the VIP before web-node-1 removed it")
-		}
-		if own, ok := waitLog(n1, t0, "VIP removed", 0); ok && lines > 0 {
-			d := own.Time.Sub(deadline)
-			if d > 100*time.Millisecond {
-				t.Errorf("vipd unbound %v after its fence deadline", ms(d))
-			}
-			res.add("isolated member: vipd's own unbind vs fence deadline", ms(d), "≤ +100ms (asserted); reason "+own.Attrs["reason"])
-		} else {
-			t.Errorf("web-node-1's vipd never logged the VIP's removal")
-		}
-		res.add("isolated member ("+role+"): web-node-1 removed after isolation", ms(del.Time.Sub(t0)), fmt.Sprintf("%v after its fence deadline (≤ 100ms asserted)", ms(late)))
-		res.add("isolated member: web-node-2 added after removal", ms(add.Time.Sub(del.Time)), "> 0 (asserted)")
-		s.note("etcd-1 was %s; VIP gone %s after the fence (kernel lifetime); web-node-2 added it %s after", role, ms(late), ms(add.Time.Sub(del.Time)))
-		tHeal := time.Now()
-		if err := e1.Unblock(); err != nil {
-			t.Fatal(err)
-		}
-		if err := tb.WaitHolder(testbed.Node1, 15*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		add1, _ := tb.Mon.EventAfter(testbed.Node1, true, tHeal)
-		res.add("isolated member: heal → web-node-1 back", ms(add1.Time.Sub(tHeal)), "")
-	})
+	}
 
 	// 7. VIPs changed by hand: deleted on the holder, added on the standby.
 	scenario("vip-changed-by-hand", "VIP deleted on holder / added on standby by hand", func(t *testing.T, s *scen) {
