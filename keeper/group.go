@@ -324,6 +324,9 @@ func (g *group) bind(ctx context.Context, in Inputs) bool {
 		} else {
 			g.log.Warn("garp.probe is set but the interface table cannot probe; binding without it")
 		}
+		if ctx.Err() != nil {
+			return true // stopping: do not add a VIP only to remove it
+		}
 		// The probe took time: the fence may have come closer.
 		now = g.k.clk.Now()
 		lifetime, lifetimeOK = election.KernelLifetime(now, in.Lease.ServerExpiry)
