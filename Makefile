@@ -4,7 +4,7 @@ BIN     := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build tools test unit e2e demo bench lint clean
+.PHONY: build tools test unit e2e demo bench bench-smoke lint clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/vipd ./cmd/vipd
@@ -33,6 +33,22 @@ test: lint unit e2e
 
 demo: build tools
 	$(BIN)/vipd-demo --bin $(BIN)
+
+# Benchmarks (root; namespaces): keepalived vs vipd failover, idle footprint,
+# vipd at 10/100/1000 groups. Writes bench/RESULTS.md. Timings are reported,
+# never asserted. BENCH_N runs per cell; BENCH_FLAGS for more (see
+# `$(BIN)/vipd-bench -h`), e.g. BENCH_FLAGS=--impls=keepalived,keepalived-tuned,vipd.
+BENCH_N     ?= 10
+BENCH_FLAGS ?=
+bench: build tools
+	$(GO) build -o $(BIN)/vipd-bench ./bench
+	$(BIN)/vipd-bench --bin $(BIN) --n $(BENCH_N) --out bench/RESULTS.md $(BENCH_FLAGS)
+
+# CI smoke of the benchmarks: N=1, short windows, 10 groups; < 2 minutes.
+# Exercises every scenario and both daemons; never fails on timing.
+bench-smoke: build tools
+	$(GO) build -o $(BIN)/vipd-bench ./bench
+	$(BIN)/vipd-bench --bin $(BIN) --n 1 --cut 0 --idle 2s --scale 10 --steady 2s --perf=false --out $(BIN)/bench-smoke.md
 
 clean:
 	rm -rf $(BIN)

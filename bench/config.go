@@ -1,0 +1,59 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/vipd/vipd/e2e/testbed"
+)
+
+// examplesDir holds the shipped example configs (deploy/examples/seed).
+var examplesDir = "deploy/examples/seed"
+
+// vipdConfig is the shipped example config of the node, adapted to the
+// testbed: interface ens160 → eth0, etcd endpoints → the testbed's members
+// (the same addresses as the example's). Everything else is as shipped
+// (metrics on 127.0.0.1:9842 inside the node's namespace).
+func vipdConfig(n *testbed.Node) string {
+	b, err := os.ReadFile(filepath.Join(examplesDir, n.Name+".yaml"))
+	if err != nil {
+		panic(fmt.Sprintf("example config for %s: %v", n.Name, err))
+	}
+	s := strings.ReplaceAll(string(b), "interface: ens160", "interface: eth0")
+	return s
+}
+
+// checkEndpoints verifies the example's endpoints are the testbed's.
+func checkEndpoints(tb *testbed.Testbed) error {
+	b, err := os.ReadFile(filepath.Join(examplesDir, testbed.Node1+".yaml"))
+	if err != nil {
+		return err
+	}
+	for _, ep := range tb.Endpoints() {
+		if !strings.Contains(string(b), ep) {
+			return fmt.Errorf("example config %s lacks testbed endpoint %s; adapt vipdConfig", testbed.Node1, ep)
+		}
+	}
+	return nil
+}
+
+// scaleVIP is the VIP of scale group i: 10.200.x.y/32 on eth0 (a /32 per
+// group, so each is its own primary address and removing one never takes
+// others with it).
+func scaleVIP(i int) string { return fmt.Sprintf("10.200.%d.%d", i/250, i%250+1) }
+
+// scaleConfig is a synthetic config with groups groups, one VIP each, no
+// checks, metrics on 127.0.0.1:9842 inside the node's namespace (read by the
+// bench from inside that namespace for Go runtime numbers).
+func scaleConfig(node, prefix string, endpoints []string, groups, priority int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "node: %s\netcd:\n  endpoints: [%s]\n  prefix: %s\n  lease_ttl: 3s\n  dial_timeout: 2s\nmetrics: {listen: \"127.0.0.1:9842\"}\ngroups:\n",
+		node, strings.Join(endpoints, ", "), prefix)
+	for i := range groups {
+		fmt.Fprintf(&b, "  - name: g%04d\n    interface: eth0\n    addresses: [%s/32]\n    priority: %d\n    preempt: true\n    garp: {count: 1, interval: 1s}\n",
+			i, scaleVIP(i), priority)
+	}
+	return b.String()
+}

@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vipd/vipd/e2e/testbed"
+)
+
+// impl is one column: the daemon that keeps the VIP.
+type impl struct {
+	key, title string
+	start      func(n *testbed.Node) error
+	proc       func(n *testbed.Node) *testbed.Proc
+	stop       func(n *testbed.Node) error
+	sigterm    func(n *testbed.Node) error
+	tree       bool // footprint over the process tree (keepalived's children)
+	settle     time.Duration
+}
+
+var impls = map[string]impl{
+	"keepalived": {
+		key: "keepalived", title: "keepalived (seed config)",
+		start:   func(n *testbed.Node) error { return n.StartKeepalived(testbed.KeepalivedSeed) },
+		proc:    (*testbed.Node).Keepalived,
+		stop:    (*testbed.Node).StopKeepalived,
+		sigterm: func(n *testbed.Node) error { return n.SignalKeepalived(syscall.SIGTERM) },
+		tree:    true, settle: 2 * time.Second,
+	},
+	"keepalived-tuned": {
+		key: "keepalived-tuned", title: "keepalived tuned (VRRPv3, advert 0.1 s)",
+		start:   func(n *testbed.Node) error { return n.StartKeepalived(testbed.KeepalivedTuned) },
+		proc:    (*testbed.Node).Keepalived,
+		stop:    (*testbed.Node).StopKeepalived,
+		sigterm: func(n *testbed.Node) error { return n.SignalKeepalived(syscall.SIGTERM) },
+		tree:    true, settle: 2 * time.Second,
+	},
+	"vipd": {
+		key: "vipd", title: "vipd (shipped example config)",
+		start:   func(n *testbed.Node) error { return n.StartVipdWithConfig(vipdConfig(n)) },
+		proc:    (*testbed.Node).Vipd,
+		stop:    (*testbed.Node).StopVipd,
+		sigterm: func(n *testbed.Node) error { return n.SignalVipd(syscall.SIGTERM) },
+		settle:  time.Second,
+	},
+}
+
+// scenario is one row.
+type scenario struct {
+	key, title string
+	only       string // run only for this impl key ("" = all)
+	// fault starts the event on the holder (web-node-1) and returns how to
+	// undo it.
+	fault func(b *bed) (restore func() error, err error)
+	// cut: the fault lasts b.cut, measured outage ends at the restore.
+	cut bool
+}
+
+type bed struct {
+	tb     *testbed.Testbed
+	im     impl
+	n1, n2 *testbed.Node
+	cut    time.Duration
+	logf   func(string, ...any)
+}
+
+var scenarios = []scenario{
+	{key: "haproxy", title: "HAProxy stopped on the holder",
+		fault: func(b *bed) (func() error, error) {
+			return b.n1.StartHAProxy, b.n1.StopHAProxy()
+		}},
+	{key: "stop", title: "holder daemon stopped gracefully (SIGTERM)",
+		fault: func(b *bed) (func() error, error) {
+			p := b.im.proc(b.n1)
+			return func() error {
+				if err := p.Wait(15 * time.Second); err != nil {
+					return err
+				}
+				return b.im.start(b.n1)
+			}, b.im.sigterm(b.n1)
+		}},
+	{key: "lan-carrier", title: "holder drops off the LAN, carrier kept (bridge port detached)", cut: true,
+		fault: func(b *bed) (func() error, error) {
+			return func() error { return b.tb.Isolate(&b.n1.Host, false) }, b.tb.Isolate(&b.n1.Host, true)
+		}},
+	{key: "lan-linkdown", title: "holder drops off the LAN, link down (bridge port down)", cut: true,
+		fault: func(b *bed) (func() error, error) {
+			return func() error { return b.tb.SetLinkUp(&b.n1.Host, true) }, b.tb.SetLinkUp(&b.n1.Host, false)
+		}},
+	{key: "partition", title: "partition (keepalived: VRRP blocked between the nodes; vipd: holder cut from etcd)", cut: true,
+		fault: func(b *bed) (func() error, error) {
+			var nodes []*testbed.Node
+			var rule string
+			if strings.HasPrefix(b.im.key, "keepalived") {
+				nodes = []*testbed.Node{b.n1, b.n2}
+				rule = "ip protocol vrrp drop"
+			} else {
+				nodes = []*testbed.Node{b.n1}
+				var ips []string
+				for _, m := range b.tb.Etcd {
+					ips = append(ips, m.IP.String())
+				}
+				set := "{ " + strings.Join(ips, ", ") + " }"
+				rule = "ip saddr " + set + " drop; add rule inet vipdbench out ip daddr " + set + " drop"
+			}
+			restore := func() error {
+				var errs []error
+				for _, n := range nodes {
+					if _, err := n.NS.Run(context.Background(), "nft", "delete table inet vipdbench"); err != nil {
+						errs = append(errs, err)
+					}
+				}
+				return errors.Join(errs...)
+			}
+			for _, n := range nodes {
+				script := "add table inet vipdbench\n" +
+					"add chain inet vipdbench in { type filter hook input priority 0; }\n" +
+					"add chain inet vipdbench out { type filter hook output priority 0; }\n" +
+					"add rule inet vipdbench in " + rule + "\n"
+				cmd := n.NS.Command(context.Background(), "nft", "-f", "-")
+				cmd.Stdin = strings.NewReader(script)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					restore()
+					return nil, fmt.Errorf("nft in %s: %v: %s", n.Name, err, out)
+				}
+			}
+			return restore, nil
+		}},
+	{key: "handover", title: "planned handover (vipctl handover)", only: "vipd",
+		fault: func(b *bed) (func() error, error) {
+			return func() error { return b.vipctlHandover(testbed.Node1, "1s") }, b.vipctlHandover(testbed.Node2, "20s")
+		}},
+}
+
+func (b *bed) vipctlHandover(to, hold string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_, err := b.tb.Client.NS.Run(ctx, b.tb.Opts.BinDir+"/vipctl", "handover", "VI_1", "--to", to, "--hold", hold,
+		"--endpoints", strings.Join(b.tb.Endpoints(), ","), "--timeout", "10s")
+	return err
+}
+
+// steady brings the testbed to: HAProxy and the daemon running on both
+// nodes, web-node-1 the only holder, the client answered by web-node-1.
+func (b *bed) steady() error {
+	if !b.tb.Probing() {
+		if err := b.tb.StartProbe(); err != nil {
+			return err
+		}
+	}
+	for _, n := range []*testbed.Node{b.n1, b.n2} {
+		if !n.HAProxy().Running() {
+			if err := n.StartHAProxy(); err != nil {
+				return err
+			}
+		}
+		if !b.im.proc(n).Running() {
+			if err := b.im.start(n); err != nil {
+				return err
+			}
+		}
+	}
+	if err := b.tb.WaitHolder(testbed.Node1, 40*time.Second); err != nil {
+		return err
+	}
+	// A client whose ARP entry still names the other node may need a
+	// while (keepalived does not always re-announce after a split brain).
+	if _, err := b.tb.WaitAnswer(testbed.Node1, time.Now(), 45*time.Second); err != nil {
+		return err
+	}
+	time.Sleep(b.im.settle)
+	if hs := b.tb.Holders(); !slices.Equal(hs, []string{testbed.Node1}) {
+		return fmt.Errorf("holders %v after settling, want [web-node-1]", hs)
+	}
+	return nil
+}
+
+// sample is one measured run.
+type sample struct {
+	Outage   time.Duration // longest client outage
+	OutOver  bool          // the outage ended within the window
+	Failover time.Duration // fault → VIP added on web-node-2 (-1 if never)
+	Dual     time.Duration // time with two holders, fault → steady again
+	DualBack time.Duration // of which after the restore (both reachable again)
+	PostOut  time.Duration // longest client outage from the restore until steady again
+	Err      error
+}
+
+func (b *bed) runOnce(sc scenario) sample {
+	s := sample{Failover: -1}
+	if err := b.steady(); err != nil {
+		s.Err = fmt.Errorf("not steady before the run: %w", err)
+		return s
+	}
+	t0 := time.Now()
+	restore, err := sc.fault(b)
+	if err != nil {
+		s.Err = err
+		if restore != nil {
+			restore()
+		}
+		return s
+	}
+	// Wait for web-node-2 to hold the VIP (alone, unless both may hold).
+	_, werr := b.tb.Mon.WaitFor(func(hs []string) bool {
+		if sc.cut {
+			// keepalived keeps the VIP on a node that cannot tell it is
+			// cut off: wait for web-node-2 to add it, whoever else holds.
+			return slices.Contains(hs, testbed.Node2)
+		}
+		return slices.Equal(hs, []string{testbed.Node2})
+	}, 30*time.Second)
+	if add, ok := b.tb.Mon.EventAfter(testbed.Node2, true, t0); ok {
+		s.Failover = add.Time.Sub(t0)
+	}
+	var tEnd time.Time
+	if werr == nil {
+		b.tb.WaitAnswer(testbed.Node2, t0, 10*time.Second)
+	}
+	if sc.cut {
+		if d := time.Until(t0.Add(b.cut)); d > 0 {
+			time.Sleep(d)
+		}
+		tEnd = time.Now()
+	} else {
+		time.Sleep(700 * time.Millisecond)
+		tEnd = time.Now()
+	}
+	out := b.tb.Probes().Window(t0, tEnd).LongestOutage()
+	s.Outage, s.OutOver = out.Duration, out.Failed == 0 || !out.End.IsZero()
+	tRestore := time.Now()
+	if rerr := restore(); rerr != nil {
+		s.Err = errors.Join(s.Err, fmt.Errorf("restore: %w", rerr))
+	}
+	if err := b.steady(); err != nil {
+		s.Err = errors.Join(s.Err, fmt.Errorf("not steady after the run: %w", err))
+	}
+	tSteady := time.Now()
+	s.PostOut = b.tb.Probes().Window(tRestore, tSteady).LongestOutage().Duration
+	s.Dual = b.tb.Mon.Stats(t0, tSteady).TwoHolders
+	s.DualBack = b.tb.Mon.Stats(tRestore, tSteady).TwoHolders
+	if werr != nil {
+		s.Err = errors.Join(s.Err, fmt.Errorf("web-node-2 never took the VIP: %w", werr))
+	}
+	return s
+}
+
+// cell is the result of N runs of one scenario with one impl.
+type cell struct {
+	Samples []sample
+}
+
+func (c cell) ok() []sample {
+	var out []sample
+	for _, s := range c.Samples {
+		if s.Err == nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func pick(ss []sample, f func(sample) time.Duration) []time.Duration {
+	var out []time.Duration
+	for _, s := range ss {
+		if v := f(s); v >= 0 {
+			out = append(out, v)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// p50 is the median of sorted d (mean of the middle two for even counts).
+func p50(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return -1
+	}
+	if len(d)%2 == 0 {
+		return (d[len(d)/2-1] + d[len(d)/2]) / 2
+	}
+	return d[len(d)/2]
+}
+
+func maxOf(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return -1
+	}
+	return d[len(d)-1]
+}
