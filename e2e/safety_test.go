@@ -291,7 +291,11 @@ func TestSafety(t *testing.T) {
 				// the last refresh) or, rarely, the fence itself (2.5 s).
 				cause := "the kernel lifetime ran out (vipd never unbound it)"
 				if vipdRemoved {
-					cause = "the kernel lifetime ran out and vipd's own fence passed at least once"
+					var why []string
+					for _, l := range logSince(n1, t0, "VIP removed") {
+						why = append(why, l.Time.Format("15:04:05.000")+" "+l.Attrs["reason"])
+					}
+					cause = fmt.Sprintf("the kernel lifetime ran out, and vipd itself removed it: %v", why)
 				}
 				knownBug(t, "the holder drops the VIP during a normal etcd leader election (kernel lifetime 1 s, fence 2.5 s at lease_ttl 3s vs renewal gaps of 1–2.5 s)",
 					"VIP left web-node-1 %d times during etcd leader churn (outage %v, %v without holder): %s; closest fence_in %v",
