@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -65,16 +66,16 @@ func TestRunsUnprivilegedWithTwoCapabilities(t *testing.T) {
 	ipc("link", "set", "vd1", "up")
 	ipc("addr", "add", "10.250.0.1/24", "dev", "vd1")
 
-	start := func(name string, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	start := func(name string, args ...string) (*exec.Cmd, *syncBuffer) {
 		t.Helper()
-		var out bytes.Buffer
+		out := &syncBuffer{}
 		cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
-		cmd.Stdout, cmd.Stderr = &out, &out
+		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start %s: %v", name, err)
 		}
 		t.Cleanup(func() { _ = cmd.Process.Kill() }) // no-op once it exited
-		return cmd, &out
+		return cmd, out
 	}
 	_, etcdOut := start("etcd", etcd, "--name", "e", "--data-dir", filepath.Join(dir, "etcd-data"),
 		"--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls", "http://127.0.0.1:2379",
@@ -181,4 +182,22 @@ func vipdPID(t *testing.T, pid int) int {
 		t.Fatalf("process %d is %q, not vipd (%v)", pid, comm, err)
 	}
 	return pid
+}
+
+// syncBuffer is a bytes.Buffer a child process writes while the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
