@@ -120,6 +120,20 @@ func TestProbeARPAcrossNamespaces(t *testing.T) {
 		t.Errorf("ProbeARP took %v; the conflict should end it early", took)
 	}
 
+	// The daemon's case: a handle on the caller's own namespace (NewHandle)
+	// opens its socket without setns (the hardened unit has no
+	// CAP_SYS_ADMIN).
+	nA.in(t, func() {
+		own, err := NewHandle(testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer own.Close()
+		cs, err := own.ProbeARP(context.Background(), "eth0", []netip.Addr{vip}, wait)
+		if err != nil || len(cs) != 1 || cs[0].MAC.String() != macC.String() {
+			t.Errorf("ProbeARP through NewHandle inside the namespace = %v, %v; want the conflict with %v", cs, err, macC)
+		}
+	})
 	if _, err := h.ProbeARP(context.Background(), "nosuch0", []netip.Addr{vip}, wait); err == nil {
 		t.Error("ProbeARP on a missing interface succeeded")
 	}
