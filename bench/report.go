@@ -204,7 +204,7 @@ func (r *report) markdown() string {
 
 	if len(r.scale) > 0 {
 		w("## Scale: vipd, 3 nodes (scale-1..3, priorities 103/102/101), one /32 VIP per group, all on eth0\n\n")
-		w("Real 3-member etcd (the testbed's); metrics off; no checks; garp count 1. etcd load from the members' own `/metrics` (fetched from the client namespace): ")
+		w("Real 3-member etcd (the testbed's); no checks; garp count 1; metrics on 127.0.0.1:9842 inside each node's namespace (read for the Go runtime table). etcd load from the members' own `/metrics` (fetched from the client namespace): ")
 		w("gRPC requests = Σ `grpc_server_handled_total` over the 3 members (unary calls and finished streams: one KeepAliveOnce = one LeaseKeepAlive stream); ")
 		w("proposals = `etcd_server_proposals_committed_total` (Raft writes). Steady window %v after all VIPs are bound. ", o.steady)
 		w("Failover: scale-1 (holder of every group) is cut off the LAN with carrier kept; time until scale-2/3 hold every VIP (polled every 20 ms by netlink dumps).\n\n")
@@ -260,7 +260,7 @@ func (r *report) markdown() string {
 		}
 		for _, s := range r.scale {
 			if s.Profile != "" {
-				w("\n### perf profile of scale-1 (holder) at %d groups, steady state (flat, ≥ 1.5 %%)\n\n```\n%s\n```\n", s.Groups, s.Profile)
+				w("\n### perf profile of scale-1 (holder) at %d groups, steady state (perf record -g; inclusive/children %%, ≥ 2 %%, vipd, netlink and GC lines)\n\n```\n%s\n```\n", s.Groups, s.Profile)
 			}
 		}
 		w("\n")
