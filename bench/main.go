@@ -31,6 +31,7 @@ type options struct {
 	perf      bool
 	keep      bool
 	logs      string
+	settle    time.Duration
 }
 
 // saveLogs copies the testbed's process logs to o.logs/<name>.
@@ -65,6 +66,7 @@ func main() {
 	flag.DurationVar(&o.steady, "steady", 30*time.Second, "steady-state window of the scale run")
 	flag.BoolVar(&o.perf, "perf", true, "record a perf profile of the scale holder at the largest size (if perf is installed)")
 	flag.StringVar(&examplesDir, "examples", examplesDir, "shipped example configs (web-node-1.yaml, web-node-2.yaml)")
+	flag.DurationVar(&o.settle, "settle", 0, "wait after each steady state before the next event (0 = per daemon: keepalived 2s, vipd 1s)")
 	flag.BoolVar(&o.keep, "keep", false, "keep testbed temp dirs (logs)")
 	flag.StringVar(&o.logs, "logs", "", "copy every testbed's logs/ here before teardown (\"\" = don't)")
 	flag.Parse()
@@ -201,6 +203,9 @@ func runColumn(rep *report, im impl) (err error) {
 		if err := tb.StartEtcd(30 * time.Second); err != nil {
 			return err
 		}
+	}
+	if o.settle > 0 {
+		im.settle = o.settle
 	}
 	b := &bed{tb: tb, im: im, n1: tb.Node(testbed.Node1), n2: tb.Node(testbed.Node2), cut: o.cut, logf: logf}
 	if err := b.steady(); err != nil {
