@@ -167,8 +167,10 @@ func TestProbeBeforeBind(t *testing.T) {
 	if len(calls) < 3 || calls[0] != "probe" || !strings.HasPrefix(calls[1], "add ") || !strings.HasPrefix(calls[2], "add ") {
 		t.Errorf("calls %q, want the probe before both adds", calls)
 	}
-	if len(opts) != 0 {
-		t.Errorf("ReplaceWith used without label or scope: %+v", opts)
+	for _, o := range opts {
+		if o != (netif.AddrOptions{}) {
+			t.Errorf("options %+v without label or scope configured, want the zero value", o)
+		}
 	}
 	if c, _ := obs.counts(); len(c) != 0 {
 		t.Errorf("conflicts %v without any", c)
@@ -226,9 +228,16 @@ func TestLabelAndScopeReachReplaceWith(t *testing.T) {
     garp: {count: 1, interval: 10ms}
 `, nil)
 	rec.WaitFor(t, "web-node-1", 10*time.Second)
-	_, _, opts := host.snapshot()
-	if len(opts) < 2 {
-		t.Fatalf("ReplaceWith called %d times, want ≥ 2", len(opts))
+	// The recorder flips on the first address; wait for the second too.
+	var opts []netif.AddrOptions
+	for i := 0; ; i++ {
+		if _, _, opts = host.snapshot(); len(opts) >= 2 {
+			break
+		}
+		if i == 200 {
+			t.Fatalf("ReplaceWith called %d times, want ≥ 2", len(opts))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	for _, o := range opts {
 		if o != (netif.AddrOptions{Label: "eth0:vip", Scope: netif.ScopeLink}) {
@@ -239,24 +248,33 @@ func TestLabelAndScopeReachReplaceWith(t *testing.T) {
 
 // TestAnnounceScheduleAndMetric: after binding, every VIP is announced
 // count times, then once per refresh while held; the observer hears of
-// each successful per-address send.
+// each successful per-address send. (The exact schedule is tested in
+// virtual time in netif; this checks the wiring without timing windows.)
 func TestAnnounceScheduleAndMetric(t *testing.T) {
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	host, obs := startAnn(t, m, rec, `    addresses: [192.168.20.15/24, 192.168.20.16/24]
     garp: {count: 3, interval: 20ms, refresh: 100ms}
 `, nil)
-	bound := rec.WaitFor(t, "web-node-1", 10*time.Second)
-	time.Sleep(time.Until(bound.Add(490 * time.Millisecond)))
-	_, ann := obs.counts()
-	// Burst: 3 rounds within 40 ms; refreshes at ~140, 240, 340, 440 ms; the next (540) is well after we look.
-	for _, ip := range []string{"192.168.20.15", "192.168.20.16"} {
-		n := ann[netip.MustParseAddr(ip)]
-		if n < 3+3 || n > 3+5 {
-			t.Errorf("%s announced %d times in 490ms, want 3 + 4 refreshes (±1)", ip, n)
+	rec.WaitFor(t, "web-node-1", 10*time.Second)
+	// The burst (3) and at least two refreshes reach both addresses.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, ann := obs.counts()
+		a, b := ann[netip.MustParseAddr("192.168.20.15")], ann[netip.MustParseAddr("192.168.20.16")]
+		if a >= 5 && b >= 5 {
+			break
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("announcements after 10s: %d and %d, want ≥ 3 + 2 refreshes each", a, b)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	if got, want := host.Garps.Load(), int64(ann[netip.MustParseAddr("192.168.20.15")]+ann[netip.MustParseAddr("192.168.20.16")]); got != want {
-		t.Errorf("host sent %d announcements, observer heard of %d", got, want)
+	_, ann := obs.counts()
+	heard := int64(ann[netip.MustParseAddr("192.168.20.15")] + ann[netip.MustParseAddr("192.168.20.16")])
+	// The host counts a send before the observer hears of it; at most one
+	// round (two sends) can be in between.
+	if sent := host.Garps.Load(); sent < heard || sent > heard+2 {
+		t.Errorf("host sent %d announcements, observer heard of %d", sent, heard)
 	}
 }

@@ -302,28 +302,7 @@ func (g *group) bind(ctx context.Context, in Inputs) bool {
 		return false
 	}
 	if !g.bound && g.cfg.GARP.Probe && len(g.cfg.Prefixes) > 0 && g.cfg.Prefixes[0].Addr().Is4() {
-		// ARP probe before claiming (garp.probe; doc.go has the policy):
-		// a conflict is logged and counted, and the VIP is bound anyway.
-		type arpProber interface {
-			ProbeARP(ctx context.Context, ifname string, ips []netip.Addr, wait time.Duration) ([]netif.Conflict, error)
-		}
-		if pr, ok := g.k.opt.Ifaces.(arpProber); ok {
-			ips := make([]netip.Addr, 0, len(g.cfg.Prefixes))
-			for _, p := range g.cfg.Prefixes {
-				ips = append(ips, p.Addr())
-			}
-			conflicts, err := pr.ProbeARP(ctx, g.cfg.Interface, ips, g.cfg.GARP.ProbeWait)
-			if err != nil {
-				g.log.Warn("ARP probe failed; binding without it", "interface", g.cfg.Interface, "err", err)
-			}
-			for _, c := range conflicts {
-				g.log.Warn("address conflict: another host answers for a VIP; binding it anyway because etcd made this node the holder, remove the stray address",
-					"address", c.IP, "other_mac", c.MAC.String(), "other_probing", c.Probing, "interface", g.cfg.Interface)
-				g.k.obs.Conflict(g.cfg.Name)
-			}
-		} else {
-			g.log.Warn("garp.probe is set but the interface table cannot probe; binding without it")
-		}
+		g.probe(ctx)
 		if ctx.Err() != nil {
 			return true // stopping: do not add a VIP only to remove it
 		}
@@ -343,30 +322,15 @@ func (g *group) bind(ctx context.Context, in Inputs) bool {
 		g.log.Debug("renewal too late for a safe kernel lifetime; not refreshing", "server_expiry_in", in.Lease.ServerExpiry.Sub(now))
 		return true
 	}
-	// Label and scope (IPv4 groups only; config validation enforces it)
-	// go through ReplaceWith when the interface table has it.
-	replace := g.k.opt.Ifaces.Replace
-	if g.cfg.Label != "" || (g.cfg.Scope != "" && g.cfg.Scope != "global") {
-		type optionsReplacer interface {
-			ReplaceWith(ifname string, p netip.Prefix, lifetime time.Duration, o netif.AddrOptions) (bool, error)
-		}
-		scope, err := netif.ParseScope(g.cfg.Scope)
-		r, ok := g.k.opt.Ifaces.(optionsReplacer)
-		switch {
-		case err != nil:
-			g.log.Error("bad scope; binding with the default", "err", err)
-		case !ok:
-			g.log.Warn("interface table cannot set label or scope; binding without them", "label", g.cfg.Label, "scope", g.cfg.Scope)
-		default:
-			opts := netif.AddrOptions{Label: g.cfg.Label, Scope: scope}
-			replace = func(ifname string, p netip.Prefix, lifetime time.Duration) (bool, error) {
-				return r.ReplaceWith(ifname, p, lifetime, opts)
-			}
-		}
+	// Label and scope: IPv4 groups only (config validation enforces it).
+	scope, err := netif.ParseScope(g.cfg.Scope)
+	if err != nil {
+		g.log.Error("bad scope; binding with the default", "err", err)
 	}
+	opts := netif.AddrOptions{Label: g.cfg.Label, Scope: scope}
 	added := false
 	for _, p := range g.cfg.Prefixes {
-		a, err := replace(g.cfg.Interface, p, lifetime)
+		a, err := g.k.opt.Ifaces.ReplaceWith(g.cfg.Interface, p, lifetime, opts)
 		if err != nil {
 			g.log.Error("cannot bind VIP", "address", p, "interface", g.cfg.Interface, "err", err)
 			continue
@@ -385,6 +349,26 @@ func (g *group) bind(ctx context.Context, in Inputs) bool {
 		g.announce()
 	}
 	return true
+}
+
+// probe sends RFC 5227 ARP probes for the group's VIPs before the first
+// bind (garp.probe). A conflict is logged and counted, and the VIP is
+// bound anyway: etcd made this node the holder, and refusing would turn a
+// stray host into an outage (netif's doc.go has the policy).
+func (g *group) probe(ctx context.Context) {
+	ips := make([]netip.Addr, 0, len(g.cfg.Prefixes))
+	for _, p := range g.cfg.Prefixes {
+		ips = append(ips, p.Addr())
+	}
+	conflicts, err := g.k.opt.Ifaces.ProbeARP(ctx, g.cfg.Interface, ips, g.cfg.GARP.ProbeWait)
+	if err != nil {
+		g.log.Warn("ARP probe failed; binding without it", "interface", g.cfg.Interface, "err", err)
+	}
+	for _, c := range conflicts {
+		g.log.Warn("address conflict: another host answers for a VIP; binding it anyway because etcd made this node the holder, remove the stray address",
+			"address", c.IP, "other_mac", c.MAC.String(), "other_probing", c.Probing, "interface", g.cfg.Interface)
+		g.k.obs.Conflict(g.cfg.Name)
+	}
 }
 
 // unbind removes every VIP of the group if it may be bound.

@@ -24,8 +24,9 @@ import (
 
 // Interfaces is the part of netif.Handle the keeper uses.
 type Interfaces interface {
-	Replace(ifname string, p netip.Prefix, lifetime time.Duration) (added bool, err error)
+	ReplaceWith(ifname string, p netip.Prefix, lifetime time.Duration, o netif.AddrOptions) (added bool, err error)
 	Remove(ifname string, p netip.Prefix) (removed bool, err error)
+	ProbeARP(ctx context.Context, ifname string, ips []netip.Addr, wait time.Duration) ([]netif.Conflict, error)
 	LinkUp(ifname string) (bool, error)
 	Watch(ctx context.Context, ifnames []string) (<-chan netif.Event, error)
 }

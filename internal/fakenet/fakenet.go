@@ -117,6 +117,17 @@ func NewHost(node string, rec *Recorder) *Host {
 	return &Host{node: node, rec: rec, addrs: map[netip.Prefix]time.Duration{}, events: make(chan netif.Event, 16)}
 }
 
+// ReplaceWith binds p (options are not modelled).
+func (h *Host) ReplaceWith(ifname string, p netip.Prefix, lifetime time.Duration, _ netif.AddrOptions) (bool, error) {
+	return h.Replace(ifname, p, lifetime)
+}
+
+// ProbeARP finds no conflicts: no other host exists here.
+func (h *Host) ProbeARP(context.Context, string, []netip.Addr, time.Duration) ([]netif.Conflict, error) {
+	return nil, nil
+}
+
+// Replace binds p, reporting whether it was absent.
 func (h *Host) Replace(ifname string, p netip.Prefix, lifetime time.Duration) (bool, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
