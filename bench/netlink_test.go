@@ -23,8 +23,12 @@ import (
 // (LinkByName + AddrAdd(EXCL) → EEXIST + AddrReplace) against the proposed
 // path (one AddrReplace on a cached ifindex), for 1000 /32 addresses, and
 // how much goroutine stack a netlink call leaves behind. Root only; it sends
-// no packets (netlink only). Run: go test -run NetlinkRefreshCost -v ./bench
+// no packets (netlink only). Opt-in, so the unit tier never builds
+// namespaces: VIPD_BENCH=1 go test -run NetlinkRefreshCost -v ./bench
 func TestNetlinkRefreshCost(t *testing.T) {
+	if os.Getenv("VIPD_BENCH") == "" {
+		t.Skip("benchmark: set VIPD_BENCH=1 (root)")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
 	}
