@@ -280,7 +280,7 @@ func TestSafety(t *testing.T) {
 			}
 		}
 		res.add("churn: kill → new leader (min/avg/max)", fmt.Sprintf("%v / %v / %v", ms(minE), ms(sum/cycles), ms(maxE)), "etcd default timings")
-		res.add("churn: holder renewal failures / closest fence_in", fmt.Sprintf("%d / %v", len(fails), ms(closest)), "fence never reached (asserted: 0 changes)")
+		res.add("churn: holder renewal failures / closest fence_in", fmt.Sprintf("%d / %v", len(fails), ms(closest)), "closest approach to the fence deadline")
 		res.add("churn: wall time", ms(time.Since(t0)), "")
 		s.note("%d leader kills; elections %v–%v; %d failed renewals, closest fence_in %v", cycles, ms(minE), ms(maxE), len(fails), ms(closest))
 		if st.Changes != 0 || out.Failed > 0 {
@@ -572,7 +572,7 @@ func TestSafety(t *testing.T) {
 			}
 		})
 		t0 := time.Now()
-		p1, p2 := n1.Vipd(), n2.Vipd()
+		p1 := n1.Vipd()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		for _, g := range garbage {
@@ -606,7 +606,6 @@ func TestSafety(t *testing.T) {
 		if !p1.Running() || !n2.Vipd().Running() {
 			t.Errorf("a vipd exited with garbage in etcd (web-node-1 %v, web-node-2 %v)", p1.Running(), n2.Vipd().Running())
 		}
-		_ = p2
 		// Removing it again is no event either.
 		dctx, dcancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer dcancel()
