@@ -202,6 +202,13 @@ func (v *View) applyLocked(t mvccpb.Event_EventType, kv *mvccpb.KeyValue) (strin
 			delete(g.candidates, node)
 			break
 		}
+		if kv.Lease == 0 {
+			// vipd publishes candidates on the node's lease only; a record
+			// without one would stand (and preempt) forever.
+			v.log.Warn("ignoring candidate record without a lease", "key", key)
+			delete(g.candidates, node)
+			break
+		}
 		var c Candidate
 		if err := json.Unmarshal(kv.Value, &c); err != nil || c.Node != node {
 			v.log.Warn("ignoring malformed candidate record", "key", key, "value", truncate(kv.Value, 80), "err", err)
@@ -212,6 +219,13 @@ func (v *View) applyLocked(t mvccpb.Event_EventType, kv *mvccpb.KeyValue) (strin
 		g.candidates[node] = c
 	case KeyHandover:
 		if t == mvccpb.DELETE {
+			g.handover = nil
+			break
+		}
+		if kv.Lease == 0 {
+			// vipctl writes handovers on a lease of --hold seconds; one
+			// without a lease would keep the old holder out forever.
+			v.log.Warn("ignoring handover request without a lease", "key", key)
 			g.handover = nil
 			break
 		}

@@ -2,6 +2,7 @@ package keeper
 
 import (
 	"fmt"
+	"hash/fnv"
 	"time"
 
 	"github.com/vipd/vipd/election"
@@ -188,3 +189,16 @@ func challengers(v election.GroupState, snubbed string) []election.Candidate {
 	}
 	return out
 }
+
+// RetryBackoff is the wait before retrying a failed etcd write of a
+// group's for the failures-th time in a row: 100ms doubling up to 3.2s,
+// plus up to 100ms spread by the group's name, so a thousand groups that
+// failed together (etcd overloaded at startup) do not retry in lockstep.
+func RetryBackoff(failures int, group string) time.Duration {
+	d := retryBase << min(max(failures-1, 0), 5)
+	h := fnv.New32a()
+	h.Write([]byte(group))
+	return d + time.Duration(h.Sum32()%100)*time.Millisecond
+}
+
+const retryBase = 100 * time.Millisecond

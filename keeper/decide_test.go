@@ -1,6 +1,7 @@
 package keeper
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -286,5 +287,34 @@ func TestDecideNeverHoldsPastTheFence(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+func TestRetryBackoff(t *testing.T) {
+	cases := []struct {
+		failures int
+		min, max time.Duration
+	}{
+		{1, 100 * time.Millisecond, 200 * time.Millisecond},
+		{2, 200 * time.Millisecond, 300 * time.Millisecond},
+		{3, 400 * time.Millisecond, 500 * time.Millisecond},
+		{6, 3200 * time.Millisecond, 3300 * time.Millisecond},
+		{60, 3200 * time.Millisecond, 3300 * time.Millisecond},
+	}
+	for _, c := range cases {
+		got := RetryBackoff(c.failures, "VI_1")
+		if got < c.min || got >= c.max {
+			t.Errorf("RetryBackoff(%d) = %v, want in [%v, %v)", c.failures, got, c.min, c.max)
+		}
+	}
+	spread := map[time.Duration]bool{}
+	for i := range 50 {
+		spread[RetryBackoff(1, fmt.Sprintf("group-%d", i))] = true
+	}
+	if len(spread) < 20 {
+		t.Errorf("50 groups retry at only %d distinct times; want them spread", len(spread))
+	}
+	if RetryBackoff(3, "VI_1") != RetryBackoff(3, "VI_1") {
+		t.Error("RetryBackoff is not deterministic")
 	}
 }

@@ -50,6 +50,8 @@ type group struct {
 	published       election.Candidate
 	publishedLease  int64
 	publishRetry    bool
+	publishFailures int       // consecutive failed publishes
+	publishAfter    time.Time // no retry before this
 	stopAnnounce    context.CancelFunc
 	announceWG      sync.WaitGroup
 }
@@ -115,8 +117,8 @@ func (g *group) poke() {
 func (g *group) markDirty() { g.dirty.Store(true) }
 
 // maxSleep bounds how long a loop sleeps, so its heartbeat (watched by
-// the systemd watchdog) stays fresh.
-const maxSleep = time.Second
+// the systemd watchdog, which allows WatchdogSec/2) stays fresh.
+const maxSleep = 2 * time.Second
 
 func (g *group) run(ctx context.Context) {
 	timer := g.k.clk.NewTimer(maxSleep)
@@ -134,6 +136,9 @@ func (g *group) run(ctx context.Context) {
 			wake = maxSleep
 		}
 		timer.Reset(wake)
+		if !g.caresAboutRenewals() {
+			leaseChanged = nil // a standby on a live lease: renewals change nothing
+		}
 		select {
 		case <-ctx.Done():
 			g.shutdown(ctx)
@@ -143,6 +148,16 @@ func (g *group) run(ctx context.Context) {
 		case <-timer.C():
 		}
 	}
+}
+
+// caresAboutRenewals reports whether a lease renewal can change what this
+// loop does: a holder refreshes lifetimes and moves its fence; a group
+// without a live lease, or whose candidate record is on another lease,
+// waits for one. A standby on a live, published lease does not, and with
+// many groups waking every standby on every renewal is most of the work.
+func (g *group) caresAboutRenewals() bool {
+	l := g.k.session.Current()
+	return g.claim != nil || g.bound || !l.Live(g.k.clk.Now()) || int64(l.ID) != g.publishedLease
 }
 
 // inputs gathers everything Decide needs.
@@ -295,7 +310,7 @@ func (g *group) bind(ctx context.Context, in Inputs) bool {
 	if g.bound && !g.dirty.Load() && (in.Lease.Renewed.Equal(g.boundRenewal) && !extends) {
 		return true
 	}
-	g.dirty.Store(false)
+	dirty := g.dirty.Swap(false)
 	if !in.Lease.Live(now) {
 		g.unbind("fence deadline passed while binding")
 		g.lapsed = true
@@ -328,6 +343,19 @@ func (g *group) bind(ctx context.Context, in Inputs) bool {
 		g.log.Error("bad scope; binding with the default", "err", err)
 	}
 	opts := netif.AddrOptions{Label: g.cfg.Label, Scope: scope}
+	if g.bound && !dirty {
+		// A lifetime refresh of addresses we know are bound: one request
+		// each. Had the kernel dropped one, its address event marks the
+		// group dirty and the full path below runs.
+		for _, p := range g.cfg.Prefixes {
+			if err := g.k.opt.Ifaces.Refresh(g.cfg.Interface, p, lifetime, opts); err != nil {
+				g.log.Error("cannot refresh VIP", "address", p, "interface", g.cfg.Interface, "err", err)
+				g.dirty.Store(true)
+			}
+		}
+		g.boundRenewal, g.kernelUntil = in.Lease.Renewed, now.Add(lifetime)
+		return true
+	}
 	added := false
 	for _, p := range g.cfg.Prefixes {
 		a, err := g.k.opt.Ifaces.ReplaceWith(g.cfg.Interface, p, lifetime, opts)
@@ -505,12 +533,19 @@ func (g *group) publish(ctx context.Context, in Inputs) time.Duration {
 	if !g.publishRetry && int64(in.Lease.ID) == g.publishedLease && candidateEqual(c, g.published) {
 		return 0
 	}
+	if wait := g.publishAfter.Sub(in.Now); wait > 0 {
+		return wait // backing off after failures
+	}
 	if err := g.k.lead.Publish(ctx, g.cfg.Name, c, in.Lease.ID); err != nil {
-		g.log.Warn("candidate record not published", "err", err)
+		g.publishFailures++
+		wait := RetryBackoff(g.publishFailures, g.cfg.Name)
+		g.publishAfter = in.Now.Add(wait)
 		g.publishRetry = true
-		return retryDelay
+		g.log.Warn("candidate record not published", "err", err, "retry_in", wait)
+		return wait
 	}
 	g.published, g.publishedLease, g.publishRetry = c, int64(in.Lease.ID), false
+	g.publishFailures, g.publishAfter = 0, time.Time{}
 	return 0
 }
 

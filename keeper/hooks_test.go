@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vipd/vipd/election"
 	"github.com/vipd/vipd/internal/etcdtest"
 	"github.com/vipd/vipd/internal/fakenet"
 	"github.com/vipd/vipd/internal/keepertest"
@@ -116,5 +117,57 @@ func waitUntil(t *testing.T, what string, ok func() bool) {
 			t.Fatalf("timed out waiting for: %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestReloadWithChangedCheckKeepsHolder: a reload that changes a tracked
+// check restarts it, but its last status stands until the new run
+// reports, so the holder's priority does not dip and no peer preempts.
+func TestReloadWithChangedCheckKeepsHolder(t *testing.T) {
+	m := etcdtest.Start(t)
+	rec := fakenet.NewRecorder()
+	// Probes take 100ms, like an HTTP check: long enough for the loop to
+	// see an unknown check if the reload forgot its status.
+	spec := keepertest.Spec{Name: "web-node-1", Priority: 101, Tracked: true, CheckInterval: 200 * time.Millisecond, ProbeDelay: 100 * time.Millisecond}
+	n1 := keepertest.Start(t, m, rec, spec)
+	keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-2", Priority: 100, Tracked: true})
+	rec.WaitFor(t, "web-node-1", 10*time.Second)
+	time.Sleep(800 * time.Millisecond)
+	seen := len(rec.History())
+	for i, interval := range []time.Duration{300 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond} {
+		cfg := keepertest.Config(t, m.Endpoint, spec)
+		ch := cfg.Checks["haproxy"]
+		ch.Interval, ch.Timeout = interval, interval
+		cfg.Checks["haproxy"] = ch
+		if err := n1.K.Reload(cfg); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if changes := rec.History()[seen:]; len(changes) != 0 {
+		t.Errorf("the VIP moved during reloads of a changed check:\n%s", strings.Join(changes, "\n"))
+	}
+}
+
+// TestLeaselessRecordsAreIgnored: a candidate record or handover request
+// without a lease (not written by vipd or vipctl) must not move the VIP.
+func TestLeaselessRecordsAreIgnored(t *testing.T) {
+	m := etcdtest.Start(t)
+	rec := fakenet.NewRecorder()
+	keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-1", Priority: 101})
+	rec.WaitFor(t, "web-node-1", 10*time.Second)
+	seen := len(rec.History())
+	cli := m.Client(t)
+	keys := election.Keys{Prefix: "/vipd"}
+	ghost := `{"node":"ghost-node","priority":250,"state":"BACKUP","preempt":true}`
+	if _, err := cli.Put(t.Context(), keys.Candidate("VI_1", "ghost-node"), ghost); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(t.Context(), keys.Handover("VI_1"), `{"from":"web-node-1","to":"ghost-node"}`); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if changes := rec.History()[seen:]; len(changes) != 0 {
+		t.Errorf("lease-less records moved the VIP:\n%s", strings.Join(changes, "\n"))
 	}
 }

@@ -25,6 +25,9 @@ import (
 // Interfaces is the part of netif.Handle the keeper uses.
 type Interfaces interface {
 	ReplaceWith(ifname string, p netip.Prefix, lifetime time.Duration, o netif.AddrOptions) (added bool, err error)
+	// Refresh resets the lifetime of an address known to be bound (one
+	// netlink request instead of two).
+	Refresh(ifname string, p netip.Prefix, lifetime time.Duration, o netif.AddrOptions) error
 	Remove(ifname string, p netip.Prefix) (removed bool, err error)
 	ProbeARP(ctx context.Context, ifname string, ips []netip.Addr, wait time.Duration) ([]netif.Conflict, error)
 	LinkUp(ifname string) (bool, error)
@@ -54,6 +57,10 @@ type Options struct {
 	Observer Observer
 	// Session overrides the lease timing derived from Config (tests).
 	Session *election.SessionConfig
+	// LeaseClient, if set, carries lease grants and renewals on a
+	// connection of their own, so a storm of group writes (startup, a
+	// failover of many groups) does not delay them. Default: Client.
+	LeaseClient *clientv3.Client
 }
 
 // Keeper runs one reconcile loop per group on a shared lease and watch.
@@ -114,7 +121,11 @@ func New(opt Options) *Keeper {
 	if opt.Session != nil {
 		scfg = *opt.Session
 	}
-	k.session = election.NewSession(opt.Client.Lease, k.clk, scfg, k.log)
+	leases := opt.Client
+	if opt.LeaseClient != nil {
+		leases = opt.LeaseClient
+	}
+	k.session = election.NewSession(leases.Lease, k.clk, scfg, k.log)
 	k.session.OnRenew = func(r election.RenewResult, took time.Duration) { k.obs.Renewal(string(r), took) }
 	k.lead = &election.Leadership{KV: opt.Client.KV, Keys: keys, Node: cfg.Node, RequestTimeout: cfg.Etcd.RequestTimeout}
 	k.view = election.NewView(opt.Client, keys, k.clk, k.log, k.poke)
@@ -339,7 +350,10 @@ func (k *Keeper) startChecks(cfg config.Config) error {
 			return fmt.Errorf("keeper: checks.%s: %w", name, err)
 		}
 		if rc != nil {
-			k.stopCheck(name)
+			// Keep the last status until the new run reports: an unknown
+			// check counts as down, and the drop in priority would hand a
+			// held VIP to a peer on every reload.
+			k.stopCheck(name, true)
 		}
 		r := checks.NewRunner(k.clk, k.log)
 		// File and interface checks also run at once on inotify/netlink
@@ -373,11 +387,13 @@ func (k *Keeper) stopChecks(keep map[string]bool) {
 	}
 	k.mu.Unlock()
 	for _, name := range stop {
-		k.stopCheck(name)
+		k.stopCheck(name, false)
 	}
 }
 
-func (k *Keeper) stopCheck(name string) {
+// stopCheck stops a running check and, unless keepStatus, forgets its
+// status.
+func (k *Keeper) stopCheck(name string, keepStatus bool) {
 	k.mu.Lock()
 	rc := k.running[name]
 	delete(k.running, name)
@@ -387,6 +403,9 @@ func (k *Keeper) stopCheck(name string) {
 	}
 	rc.cancel()
 	<-rc.done
+	if keepStatus {
+		return
+	}
 	k.mu.Lock()
 	delete(k.statuses, name)
 	k.mu.Unlock()

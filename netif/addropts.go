@@ -115,3 +115,15 @@ func (h *Handle) ReplaceWith(ifname string, p netip.Prefix, lifetime time.Durati
 	}
 	return h.replace(ifname, p, lifetime, o)
 }
+
+// Refresh resets the lifetime of p, which the caller knows is bound, with
+// one netlink request (ReplaceWith needs two when the address exists).
+// Should the address have gone, the request creates it again; the
+// caller learns of that from the address event, not from Refresh.
+func (h *Handle) Refresh(ifname string, p netip.Prefix, lifetime time.Duration, o AddrOptions) error {
+	if err := o.check(ifname, p); err != nil {
+		return err
+	}
+	_, err := h.setAddr(ifname, p, lifetime, o, true)
+	return err
+}

@@ -170,6 +170,14 @@ func (h *Handle) Replace(ifname string, p netip.Prefix, lifetime time.Duration) 
 }
 
 func (h *Handle) replace(ifname string, p netip.Prefix, lifetime time.Duration, o AddrOptions) (added bool, err error) {
+	return h.setAddr(ifname, p, lifetime, o, false)
+}
+
+// setAddr adds or refreshes p. With refreshOnly it sends one replace
+// (create-or-replace) request instead of an exclusive add and then a
+// replace: the cheap path for refreshing the lifetime of an address the
+// caller knows is bound (added is then always false).
+func (h *Handle) setAddr(ifname string, p netip.Prefix, lifetime time.Duration, o AddrOptions, refreshOnly bool) (added bool, err error) {
 	if err := validPrefix(p); err != nil {
 		return false, err
 	}
@@ -203,6 +211,12 @@ func (h *Handle) replace(ifname string, p netip.Prefix, lifetime time.Duration, 
 			a.Scope = int(o.Scope)
 		}
 		return a
+	}
+	if refreshOnly {
+		if err := h.nl.AddrReplace(l, mk()); err != nil {
+			return false, fmt.Errorf("netif: refresh %v on %q: %w", p, ifname, err)
+		}
+		return false, nil
 	}
 	err = h.nl.AddrAdd(l, mk())
 	switch {

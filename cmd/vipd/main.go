@@ -151,6 +151,13 @@ func run(cfgPath string, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer cli.Close()
+	// Lease renewals get a connection of their own, so a burst of group
+	// writes never queues ahead of the renewal that keeps the fence open.
+	leaseCli, err := etcdclient.New(cfg.Etcd, zap.NewNop())
+	if err != nil {
+		return err
+	}
+	defer leaseCli.Close()
 
 	h, err := netif.NewHandle(log)
 	if err != nil {
@@ -172,7 +179,7 @@ func run(cfgPath string, cfg config.Config, log *slog.Logger) error {
 	})
 	k = keeper.New(keeper.Options{
 		Config: cfg, Client: cli, Clock: clk, Log: log,
-		Ifaces: h, Announce: ann.Announce, Observer: m,
+		Ifaces: h, Announce: ann.Announce, Observer: m, LeaseClient: leaseCli,
 	})
 
 	var wg sync.WaitGroup

@@ -122,6 +122,12 @@ func (h *Host) ReplaceWith(ifname string, p netip.Prefix, lifetime time.Duration
 	return h.Replace(ifname, p, lifetime)
 }
 
+// Refresh re-binds p.
+func (h *Host) Refresh(ifname string, p netip.Prefix, lifetime time.Duration, _ netif.AddrOptions) error {
+	_, err := h.Replace(ifname, p, lifetime)
+	return err
+}
+
 // ProbeARP finds no conflicts: no other host exists here.
 func (h *Host) ProbeARP(context.Context, string, []netip.Addr, time.Duration) ([]netif.Conflict, error) {
 	return nil, nil

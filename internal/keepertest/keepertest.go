@@ -1,6 +1,7 @@
 package keepertest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/vipd/vipd/checks"
 	"github.com/vipd/vipd/config"
@@ -47,25 +49,31 @@ type Spec struct {
 	Tracked bool
 	// Extra is appended to the group's YAML (indented four spaces).
 	Extra string
+	// CheckInterval is the haproxy check's interval and timeout
+	// (default 20ms).
+	CheckInterval time.Duration
+	// ProbeDelay makes every probe run take this long, like a real HTTP
+	// check would.
+	ProbeDelay time.Duration
 }
 
 // Config returns the YAML config of a test node on endpoint.
 func Config(t testing.TB, endpoint string, s Spec) config.Config {
 	t.Helper()
 	y := fmt.Sprintf(`
-node: %s
-etcd: {endpoints: [%s], lease_ttl: 3s, request_timeout: 300ms}
+node: %[1]s
+etcd: {endpoints: [%[2]s], lease_ttl: 3s, request_timeout: 300ms}
 metrics: {listen: ""}
 checks:
-  haproxy: {type: http, url: "http://127.0.0.1:1/healthz", interval: 20ms, timeout: 20ms, rise: 2, fall: 2}
+  haproxy: {type: http, url: "http://127.0.0.1:1/healthz", interval: %[4]s, timeout: %[4]s, rise: 2, fall: 2}
 groups:
   - name: VI_1
     interface: eth0
     addresses: [192.168.20.15/24]
-    priority: %d
+    priority: %[3]d
     backoff_step: 50ms
     garp: {count: 2, interval: 10ms}
-`, s.Name, endpoint, s.Priority)
+`, s.Name, endpoint, s.Priority, cmp.Or(s.CheckInterval, 20*time.Millisecond))
 	if s.Tracked {
 		y += "    track: [{check: haproxy, weight: 2}]\n"
 	}
@@ -96,7 +104,14 @@ func Start(t testing.TB, m *etcdtest.Member, rec *fakenet.Recorder, s Spec) *Nod
 		Config: cfg, Client: m.Client(t), Clock: clock.Real{}, Log: Logger(t),
 		Ifaces: host, Announce: host.Announce,
 		Probes: func(string, config.Check) (checks.Probe, error) {
-			return func(context.Context) error {
+			return func(ctx context.Context) error {
+				if s.ProbeDelay > 0 {
+					select {
+					case <-time.After(s.ProbeDelay):
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
 				if healthy.Load() {
 					return nil
 				}
