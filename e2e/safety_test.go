@@ -297,7 +297,7 @@ func TestSafety(t *testing.T) {
 					}
 					cause = fmt.Sprintf("the kernel lifetime ran out, and vipd itself removed it: %v", why)
 				}
-				knownBug(t, "the holder drops the VIP during a normal etcd leader election (kernel lifetime 1 s, fence 2.5 s at lease_ttl 3s vs renewal gaps of 1–2.5 s)",
+				vipdBug(t, "the holder drops the VIP during a normal etcd leader election (kernel lifetime 1 s, fence 2.5 s at lease_ttl 3s vs renewal gaps of 1–2.5 s)",
 					"VIP left web-node-1 %d times during etcd leader churn (outage %v, %v without holder): %s; closest fence_in %v",
 					removals, out, ms(st.NoHolder), cause, ms(closest))
 			}
@@ -659,7 +659,7 @@ func TestSafety(t *testing.T) {
 			if err := tb.WaitHolder(testbed.Node1, 10*time.Second); err != nil {
 				t.Error(err)
 			}
-			knownBug(t, "a lease-less candidate record of an unknown node preempts the holder",
+			vipdBug(t, "a lease-less candidate record of an unknown node preempts the holder",
 				"a lease-less candidate record of an unknown node moved the VIP: %d changes, %v without holder\n%s",
 				st.Changes, ms(st.NoHolder), strings.Join(lines, "\n"))
 			return
@@ -829,7 +829,7 @@ groups:
 			if err := tb.WaitHolder(testbed.Node1, 10*time.Second); err != nil {
 				t.Error(err)
 			}
-			knownBug(t, "reload with a changed tracked check resets it to unknown (counted as down): the holder is preempted",
+			vipdBug(t, "reload with a changed tracked check resets it to unknown (counted as down): the holder is preempted",
 				"held VIP removed during reloads (%v, %d changes)\n%s", ev, st.Changes, strings.Join(lines, "\n"))
 		}
 	})
@@ -855,18 +855,12 @@ groups:
 	})
 }
 
-// knownBug reports a failure caused by a vipd bug that is written up for
-// the vipd owner: the sub-test is skipped with "vipd bug: ..." (after its
-// measurements went into the tables, and only when the bug shows), unless
-// VIPD_E2E_STRICT=1 asks for a failure. Dual holding is asserted anyway.
-func knownBug(t *testing.T, bug, format string, args ...any) {
+// vipdBug fails the sub-test with a description of the vipd bug it
+// guards against (all three found by this suite are fixed; the
+// measurements still go into the tables first).
+func vipdBug(t *testing.T, bug, format string, args ...any) {
 	t.Helper()
-	if os.Getenv("VIPD_E2E_STRICT") != "" {
-		t.Errorf("vipd bug: "+bug+": "+format, args...)
-		return
-	}
-	t.Logf(format, args...)
-	t.Skip("vipd bug: " + bug)
+	t.Errorf("vipd bug: "+bug+": "+format, args...)
 }
 
 // vipdRemoval returns vipd's own "VIP removed" log line at or after t (the

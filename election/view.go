@@ -202,16 +202,16 @@ func (v *View) applyLocked(t mvccpb.Event_EventType, kv *mvccpb.KeyValue) (strin
 			delete(g.candidates, node)
 			break
 		}
+		var c Candidate
+		if err := json.Unmarshal(kv.Value, &c); err != nil || c.Node != node {
+			v.log.Warn("ignoring malformed candidate record", "key", key, "value", truncate(kv.Value, 80), "err", err)
+			delete(g.candidates, node)
+			break
+		}
 		if kv.Lease == 0 {
 			// vipd publishes candidates on the node's lease only; a record
 			// without one would stand (and preempt) forever.
 			v.log.Warn("ignoring candidate record without a lease", "key", key)
-			delete(g.candidates, node)
-			break
-		}
-		var c Candidate
-		if err := json.Unmarshal(kv.Value, &c); err != nil || c.Node != node {
-			v.log.Warn("ignoring malformed candidate record", "key", key, "value", truncate(kv.Value, 80), "err", err)
 			delete(g.candidates, node)
 			break
 		}
@@ -222,16 +222,16 @@ func (v *View) applyLocked(t mvccpb.Event_EventType, kv *mvccpb.KeyValue) (strin
 			g.handover = nil
 			break
 		}
+		var h Handover
+		if err := json.Unmarshal(kv.Value, &h); err != nil || h.From == "" {
+			v.log.Warn("ignoring malformed handover request", "key", key, "value", truncate(kv.Value, 80), "err", err)
+			g.handover = nil
+			break
+		}
 		if kv.Lease == 0 {
 			// vipctl writes handovers on a lease of --hold seconds; one
 			// without a lease would keep the old holder out forever.
 			v.log.Warn("ignoring handover request without a lease", "key", key)
-			g.handover = nil
-			break
-		}
-		var h Handover
-		if err := json.Unmarshal(kv.Value, &h); err != nil || h.From == "" {
-			v.log.Warn("ignoring malformed handover request", "key", key, "value", truncate(kv.Value, 80), "err", err)
 			g.handover = nil
 			break
 		}

@@ -16,8 +16,9 @@
 // The VIP 192.168.20.15/24 is bound by vipd on a node's eth0. MAC addresses
 // are fixed (02:00 + the IPv4 address) so they are easy to read in logs.
 //
-// etcd runs with its default Raft timings (heartbeat 100 ms, election
-// timeout 1000 ms: a leader change takes 1–2 s, as in production) and with
+// etcd runs with the Raft timings of the shipped etcd example
+// (deploy/examples/etcd: heartbeat 50 ms, election timeout 500 ms, so a
+// leader change takes 0.5–1 s, inside what lease_ttl 3s rides through) and with
 // --unsafe-no-fsync, since etcd's own disk durability is not under test and
 // fsync latency on a shared CI disk would only add noise.
 //
@@ -472,8 +473,8 @@ func (m *EtcdMember) Start() error {
 		"--initial-cluster", tb.initialCluster(),
 		"--initial-cluster-state", "new",
 		"--initial-cluster-token", fmt.Sprintf("%s%d-%d", NamePrefix, os.Getpid(), tb.seq),
-		"--heartbeat-interval", "100",
-		"--election-timeout", "1000",
+		"--heartbeat-interval", "50",
+		"--election-timeout", "500",
 		"--unsafe-no-fsync",
 		"--log-level", "warn",
 		"--log-outputs", "stderr",
