@@ -38,6 +38,9 @@ type SessionConfig struct {
 	// RetryEvery is the wait after a failed renewal before the next try.
 	// Zero value: 100ms.
 	RetryEvery time.Duration
+	// HedgeAfter is how long a renewal may go unanswered before another
+	// attempt is sent beside it. Zero value: 150ms.
+	HedgeAfter time.Duration
 }
 
 func (c SessionConfig) withDefaults() SessionConfig {
@@ -52,6 +55,9 @@ func (c SessionConfig) withDefaults() SessionConfig {
 	}
 	if c.RetryEvery == 0 {
 		c.RetryEvery = 100 * time.Millisecond
+	}
+	if c.HedgeAfter == 0 {
+		c.HedgeAfter = 150 * time.Millisecond
 	}
 	return c
 }
@@ -173,7 +179,7 @@ func (s *Session) step(ctx context.Context) time.Duration {
 		return s.cfg.RenewEvery
 	}
 
-	resp, err := s.lc.KeepAliveOnce(rctx, cur.ID)
+	resp, sent, err := s.renew(ctx, cur.ID)
 	switch {
 	case err == nil:
 		s.report(RenewFailed, RenewOK, nil, sent)
@@ -210,6 +216,61 @@ func (s *Session) report(onErr, onOK RenewResult, err error, sent time.Time) {
 	}
 	s.OnRenew(r, s.clk.Now().Sub(sent))
 }
+
+// renew sends KeepAliveOnce for id and hedges: while no answer has come,
+// it starts another attempt every HedgeAfter (up to maxAttempts in
+// flight), each with its own send time and RequestTimeout. An attempt
+// stuck on a member that lost its leader (its requests wait until the
+// timeout) then no longer costs the holder a whole timeout of its fence
+// budget during an etcd election. The first success wins and is dated by
+// its own send time; otherwise the last error is returned.
+func (s *Session) renew(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseKeepAliveResponse, time.Time, error) {
+	type result struct {
+		resp *clientv3.LeaseKeepAliveResponse
+		sent time.Time
+		err  error
+	}
+	actx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel() // ends attempts still in flight
+	results := make(chan result, maxAttempts)
+	launch := func() {
+		sent := s.clk.Now()
+		go func() {
+			rctx, done := context.WithTimeout(actx, s.cfg.RequestTimeout)
+			defer done()
+			resp, err := s.lc.KeepAliveOnce(rctx, id)
+			results <- result{resp, sent, err}
+		}()
+	}
+	launch()
+	launched, pending := 1, 1
+	hedge := s.clk.NewTimer(s.cfg.HedgeAfter)
+	defer hedge.Stop()
+	var last result
+	for pending > 0 {
+		select {
+		case r := <-results:
+			pending--
+			if r.err == nil || errors.Is(r.err, rpctypes.ErrLeaseNotFound) {
+				return r.resp, r.sent, r.err
+			}
+			last = r
+		case <-hedge.C():
+			if launched < maxAttempts {
+				launch()
+				launched++
+				pending++
+				hedge.Reset(s.cfg.HedgeAfter)
+			}
+		case <-ctx.Done():
+			return nil, s.clk.Now(), ctx.Err()
+		}
+	}
+	return last.resp, last.sent, last.err
+}
+
+// maxAttempts bounds the renewal attempts in flight at once.
+const maxAttempts = 3
 
 // Revoke gives the lease back so every key on it (leader keys, candidate
 // records) disappears at once. Used on graceful shutdown after the VIPs are

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,7 +51,8 @@ func (s *scriptedLeases) Revoke(ctx context.Context, id clientv3.LeaseID) (*clie
 func newTestSession(rtt time.Duration) (*Session, *scriptedLeases, *clock.Fake) {
 	clk := clock.NewFake(t0)
 	lc := &scriptedLeases{clk: clk, rtt: rtt, ttl: 3}
-	s := NewSession(lc, clk, SessionConfig{TTL: 3 * time.Second, Margin: 500 * time.Millisecond}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	// No hedging here: these tests script one attempt at a time.
+	s := NewSession(lc, clk, SessionConfig{TTL: 3 * time.Second, Margin: 500 * time.Millisecond, HedgeAfter: time.Hour}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	return s, lc, clk
 }
 
@@ -149,5 +151,51 @@ func TestSessionRunStopsOnCancel(t *testing.T) {
 	}
 	if s.Current().ID == 0 {
 		t.Error("Run never granted a lease")
+	}
+}
+
+// hangingLeases: the first KeepAliveOnce hangs until its context ends (a
+// member without a leader); later ones answer at once.
+type hangingLeases struct {
+	scriptedLeases
+	calls atomic.Int32
+}
+
+func (h *hangingLeases) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseKeepAliveResponse, error) {
+	if h.calls.Add(1) == 1 {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return &clientv3.LeaseKeepAliveResponse{ID: id, TTL: 3}, nil
+}
+
+func TestSessionHedgesAStuckRenewal(t *testing.T) {
+	clk := clock.NewFake(t0)
+	lc := &hangingLeases{scriptedLeases: scriptedLeases{clk: clk, ttl: 3}}
+	s := NewSession(lc, clk, SessionConfig{TTL: 3 * time.Second, Margin: 500 * time.Millisecond, RequestTimeout: 500 * time.Millisecond},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s.step(context.Background()) // grant
+	clk.Advance(500 * time.Millisecond)
+
+	done := make(chan time.Duration)
+	go func() { done <- s.step(context.Background()) }()
+	if !clk.WaitForTimers(1, 5*time.Second) {
+		t.Fatal("no hedge timer armed")
+	}
+	clk.Advance(150 * time.Millisecond) // the first attempt still hangs: hedge
+	select {
+	case wait := <-done:
+		if wait != 500*time.Millisecond {
+			t.Errorf("after a hedged success, next renewal in %v, want 500ms", wait)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("renewal did not complete through the hedged attempt")
+	}
+	l := s.Current()
+	if want := t0.Add(650 * time.Millisecond); !l.Renewed.Equal(want) {
+		t.Errorf("Renewed = %v, want the hedged attempt's send time %v", l.Renewed, want)
+	}
+	if got := lc.calls.Load(); got != 2 {
+		t.Errorf("%d attempts, want 2", got)
 	}
 }
