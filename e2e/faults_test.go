@@ -216,8 +216,10 @@ func TestHolderFaults(t *testing.T) {
 		if add.Time.Before(rel.Time) {
 			t.Errorf("thawed web-node-1 re-added the VIP while web-node-2 held it")
 		}
-		bound, okB := waitLog(n1, tThaw, "VIP bound", 0)
-		won, okW := waitLog(n1, tThaw, "won leadership", 0)
+		// The monitor can see the address before vipd's log line about it
+		// is written: give the log a moment.
+		bound, okB := waitLog(n1, tThaw, "VIP bound", 2*time.Second)
+		won, okW := waitLog(n1, tThaw, "won leadership", 2*time.Second)
 		if !okB || !okW || bound.Time.Before(won.Time) {
 			t.Errorf("thawed vipd bound the VIP without winning the key again first (bound %v %s, won %v %s)", okB, bound.Time.Format("15:04:05.000"), okW, won.Time.Format("15:04:05.000"))
 		}
