@@ -158,11 +158,13 @@ func TestSessionRunStopsOnCancel(t *testing.T) {
 // member without a leader); later ones answer at once.
 type hangingLeases struct {
 	scriptedLeases
-	calls atomic.Int32
+	calls   atomic.Int32
+	hanging chan struct{} // closed once the first call is hanging
 }
 
 func (h *hangingLeases) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseKeepAliveResponse, error) {
 	if h.calls.Add(1) == 1 {
+		close(h.hanging)
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
@@ -171,7 +173,7 @@ func (h *hangingLeases) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) 
 
 func TestSessionHedgesAStuckRenewal(t *testing.T) {
 	clk := clock.NewFake(t0)
-	lc := &hangingLeases{scriptedLeases: scriptedLeases{clk: clk, ttl: 3}}
+	lc := &hangingLeases{scriptedLeases: scriptedLeases{clk: clk, ttl: 3}, hanging: make(chan struct{})}
 	s := NewSession(lc, clk, SessionConfig{TTL: 3 * time.Second, Margin: 500 * time.Millisecond, RequestTimeout: 500 * time.Millisecond},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	s.step(context.Background()) // grant
@@ -182,6 +184,7 @@ func TestSessionHedgesAStuckRenewal(t *testing.T) {
 	if !clk.WaitForTimers(1, 5*time.Second) {
 		t.Fatal("no hedge timer armed")
 	}
+	<-lc.hanging // the first attempt is in flight and stuck
 	clk.Advance(150 * time.Millisecond) // the first attempt still hangs: hedge
 	select {
 	case wait := <-done:
