@@ -184,7 +184,7 @@ func TestSessionHedgesAStuckRenewal(t *testing.T) {
 	if !clk.WaitForTimers(1, 5*time.Second) {
 		t.Fatal("no hedge timer armed")
 	}
-	<-lc.hanging // the first attempt is in flight and stuck
+	<-lc.hanging                        // the first attempt is in flight and stuck
 	clk.Advance(150 * time.Millisecond) // the first attempt still hangs: hedge
 	select {
 	case wait := <-done:
