@@ -16,18 +16,7 @@ import (
 // expire at etcd); for the LAN drop the target is lease TTL + 0.5 s.
 func TestHolderFaults(t *testing.T) {
 	needAll(t)
-	tb, err := testbed.New(testbed.Options{BinDir: binDir, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("testbed logs:\n%s", tb.Logs(60))
-		}
-		if err := tb.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
+	tb := newTestbed(t, testbed.Options{})
 	res := &results{t: t, title: "holder fault results"}
 	defer res.log()
 	tStart := time.Now()

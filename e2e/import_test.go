@@ -23,18 +23,7 @@ import (
 // recommended http check).
 func TestImportedSeedConfigs(t *testing.T) {
 	needAll(t)
-	tb, err := testbed.New(testbed.Options{BinDir: binDir, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("testbed logs:\n%s", tb.Logs(60))
-		}
-		if err := tb.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
+	tb := newTestbed(t, testbed.Options{})
 	if err := tb.StartEtcd(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -54,18 +54,7 @@ func prioConfig(t *testing.T, n *testbed.Node, preempt bool, delay time.Duration
 // Never two holders, throughout.
 func TestPriorityOrder(t *testing.T) {
 	needAll(t)
-	tb, err := testbed.New(testbed.Options{BinDir: binDir, Logf: t.Logf, Nodes: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("testbed logs:\n%s", tb.Logs(60))
-		}
-		if err := tb.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
+	tb := newTestbed(t, testbed.Options{Nodes: 3})
 	res := &results{t: t}
 	defer res.log()
 	tStart := time.Now()

@@ -50,18 +50,7 @@ func TestSafety(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(binDir, "vipctl")); err != nil {
 		t.Skipf("needs bin/vipctl (make build): %v", err)
 	}
-	tb, err := testbed.New(testbed.Options{BinDir: binDir, Logf: t.Logf, KeepDir: os.Getenv("VIPD_E2E_KEEPDIR") != ""})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("testbed logs:\n%s", tb.Logs(80))
-		}
-		if err := tb.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
+	tb := newTestbed(t, testbed.Options{KeepDir: os.Getenv("VIPD_E2E_KEEPDIR") != ""})
 	res := &results{t: t, title: "safety suite measurements"}
 	defer func() { res.log(); t.Log(suiteTable()) }()
 

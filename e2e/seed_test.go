@@ -31,6 +31,26 @@ func needAll(t *testing.T) {
 	}
 }
 
+// newTestbed builds a testbed for t (BinDir and Logf filled in), dumps
+// its logs if t fails, and closes it when t ends.
+func newTestbed(t *testing.T, opts testbed.Options) *testbed.Testbed {
+	t.Helper()
+	opts.BinDir, opts.Logf = binDir, t.Logf
+	tb, err := testbed.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("testbed logs:\n%s", tb.Logs(80))
+		}
+		if err := tb.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return tb
+}
+
 // row is one line of the results table.
 type row struct{ what, measured, target string }
 
@@ -81,18 +101,7 @@ func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
 // client outage measures vipd's handover and not a missing backend.
 func TestSeedScenario(t *testing.T) {
 	needAll(t)
-	tb, err := testbed.New(testbed.Options{BinDir: binDir, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("testbed logs:\n%s", tb.Logs(60))
-		}
-		if err := tb.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
+	tb := newTestbed(t, testbed.Options{})
 	res := &results{t: t}
 	defer res.log()
 
