@@ -248,6 +248,19 @@ func (m *etherMux) Close() error {
 // not stop the burst (the next may succeed, e.g. once a link is up). It
 // returns the number of rounds whose send returned nil and the first error.
 func Burst(ctx context.Context, clk clock.Clock, count int, interval time.Duration, send func() error) (int, error) {
+	return Schedule(ctx, clk, count, interval, 0, send)
+}
+
+// Schedule runs a group's whole announcement schedule: a [Burst] of count
+// rounds, one every interval starting at once, then, if refresh > 0, one
+// more round every refresh (counted from the previous round) for as long
+// as ctx lives. With refresh 0 it returns when the burst is over;
+// otherwise it returns only once ctx is done. Like Burst it checks ctx
+// before every round, keeps going after a failing round (send should log
+// its own errors if they matter per round), and returns the number of
+// rounds whose send returned nil and the first error. Every timer it arms
+// is stopped before it returns.
+func Schedule(ctx context.Context, clk clock.Clock, count int, interval, refresh time.Duration, send func() error) (int, error) {
 	sent := 0
 	var first error
 	var t clock.Timer
@@ -256,12 +269,16 @@ func Burst(ctx context.Context, clk clock.Clock, count int, interval time.Durati
 			t.Stop()
 		}
 	}()
-	for i := 0; i < count; i++ {
-		if i > 0 {
+	for round := 0; round < count || refresh > 0; round++ {
+		if round > 0 || count == 0 { // the burst's first round goes at once
+			wait := interval
+			if round >= count {
+				wait = refresh
+			}
 			if t == nil {
-				t = clk.NewTimer(interval)
+				t = clk.NewTimer(wait)
 			} else {
-				t.Reset(interval)
+				t.Reset(wait)
 			}
 			select {
 			case <-ctx.Done():
@@ -281,40 +298,4 @@ func Burst(ctx context.Context, clk clock.Clock, count int, interval time.Durati
 		sent++
 	}
 	return sent, first
-}
-
-// Schedule runs a group's whole announcement schedule: a [Burst] of count
-// rounds, one every interval starting at once, then, if refresh > 0, one
-// more round every refresh (counted from the previous round) for as long
-// as ctx lives. With refresh 0 it returns when the burst is over;
-// otherwise it returns only once ctx is done. Like Burst it checks ctx
-// before every round, keeps going after a failing round (send should log
-// its own errors if they matter per round), and returns the number of
-// rounds whose send returned nil and the first error. Every timer it arms
-// is stopped before it returns.
-func Schedule(ctx context.Context, clk clock.Clock, count int, interval, refresh time.Duration, send func() error) (int, error) {
-	sent, first := Burst(ctx, clk, count, interval, send)
-	if refresh <= 0 || ctx.Err() != nil {
-		return sent, first
-	}
-	t := clk.NewTimer(refresh)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return sent, first
-		case <-t.C():
-		}
-		if ctx.Err() != nil {
-			return sent, first
-		}
-		if err := send(); err != nil {
-			if first == nil {
-				first = err
-			}
-		} else {
-			sent++
-		}
-		t.Reset(refresh)
-	}
 }
