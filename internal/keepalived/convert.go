@@ -184,18 +184,8 @@ func (c *converter) note(d *Directive, reason string) {
 func (c *converter) globalDefs(gd *Directive) {
 	for _, d := range gd.Block {
 		switch d.Name {
-		case "vrrp_garp_master_repeat":
-			if n, ok := c.intArg(d, 0, 1000); ok {
-				c.garp.Count = n
-			}
-		case "vrrp_garp_master_delay":
-			if dur, ok := c.secondsArg(d); ok {
-				c.setGARPInterval(d, &c.garp, dur)
-			}
-		case "vrrp_garp_master_refresh":
-			if dur, ok := c.secondsArg(d); ok {
-				c.garp.Refresh = dur
-			}
+		case "vrrp_garp_master_repeat", "vrrp_garp_master_delay", "vrrp_garp_master_refresh":
+			c.garpDirective(d, strings.TrimPrefix(d.Name, "vrrp_"), &c.garp)
 		case "script_user":
 			if len(d.Args) == 0 {
 				c.drop(d, "no user name")
@@ -208,6 +198,25 @@ func (c *converter) globalDefs(gd *Directive) {
 			}
 		default:
 			c.drop(d, globalReason(d.Name))
+		}
+	}
+}
+
+// garpDirective applies one garp_master_* directive (name without any
+// vrrp_ prefix: global_defs sets defaults, vrrp_instance overrides) to g.
+func (c *converter) garpDirective(d *Directive, name string, g *GARP) {
+	switch name {
+	case "garp_master_repeat":
+		if n, ok := c.intArg(d, 0, 1000); ok {
+			g.Count = n
+		}
+	case "garp_master_delay":
+		if dur, ok := c.secondsArg(d); ok {
+			c.setGARPInterval(d, g, dur)
+		}
+	case "garp_master_refresh":
+		if dur, ok := c.secondsArg(d); ok {
+			g.Refresh = dur
 		}
 	}
 }
@@ -381,18 +390,8 @@ func (c *converter) vrrpInstance(inst *Directive) {
 			}
 		case "notify_master", "notify_backup", "notify_fault", "notify_stop":
 			c.notify(d, g)
-		case "garp_master_repeat":
-			if n, ok := c.intArg(d, 0, 1000); ok {
-				g.GARP.Count = n
-			}
-		case "garp_master_delay":
-			if dur, ok := c.secondsArg(d); ok {
-				c.setGARPInterval(d, &g.GARP, dur)
-			}
-		case "garp_master_refresh":
-			if dur, ok := c.secondsArg(d); ok {
-				g.GARP.Refresh = dur
-			}
+		case "garp_master_repeat", "garp_master_delay", "garp_master_refresh":
+			c.garpDirective(d, d.Name, &g.GARP)
 		default:
 			c.drop(d, instanceReason(d.Name))
 		}
