@@ -50,8 +50,8 @@ type group struct {
 	published       election.Candidate
 	publishedLease  int64
 	publishRetry    bool
-	publishFailures int       // consecutive failed publishes
-	publishAfter    time.Time // no retry before this
+	etcdFailures    int       // consecutive failed etcd requests of this loop
+	etcdAfter       time.Time // no etcd request before this (backoff)
 	stopAnnounce    context.CancelFunc
 	announceWG      sync.WaitGroup
 }
@@ -233,11 +233,16 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 		g.unbind(d.Reason)
 		return false, d.Wake
 	case Acquire:
+		if wait := g.etcdAfter.Sub(in.Now); wait > 0 {
+			return false, wait
+		}
 		claim, won, holder, err := g.k.lead.Acquire(ctx, g.cfg.Name, in.Lease.ID)
 		if err != nil {
-			g.log.Warn("acquire failed", "err", err)
-			return false, retryDelay
+			wait := g.etcdFailed(in.Now)
+			g.log.Warn("acquire failed", "err", err, "retry_in", wait)
+			return false, wait
 		}
+		g.etcdFailures = 0
 		if !won {
 			g.log.Debug("acquire lost the race", "holder", holder)
 			return false, retryDelay
@@ -259,11 +264,16 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 		if g.claim != nil {
 			c = *g.claim
 		}
+		if wait := g.etcdAfter.Sub(in.Now); wait > 0 {
+			return false, wait
+		}
 		ok, err := g.k.lead.Verify(ctx, c)
 		if err != nil {
-			g.log.Warn("verify failed", "err", err)
-			return false, retryDelay
+			wait := g.etcdFailed(in.Now)
+			g.log.Warn("verify failed", "err", err, "retry_in", wait)
+			return false, wait
 		}
+		g.etcdFailures = 0
 		if !ok {
 			g.claim, g.lapsed = nil, false
 			return true, 0
@@ -533,20 +543,28 @@ func (g *group) publish(ctx context.Context, in Inputs) time.Duration {
 	if !g.publishRetry && int64(in.Lease.ID) == g.publishedLease && candidateEqual(c, g.published) {
 		return 0
 	}
-	if wait := g.publishAfter.Sub(in.Now); wait > 0 {
+	if wait := g.etcdAfter.Sub(in.Now); wait > 0 {
 		return wait // backing off after failures
 	}
 	if err := g.k.lead.Publish(ctx, g.cfg.Name, c, in.Lease.ID); err != nil {
-		g.publishFailures++
-		wait := RetryBackoff(g.publishFailures, g.cfg.Name)
-		g.publishAfter = in.Now.Add(wait)
+		wait := g.etcdFailed(in.Now)
 		g.publishRetry = true
 		g.log.Warn("candidate record not published", "err", err, "retry_in", wait)
 		return wait
 	}
 	g.published, g.publishedLease, g.publishRetry = c, int64(in.Lease.ID), false
-	g.publishFailures, g.publishAfter = 0, time.Time{}
+	g.etcdFailures = 0
 	return 0
+}
+
+// etcdFailed records a failed etcd request and returns how long this
+// loop waits before its next one (RetryBackoff), so a thousand groups
+// facing an overloaded etcd back off instead of retrying in lockstep.
+func (g *group) etcdFailed(now time.Time) time.Duration {
+	g.etcdFailures++
+	wait := RetryBackoff(g.etcdFailures, g.cfg.Name)
+	g.etcdAfter = now.Add(wait)
+	return wait
 }
 
 func candidateEqual(a, b election.Candidate) bool {
