@@ -222,44 +222,18 @@ func (tb *Testbed) WatchVIPs(ips ...netip.Addr) (*VIPWatch, error) {
 		}
 		byID[int32(id)] = h.Name
 	}
-	var fd int
-	if err := tb.LAN.Do(func() error {
-		var err error
-		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("netlink socket in %s: %w", tb.LAN.Name, err)
-	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_LISTEN_ALL_NSID, 1); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("NETLINK_LISTEN_ALL_NSID: %w", err)
-	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20); err != nil {
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
-	}
-	groups := uint32(unix.RTMGRP_IPV4_IFADDR | unix.RTMGRP_IPV6_IFADDR | unix.RTMGRP_NEIGH)
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: groups}); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("bind netlink: %w", err)
-	}
-	w.f = os.NewFile(uintptr(fd), "netlink-vip-watch")
-	rc, err := w.f.SyscallConn()
+	f, rc, err := allNSIDSocket(tb.LAN, unix.RTMGRP_IPV4_IFADDR|unix.RTMGRP_IPV6_IFADDR|unix.RTMGRP_NEIGH, "netlink-vip-watch")
 	if err != nil {
-		w.f.Close()
 		return nil, err
 	}
+	w.f = f
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
 		buf := make([]byte, 1<<16)
 		oob := make([]byte, 512)
 		for {
-			var n, oobn int
-			var rerr error
-			err := rc.Read(func(fd uintptr) bool {
-				n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
-				return rerr != unix.EAGAIN
-			})
+			n, oobn, err, rerr := recvmsg(rc, buf, oob)
 			now := time.Now()
 			if err != nil || (rerr != nil && rerr != unix.ENOBUFS) {
 				w.fail(err, rerr)

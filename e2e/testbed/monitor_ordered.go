@@ -33,30 +33,8 @@ func (m *Monitor) watchOrdered(lan *Netns, nodes []*Node) error {
 		byID[int32(id)] = n.Name
 	}
 
-	var fd int
-	err := lan.Do(func() error {
-		var err error
-		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
-		return err
-	})
+	f, rc, err := allNSIDSocket(lan, unix.RTMGRP_IPV4_IFADDR, "netlink-listen-all-nsid")
 	if err != nil {
-		return fmt.Errorf("netlink socket in %s: %w", lan.Name, err)
-	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_LISTEN_ALL_NSID, 1); err != nil {
-		unix.Close(fd)
-		return fmt.Errorf("NETLINK_LISTEN_ALL_NSID: %w", err)
-	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20); err != nil {
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: unix.RTMGRP_IPV4_IFADDR}); err != nil {
-		unix.Close(fd)
-		return fmt.Errorf("bind netlink: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), "netlink-listen-all-nsid") // non-blocking: uses the poller
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
 		return err
 	}
 	m.mu.Lock()
@@ -72,12 +50,7 @@ func (m *Monitor) watchOrdered(lan *Netns, nodes []*Node) error {
 		buf := make([]byte, 1<<16)
 		oob := make([]byte, 512)
 		for {
-			var n, oobn int
-			var rerr error
-			err := rc.Read(func(fd uintptr) bool {
-				n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
-				return rerr != unix.EAGAIN
-			})
+			n, oobn, err, rerr := recvmsg(rc, buf, oob)
 			now := time.Now()
 			if err != nil {
 				if !m.stopping() {
@@ -144,4 +117,47 @@ func (m *Monitor) isVIP(msg *syscall.NetlinkMessage) bool {
 		}
 	}
 	return false
+}
+
+// allNSIDSocket opens, in the lan namespace, a non-blocking (poller-driven)
+// rtnetlink socket bound to groups that also hears every namespace lan has
+// a peer id for (NETLINK_LISTEN_ALL_NSID): one ordered stream of events
+// from all hosts.
+func allNSIDSocket(lan *Netns, groups uint32, name string) (*os.File, syscall.RawConn, error) {
+	var fd int
+	if err := lan.Do(func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
+		return err
+	}); err != nil {
+		return nil, nil, fmt.Errorf("netlink socket in %s: %w", lan.Name, err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_LISTEN_ALL_NSID, 1); err != nil {
+		unix.Close(fd)
+		return nil, nil, fmt.Errorf("NETLINK_LISTEN_ALL_NSID: %w", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20); err != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: groups}); err != nil {
+		unix.Close(fd)
+		return nil, nil, fmt.Errorf("bind netlink: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, rc, nil
+}
+
+// recvmsg reads one datagram from an allNSIDSocket, waiting in the poller.
+// err is the poller's error, rerr recvmsg's (ENOBUFS: events were lost).
+func recvmsg(rc syscall.RawConn, buf, oob []byte) (n, oobn int, err, rerr error) {
+	err = rc.Read(func(fd uintptr) bool {
+		n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
+		return rerr != unix.EAGAIN
+	})
+	return n, oobn, err, rerr
 }
