@@ -18,9 +18,11 @@ type Claim struct {
 	Lease     clientv3.LeaseID
 }
 
-// Leadership performs the per-group etcd writes of one node.
+// Leadership performs the per-group etcd writes of one node. Writes go
+// through Batch, so many groups' writes share requests; reads use KV.
 type Leadership struct {
 	KV             clientv3.KV
+	Batch          *Batcher
 	Keys           Keys
 	Node           string
 	RequestTimeout time.Duration
@@ -40,11 +42,10 @@ func (l *Leadership) Acquire(ctx context.Context, group string, lease clientv3.L
 	key := l.Keys.Leader(group)
 	rctx, cancel := l.ctx(ctx)
 	defer cancel()
-	resp, err := l.KV.Txn(rctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, l.Node, clientv3.WithLease(lease))).
-		Else(clientv3.OpGet(key)).
-		Commit()
+	resp, err := l.Batch.Txn(rctx,
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
+		[]clientv3.Op{clientv3.OpPut(key, l.Node, clientv3.WithLease(lease))},
+		[]clientv3.Op{clientv3.OpGet(key)})
 	if err != nil {
 		return Claim{}, false, "", fmt.Errorf("election: acquire %s: %w", group, err)
 	}
@@ -54,7 +55,7 @@ func (l *Leadership) Acquire(ctx context.Context, group string, lease clientv3.L
 		}
 		return Claim{}, false, holder, nil
 	}
-	return Claim{Group: group, CreateRev: resp.Header.Revision, Lease: lease}, true, l.Node, nil
+	return Claim{Group: group, CreateRev: resp.Revision, Lease: lease}, true, l.Node, nil
 }
 
 // Resign deletes the leader key if it is still the one c created. Callers
@@ -63,10 +64,9 @@ func (l *Leadership) Resign(ctx context.Context, c Claim) error {
 	key := l.Keys.Leader(c.Group)
 	rctx, cancel := l.ctx(ctx)
 	defer cancel()
-	_, err := l.KV.Txn(rctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", c.CreateRev)).
-		Then(clientv3.OpDelete(key)).
-		Commit()
+	_, err := l.Batch.Txn(rctx,
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", c.CreateRev)},
+		[]clientv3.Op{clientv3.OpDelete(key)}, nil)
 	if err != nil {
 		return fmt.Errorf("election: resign %s: %w", c.Group, err)
 	}
@@ -97,7 +97,8 @@ func (l *Leadership) Publish(ctx context.Context, group string, c Candidate, lea
 	}
 	rctx, cancel := l.ctx(ctx)
 	defer cancel()
-	if _, err := l.KV.Put(rctx, l.Keys.Candidate(group, l.Node), string(b), clientv3.WithLease(lease)); err != nil {
+	put := clientv3.OpPut(l.Keys.Candidate(group, l.Node), string(b), clientv3.WithLease(lease))
+	if _, err := l.Batch.Txn(rctx, nil, []clientv3.Op{put}, nil); err != nil {
 		return fmt.Errorf("election: publish %s: %w", group, err)
 	}
 	return nil

@@ -127,7 +127,8 @@ func New(opt Options) *Keeper {
 	}
 	k.session = election.NewSession(leases.Lease, k.clk, scfg, k.log)
 	k.session.OnRenew = func(r election.RenewResult, took time.Duration) { k.obs.Renewal(string(r), took) }
-	k.lead = &election.Leadership{KV: opt.Client.KV, Keys: keys, Node: cfg.Node, RequestTimeout: cfg.Etcd.RequestTimeout}
+	k.lead = &election.Leadership{KV: opt.Client.KV, Keys: keys, Node: cfg.Node, RequestTimeout: cfg.Etcd.RequestTimeout,
+		Batch: election.NewBatcher(opt.Client.KV, cfg.Etcd.RequestTimeout, 0, 0, k.log)}
 	k.view = election.NewView(opt.Client, keys, k.clk, k.log, k.poke)
 	return k
 }

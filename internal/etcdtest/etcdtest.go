@@ -20,8 +20,9 @@ type Member struct {
 }
 
 // Start runs a single-member etcd cluster on loopback ports and returns it;
-// it is closed when the test ends.
-func Start(t testing.TB) *Member {
+// it is closed when the test ends. Options adjust the member's
+// configuration before it starts (e.g. its --max-txn-ops).
+func Start(t testing.TB, options ...func(*embed.Config)) *Member {
 	t.Helper()
 	cfg := embed.NewConfig()
 	cfg.Dir = t.TempDir()
@@ -39,6 +40,9 @@ func Start(t testing.TB) *Member {
 	// Fast elections keep tests short; a single member elects itself.
 	cfg.TickMs = 10
 	cfg.ElectionMs = 100
+	for _, o := range options {
+		o(cfg)
+	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		t.Fatalf("etcdtest: start: %v", err)

@@ -1,0 +1,258 @@
+package election
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// DefaultBatchOps is etcd's default --max-txn-ops: the most operations one
+// transaction may carry. etcd counts a nested transaction's operations
+// against what its parent leaves, so a batch of n calls whose largest
+// branch has m operations costs n+m (see batchCost).
+const DefaultBatchOps = 128
+
+// DefaultBatchesInFlight is how many batches a Batcher keeps outstanding
+// at once: enough to pipeline a burst through Raft, few enough that a
+// burst still coalesces.
+const DefaultBatchesInFlight = 4
+
+// TxnResult is the outcome of one caller's transaction.
+type TxnResult struct {
+	Succeeded bool
+	Responses []*pb.ResponseOp
+	// Revision is the store revision after the transaction; keys it
+	// created have this CreateRevision.
+	Revision int64
+}
+
+// Batcher coalesces the small transactions of many group loops into few
+// etcd requests. Each caller's compare-then-else becomes a nested
+// transaction (etcd 3.3 and later) of one outer transaction without
+// compares, so every caller keeps its own outcome while a batch shares one
+// request, one Raft entry and one fsync. A failover of a thousand groups is
+// then a handful of requests instead of thousands, and the node's lease
+// renewals are not starved by them.
+//
+// Idle, it adds no latency: a call goes out at once, alone, when fewer
+// than the in-flight limit of batches are outstanding. Calls that arrive
+// meanwhile queue and leave together as soon as a batch returns. Calls
+// touching the same key never share a batch (etcd refuses duplicate keys
+// in one transaction); they go in order.
+type Batcher struct {
+	kv          clientv3.KV
+	timeout     time.Duration
+	log         *slog.Logger
+	maxInFlight int
+
+	mu       sync.Mutex
+	maxOps   int // the server's --max-txn-ops as far as known; lowered when it refuses a batch
+	pending  []*batchCall
+	inflight int
+}
+
+type batchCall struct {
+	ctx  context.Context
+	cmps []clientv3.Cmp
+	then []clientv3.Op
+	els  []clientv3.Op
+	keys []string
+	size int // operations in its largest branch
+	done chan struct{}
+	res  TxnResult
+	err  error
+}
+
+// NewBatcher returns a Batcher sending on kv. timeout bounds each batch;
+// maxOps and maxInFlight of zero take DefaultBatchOps and
+// DefaultBatchesInFlight.
+func NewBatcher(kv clientv3.KV, timeout time.Duration, maxOps, maxInFlight int, log *slog.Logger) *Batcher {
+	if maxOps <= 0 {
+		maxOps = DefaultBatchOps
+	}
+	if maxInFlight <= 0 {
+		maxInFlight = DefaultBatchesInFlight
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Batcher{kv: kv, timeout: timeout, log: log, maxOps: maxOps, maxInFlight: maxInFlight}
+}
+
+// Txn runs If(cmps).Then(then).Else(els) as part of a batch and returns its
+// outcome, or ctx's error if ctx ends first (the transaction may still be
+// applied then, as with any request whose answer is lost).
+func (b *Batcher) Txn(ctx context.Context, cmps []clientv3.Cmp, then, els []clientv3.Op) (TxnResult, error) {
+	c := &batchCall{ctx: ctx, cmps: cmps, then: then, els: els, keys: callKeys(cmps, then, els),
+		size: max(len(cmps), len(then), len(els)), done: make(chan struct{})}
+	b.mu.Lock()
+	b.pending = append(b.pending, c)
+	b.startLocked()
+	b.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.res, c.err
+	case <-ctx.Done():
+		return TxnResult{}, ctx.Err()
+	}
+}
+
+// startLocked sends pending calls while batch slots are free.
+func (b *Batcher) startLocked() {
+	for b.inflight < b.maxInFlight && len(b.pending) > 0 {
+		batch := b.takeLocked()
+		if len(batch) == 0 {
+			return
+		}
+		b.inflight++
+		go b.send(batch)
+	}
+}
+
+// takeLocked removes the next batch from pending: calls in arrival order
+// within the server's operation limit, no two touching the same key. Calls
+// whose callers gave up are dropped unsent.
+func (b *Batcher) takeLocked() []*batchCall {
+	var batch, rest []*batchCall
+	keys := map[string]bool{}
+	largest := 0
+	for _, c := range b.pending {
+		if err := c.ctx.Err(); err != nil {
+			c.err = err
+			close(c.done)
+			continue
+		}
+		fits := len(batch) == 0 || batchCost(len(batch)+1, max(largest, c.size)) <= b.maxOps
+		if !fits || overlaps(keys, c.keys) {
+			rest = append(rest, c)
+			continue
+		}
+		for _, k := range c.keys {
+			keys[k] = true
+		}
+		largest = max(largest, c.size)
+		batch = append(batch, c)
+	}
+	b.pending = rest
+	return batch
+}
+
+// send commits one batch and hands every caller its outcome. The request
+// ends when it is answered, when it times out, or when every caller in it
+// has given up.
+func (b *Batcher) send(batch []*batchCall) {
+	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(context.Background()), b.timeout)
+	defer cancel()
+	var waiting atomic.Int32
+	waiting.Store(int32(len(batch)))
+	for _, c := range batch {
+		stop := context.AfterFunc(c.ctx, func() {
+			if waiting.Add(-1) == 0 {
+				cancel()
+			}
+		})
+		defer stop()
+	}
+
+	results, err := b.commit(ctx, batch)
+	if errors.Is(err, rpctypes.ErrTooManyOps) && len(batch) > 1 {
+		largest := 0
+		for _, c := range batch {
+			largest = max(largest, c.size)
+		}
+		cost := batchCost(len(batch), largest)
+		b.mu.Lock()
+		if b.maxOps >= cost {
+			b.maxOps = cost / 2
+			b.log.Warn("etcd refused a batch as too many operations; sending smaller batches (raise etcd's --max-txn-ops to batch more)",
+				"ops", cost, "now", b.maxOps)
+		}
+		b.mu.Unlock()
+	}
+	for i, c := range batch {
+		if err != nil {
+			c.err = err
+		} else {
+			c.res = results[i]
+		}
+		close(c.done)
+	}
+
+	b.mu.Lock()
+	b.inflight--
+	b.startLocked()
+	b.mu.Unlock()
+}
+
+// commit sends batch as one transaction: a lone call as itself, several
+// as nested transactions.
+func (b *Batcher) commit(ctx context.Context, batch []*batchCall) ([]TxnResult, error) {
+	if len(batch) == 1 {
+		c := batch[0]
+		resp, err := b.kv.Txn(ctx).If(c.cmps...).Then(c.then...).Else(c.els...).Commit()
+		if err != nil {
+			return nil, err
+		}
+		return []TxnResult{{Succeeded: resp.Succeeded, Responses: resp.Responses, Revision: resp.Header.Revision}}, nil
+	}
+	ops := make([]clientv3.Op, len(batch))
+	for i, c := range batch {
+		ops[i] = clientv3.OpTxn(c.cmps, c.then, c.els)
+	}
+	resp, err := b.kv.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Responses) != len(batch) {
+		return nil, errors.New("election: batched transaction answered with the wrong number of responses")
+	}
+	out := make([]TxnResult, len(batch))
+	for i, r := range resp.Responses {
+		t := r.GetResponseTxn()
+		if t == nil {
+			return nil, errors.New("election: batched transaction answered without a nested transaction response")
+		}
+		out[i] = TxnResult{Succeeded: t.Succeeded, Responses: t.Responses, Revision: resp.Header.Revision}
+	}
+	return out, nil
+}
+
+// batchCost is what etcd's --max-txn-ops check counts for a batch of n
+// nested transactions whose largest branch has largest operations: the
+// outer transaction's n, plus the nested one's own count against the
+// remainder.
+func batchCost(n, largest int) int {
+	if n == 1 {
+		return largest // a lone call is sent as itself
+	}
+	return n + largest
+}
+
+func callKeys(cmps []clientv3.Cmp, ops ...[]clientv3.Op) []string {
+	var keys []string
+	for _, c := range cmps {
+		keys = append(keys, string(c.KeyBytes()))
+	}
+	for _, list := range ops {
+		for _, op := range list {
+			keys = append(keys, string(op.KeyBytes()))
+		}
+	}
+	return keys
+}
+
+func overlaps(seen map[string]bool, keys []string) bool {
+	for _, k := range keys {
+		if seen[k] {
+			return true
+		}
+	}
+	return false
+}
