@@ -37,6 +37,48 @@ type Handle struct {
 	closed bool
 	nl     *netlink.Handle
 	ns     netns.NsHandle // owned by Handle; closed by Close; None = own namespace, never setns
+
+	// calls feeds the one goroutine that uses nl (see exec); Close closes
+	// it once no method holds mu.
+	calls chan func()
+	// links caches interface lookups for address requests; owned by the
+	// netlink goroutine.
+	links map[string]cachedLink
+}
+
+type cachedLink struct {
+	link netlink.Link
+	at   time.Time
+}
+
+// linkCacheTTL bounds how long an address request trusts a cached
+// interface lookup. Refreshing the lifetimes of a thousand VIPs would
+// otherwise cost a thousand RTM_GETLINK dumps of the same interface every
+// renewal. A request on a link that has gone away fails with ENODEV and is
+// retried with a fresh lookup; an interface renamed within the TTL could
+// get one request meant for its old name, and that address still expires
+// with its kernel lifetime.
+const linkCacheTTL = time.Second
+
+// exec runs f on the Handle's netlink goroutine, the only one that uses
+// nl; the caller must hold mu via acquire. The socket serialises requests
+// anyway, and vishvananda/netlink receives into a 64 KiB array on the
+// calling goroutine's stack: a thousand group loops calling it directly
+// each grew a 128 KiB stack (125 MB at 1000 groups) that the GC scanned on
+// every cycle.
+func (h *Handle) exec(f func()) {
+	done := make(chan struct{})
+	h.calls <- func() {
+		defer close(done)
+		f()
+	}
+	<-done
+}
+
+func (h *Handle) serve() {
+	for f := range h.calls {
+		f()
+	}
 }
 
 // acquire takes mu shared; it fails once the Handle is closed.
@@ -97,7 +139,9 @@ func newHandle(ns netns.NsHandle, log *slog.Logger) (*Handle, error) {
 		nh.Close()
 		return nil, fmt.Errorf("netif: set rtnetlink socket timeout: %w", err)
 	}
-	return &Handle{nl: nh, ns: ns, log: log}, nil
+	h := &Handle{nl: nh, ns: ns, log: log, calls: make(chan func()), links: map[string]cachedLink{}}
+	go h.serve()
+	return h, nil
 }
 
 // Close releases the netlink socket and the namespace handle; later calls
@@ -110,14 +154,50 @@ func (h *Handle) Close() {
 		return
 	}
 	h.closed = true
+	close(h.calls) // no method holds mu, so no call is queued or running
 	h.nl.Close()
 	if h.ns.IsOpen() {
 		h.ns.Close()
 	}
 }
 
-// link looks ifname up, mapping "not found" to ErrNoInterface. Unexported
-// methods expect the caller to hold mu via acquire.
+// addrLink returns ifname's link for an address request, from the cache if
+// it is younger than linkCacheTTL. cached tells the caller that an ENODEV
+// may just mean a stale entry (see retryStale). Unexported methods that use
+// nl run on the netlink goroutine (exec).
+func (h *Handle) addrLink(ifname string) (l netlink.Link, cached bool, err error) {
+	if c, ok := h.links[ifname]; ok && time.Since(c.at) < linkCacheTTL {
+		return c.link, true, nil
+	}
+	l, err = h.link(ifname)
+	if err != nil {
+		delete(h.links, ifname)
+		return nil, false, err
+	}
+	h.links[ifname] = cachedLink{link: l, at: time.Now()}
+	return l, false, nil
+}
+
+// withAddrLink runs req on ifname's link and, if it fails with ENODEV on a
+// cached link (the interface was deleted, perhaps re-created with a new
+// index), once more on a fresh lookup.
+func (h *Handle) withAddrLink(ifname string, req func(netlink.Link) error) error {
+	l, cached, err := h.addrLink(ifname)
+	if err != nil {
+		return err
+	}
+	err = req(l)
+	if cached && errors.Is(err, unix.ENODEV) {
+		delete(h.links, ifname)
+		if l, _, err = h.addrLink(ifname); err != nil {
+			return err
+		}
+		err = req(l)
+	}
+	return err
+}
+
+// link looks ifname up afresh, mapping "not found" to ErrNoInterface.
 func (h *Handle) link(ifname string) (netlink.Link, error) {
 	l, err := h.nl.LinkByName(ifname)
 	if err != nil {
@@ -192,10 +272,11 @@ func (h *Handle) setAddr(ifname string, p netip.Prefix, lifetime time.Duration, 
 		return false, err
 	}
 	defer h.release()
-	l, err := h.link(ifname)
-	if err != nil {
-		return false, err
-	}
+	h.exec(func() { added, err = h.setAddrNL(ifname, p, secs, o, refreshOnly) })
+	return added, err
+}
+
+func (h *Handle) setAddrNL(ifname string, p netip.Prefix, secs int64, o AddrOptions, refreshOnly bool) (added bool, err error) {
 	// A fresh Addr per request: netlink mutates the one it is given.
 	mk := func() *netlink.Addr {
 		a := nlAddr(p)
@@ -212,13 +293,17 @@ func (h *Handle) setAddr(ifname string, p netip.Prefix, lifetime time.Duration, 
 		}
 		return a
 	}
+	replace := func(l netlink.Link) error { return h.nl.AddrReplace(l, mk()) }
 	if refreshOnly {
-		if err := h.nl.AddrReplace(l, mk()); err != nil {
+		if err := h.withAddrLink(ifname, replace); err != nil {
+			if errors.Is(err, unix.ENODEV) {
+				return false, fmt.Errorf("%w: %q (refreshing %v)", ErrNoInterface, ifname, p)
+			}
 			return false, fmt.Errorf("netif: refresh %v on %q: %w", p, ifname, err)
 		}
 		return false, nil
 	}
-	err = h.nl.AddrAdd(l, mk())
+	err = h.withAddrLink(ifname, func(l netlink.Link) error { return h.nl.AddrAdd(l, mk()) })
 	switch {
 	case err == nil:
 		h.log.Debug("address added", "interface", ifname, "address", p, "lifetime_s", secs, "label", o.Label, "scope", o.Scope)
@@ -227,10 +312,12 @@ func (h *Handle) setAddr(ifname string, p netip.Prefix, lifetime time.Duration, 
 		// Present already: refresh its lifetime in place.
 	case errors.Is(err, unix.ENODEV):
 		return false, fmt.Errorf("%w: %q (adding %v)", ErrNoInterface, ifname, p)
+	case errors.Is(err, ErrNoInterface):
+		return false, err
 	default:
 		return false, fmt.Errorf("netif: add %v on %q: %w", p, ifname, err)
 	}
-	if err := h.nl.AddrReplace(l, mk()); err != nil {
+	if err := h.withAddrLink(ifname, replace); err != nil {
 		return false, fmt.Errorf("netif: refresh %v on %q: %w", p, ifname, err)
 	}
 	return false, nil
@@ -247,15 +334,16 @@ func (h *Handle) Remove(ifname string, p netip.Prefix) (removed bool, err error)
 		return false, err
 	}
 	defer h.release()
-	return h.remove(ifname, p)
+	h.exec(func() { removed, err = h.remove(ifname, p) })
+	return removed, err
 }
 
 func (h *Handle) remove(ifname string, p netip.Prefix) (bool, error) {
-	l, err := h.link(ifname)
-	if err != nil {
+	err := h.withAddrLink(ifname, func(l netlink.Link) error { return h.nl.AddrDel(l, nlAddr(p)) })
+	if errors.Is(err, ErrNoInterface) {
 		return false, err
 	}
-	if err := h.nl.AddrDel(l, nlAddr(p)); err != nil {
+	if err != nil {
 		if errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ESRCH) {
 			return false, nil
 		}
@@ -276,6 +364,13 @@ func (h *Handle) RemoveAddr(ifname string, ip netip.Addr) (int, error) {
 		return 0, err
 	}
 	defer h.release()
+	var n int
+	var err error
+	h.exec(func() { n, err = h.removeAddr(ifname, ip) })
+	return n, err
+}
+
+func (h *Handle) removeAddr(ifname string, ip netip.Addr) (int, error) {
 	ps, err := h.addrs(ifname)
 	if err != nil {
 		return 0, err
@@ -302,10 +397,15 @@ func (h *Handle) Addrs(ifname string) ([]netip.Prefix, error) {
 		return nil, err
 	}
 	defer h.release()
-	return h.addrs(ifname)
+	var ps []netip.Prefix
+	var err error
+	h.exec(func() { ps, err = h.addrs(ifname) })
+	return ps, err
 }
 
 func (h *Handle) addrs(ifname string) ([]netip.Prefix, error) {
+	// A fresh lookup: AddrList filters a dump by index, so a stale index
+	// would list nothing rather than fail.
 	l, err := h.link(ifname)
 	if err != nil {
 		return nil, err
@@ -351,7 +451,9 @@ func (h *Handle) LinkUp(ifname string) (bool, error) {
 		return false, err
 	}
 	defer h.release()
-	l, err := h.link(ifname)
+	var l netlink.Link
+	var err error
+	h.exec(func() { l, err = h.link(ifname) })
 	if err != nil {
 		return false, err
 	}

@@ -597,3 +597,49 @@ func TestAdminDownDropsIPv6VIP(t *testing.T) {
 		t.Fatalf("Replace(%v) after admin up = %v, %v; want added", v6, added, err)
 	}
 }
+
+// The Handle caches interface lookups for address requests. An interface
+// deleted and re-created under the same name (a new index) within the
+// cache's lifetime must still get the address, refresh and removal.
+func TestAddressRequestsFollowRecreatedInterface(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	n, h := nsHandle(t)
+	vip := netip.MustParsePrefix("10.99.3.15/32")
+	if _, err := h.Replace("va", vip, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	old, err := n.nl.LinkByName("va")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.ip(t, "link", "del", "va")
+	n.veth(t, "va", nil, "vb")
+	fresh, err := n.nl.LinkByName("va")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh.Attrs().Index == old.Attrs().Index {
+		t.Fatalf("re-created va kept index %d; the test needs a new one", old.Attrs().Index)
+	}
+
+	added, err := h.Replace("va", vip, 5*time.Second)
+	if err != nil || !added {
+		t.Fatalf("Replace on the re-created va = %v, %v; want added", added, err)
+	}
+	if kernelAddr(t, n, "va", vip) == nil {
+		t.Fatal("address not on the re-created va")
+	}
+	if err := h.Refresh("va", vip, 6*time.Second, AddrOptions{}); err != nil {
+		t.Fatalf("Refresh: %v", err)
+	}
+	n.ip(t, "link", "del", "va")
+	n.veth(t, "va", nil, "vb")
+	if removed, err := h.Remove("va", vip); err != nil || removed {
+		t.Fatalf("Remove on a re-created va without the address = %v, %v; want false, nil", removed, err)
+	}
+	n.ip(t, "link", "del", "va")
+	if _, err := h.Replace("va", vip, 5*time.Second); !errors.Is(err, ErrNoInterface) {
+		t.Fatalf("Replace on a deleted va = %v, want ErrNoInterface", err)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/packet"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -243,13 +244,18 @@ func (h *Handle) dialProber(ifname string) (*Prober, error) {
 		return nil, err
 	}
 	defer h.release()
-	l, err := h.link(ifname)
+	var l netlink.Link
+	var links []netlink.Link
+	var err error
+	h.exec(func() {
+		if l, err = h.link(ifname); err == nil {
+			if links, err = h.nl.LinkList(); err != nil {
+				err = fmt.Errorf("netif: list links: %w", err)
+			}
+		}
+	})
 	if err != nil {
 		return nil, err
-	}
-	links, err := h.nl.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("netif: list links: %w", err)
 	}
 	var own []net.HardwareAddr
 	for _, x := range links {

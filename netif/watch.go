@@ -132,7 +132,17 @@ func (h *Handle) Watch(ctx context.Context, ifnames []string) (<-chan Event, err
 		addrs: make(map[string]map[netip.Prefix]bool),
 	}
 	for n := range want {
-		l, err := h.link(n)
+		var l netlink.Link
+		var as []netlink.Addr
+		var err error
+		h.exec(func() {
+			if l, err = h.link(n); err == nil {
+				as, err = h.nl.AddrList(l, netlink.FAMILY_ALL)
+				if err != nil {
+					err = fmt.Errorf("list addresses on %q: %w", n, err)
+				}
+			}
+		})
 		if err != nil {
 			if errors.Is(err, ErrNoInterface) {
 				continue // reported when it appears
@@ -144,13 +154,6 @@ func (h *Handle) Watch(ctx context.Context, ifnames []string) (<-chan Event, err
 		}
 		w.names[l.Attrs().Index] = n
 		w.up[n] = linkIsUp(l.Attrs())
-		as, err := h.nl.AddrList(l, netlink.FAMILY_ALL)
-		if err != nil {
-			close(done)
-			drain(linkCh)
-			drain(addrCh)
-			return nil, fmt.Errorf("netif: watch: list addresses on %q: %w", n, err)
-		}
 		set := make(map[netip.Prefix]bool, len(as))
 		for _, a := range as {
 			if p, ok := prefixOf(a.IPNet); ok {
@@ -279,7 +282,9 @@ func (w *watcher) addr(u netlink.AddrUpdate) []Event {
 		if err := w.h.acquire(); err != nil {
 			return nil
 		}
-		l, err := w.h.nl.LinkByIndex(u.LinkIndex)
+		var l netlink.Link
+		var err error
+		w.h.exec(func() { l, err = w.h.nl.LinkByIndex(u.LinkIndex) })
 		w.h.release()
 		if err != nil {
 			return nil
