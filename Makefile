@@ -9,9 +9,15 @@ LDFLAGS := -X main.version=$(VERSION)
 # Static (CGO_ENABLED=0): the .deb/.rpm then run on any glibc or musl
 # without declaring a libc dependency, and an idle vipd maps no shared
 # libraries (1.2 MB less idle RSS). -trimpath: no build paths in the binary.
+# grpcnotrace: gRPC without golang.org/x/net/trace, whose /debug/requests
+# pages vipd never serves (it has no DefaultServeMux listener); its
+# html/template calls methods by reflection, which keeps every exported
+# method of every type in the binary. Without it the binary's text and
+# rodata shrink by 4 MB and an idle vipd's RSS by about as much.
+BUILDFLAGS := -trimpath -tags grpcnotrace
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/vipd ./cmd/vipd
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/vipctl ./cmd/vipctl
+	CGO_ENABLED=0 $(GO) build $(BUILDFLAGS) -ldflags "$(LDFLAGS)" -o $(BIN)/vipd ./cmd/vipd
+	CGO_ENABLED=0 $(GO) build $(BUILDFLAGS) -ldflags "$(LDFLAGS)" -o $(BIN)/vipctl ./cmd/vipctl
 
 # Test tools: a real etcd 3.7 built from the module proxy, the client probe,
 # and the demo driver. They run only inside namespaces the testbed creates.
