@@ -137,6 +137,22 @@ func Backoff(rank int, step time.Duration) time.Duration {
 	return time.Duration(rank) * step
 }
 
+// VacancyDue is when a candidate of the given rank claims a vacant group:
+// its backoff counted from the vacancy, or from when it last saw a
+// better-ranked candidate win any group, whichever is later. A better node
+// taking over a thousand groups needs longer than one backoff step to
+// reach them all; while it is visibly making progress, a worse node waits
+// instead of grabbing groups it would only be preempted from. Once the
+// better node stops winning, the worse one claims what is left one
+// backoff later.
+func VacancyDue(vacantSince, betterWonAt time.Time, rank int, step time.Duration) time.Time {
+	from := vacantSince
+	if rank > 0 && betterWonAt.After(from) {
+		from = betterWonAt
+	}
+	return from.Add(Backoff(rank, step))
+}
+
 // Sorted returns cands ordered best first (for display).
 func Sorted(cands []Candidate) []Candidate {
 	out := append([]Candidate(nil), cands...)

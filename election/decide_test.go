@@ -172,3 +172,27 @@ func TestKeys(t *testing.T) {
 		}
 	}
 }
+
+func TestVacancyDue(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	step := 100 * time.Millisecond
+	cases := []struct {
+		name    string
+		wonAt   time.Time
+		rank    int
+		wantOff time.Duration // after t0
+	}{
+		{"best candidate claims at the vacancy", time.Time{}, 0, 0},
+		{"best candidate ignores wins (there is no better node)", t0.Add(time.Second), 0, 0},
+		{"second waits one step from the vacancy", time.Time{}, 1, step},
+		{"a win before the vacancy changes nothing", t0.Add(-time.Second), 1, step},
+		{"a better node's later win restarts the backoff", t0.Add(250 * time.Millisecond), 1, 350 * time.Millisecond},
+		{"third waits two steps from that win", t0.Add(250 * time.Millisecond), 2, 450 * time.Millisecond},
+	}
+	for _, c := range cases {
+		got := VacancyDue(t0, c.wonAt, c.rank, step)
+		if want := t0.Add(c.wantOff); !got.Equal(want) {
+			t.Errorf("%s: due at +%v, want +%v", c.name, got.Sub(t0), c.wantOff)
+		}
+	}
+}

@@ -57,11 +57,12 @@ type View struct {
 	synced  bool
 	groups  map[string]*groupView
 	drained map[string]bool
+	wonAt   map[string]time.Time // node -> when the watch last saw it create a leader key
 }
 
 // NewView returns a view; Run starts it.
 func NewView(cli *clientv3.Client, keys Keys, clk clock.Clock, log *slog.Logger, onChange func(group string)) *View {
-	return &View{cli: cli, keys: keys, clk: clk, log: log, onChange: onChange, groups: map[string]*groupView{}, drained: map[string]bool{}}
+	return &View{cli: cli, keys: keys, clk: clk, log: log, onChange: onChange, groups: map[string]*groupView{}, drained: map[string]bool{}, wonAt: map[string]time.Time{}}
 }
 
 // Group returns a copy of group's state.
@@ -80,6 +81,15 @@ func (v *View) Group(name string) GroupState {
 		}
 	}
 	return st
+}
+
+// LastWin returns when the watch last saw node create a leader key (take
+// a group), on this node's clock; zero if never. A full listing carries
+// no such news, so only watched events count.
+func (v *View) LastWin(node string) time.Time {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.wonAt[node]
 }
 
 // Drained reports whether node is marked drained, and whether the view is
@@ -145,9 +155,14 @@ func (v *View) watch(ctx context.Context, fromRev int64) error {
 			return err
 		}
 		changed := map[string]bool{}
+		now := v.clk.Now()
 		v.mu.Lock()
 		for _, ev := range resp.Events {
-			if g, kind := v.applyLocked(ev.Type, ev.Kv); kind == KeyDrained {
+			g, kind := v.applyLocked(ev.Type, ev.Kv)
+			if kind == KeyLeader && ev.IsCreate() {
+				v.wonAt[string(ev.Kv.Value)] = now
+			}
+			if kind == KeyDrained {
 				changed[""] = true // a drain mark concerns every group of that node
 			} else if g != "" {
 				changed[g] = true

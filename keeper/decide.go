@@ -56,7 +56,11 @@ type Inputs struct {
 	VacantSince time.Time
 	// ChallengerSince is when the current challenger (if any) was first seen.
 	ChallengerSince time.Time
-	BackoffStep     time.Duration
+	// BetterWonAt is when a candidate ranked ahead of this node last took
+	// any group (zero if not seen): while it is still taking groups, this
+	// node's backoff for a vacancy counts from then (election.VacancyDue).
+	BetterWonAt time.Time
+	BackoffStep time.Duration
 	// Snubbed names a node not to yield to: we yielded to it and it did
 	// not take over (a stale record of a dead or cut-off node), so yielding
 	// again would only flap the VIP until its lease expires.
@@ -137,7 +141,7 @@ func Decide(in Inputs) Decision {
 		return Decision{Action: Idle, State: state, Reason: "standby for " + l.Node}
 	}
 	rank := election.RankWithHandover(self, in.View.Candidates, in.View.Handover)
-	due := in.VacantSince.Add(election.Backoff(rank, in.BackoffStep))
+	due := election.VacancyDue(in.VacantSince, in.BetterWonAt, rank, in.BackoffStep)
 	if in.Now.Before(due) {
 		return Decision{Action: Idle, State: state, Reason: fmt.Sprintf("vacant; rank %d backing off", rank), Wake: due.Sub(in.Now)}
 	}

@@ -68,6 +68,20 @@ func TestDecide(t *testing.T) {
 			in.Now = t0.Add(100 * time.Millisecond)
 			return in
 		}, Acquire, election.StateBackup, 0, "rank 1"},
+		{"vacant, second candidate waits while the better one is still taking groups", func() Inputs {
+			in := base()
+			in.View.Candidates = []election.Candidate{n1}
+			in.Now = t0.Add(150 * time.Millisecond)
+			in.BetterWonAt = t0.Add(120 * time.Millisecond)
+			return in
+		}, Idle, election.StateBackup, 70 * time.Millisecond, "rank 1 backing off"},
+		{"vacant, second candidate claims once the better one stopped taking groups", func() Inputs {
+			in := base()
+			in.View.Candidates = []election.Candidate{n1}
+			in.Now = t0.Add(220 * time.Millisecond)
+			in.BetterWonAt = t0.Add(120 * time.Millisecond)
+			return in
+		}, Acquire, election.StateBackup, 0, "rank 1"},
 		{"standby while another holds", func() Inputs {
 			in := base()
 			in.View.Leader = election.LeaderInfo{Present: true, Node: "web-node-1", CreateRev: 50, Lease: 7}

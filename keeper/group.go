@@ -193,8 +193,18 @@ func (g *group) inputs() Inputs {
 		g.challenger, g.challengerSince = "", time.Time{}
 	}
 
+	var betterWonAt time.Time
+	for _, c := range view.Candidates {
+		if c.Node != self.Node && c.Eligible() && election.Better(c, self) {
+			if t := g.k.view.LastWin(c.Node); t.After(betterWonAt) {
+				betterWonAt = t
+			}
+		}
+	}
+
 	return Inputs{
 		Now:             now,
+		BetterWonAt:     betterWonAt,
 		Lease:           g.k.session.Current(),
 		Self:            self,
 		Ready:           ready,
