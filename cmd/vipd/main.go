@@ -145,6 +145,7 @@ func cleanup(cfg config.Config, log *slog.Logger, stdout io.Writer) int {
 func run(cfgPath string, cfg config.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	setGCPercent()
 
 	cli, err := etcdclient.New(cfg.Etcd, zap.NewNop())
 	if err != nil {
