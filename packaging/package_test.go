@@ -2,6 +2,7 @@ package packaging
 
 import (
 	"bytes"
+	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,18 +12,36 @@ import (
 )
 
 // buildBinaries builds vipd and vipctl with the given version into a temp
-// dir and returns it.
+// dir, with the Makefile's build target (the flags the packages ship with),
+// and returns it.
 func buildBinaries(t *testing.T, version string) string {
 	t.Helper()
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make not installed")
+	}
 	bin := t.TempDir()
-	for _, c := range []string{"vipd", "vipctl"} {
-		cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+version, "-o", filepath.Join(bin, c), "./cmd/"+c)
-		cmd.Dir = ".."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build ./cmd/%s: %v\n%s", c, err, out)
-		}
+	cmd := exec.Command("make", "--no-print-directory", "build", "BIN="+bin, "VERSION="+version)
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// requireStatic fails unless path is a statically linked executable: the
+// packages declare no libc dependency.
+func requireStatic(t *testing.T, path string) {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+			t.Errorf("%s is dynamically linked (%v); the packages declare no libc dependency", path, p.Type)
+		}
+	}
 }
 
 // mkpkg builds packaging/cmd/mkpkg without the race detector (under -race,
@@ -156,6 +175,8 @@ func TestPackages(t *testing.T) {
 	if v := run(t, filepath.Join(x, "usr/bin/vipd"), "version"); v != "vipd v9.8.7-test\n" {
 		t.Errorf("unpacked vipd version = %q", v)
 	}
+	requireStatic(t, filepath.Join(x, "usr/bin/vipd"))
+	requireStatic(t, filepath.Join(x, "usr/bin/vipctl"))
 
 	t.Run("install", func(t *testing.T) {
 		installCycle(t, deb, func() string { return build("v9.8.8", bin, filepath.Join(out, "next"), "deb")[0] })
