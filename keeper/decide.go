@@ -96,7 +96,8 @@ func Decide(in Inputs) Decision {
 			return Decision{Action: Drop, State: state, Reason: "fence deadline passed without a lease renewal"}
 		}
 		// 2. What etcd says, once the view has caught up with the claim.
-		if KeyGone(in.View, c.CreateRev) {
+		if in.View.Synced && in.View.Rev >= c.CreateRev &&
+			(!in.View.Leader.Present || in.View.Leader.CreateRev != c.CreateRev) {
 			return Decision{Action: Lost, State: state, Reason: "leader key deleted or replaced"}
 		}
 		if in.Lapsed {
@@ -145,13 +146,6 @@ func Decide(in Inputs) Decision {
 		return Decision{Action: Idle, State: state, Reason: fmt.Sprintf("vacant; rank %d backing off", rank), Wake: due.Sub(in.Now)}
 	}
 	return Decision{Action: Acquire, State: state, Reason: fmt.Sprintf("vacant; rank %d", rank)}
-}
-
-// KeyGone reports whether the view shows that the leader key created at
-// createRev no longer exists: it has caught up with that revision and
-// the key is absent or was created again since.
-func KeyGone(v election.GroupState, createRev int64) bool {
-	return v.Synced && v.Rev >= createRev && (!v.Leader.Present || v.Leader.CreateRev != createRev)
 }
 
 func notCampaigning(in Inputs) string {

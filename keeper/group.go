@@ -37,6 +37,8 @@ type group struct {
 	claim           *election.Claim
 	lapsed          bool
 	bound           bool
+	boundRenewal    time.Time // lease renewal the bound lifetime was computed from
+	kernelUntil     time.Time // when the kernel lifetime set last ends
 	acquireVacancy  time.Time // vacancy start of an acquire in progress, for the metric
 	vacantSince     time.Time
 	challenger      string
@@ -155,13 +157,7 @@ func (g *group) run(ctx context.Context) {
 // many groups waking every standby on every renewal is most of the work.
 func (g *group) caresAboutRenewals() bool {
 	l := g.k.session.Current()
-	live := l.Live(g.k.clk.Now()) && int64(l.ID) == g.publishedLease
-	if g.bound && g.claim != nil && live && g.claim.Lease == l.ID {
-		// The refresher keeps the VIPs' lifetimes; the loop's own timer
-		// is at the fence deadline.
-		return false
-	}
-	return g.claim != nil || g.bound || !live
+	return g.claim != nil || g.bound || !l.Live(g.k.clk.Now()) || int64(l.ID) != g.publishedLease
 }
 
 // inputs gathers everything Decide needs.
@@ -298,6 +294,11 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 		if !g.bind(ctx, in) {
 			return true, 0 // the fence is too close: decide again (drops)
 		}
+		// Come back for the last safe lifetime refresh in case the next
+		// renewal is late.
+		if next := election.LastRefresh(in.Lease.ServerExpiry).Sub(g.k.clk.Now()); next > 0 && next < d.Wake {
+			return false, next
+		}
 		return false, d.Wake
 	case Drop:
 		g.unbind(d.Reason)
@@ -319,18 +320,17 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 }
 
 // bind makes sure every VIP is on the interface with a kernel lifetime that
-// ends before the fence, and hands them to the refresher, which extends
-// that lifetime after each renewal. It reports false if the fence is too
-// close to bind.
+// ends before the fence. It reports false if the fence is too close to bind.
 func (g *group) bind(ctx context.Context, in Inputs) bool {
-	if g.bound && !g.dirty.Load() {
-		return true // bound; the refresher keeps them alive
-	}
 	// Re-read the clock: a stall between deciding and binding must not
 	// let a stale decision add an address after the fence.
 	now := g.k.clk.Now()
 	lifetime, lifetimeOK := election.KernelLifetime(now, in.Lease.ServerExpiry)
-	g.dirty.Store(false)
+	extends := lifetimeOK && now.Add(lifetime).After(g.kernelUntil.Add(250*time.Millisecond))
+	if g.bound && !g.dirty.Load() && (in.Lease.Renewed.Equal(g.boundRenewal) && !extends) {
+		return true
+	}
+	dirty := g.dirty.Swap(false)
 	if !in.Lease.Live(now) {
 		g.unbind("fence deadline passed while binding")
 		g.lapsed = true
@@ -363,12 +363,24 @@ func (g *group) bind(ctx context.Context, in Inputs) bool {
 		g.log.Error("bad scope; binding with the default", "err", err)
 	}
 	opts := netif.AddrOptions{Label: g.cfg.Label, Scope: scope}
+	if g.bound && !dirty {
+		// A lifetime refresh of addresses we know are bound: one request
+		// each. Had the kernel dropped one, its address event marks the
+		// group dirty and the full path below runs.
+		for _, p := range g.cfg.Prefixes {
+			if err := g.k.opt.Ifaces.Refresh(g.cfg.Interface, p, lifetime, opts); err != nil {
+				g.log.Error("cannot refresh VIP", "address", p, "interface", g.cfg.Interface, "err", err)
+				g.dirty.Store(true)
+			}
+		}
+		g.boundRenewal, g.kernelUntil = in.Lease.Renewed, now.Add(lifetime)
+		return true
+	}
 	added := false
 	for _, p := range g.cfg.Prefixes {
 		a, err := g.k.opt.Ifaces.ReplaceWith(g.cfg.Interface, p, lifetime, opts)
 		if err != nil {
 			g.log.Error("cannot bind VIP", "address", p, "interface", g.cfg.Interface, "err", err)
-			g.dirty.Store(true) // try again on the next pass
 			continue
 		}
 		added = added || a
@@ -376,9 +388,7 @@ func (g *group) bind(ctx context.Context, in Inputs) bool {
 	if !g.bound || added {
 		g.log.Info("VIP bound", "addresses", g.cfg.Addresses, "interface", g.cfg.Interface, "lifetime", lifetime)
 	}
-	g.bound = true
-	g.k.refresh.hold(g.name, heldVIPs{iface: g.cfg.Interface, prefixes: g.cfg.Prefixes, opts: opts,
-		lease: in.Lease.ID, keyRev: in.Claim.CreateRev, until: now.Add(lifetime), failed: func() { g.markDirty(); g.poke() }})
+	g.bound, g.boundRenewal, g.kernelUntil = true, in.Lease.Renewed, now.Add(lifetime)
 	if added {
 		if !g.acquireVacancy.IsZero() {
 			g.k.obs.Acquired(g.cfg.Name, g.k.clk.Now().Sub(g.acquireVacancy))
@@ -415,7 +425,6 @@ func (g *group) unbind(reason string) {
 		return
 	}
 	g.dirty.Store(false)
-	g.k.refresh.release(g.name) // waits for a refresh pass in progress
 	g.cancelAnnounce()
 	removed := 0
 	for _, p := range g.cfg.Prefixes {

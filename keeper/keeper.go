@@ -73,7 +73,6 @@ type Keeper struct {
 	session *election.Session
 	view    *election.View
 	lead    *election.Leadership
-	refresh *refresher
 	notify  *notifier
 
 	mu       sync.Mutex
@@ -131,7 +130,6 @@ func New(opt Options) *Keeper {
 	k.lead = &election.Leadership{KV: opt.Client.KV, Keys: keys, Node: cfg.Node, RequestTimeout: cfg.Etcd.RequestTimeout,
 		Batch: election.NewBatcher(opt.Client.KV, cfg.Etcd.RequestTimeout, 0, 0, k.log)}
 	k.view = election.NewView(opt.Client, keys, k.clk, k.log, k.poke)
-	k.refresh = newRefresher(k.session, k.view.Group, opt.Ifaces.Refresh, k.clk, k.log)
 	return k
 }
 
@@ -214,10 +212,9 @@ func (k *Keeper) Run(ctx context.Context) error {
 	if err := k.watchInterfaces(k.cfg.Groups); err != nil {
 		return err
 	}
-	k.bgWG.Add(3)
+	k.bgWG.Add(2)
 	go func() { defer k.bgWG.Done(); k.session.Run(bg) }()
 	go func() { defer k.bgWG.Done(); k.view.Run(bg) }()
-	go func() { defer k.bgWG.Done(); k.refresh.run(bg) }()
 	if err := k.startChecks(k.cfg); err != nil {
 		return err
 	}
