@@ -148,6 +148,28 @@ func Decide(in Inputs) Decision {
 	return Decision{Action: Acquire, State: state, Reason: fmt.Sprintf("vacant; rank %d", rank)}
 }
 
+// refreshAhead is how long before the kernel lifetime set last runs out a
+// holder refreshes it if no renewal came to do so.
+const refreshAhead = 300 * time.Millisecond
+
+// NextRefresh is how long a holder may wait for the next lease renewal
+// before refreshing its VIPs' kernel lifetime by itself: until shortly
+// before the lifetime set last (ending at kernelUntil) runs out, and no
+// later than the last moment a safe lifetime can still be set
+// (election.LastRefresh). A renewal may be skipped as not extending the
+// lifetime enough and the next one come late (an etcd election), so
+// waiting only for LastRefresh could let the kernel remove a VIP whose
+// lease is live. Zero or less means no refresh is due or possible.
+func NextRefresh(now, serverExpiry, kernelUntil time.Time) time.Duration {
+	last := election.LastRefresh(serverExpiry).Sub(now)
+	if !kernelUntil.IsZero() {
+		if before := kernelUntil.Add(-refreshAhead).Sub(now); before > 0 && (last <= 0 || before < last) {
+			return before
+		}
+	}
+	return last
+}
+
 func notCampaigning(in Inputs) string {
 	switch {
 	case in.Self.Drained:

@@ -332,3 +332,30 @@ func TestRetryBackoff(t *testing.T) {
 		t.Error("RetryBackoff is not deterministic")
 	}
 }
+
+func TestNextRefresh(t *testing.T) {
+	renewed := t0
+	expiry := renewed.Add(3 * time.Second) // last safe refresh at +0.85s
+	cases := []struct {
+		name  string
+		now   time.Duration
+		until time.Duration // kernel lifetime end, after t0; 0 = none
+		want  time.Duration
+	}{
+		{"lifetime outlasts the last safe refresh: wait for that", 0, 1500 * time.Millisecond, 850 * time.Millisecond},
+		{"lifetime ends first: refresh 300ms before it", 0, time.Second, 700 * time.Millisecond},
+		{"a skipped renewal left the lifetime at +1.05s: refresh at +0.75s", 600 * time.Millisecond, 1050 * time.Millisecond, 150 * time.Millisecond},
+		{"no lifetime set yet", 0, 0, 850 * time.Millisecond},
+		{"too late to refresh before the lifetime ends: the last safe refresh", 800 * time.Millisecond, 1050 * time.Millisecond, 50 * time.Millisecond},
+		{"past both: nothing due", time.Second, 1100 * time.Millisecond, -150 * time.Millisecond},
+	}
+	for _, c := range cases {
+		var until time.Time
+		if c.until > 0 {
+			until = t0.Add(c.until)
+		}
+		if got := NextRefresh(t0.Add(c.now), expiry, until); got != c.want {
+			t.Errorf("%s: NextRefresh = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -294,9 +294,9 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 		if !g.bind(ctx, in) {
 			return true, 0 // the fence is too close: decide again (drops)
 		}
-		// Come back for the last safe lifetime refresh in case the next
-		// renewal is late.
-		if next := election.LastRefresh(in.Lease.ServerExpiry).Sub(g.k.clk.Now()); next > 0 && next < d.Wake {
+		// Come back before the lifetime set last runs out, or for the last
+		// safe refresh, in case the next renewal is late.
+		if next := NextRefresh(g.k.clk.Now(), in.Lease.ServerExpiry, g.kernelUntil); next > 0 && next < d.Wake {
 			return false, next
 		}
 		return false, d.Wake
