@@ -56,6 +56,9 @@ type Inputs struct {
 	VacantSince time.Time
 	// ChallengerSince is when the current challenger (if any) was first seen.
 	ChallengerSince time.Time
+	// SelfVisible is true once the view holds this node's own candidate
+	// record on its current lease: peers can rank against it.
+	SelfVisible bool
 	// BetterWonAt is when a candidate ranked ahead of this node last took
 	// any group (zero if not seen): while it is still taking groups, this
 	// node's backoff for a vacancy counts from then (election.VacancyDue).
@@ -139,6 +142,12 @@ func Decide(in Inputs) Decision {
 			return Decision{Action: Verify, State: state, Reason: "leader key names this node on its own lease"}
 		}
 		return Decision{Action: Idle, State: state, Reason: "standby for " + l.Node}
+	}
+	if !in.SelfVisible {
+		// Campaign only once peers can see this candidacy: nodes started
+		// together then rank against each other instead of all claiming
+		// at rank 0 and preempting one another.
+		return Decision{Action: Idle, State: state, Reason: "vacant; waiting for this node's candidate record to be visible"}
 	}
 	rank := election.RankWithHandover(self, in.View.Candidates, in.View.Handover)
 	due := election.VacancyDue(in.VacantSince, in.BetterWonAt, rank, in.BackoffStep)

@@ -24,8 +24,9 @@ func base() Inputs {
 		Self:  election.Candidate{Node: "web-node-2", Priority: 102, State: election.StateBackup, Preempt: true},
 		Ready: true,
 		View:  election.GroupState{Synced: true, Rev: 100},
-		// vacancy seen just now
+		// vacancy seen just now; our own record is visible
 		VacantSince: t0,
+		SelfVisible: true,
 		BackoffStep: 100 * time.Millisecond,
 	}
 }
@@ -82,6 +83,11 @@ func TestDecide(t *testing.T) {
 			in.BetterWonAt = t0.Add(120 * time.Millisecond)
 			return in
 		}, Acquire, election.StateBackup, 0, "rank 1"},
+		{"vacant, but our own record is not visible yet: no campaign", func() Inputs {
+			in := base()
+			in.SelfVisible = false
+			return in
+		}, Idle, election.StateBackup, 0, "candidate record to be visible"},
 		{"standby while another holds", func() Inputs {
 			in := base()
 			in.View.Leader = election.LeaderInfo{Present: true, Node: "web-node-1", CreateRev: 50, Lease: 7}

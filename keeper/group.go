@@ -193,8 +193,13 @@ func (g *group) inputs() Inputs {
 		g.challenger, g.challengerSince = "", time.Time{}
 	}
 
+	lease := g.k.session.Current()
 	var betterWonAt time.Time
+	selfVisible := false
 	for _, c := range view.Candidates {
+		if c.Node == self.Node && c.Lease == int64(lease.ID) {
+			selfVisible = true
+		}
 		if c.Node != self.Node && c.Eligible() && election.Better(c, self) {
 			if t := g.k.view.LastWin(c.Node); t.After(betterWonAt) {
 				betterWonAt = t
@@ -205,7 +210,8 @@ func (g *group) inputs() Inputs {
 	return Inputs{
 		Now:             now,
 		BetterWonAt:     betterWonAt,
-		Lease:           g.k.session.Current(),
+		SelfVisible:     selfVisible,
+		Lease:           lease,
 		Self:            self,
 		Ready:           ready,
 		View:            view,
