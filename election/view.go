@@ -146,10 +146,37 @@ func (v *View) list(ctx context.Context) (int64, error) {
 	return resp.Header.Revision, nil
 }
 
+// progressEvery is how often the view asks its member for a progress
+// notification on the watch stream.
+const progressEvery = time.Second
+
 func (v *View) watch(ctx context.Context, fromRev int64) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := v.cli.Watch(wctx, v.keys.All(), clientv3.WithPrefix(), clientv3.WithRev(fromRev))
+	// A progress request every second keeps client-to-member data on the
+	// connection. When the path to the member breaks, that data goes
+	// unacknowledged and the TCP user timeout gRPC sets (the keepalive
+	// timeout; its pings come only every 10 s) aborts the connection, so
+	// once the path heals the client reconnects afresh. Otherwise the old
+	// connection lives on and every answer to this node waits behind the
+	// member's TCP retransmission backoff, seconds after the heal.
+	progressDone := make(chan struct{})
+	defer func() { cancel(); <-progressDone }()
+	go func() {
+		defer close(progressDone)
+		t := v.clk.NewTimer(progressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C():
+				_ = v.cli.RequestProgress(wctx) // best effort; the watch reports failures
+				t.Reset(progressEvery)
+			}
+		}
+	}()
 	for resp := range wch {
 		if err := resp.Err(); err != nil {
 			return err

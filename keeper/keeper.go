@@ -126,7 +126,15 @@ func New(opt Options) *Keeper {
 		leases = opt.LeaseClient
 	}
 	k.session = election.NewSession(leases.Lease, k.clk, scfg, k.log)
-	k.session.OnRenew = func(r election.RenewResult, took time.Duration) { k.obs.Renewal(string(r), took) }
+	k.session.OnRenew = func(r election.RenewResult, took time.Duration) {
+		k.obs.Renewal(string(r), took)
+		if r == election.RenewGranted && opt.Client != leases {
+			// A new lease after a loss: etcd is reachable again through the
+			// lease connection, so let the group connection retry at once
+			// rather than after its reconnect backoff.
+			opt.Client.ActiveConnection().ResetConnectBackoff()
+		}
+	}
 	k.lead = &election.Leadership{KV: opt.Client.KV, Keys: keys, Node: cfg.Node, RequestTimeout: cfg.Etcd.RequestTimeout,
 		Batch: election.NewBatcher(opt.Client.KV, cfg.Etcd.RequestTimeout, 0, 0, k.log)}
 	k.view = election.NewView(opt.Client, keys, k.clk, k.log, k.poke)
