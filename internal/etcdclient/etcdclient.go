@@ -19,8 +19,11 @@ func New(c config.Etcd, log *zap.Logger) (*clientv3.Client, error) {
 	cc := clientv3.Config{
 		Endpoints:   c.Endpoints,
 		DialTimeout: c.DialTimeout,
-		// Detect a dead or partitioned member in about a second so the
-		// balancer moves to another endpoint well inside the fence margin.
+		// gRPC raises the ping interval to its minimum of 10 s; what
+		// matters is the timeout, which gRPC also sets as the socket's
+		// TCP user timeout: data unacknowledged for a second aborts the
+		// connection (the view's progress requests and the renewals keep
+		// data flowing), so a cut-off member is abandoned quickly.
 		DialKeepAliveTime:    time.Second,
 		DialKeepAliveTimeout: time.Second,
 		PermitWithoutStream:  true,
