@@ -15,4 +15,8 @@
 // only by its creator (guarded by that CreateRevision). There is no queue
 // (concurrency.Election's FIFO order is not wanted): when the key is
 // vacant, candidates back off by rank × step so the best one wins.
+//
+// The writes of a node's many groups go through one Batcher, which packs
+// concurrent calls into nested transactions: a failover of a thousand
+// groups is a handful of etcd requests, not thousands.
 package election
