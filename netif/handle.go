@@ -13,6 +13,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/vipd/vipd/internal/clock"
 )
 
 // netlinkTimeout bounds every request on the handle's netlink socket, so a
@@ -44,6 +46,8 @@ type Handle struct {
 	// links caches interface lookups for address requests; owned by the
 	// netlink goroutine.
 	links map[string]cachedLink
+	// clk times the cache; the system clock unless a test sets another.
+	clk clock.Clock
 }
 
 type cachedLink struct {
@@ -139,7 +143,7 @@ func newHandle(ns netns.NsHandle, log *slog.Logger) (*Handle, error) {
 		nh.Close()
 		return nil, fmt.Errorf("netif: set rtnetlink socket timeout: %w", err)
 	}
-	h := &Handle{nl: nh, ns: ns, log: log, calls: make(chan func()), links: map[string]cachedLink{}}
+	h := &Handle{nl: nh, ns: ns, log: log, calls: make(chan func()), links: map[string]cachedLink{}, clk: clock.Real{}}
 	go h.serve()
 	return h, nil
 }
@@ -166,7 +170,7 @@ func (h *Handle) Close() {
 // may just mean a stale entry (see retryStale). Unexported methods that use
 // nl run on the netlink goroutine (exec).
 func (h *Handle) addrLink(ifname string) (l netlink.Link, cached bool, err error) {
-	if c, ok := h.links[ifname]; ok && time.Since(c.at) < linkCacheTTL {
+	if c, ok := h.links[ifname]; ok && clock.Since(h.clk, c.at) < linkCacheTTL {
 		return c.link, true, nil
 	}
 	l, err = h.link(ifname)
@@ -174,7 +178,7 @@ func (h *Handle) addrLink(ifname string) (l netlink.Link, cached bool, err error
 		delete(h.links, ifname)
 		return nil, false, err
 	}
-	h.links[ifname] = cachedLink{link: l, at: time.Now()}
+	h.links[ifname] = cachedLink{link: l, at: h.clk.Now()}
 	return l, false, nil
 }
 

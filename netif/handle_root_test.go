@@ -16,6 +16,8 @@ import (
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/vipd/vipd/internal/clock"
 )
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -641,5 +643,39 @@ func TestAddressRequestsFollowRecreatedInterface(t *testing.T) {
 	n.ip(t, "link", "del", "va")
 	if _, err := h.Replace("va", vip, 5*time.Second); !errors.Is(err, ErrNoInterface) {
 		t.Fatalf("Replace on a deleted va = %v, want ErrNoInterface", err)
+	}
+}
+
+// A cached lookup is trusted for linkCacheTTL, then renewed: an interface
+// renamed away (no ENODEV) and replaced by a new one of the same name gets
+// the address requests after the TTL. Virtual time, real netlink.
+func TestAddressRequestsRenewCachedLookupAfterTTL(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	n, h := nsHandle(t)
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	h.clk = clk
+	vip := netip.MustParsePrefix("10.99.4.15/32")
+	if _, err := h.Replace("va", vip, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	n.ip(t, "link", "set", "va", "down")
+	n.ip(t, "link", "set", "va", "name", "vold")
+	n.veth(t, "va", nil, "vc")
+
+	// Within the TTL the request still goes to the renamed link, as the
+	// cache's comment admits.
+	if err := h.Refresh("va", vip, 6*time.Second, AddrOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if kernelAddr(t, n, "va", vip) != nil {
+		t.Fatal("cached lookup renewed before its TTL")
+	}
+	clk.Advance(linkCacheTTL)
+	if added, err := h.Replace("va", vip, 5*time.Second); err != nil || !added {
+		t.Fatalf("Replace after the TTL = %v, %v; want added on the new va", added, err)
+	}
+	if kernelAddr(t, n, "va", vip) == nil {
+		t.Fatal("address not on the new va after the TTL")
 	}
 }
