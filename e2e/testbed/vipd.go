@@ -1,0 +1,170 @@
+package testbed
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// VipdConfig is the node's vipd configuration, in DESIGN.md's schema.
+func (n *Node) VipdConfig() string {
+	return fmt.Sprintf(`node: %s
+etcd:
+  endpoints: [%s]
+  prefix: /vipd
+  lease_ttl: 3s
+  dial_timeout: 2s
+metrics: {listen: ""}
+checks:
+  haproxy:
+    type: http
+    url: http://127.0.0.1:8404/healthz
+    interval: 200ms
+    timeout: 150ms
+    rise: 2
+    fall: 2
+groups:
+  - name: VI_1
+    interface: eth0
+    addresses: [%s]
+    priority: %d
+    preempt: true
+    preempt_delay: 0s
+    track: [{check: haproxy, weight: 2}]
+    garp: {count: 5, interval: 1s}
+`, n.Name, strings.Join(n.tb.Endpoints(), ", "), VIP, n.Priority)
+}
+
+// VipdConfigPath is where StartVipd writes the config.
+func (n *Node) VipdConfigPath() string { return filepath.Join(n.tb.Dir, n.Name+"-vipd.yaml") }
+
+// VipdLogPath is vipd's log (stderr) file; restarts append to it.
+func (n *Node) VipdLogPath() string { return n.tb.logPath("vipd-" + n.Name) }
+
+// StartVipd writes VipdConfig and runs `vipd run --config FILE` in the node.
+func (n *Node) StartVipd() error { return n.StartVipdWithConfig(n.VipdConfig()) }
+
+// StartVipdWithConfig runs vipd with the given YAML config.
+func (n *Node) StartVipdWithConfig(yaml string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.vipd.Running() {
+		return fmt.Errorf("vipd on %s already running", n.Name)
+	}
+	if err := os.WriteFile(n.VipdConfigPath(), []byte(yaml), 0o644); err != nil {
+		return err
+	}
+	p, err := startProc(n.NS, "vipd@"+n.Name, n.VipdLogPath(), nil, n.tb.bin("vipd"), "run", "--config", n.VipdConfigPath())
+	if err != nil {
+		return err
+	}
+	n.vipd = p
+	return nil
+}
+
+// Vipd is the node's current vipd process (nil if never started).
+func (n *Node) Vipd() *Proc { n.mu.Lock(); defer n.mu.Unlock(); return n.vipd }
+
+// StopVipd sends SIGTERM and waits (up to 5 s, then SIGKILL and an error).
+func (n *Node) StopVipd() error {
+	if p := n.Vipd(); p != nil {
+		return p.Stop(5 * time.Second)
+	}
+	return nil
+}
+
+// KillVipd SIGKILLs vipd.
+func (n *Node) KillVipd() error {
+	if p := n.Vipd(); p != nil {
+		return p.Kill()
+	}
+	return nil
+}
+
+// FreezeVipd sends SIGSTOP; ThawVipd sends SIGCONT.
+func (n *Node) FreezeVipd() error { return n.signalVipd(syscall.SIGSTOP) }
+
+// ThawVipd resumes a frozen vipd.
+func (n *Node) ThawVipd() error { return n.signalVipd(syscall.SIGCONT) }
+
+// SignalVipd sends sig to vipd without waiting.
+func (n *Node) signalVipd(sig syscall.Signal) error {
+	p := n.Vipd()
+	if p == nil {
+		return fmt.Errorf("vipd on %s never started", n.Name)
+	}
+	return p.Signal(sig)
+}
+
+// SignalVipd sends sig to vipd without waiting (e.g. SIGTERM, to time the
+// release separately from the process exit).
+func (n *Node) SignalVipd(sig syscall.Signal) error { return n.signalVipd(sig) }
+
+// VipdLog returns vipd's whole log.
+func (n *Node) VipdLog() string {
+	b, err := os.ReadFile(n.VipdLogPath())
+	if err != nil {
+		return fmt.Sprintf("(no vipd log: %v)", err)
+	}
+	return string(b)
+}
+
+// EthMAC reads the MAC of the node's eth0 from the kernel.
+func (h *Host) EthMAC() (net.HardwareAddr, error) {
+	l, err := h.NS.NL.LinkByName("eth0")
+	if err != nil {
+		return nil, err
+	}
+	return l.Attrs().HardwareAddr, nil
+}
+
+// HasVIP asks the kernel (netlink dump) whether the VIP is on the node's eth0.
+func (n *Node) HasVIP() (bool, error) {
+	l, err := n.NS.NL.LinkByName("eth0")
+	if err != nil {
+		return false, err
+	}
+	addrs, err := n.NS.NL.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return false, err
+	}
+	for _, a := range addrs {
+		if a.IP.Equal(net.IP(VIP.Addr().AsSlice())) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// AddVIP and DelVIP bind/unbind the VIP by hand (testbed self-tests; vipd
+// does this in real scenarios).
+func (n *Node) AddVIP() error { return n.vipOp(true) }
+
+// DelVIP removes the VIP from the node's eth0.
+func (n *Node) DelVIP() error { return n.vipOp(false) }
+
+func (n *Node) vipOp(add bool) error {
+	l, err := n.NS.NL.LinkByName("eth0")
+	if err != nil {
+		return err
+	}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(VIP.Addr().AsSlice()), Mask: net.CIDRMask(VIP.Bits(), 32)}}
+	if add {
+		return n.NS.NL.AddrAdd(l, a)
+	}
+	return n.NS.NL.AddrDel(l, a)
+}
+
+// Holders lists the nodes holding the VIP now (monitor view).
+func (tb *Testbed) Holders() []string { return tb.Mon.Holders() }
+
+// WaitHolder waits until node alone holds the VIP.
+func (tb *Testbed) WaitHolder(node string, timeout time.Duration) error {
+	return tb.Mon.WaitHolder(node, timeout)
+}
