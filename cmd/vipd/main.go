@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 	"github.com/vipd/vipd/config"
 	"github.com/vipd/vipd/internal/clock"
 	"github.com/vipd/vipd/internal/etcdclient"
+	"github.com/vipd/vipd/internal/runlock"
 	"github.com/vipd/vipd/keeper"
 	"github.com/vipd/vipd/metrics"
 	"github.com/vipd/vipd/netif"
@@ -40,6 +42,10 @@ commands:
   cleanup  --config FILE   remove every configured VIP from this host
   version                  print the version
   import-keepalived FILE   convert a keepalived.conf to vipd YAML (stdout); lists what does not carry over
+
+run and cleanup refuse while another vipd holds <runtime dir>/vipd.lock;
+the runtime dir is --runtime-dir, else $RUNTIME_DIRECTORY (set by systemd),
+else /run/vipd.
 `
 
 func main() {
@@ -57,6 +63,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("config", "/etc/vipd/vipd.yaml", "config file")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	runtimeDir := fs.String("runtime-dir", "", "directory of the one-vipd-per-host lock (default $RUNTIME_DIRECTORY, else "+runlock.DefaultDir+")")
 	switch cmd {
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "vipd", version)
@@ -79,6 +86,16 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vipd: %v\n", err)
 		return 2
 	}
+	if cmd != "check" {
+		// Before anything else: a second vipd must touch nothing, and
+		// cleanup would strip a running vipd's VIPs. The lock is held
+		// until realMain returns (run) or only for the cleanup itself.
+		lk, err := lockHost(*runtimeDir, stderr)
+		if err != nil {
+			return 1
+		}
+		defer lk.Close()
+	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "vipd: %s: %v\n", *cfgPath, err)
@@ -100,6 +117,24 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// lockHost takes the one-vipd-per-host lock in the runtime directory. On
+// failure it has written the reason to stderr as one line.
+func lockHost(flagDir string, stderr io.Writer) (*runlock.Lock, error) {
+	lk, err := runlock.Acquire(runlock.Dir(flagDir, os.Getenv("RUNTIME_DIRECTORY")))
+	var held *runlock.HeldError
+	switch {
+	case err == nil:
+		return lk, nil
+	case errors.As(err, &held) && held.PID != 0:
+		fmt.Fprintf(stderr, "vipd: another vipd (pid %d) is running: %s is locked\n", held.PID, held.Path)
+	case errors.As(err, &held):
+		fmt.Fprintf(stderr, "vipd: another vipd is running: %s is locked\n", held.Path)
+	default:
+		fmt.Fprintf(stderr, "vipd: %v\n", err)
+	}
+	return nil, err
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
