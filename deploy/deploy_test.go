@@ -157,6 +157,7 @@ func TestSystemdUnitSettings(t *testing.T) {
 		"Service.ProtectKernelTunables":   "yes",
 		"Service.ProtectControlGroups":    "yes",
 		"Service.RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET",
+		"Service.RuntimeDirectory":        "vipd", // $RUNTIME_DIRECTORY: vipd.lock, one vipd per host
 		"Unit.StartLimitIntervalSec":      "0",
 		"Install.WantedBy":                "multi-user.target",
 	}

@@ -19,7 +19,8 @@ import (
 // namespace the test creates (a veth pair, a real etcd on the namespace's
 // loopback), vipd runs as nobody with exactly those two capabilities
 // (ambient, as the unit grants them) and must win its group, bind the VIP
-// with a kernel lifetime, announce it, and remove it on SIGTERM. As a
+// with a kernel lifetime, announce it, hold the lock in its runtime
+// directory (a second vipd refuses), and remove the VIP on SIGTERM. As a
 // control, `vipd cleanup` as nobody without the capabilities must fail to
 // remove an address. Every packet stays inside the namespace.
 func TestRunsUnprivilegedWithTwoCapabilities(t *testing.T) {
@@ -94,6 +95,16 @@ groups:
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// As the unit does (RuntimeDirectory=vipd): a runtime directory owned
+	// by vipd's user, passed as $RUNTIME_DIRECTORY, for vipd.lock.
+	runDir := filepath.Join(dir, "run")
+	if err := os.Mkdir(runDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(runDir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("RUNTIME_DIRECTORY", runDir)
 	asNobody := func(caps bool, args ...string) []string {
 		a := []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"}
 		if caps {
@@ -110,6 +121,9 @@ groups:
 	out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, asNobody(false, "cleanup", "--config", cfg)...)...).CombinedOutput()
 	if err == nil || !strings.Contains(ipc("-br", "addr", "show", "dev", "vd0"), "10.250.0.15/24") {
 		t.Fatalf("vipd cleanup without capabilities removed the address or succeeded: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "runlock") || strings.Contains(string(out), "another vipd") {
+		t.Fatalf("vipd cleanup without capabilities failed on its lock, not on netlink:\n%s", out)
 	}
 	// With them, cleanup works.
 	out, err = exec.Command("ip", append([]string{"netns", "exec", ns}, asNobody(true, "cleanup", "--config", cfg)...)...).CombinedOutput()
@@ -149,6 +163,15 @@ groups:
 		if !strings.Contains(string(status), want) {
 			t.Errorf("vipd /proc/%d/status lacks %q:\n%s", pid, strings.TrimSpace(want), status)
 		}
+	}
+	// It holds the one-vipd-per-host lock in the runtime directory, and a
+	// second vipd refuses to start, naming it.
+	if b, err := os.ReadFile(filepath.Join(runDir, "vipd.lock")); err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(pid) {
+		t.Errorf("%s/vipd.lock: %q, %v; want vipd's pid %d", runDir, b, err, pid)
+	}
+	out, err = exec.Command("ip", append([]string{"netns", "exec", ns}, asNobody(true, "run", "--config", cfg)...)...).CombinedOutput()
+	if want := fmt.Sprintf("vipd: another vipd (pid %d) is running: %s/vipd.lock is locked\n", pid, runDir); err == nil || string(out) != want {
+		t.Errorf("second vipd run: %v, output %q; want exit 1 and %q", err, out, want)
 	}
 	// It announced (CAP_NET_RAW): no announce error was logged.
 	time.Sleep(300 * time.Millisecond)
