@@ -43,11 +43,12 @@ func (r realTimer) Stop() bool            { return r.t.Stop() }
 func (r realTimer) Reset(d time.Duration) { r.t.Reset(d) }
 
 // Fake is a clock that only moves when Advance or Set is called. It is safe
-// for concurrent use.
+// for concurrent use. Suspend and Suspended simulate a system suspend.
 type Fake struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
+	mu        sync.Mutex
+	now       time.Time
+	suspended time.Duration
+	timers    []*fakeTimer
 	// changed is closed and replaced whenever a timer is created, so tests
 	// can wait until the code under test is blocked on a timer.
 	changed chan struct{}
@@ -107,6 +108,27 @@ func (f *Fake) Set(t time.Time) {
 		default:
 		}
 	}
+}
+
+// Suspend simulates a system suspend of d: the suspended total reported by
+// Suspended grows by d, while Now stands still and no timer fires, as
+// CLOCK_MONOTONIC (and so Go's monotonic clock) stops during a real
+// suspend. d <= 0 does nothing.
+func (f *Fake) Suspend(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.suspended += d
+}
+
+// Suspended returns the total time simulated by Suspend. The method value
+// f.Suspended is a SuspendMeter.
+func (f *Fake) Suspended() time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.suspended
 }
 
 // Timers reports how many timers are armed. Tests use it with WaitForTimers
