@@ -15,8 +15,8 @@ import (
 
 // DefaultBatchOps is etcd's default --max-txn-ops: the most operations one
 // transaction may carry. etcd counts a nested transaction's operations
-// against what its parent leaves, so a batch of n calls whose largest
-// branch has m operations costs n+m (see batchCost).
+// against what its parent leaves, so a batch of n calls whose costliest
+// call costs m costs n+m (see txnCost and batchCost).
 const DefaultBatchOps = 128
 
 // DefaultBatchesInFlight is how many batches a Batcher keeps outstanding
@@ -44,7 +44,8 @@ type TxnResult struct {
 // Idle, it adds no latency: a call goes out at once, alone, when fewer
 // than the in-flight limit of batches are outstanding. Calls that arrive
 // meanwhile queue and leave together as soon as a batch returns. Calls
-// touching the same key never share a batch (etcd refuses duplicate keys
+// touching the same key (in their compares or operations, nested
+// transactions included) never share a batch (etcd refuses duplicate keys
 // in one transaction); they go in order.
 type Batcher struct {
 	kv          clientv3.KV
@@ -64,7 +65,7 @@ type batchCall struct {
 	then []clientv3.Op
 	els  []clientv3.Op
 	keys []string
-	size int // operations in its largest branch
+	cost int // txnCost of the call sent as a transaction of its own
 	done chan struct{}
 	res  TxnResult
 	err  error
@@ -91,7 +92,7 @@ func NewBatcher(kv clientv3.KV, timeout time.Duration, maxOps, maxInFlight int, 
 // applied then, as with any request whose answer is lost).
 func (b *Batcher) Txn(ctx context.Context, cmps []clientv3.Cmp, then, els []clientv3.Op) (TxnResult, error) {
 	c := &batchCall{ctx: ctx, cmps: cmps, then: then, els: els, keys: callKeys(cmps, then, els),
-		size: max(len(cmps), len(then), len(els)), done: make(chan struct{})}
+		cost: txnCost(cmps, then, els), done: make(chan struct{})}
 	b.mu.Lock()
 	b.pending = append(b.pending, c)
 	b.startLocked()
@@ -129,7 +130,7 @@ func (b *Batcher) takeLocked() []*batchCall {
 			close(c.done)
 			continue
 		}
-		fits := len(batch) == 0 || batchCost(len(batch)+1, max(largest, c.size)) <= b.maxOps
+		fits := len(batch) == 0 || batchCost(len(batch)+1, max(largest, c.cost)) <= b.maxOps
 		if !fits || overlaps(keys, c.keys) {
 			rest = append(rest, c)
 			continue
@@ -137,7 +138,7 @@ func (b *Batcher) takeLocked() []*batchCall {
 		for _, k := range c.keys {
 			keys[k] = true
 		}
-		largest = max(largest, c.size)
+		largest = max(largest, c.cost)
 		batch = append(batch, c)
 	}
 	b.pending = rest
@@ -165,7 +166,7 @@ func (b *Batcher) send(batch []*batchCall) {
 	if errors.Is(err, rpctypes.ErrTooManyOps) && len(batch) > 1 {
 		largest := 0
 		for _, c := range batch {
-			largest = max(largest, c.size)
+			largest = max(largest, c.cost)
 		}
 		cost := batchCost(len(batch), largest)
 		b.mu.Lock()
@@ -224,17 +225,39 @@ func (b *Batcher) commit(ctx context.Context, batch []*batchCall) ([]TxnResult, 
 	return out, nil
 }
 
+// txnCost is what etcd's --max-txn-ops check needs of a transaction
+// If(cmps).Then(then).Else(els): the server (checkTxnRequest) requires
+// its own count, the longest of its compares and branches, to be within
+// the limit, and checks each nested transaction against the limit less
+// that count. So the transaction fits a limit exactly when the limit is
+// at least its own count plus the largest cost of its nested
+// transactions (0 if it has none).
+func txnCost(cmps []clientv3.Cmp, then, els []clientv3.Op) int {
+	nested := 0
+	for _, list := range [][]clientv3.Op{then, els} {
+		for _, op := range list {
+			if op.IsTxn() {
+				nested = max(nested, txnCost(op.Txn()))
+			}
+		}
+	}
+	return max(len(cmps), len(then), len(els)) + nested
+}
+
 // batchCost is what etcd's --max-txn-ops check counts for a batch of n
-// nested transactions whose largest branch has largest operations: the
-// outer transaction's n, plus the nested one's own count against the
-// remainder.
+// calls whose costliest call costs largest (see txnCost): several go as
+// nested transactions of one outer transaction of n operations, so cost
+// n plus the costliest; a lone call is sent as itself and costs its own.
 func batchCost(n, largest int) int {
 	if n == 1 {
-		return largest // a lone call is sent as itself
+		return largest
 	}
 	return n + largest
 }
 
+// callKeys lists the keys a call compares or operates on, those of its
+// nested transactions included (a nested transaction has no key of its
+// own). Ranges count by their first key.
 func callKeys(cmps []clientv3.Cmp, ops ...[]clientv3.Op) []string {
 	var keys []string
 	for _, c := range cmps {
@@ -242,6 +265,10 @@ func callKeys(cmps []clientv3.Cmp, ops ...[]clientv3.Op) []string {
 	}
 	for _, list := range ops {
 		for _, op := range list {
+			if op.IsTxn() {
+				keys = append(keys, callKeys(op.Txn())...)
+				continue
+			}
 			keys = append(keys, string(op.KeyBytes()))
 		}
 	}

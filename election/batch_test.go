@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 
@@ -220,4 +223,419 @@ func (t blockingTxn) Else(...clientv3.Op) clientv3.Txn { return t }
 func (t blockingTxn) Commit() (*clientv3.TxnResponse, error) {
 	<-t.ctx.Done()
 	return nil, t.ctx.Err()
+}
+
+// gateKV passes requests to a real etcd and logs each transaction as it
+// reaches Commit: its keys, how many calls it carries, which gates were
+// shut then, and when it started and returned. The first request touching
+// a gated key waits for that key's gate to open (or for its context)
+// before it goes on to etcd: a slow request.
+type gateKV struct {
+	clientv3.KV
+	gates map[string]chan struct{}
+
+	mu      sync.Mutex
+	held    map[string]bool // gated keys whose first request has come
+	seq     int             // orders the starts and ends of commits
+	commits []gateCommit
+}
+
+type gateCommit struct {
+	keys       []string
+	calls      int      // caller transactions carried
+	cost       int      // txnCost of the request
+	shut       []string // its gated keys whose gates were shut when it reached Commit
+	start, end int      // seq when it reached Commit and when it returned; end 0 while in flight
+	err        error
+}
+
+func newGateKV(kv clientv3.KV, gated ...string) *gateKV {
+	g := &gateKV{KV: kv, gates: map[string]chan struct{}{}, held: map[string]bool{}}
+	for _, k := range gated {
+		g.gates[k] = make(chan struct{})
+	}
+	return g
+}
+
+func (g *gateKV) Txn(ctx context.Context) clientv3.Txn {
+	return &gateTxn{g: g, ctx: ctx, inner: g.KV.Txn(ctx)}
+}
+
+func (g *gateKV) release(key string) { close(g.gates[key]) }
+
+func (g *gateKV) log() []gateCommit {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.commits)
+}
+
+// calls is how many caller transactions have reached Commit.
+func (g *gateKV) calls() int {
+	n := 0
+	for _, c := range g.log() {
+		n += c.calls
+	}
+	return n
+}
+
+type gateTxn struct {
+	g     *gateKV
+	ctx   context.Context
+	inner clientv3.Txn
+	cmps  []clientv3.Cmp
+	then  []clientv3.Op
+	els   []clientv3.Op
+}
+
+func (t *gateTxn) If(cs ...clientv3.Cmp) clientv3.Txn {
+	t.cmps = append(t.cmps, cs...)
+	t.inner = t.inner.If(cs...)
+	return t
+}
+
+func (t *gateTxn) Then(ops ...clientv3.Op) clientv3.Txn {
+	t.then = append(t.then, ops...)
+	t.inner = t.inner.Then(ops...)
+	return t
+}
+
+func (t *gateTxn) Else(ops ...clientv3.Op) clientv3.Txn {
+	t.els = append(t.els, ops...)
+	t.inner = t.inner.Else(ops...)
+	return t
+}
+
+func (t *gateTxn) Commit() (*clientv3.TxnResponse, error) {
+	// The Batcher nests several calls under an outer transaction without
+	// compares whose operations are all transactions; anything else is
+	// taken for one call (so a lone call of that shape counts as many).
+	calls := 1
+	if len(t.cmps) == 0 && len(t.els) == 0 && len(t.then) > 1 &&
+		!slices.ContainsFunc(t.then, func(op clientv3.Op) bool { return !op.IsTxn() }) {
+		calls = len(t.then)
+	}
+	g := t.g
+	keys := callKeys(t.cmps, t.then, t.els)
+	var shut []string
+	var wait []chan struct{}
+	g.mu.Lock()
+	for k, gate := range g.gates {
+		if !slices.Contains(keys, k) {
+			continue
+		}
+		select {
+		case <-gate:
+		default:
+			shut = append(shut, k)
+		}
+		if !g.held[k] {
+			g.held[k] = true
+			wait = append(wait, gate)
+		}
+	}
+	g.seq++
+	g.commits = append(g.commits, gateCommit{keys: keys, calls: calls,
+		cost: txnCost(t.cmps, t.then, t.els), shut: shut, start: g.seq})
+	i := len(g.commits) - 1
+	g.mu.Unlock()
+	resp, err := t.commit(wait)
+	g.mu.Lock()
+	g.seq++
+	g.commits[i].end, g.commits[i].err = g.seq, err
+	g.mu.Unlock()
+	return resp, err
+}
+
+func (t *gateTxn) commit(gates []chan struct{}) (*clientv3.TxnResponse, error) {
+	for _, gate := range gates {
+		select {
+		case <-gate:
+		case <-t.ctx.Done():
+			return nil, t.ctx.Err()
+		}
+	}
+	return t.inner.Commit()
+}
+
+// pendingCalls is how many calls b holds queued.
+func (b *Batcher) pendingCalls() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.pending)
+}
+
+// waitFor polls cond until it holds, failing the test after a while.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// asyncCall runs one Batcher call in the background and waits until it
+// has arrived: queued, or handed to the KV. Calls made one after the
+// other by asyncCall arrive in that order.
+type asyncCall struct {
+	res  TxnResult
+	err  error
+	done chan struct{}
+}
+
+func startCall(t *testing.T, b *Batcher, g *gateKV, cmps []clientv3.Cmp, then, els []clientv3.Op) *asyncCall {
+	t.Helper()
+	arrived := b.pendingCalls() + g.calls()
+	c := &asyncCall{done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		c.res, c.err = b.Txn(context.Background(), cmps, then, els)
+	}()
+	waitFor(t, "the call to arrive", func() bool { return b.pendingCalls()+g.calls() > arrived })
+	return c
+}
+
+func (c *asyncCall) wait(t *testing.T) TxnResult {
+	t.Helper()
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("call did not return")
+	}
+	if c.err != nil {
+		t.Fatalf("call: %v", c.err)
+	}
+	return c.res
+}
+
+func put(key, val string) []clientv3.Op { return []clientv3.Op{clientv3.OpPut(key, val)} }
+
+func createRevIs(key string, rev int64) clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(key), "=", rev)
+}
+
+// costShape is a transaction whose etcd cost is known by hand, on keys
+// under prefix.
+type costShape struct {
+	name string
+	cmps []clientv3.Cmp
+	then []clientv3.Op
+	els  []clientv3.Op
+	cost int
+}
+
+func costShapes(prefix string) []costShape {
+	k := func(s string) string { return prefix + s }
+	del, get := func(s string) clientv3.Op { return clientv3.OpDelete(k(s)) }, func(s string) clientv3.Op { return clientv3.OpGet(k(s)) }
+	return []costShape{
+		{name: "empty", cost: 0},
+		{name: "flat", cmps: []clientv3.Cmp{createRevIs(k("a"), 0)}, then: []clientv3.Op{clientv3.OpPut(k("a"), "x")}, els: []clientv3.Op{get("a")}, cost: 1},
+		{name: "flat, wide branch", cmps: []clientv3.Cmp{createRevIs(k("a"), 0), createRevIs(k("b"), 0)}, then: []clientv3.Op{del("a"), del("b"), del("c")}, cost: 3},
+		{name: "one level: resign", then: []clientv3.Op{
+			clientv3.OpTxn([]clientv3.Cmp{createRevIs(k("a"), 7)}, []clientv3.Op{del("a")}, nil),
+			clientv3.OpTxn([]clientv3.Cmp{createRevIs(k("b"), 7)}, []clientv3.Op{del("b")}, nil),
+		}, cost: 2 + 1},
+		{name: "one level: wide nested in else", cmps: []clientv3.Cmp{createRevIs(k("a"), 0)}, then: []clientv3.Op{get("a")}, els: []clientv3.Op{
+			clientv3.OpTxn(nil, []clientv3.Op{del("b"), del("c"), del("d")}, nil),
+		}, cost: 1 + 3},
+		{name: "two levels", cmps: []clientv3.Cmp{createRevIs(k("a"), 7)}, then: []clientv3.Op{
+			del("a"),
+			clientv3.OpTxn(nil, []clientv3.Op{clientv3.OpTxn([]clientv3.Cmp{createRevIs(k("b"), 7)}, []clientv3.Op{del("b")}, nil)}, nil),
+		}, els: []clientv3.Op{get("a")}, cost: 2 + (1 + 1)},
+		{name: "two levels, the costlier nested one shallower", then: []clientv3.Op{
+			clientv3.OpTxn(nil, []clientv3.Op{del("a"), del("b"), del("c")}, nil),
+			clientv3.OpTxn(nil, []clientv3.Op{clientv3.OpTxn(nil, []clientv3.Op{del("d")}, nil)}, nil),
+		}, cost: 2 + 3},
+	}
+}
+
+// txnCost follows etcd's --max-txn-ops rule: a transaction's own count,
+// the longest of its compares and branches, plus the costliest nested one.
+func TestTxnCost(t *testing.T) {
+	for _, s := range costShapes("/t/") {
+		if got := txnCost(s.cmps, s.then, s.els); got != s.cost {
+			t.Errorf("%s: txnCost = %d, want %d", s.name, got, s.cost)
+		}
+	}
+	for _, c := range []struct{ n, largest, want int }{{1, 4, 4}, {2, 1, 3}, {3, 4, 7}} {
+		if got := batchCost(c.n, c.largest); got != c.want {
+			t.Errorf("batchCost(%d, %d) = %d, want %d", c.n, c.largest, got, c.want)
+		}
+	}
+}
+
+// The server agrees: a transaction passes a --max-txn-ops of L exactly
+// when its txnCost is at most L.
+func TestTxnCostMatchesServer(t *testing.T) {
+	const limit = 4
+	cli := etcdtest.Start(t, func(c *embed.Config) { c.MaxTxnOps = limit }).Client(t)
+	for i, s := range costShapes("/t/") {
+		// Wrap each shape as one nested transaction under 1..3 others:
+		// the outer count eats into what is left for it.
+		for n := 1; n <= 3; n++ {
+			ops := []clientv3.Op{clientv3.OpTxn(s.cmps, s.then, s.els)}
+			for j := 1; j < n; j++ {
+				ops = append(ops, clientv3.OpTxn(nil, []clientv3.Op{clientv3.OpGet(fmt.Sprintf("/u/%d/%d", i, j))}, nil))
+			}
+			cost := txnCost(nil, ops, nil)
+			_, err := cli.Txn(context.Background()).Then(ops...).Commit()
+			if refused := errors.Is(err, rpctypes.ErrTooManyOps); refused != (cost > limit) {
+				t.Errorf("%s under %d: cost %d, server with limit %d answered %v", s.name, n, cost, limit, err)
+			} else if err != nil && !refused {
+				t.Errorf("%s under %d: %v", s.name, n, err)
+			}
+		}
+	}
+}
+
+// The keys of nested transactions count as the call's: the same-key rules
+// see them.
+func TestCallKeysIncludeNestedTransactions(t *testing.T) {
+	for _, s := range costShapes("/t/") {
+		if s.name != "two levels" {
+			continue
+		}
+		got := callKeys(s.cmps, s.then, s.els)
+		slices.Sort(got)
+		got = slices.Compact(got)
+		if want := []string{"/t/a", "/t/b"}; !slices.Equal(got, want) {
+			t.Fatalf("callKeys = %q, want %q", got, want)
+		}
+	}
+}
+
+// Calls whose branches hold nested transactions (a resign deleting the
+// leader key and each address claim under its own compare) are batched
+// within the server's --max-txn-ops as etcd counts it: with the Batcher's
+// limit equal to the server's, no batch is refused, and every call gets
+// its own outcome.
+func TestBatcherNestedCallsFitServerMaxTxnOps(t *testing.T) {
+	const limit = 8
+	cli := etcdtest.Start(t, func(c *embed.Config) { c.MaxTxnOps = limit }).Client(t)
+	ctx := context.Background()
+	g := newGateKV(cli.KV, "/t/hold")
+	b := NewBatcher(g, 5*time.Second, limit, 1, nil)
+
+	const n = 60
+	key := func(i int, s string) string { return fmt.Sprintf("/t/g%02d/%s", i, s) }
+	revs := map[string]int64{}
+	for i := range n {
+		for _, s := range []string{"a", "b"} {
+			r, err := cli.Put(ctx, key(i, s), "mine")
+			if err != nil {
+				t.Fatal(err)
+			}
+			revs[key(i, s)] = r.Header.Revision
+		}
+	}
+	// Shapes by i%3, each with a stale revision now and then:
+	//   0: resign, Then = two nested txns each deleting one key (cost 3);
+	//   1: guarded delete of a plus a two-level nested delete of b (cost 4);
+	//   2: a flat acquire of a held key, Else reading it (cost 1).
+	staleB := func(i int) bool { return i%6 == 3 || i%6 == 4 }
+	rev := func(i int, s string) int64 {
+		if s == "b" && staleB(i) {
+			return revs[key(i, s)] + 1000
+		}
+		return revs[key(i, s)]
+	}
+	call := func(i int) ([]clientv3.Cmp, []clientv3.Op, []clientv3.Op) {
+		guardedDel := func(s string) clientv3.Op {
+			return clientv3.OpTxn([]clientv3.Cmp{createRevIs(key(i, s), rev(i, s))}, []clientv3.Op{clientv3.OpDelete(key(i, s))}, nil)
+		}
+		switch i % 3 {
+		case 0:
+			return nil, []clientv3.Op{guardedDel("a"), guardedDel("b")}, nil
+		case 1:
+			return []clientv3.Cmp{createRevIs(key(i, "a"), rev(i, "a"))},
+				[]clientv3.Op{clientv3.OpDelete(key(i, "a")), clientv3.OpTxn(nil, []clientv3.Op{guardedDel("b")}, nil)},
+				[]clientv3.Op{clientv3.OpGet(key(i, "a"))}
+		default:
+			return acquireOps(key(i, "a"), "me", 0)
+		}
+	}
+
+	hold := startCall(t, b, g, nil, put("/t/hold", "x"), nil) // the only slot: the rest queue
+	results := make([]TxnResult, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			cmps, then, els := call(i)
+			results[i], errs[i] = b.Txn(ctx, cmps, then, els)
+		})
+	}
+	waitFor(t, "the burst to queue", func() bool { return b.pendingCalls() == n })
+	g.release("/t/hold")
+	wg.Wait()
+	hold.wait(t)
+
+	log := g.log()
+	for _, c := range log {
+		if c.err != nil {
+			t.Errorf("request on %d keys, cost %d: %v", len(c.keys), c.cost, c.err)
+		}
+		if c.cost > limit {
+			t.Errorf("request on %d keys costs %d, over the server's %d", len(c.keys), c.cost, limit)
+		}
+	}
+	t.Logf("%d calls in %d requests", n+1, len(log))
+	if len(log) > n/2 {
+		t.Errorf("%d calls took %d requests; want them batched", n+1, len(log))
+	}
+	b.mu.Lock()
+	ops := b.maxOps
+	b.mu.Unlock()
+	if ops != limit {
+		t.Errorf("batch limit now %d, want the server's %d kept", ops, limit)
+	}
+
+	exists := func(k string) bool {
+		r, err := cli.Get(ctx, k, clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Count == 1
+	}
+	nested := func(r *pb.ResponseOp) *pb.TxnResponse {
+		if r.GetResponseTxn() == nil {
+			t.Fatalf("response %v: want a nested transaction's", r)
+		}
+		return r.GetResponseTxn()
+	}
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("call %d: %v", i, errs[i])
+		}
+		r := results[i]
+		switch i % 3 {
+		case 0:
+			if !r.Succeeded || len(r.Responses) != 2 {
+				t.Fatalf("resign %d: %+v", i, r)
+			}
+			if !nested(r.Responses[0]).Succeeded || nested(r.Responses[1]).Succeeded == staleB(i) {
+				t.Fatalf("resign %d: nested outcomes %v, stale b %v", i, r.Responses, staleB(i))
+			}
+			if exists(key(i, "a")) || exists(key(i, "b")) != staleB(i) {
+				t.Fatalf("resign %d: a left %v, b left %v, stale b %v", i, exists(key(i, "a")), exists(key(i, "b")), staleB(i))
+			}
+		case 1:
+			if !r.Succeeded || len(r.Responses) != 2 || r.Responses[0].GetResponseDeleteRange().GetDeleted() != 1 {
+				t.Fatalf("two-level %d: %+v", i, r)
+			}
+			inner := nested(nested(r.Responses[1]).Responses[0])
+			if inner.Succeeded == staleB(i) || exists(key(i, "b")) != staleB(i) {
+				t.Fatalf("two-level %d: inner outcome %v, b left %v, stale b %v", i, inner.Succeeded, exists(key(i, "b")), staleB(i))
+			}
+		default:
+			if r.Succeeded {
+				t.Fatalf("acquire %d took a held key", i)
+			}
+			if kvs := r.Responses[0].GetResponseRange().GetKvs(); len(kvs) != 1 || string(kvs[0].Value) != "mine" {
+				t.Fatalf("acquire %d: else branch %v", i, r.Responses)
+			}
+		}
+	}
 }
