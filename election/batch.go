@@ -43,10 +43,25 @@ type TxnResult struct {
 //
 // Idle, it adds no latency: a call goes out at once, alone, when fewer
 // than the in-flight limit of batches are outstanding. Calls that arrive
-// meanwhile queue and leave together as soon as a batch returns. Calls
-// touching the same key (in their compares or operations, nested
-// transactions included) never share a batch (etcd refuses duplicate keys
-// in one transaction); they go in order.
+// meanwhile queue and leave together as soon as a batch returns.
+//
+// Writes to one key apply in call order, as far as this process can see
+// to it. Calls touching the same key (in their compares or operations,
+// nested transactions included) never share a batch, since etcd refuses
+// duplicate keys in one transaction, and never overlap in time either: a
+// call waits while a batch touching any of its keys is in flight, until
+// that batch has returned (answered, failed, timed out or cancelled), and
+// it never overtakes an earlier queued call on any of its keys, even one
+// held back because it did not fit in a batch. Calls on other keys still
+// go meanwhile. So a write retried after a timeout cannot be sent while
+// the timed-out one is still on its way from this process.
+//
+// What the Batcher cannot stop: a request that timed out or was
+// cancelled on the client may still reach the server and be applied
+// later, after a write sent once it returned. Callers that must not be
+// overtaken by such a late write guard their writes with compares (on a
+// key's create or mod revision, say), so a stale write fails instead of
+// landing.
 type Batcher struct {
 	kv          clientv3.KV
 	timeout     time.Duration
@@ -54,9 +69,12 @@ type Batcher struct {
 	maxInFlight int
 
 	mu       sync.Mutex
-	maxOps   int // the server's --max-txn-ops as far as known; lowered when it refuses a batch
-	pending  []*batchCall
+	maxOps   int          // the server's --max-txn-ops as far as known; lowered when it refuses a batch
+	pending  []*batchCall // in arrival order
 	inflight int
+	// busy holds the keys of the batches in flight. A key is in at most
+	// one of them: calls touching a busy key stay pending.
+	busy map[string]bool
 }
 
 type batchCall struct {
@@ -84,7 +102,8 @@ func NewBatcher(kv clientv3.KV, timeout time.Duration, maxOps, maxInFlight int, 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Batcher{kv: kv, timeout: timeout, log: log, maxOps: maxOps, maxInFlight: maxInFlight}
+	return &Batcher{kv: kv, timeout: timeout, log: log, maxOps: maxOps, maxInFlight: maxInFlight,
+		busy: map[string]bool{}}
 }
 
 // Txn runs If(cmps).Then(then).Else(els) as part of a batch and returns its
@@ -117,12 +136,19 @@ func (b *Batcher) startLocked() {
 	}
 }
 
-// takeLocked removes the next batch from pending: calls in arrival order
-// within the server's operation limit, no two touching the same key. Calls
-// whose callers gave up are dropped unsent.
+// takeLocked removes the next batch from pending and marks its keys busy:
+// calls in arrival order within the server's operation limit, no two
+// touching the same key. A call stays pending if one of its keys is busy,
+// is in the batch already, or belongs to an earlier call that stays
+// pending, so calls on one key leave one at a time in arrival order.
+// Calls whose callers gave up are dropped unsent.
+//
+// Whenever a call stays pending, a batch is in flight (one touching its
+// keys, or the one taken now, or one that kept an earlier call back), and
+// its return takes again.
 func (b *Batcher) takeLocked() []*batchCall {
 	var batch, rest []*batchCall
-	keys := map[string]bool{}
+	claimed := map[string]bool{} // keys of the batch and of the calls kept back
 	largest := 0
 	for _, c := range b.pending {
 		if err := c.ctx.Err(); err != nil {
@@ -131,17 +157,23 @@ func (b *Batcher) takeLocked() []*batchCall {
 			continue
 		}
 		fits := len(batch) == 0 || batchCost(len(batch)+1, max(largest, c.cost)) <= b.maxOps
-		if !fits || overlaps(keys, c.keys) {
+		free := !overlaps(b.busy, c.keys) && !overlaps(claimed, c.keys)
+		for _, k := range c.keys {
+			claimed[k] = true
+		}
+		if !fits || !free {
 			rest = append(rest, c)
 			continue
-		}
-		for _, k := range c.keys {
-			keys[k] = true
 		}
 		largest = max(largest, c.cost)
 		batch = append(batch, c)
 	}
 	b.pending = rest
+	for _, c := range batch {
+		for _, k := range c.keys {
+			b.busy[k] = true
+		}
+	}
 	return batch
 }
 
@@ -187,6 +219,11 @@ func (b *Batcher) send(batch []*batchCall) {
 	}
 
 	b.mu.Lock()
+	for _, c := range batch {
+		for _, k := range c.keys {
+			delete(b.busy, k)
+		}
+	}
 	b.inflight--
 	b.startLocked()
 	b.mu.Unlock()

@@ -357,6 +357,20 @@ func (t *gateTxn) commit(gates []chan struct{}) (*clientv3.TxnResponse, error) {
 	return t.inner.Commit()
 }
 
+// checkKeysNotInFlightTogether fails t if two requests touching one key
+// were in flight at the same time.
+func checkKeysNotInFlightTogether(t *testing.T, log []gateCommit) {
+	t.Helper()
+	for i, a := range log {
+		for _, c := range log[i+1:] {
+			shared := slices.ContainsFunc(a.keys, func(k string) bool { return slices.Contains(c.keys, k) })
+			if shared && (a.end == 0 || c.start < a.end) {
+				t.Errorf("requests on keys %v and %v were in flight together", a.keys, c.keys)
+			}
+		}
+	}
+}
+
 // pendingCalls is how many calls b holds queued.
 func (b *Batcher) pendingCalls() int {
 	b.mu.Lock()
@@ -410,7 +424,180 @@ func (c *asyncCall) wait(t *testing.T) TxnResult {
 	return c.res
 }
 
+func (c *asyncCall) returned() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
 func put(key, val string) []clientv3.Op { return []clientv3.Op{clientv3.OpPut(key, val)} }
+
+// touchedWhileShut reports whether a request touching key other than the
+// first one reached the KV while key's gate was shut.
+func touchedWhileShut(log []gateCommit, key string) bool {
+	first := true
+	for _, c := range log {
+		if !slices.Contains(c.keys, key) {
+			continue
+		}
+		if !first && slices.Contains(c.shut, key) {
+			return true
+		}
+		first = false
+	}
+	return false
+}
+
+// A call on a key a batch in flight touches waits until that batch has
+// returned, even with batch slots free, while calls on other keys go on:
+// a slow write is never overtaken by a later one from this process.
+func TestBatcherSameKeyWaitsForInFlightBatch(t *testing.T) {
+	cli := etcdtest.Start(t).Client(t)
+	g := newGateKV(cli.KV, "/t/k")
+	b := NewBatcher(g, 5*time.Second, 0, 0, nil)
+
+	first := startCall(t, b, g, nil, put("/t/k", "first"), nil)
+	second := startCall(t, b, g, nil, put("/t/k", "second"), nil)
+	other := startCall(t, b, g, nil, put("/t/other", "x"), nil)
+	other.wait(t) // calls on other keys are not held up
+	time.Sleep(50 * time.Millisecond)
+	if second.returned() || touchedWhileShut(g.log(), "/t/k") {
+		t.Fatalf("a second call on /t/k went out while the first was in flight: %+v", g.log())
+	}
+	if n := b.pendingCalls(); n != 1 {
+		t.Fatalf("%d calls pending, want the second call on /t/k", n)
+	}
+
+	g.release("/t/k")
+	r1, r2 := first.wait(t), second.wait(t)
+	if r1.Revision >= r2.Revision {
+		t.Fatalf("first write applied at %d, second at %d: out of call order", r1.Revision, r2.Revision)
+	}
+	got, err := cli.Get(context.Background(), "/t/k")
+	if err != nil || len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "second" {
+		t.Fatalf("/t/k = %v (err %v), want the later write", got.Kvs, err)
+	}
+	checkKeysNotInFlightTogether(t, g.log())
+}
+
+// A caller that gave up and retries: the retry waits, though a batch slot
+// is free, until the batch still carrying the first attempt (for another
+// caller in it) has returned, so the first attempt cannot land after it.
+func TestBatcherRetryWaitsForAbandonedAttempt(t *testing.T) {
+	cli := etcdtest.Start(t).Client(t)
+	g := newGateKV(cli.KV, "/t/x1", "/t/x2", "/t/k")
+	b := NewBatcher(g, 5*time.Second, 0, 2, nil)
+
+	// Both slots busy, so the first attempt and another call share a batch.
+	x1 := startCall(t, b, g, nil, put("/t/x1", "x"), nil)
+	x2 := startCall(t, b, g, nil, put("/t/x2", "x"), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	firstErr := make(chan error, 1)
+	go func() {
+		_, err := b.Txn(ctx, nil, put("/t/k", "first"), nil)
+		firstErr <- err
+	}()
+	waitFor(t, "the first attempt to queue", func() bool { return b.pendingCalls() == 1 })
+	other := startCall(t, b, g, nil, put("/t/other", "x"), nil)
+	g.release("/t/x1")
+	x1.wait(t)
+	waitFor(t, "the batch of the first attempt to reach the KV", func() bool { return g.calls() == 4 })
+	g.release("/t/x2") // a slot is free now
+	x2.wait(t)
+
+	cancel()
+	if err := <-firstErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("first attempt: %v, want cancelled", err)
+	}
+	retry := startCall(t, b, g, nil, put("/t/k", "retry"), nil)
+	time.Sleep(50 * time.Millisecond)
+	if retry.returned() || touchedWhileShut(g.log(), "/t/k") {
+		t.Fatalf("the retry went out while the first attempt was in flight: %+v", g.log())
+	}
+	g.release("/t/k")
+	rr, ro := retry.wait(t), other.wait(t)
+	if rr.Revision <= ro.Revision {
+		t.Fatalf("retry applied at %d, the first attempt's batch at %d: out of call order", rr.Revision, ro.Revision)
+	}
+	got, err := cli.Get(context.Background(), "/t/k")
+	if err != nil || len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "retry" {
+		t.Fatalf("/t/k = %v (err %v), want the retry's write", got.Kvs, err)
+	}
+	checkKeysNotInFlightTogether(t, g.log())
+}
+
+// Calls on one key leave one at a time in arrival order, interleaved with
+// calls on other keys that do not wait for them.
+func TestBatcherKeepsArrivalOrderPerKey(t *testing.T) {
+	cli := etcdtest.Start(t).Client(t)
+	g := newGateKV(cli.KV, "/t/k")
+	b := NewBatcher(g, 5*time.Second, 0, 0, nil)
+
+	k := []*asyncCall{startCall(t, b, g, nil, put("/t/k", "1"), nil)}
+	var others []*asyncCall
+	for i := 2; i <= 3; i++ {
+		others = append(others, startCall(t, b, g, nil, put(fmt.Sprintf("/t/o%d", i), "x"), nil))
+		k = append(k, startCall(t, b, g, nil, put("/t/k", fmt.Sprint(i)), nil))
+	}
+	others = append(others, startCall(t, b, g, nil, put("/t/o4", "x"), nil))
+	for _, o := range others {
+		o.wait(t)
+	}
+	if touchedWhileShut(g.log(), "/t/k") {
+		t.Fatalf("a later call on /t/k went out while the first was in flight: %+v", g.log())
+	}
+	g.release("/t/k")
+	var revs []int64
+	for _, c := range k {
+		revs = append(revs, c.wait(t).Revision)
+	}
+	if !slices.IsSorted(revs) || revs[0] == revs[1] || revs[1] == revs[2] {
+		t.Fatalf("writes to /t/k applied at revisions %v; want them in call order", revs)
+	}
+	got, err := cli.Get(context.Background(), "/t/k")
+	if err != nil || len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "3" {
+		t.Fatalf("/t/k = %v (err %v), want the last write", got.Kvs, err)
+	}
+	checkKeysNotInFlightTogether(t, g.log())
+}
+
+// A later call on a key does not overtake an earlier one that was kept out
+// of a batch because it did not fit; calls on other keys still fill it.
+func TestBatcherLaterCallDoesNotOvertakeOneTooLargeForBatch(t *testing.T) {
+	cli := etcdtest.Start(t).Client(t)
+	g := newGateKV(cli.KV, "/t/hold")
+	b := NewBatcher(g, 5*time.Second, 4, 1, nil)
+
+	hold := startCall(t, b, g, nil, put("/t/hold", "x"), nil) // occupies the only slot
+	p := startCall(t, b, g, nil, put("/t/p", "x"), nil)
+	// Cost 3: with p, 2+3 > 4, so it does not fit p's batch.
+	big := startCall(t, b, g, nil, []clientv3.Op{
+		clientv3.OpPut("/t/k", "big"), clientv3.OpPut("/t/k/a", "x"), clientv3.OpPut("/t/k/b", "x"),
+	}, nil)
+	small := startCall(t, b, g, nil, put("/t/k", "small"), nil) // would fit, but is later on /t/k
+	q := startCall(t, b, g, nil, put("/t/q", "x"), nil)
+	g.release("/t/hold")
+	for _, c := range []*asyncCall{hold, p, q} {
+		c.wait(t)
+	}
+	rb, rs := big.wait(t), small.wait(t)
+	if rb.Revision >= rs.Revision {
+		t.Fatalf("big call applied at %d, the later small one at %d: out of call order", rb.Revision, rs.Revision)
+	}
+	got, err := cli.Get(context.Background(), "/t/k")
+	if err != nil || len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "small" {
+		t.Fatalf("/t/k = %v (err %v), want the later write", got.Kvs, err)
+	}
+	// p and q shared a batch: the call kept back held up only its key.
+	log := g.log()
+	if len(log) != 4 || log[1].calls != 2 || !slices.Contains(log[1].keys, "/t/p") || !slices.Contains(log[1].keys, "/t/q") {
+		t.Fatalf("requests %+v: want hold, {p, q}, big, small", log)
+	}
+	checkKeysNotInFlightTogether(t, log)
+}
 
 func createRevIs(key string, rev int64) clientv3.Cmp {
 	return clientv3.Compare(clientv3.CreateRevision(key), "=", rev)
