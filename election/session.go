@@ -36,7 +36,8 @@ type SessionConfig struct {
 	// member is abandoned for another endpoint quickly.
 	RequestTimeout time.Duration
 	// RetryEvery is the wait after a failed renewal before the next try.
-	// Zero value: 100ms.
+	// While the member answers "no leader" the wait doubles up to
+	// 4×RetryEvery (see failWait). Zero value: 100ms.
 	RetryEvery time.Duration
 	// HedgeAfter is how long a renewal may go unanswered before another
 	// attempt is sent beside it. Zero value: 150ms.
@@ -100,6 +101,10 @@ type Session struct {
 	log *slog.Logger
 	// OnRenew, if set, is called after every attempt (for metrics).
 	OnRenew func(RenewResult, time.Duration)
+
+	// noLeaderRun counts the attempts in a row that failed with "no
+	// leader"; it paces the retries. Only the Run goroutine (step) uses it.
+	noLeaderRun int
 
 	mu      sync.Mutex
 	lease   Lease
@@ -167,11 +172,13 @@ func (s *Session) step(ctx context.Context) time.Duration {
 		resp, err := s.lc.Grant(rctx, ttlSecs)
 		s.report(RenewGrantErr, RenewGranted, err, sent)
 		if err != nil {
+			wait := s.failWait(err)
 			if ctx.Err() == nil {
-				s.log.Warn("lease grant failed", "err", err)
+				s.log.Warn("lease grant failed", "err", err, "retry_in", wait)
 			}
-			return s.cfg.RetryEvery
+			return wait
 		}
+		s.noLeaderRun = 0
 		ttl := min(time.Duration(resp.TTL)*time.Second, s.cfg.TTL)
 		l := Lease{ID: resp.ID, Renewed: sent, Deadline: FenceDeadline(sent, ttl, s.cfg.Margin), ServerExpiry: sent.Add(ttl)}
 		s.set(l)
@@ -182,6 +189,7 @@ func (s *Session) step(ctx context.Context) time.Duration {
 	resp, sent, err := s.renew(ctx, cur.ID)
 	switch {
 	case err == nil:
+		s.noLeaderRun = 0
 		s.report(RenewFailed, RenewOK, nil, sent)
 		ttl := min(time.Duration(resp.TTL)*time.Second, s.cfg.TTL)
 		deadline := FenceDeadline(sent, ttl, s.cfg.Margin)
@@ -192,18 +200,59 @@ func (s *Session) step(ctx context.Context) time.Duration {
 		s.set(Lease{ID: cur.ID, Renewed: sent, Deadline: deadline, ServerExpiry: sent.Add(ttl)})
 		return s.cfg.RenewEvery
 	case errors.Is(err, rpctypes.ErrLeaseNotFound):
+		s.noLeaderRun = 0
 		s.report(RenewLost, RenewLost, err, sent)
 		s.log.Warn("lease expired at the server; granting a new one", "lease", fmt.Sprintf("%x", int64(cur.ID)))
 		s.set(Lease{})
 		return 0
 	default:
 		s.report(RenewFailed, RenewOK, err, sent)
+		wait := s.failWait(err)
 		if ctx.Err() == nil {
 			s.log.Warn("lease renewal failed", "lease", fmt.Sprintf("%x", int64(cur.ID)),
-				"err", err, "fence_in", cur.Deadline.Sub(s.clk.Now()).Round(time.Millisecond))
+				"err", err, "fence_in", cur.Deadline.Sub(s.clk.Now()).Round(time.Millisecond), "retry_in", wait)
 		}
+		return wait
+	}
+}
+
+// failWait returns the wait before the next attempt after a failed one.
+//
+// A member that lost its leader answers a request carrying
+// WithRequireLeader at once with "no leader", so retrying every RetryEvery
+// would be a tight loop of instantly failing requests against a cluster
+// busy electing. While that is the answer, the wait doubles from RetryEvery
+// up to noLeaderMaxWaits×RetryEvery (100, 200, 400, 400… ms with the
+// defaults). The cap is small on purpose: a holder has about 2 s of fence
+// budget (TTL − margin − the time since its last renewal) and must renew at
+// the first moment a leader exists again; 400 ms between tries costs it at
+// most that. Any other error (a timeout, a broken connection: a stuck or
+// unreachable member, not a quick "no") resets the pace to RetryEvery, as
+// does a success.
+func (s *Session) failWait(err error) time.Duration {
+	if !isNoLeader(err) {
+		s.noLeaderRun = 0
 		return s.cfg.RetryEvery
 	}
+	wait := s.cfg.RetryEvery
+	for range s.noLeaderRun {
+		wait = min(2*wait, noLeaderMaxWaits*s.cfg.RetryEvery)
+	}
+	s.noLeaderRun = min(s.noLeaderRun+1, noLeaderMaxWaits) // enough doublings to reach the cap
+	return wait
+}
+
+// noLeaderMaxWaits caps the no-leader backoff at this many RetryEvery.
+const noLeaderMaxWaits = 4
+
+// isNoLeader reports whether err is a member's "no leader" answer. The
+// client turns the gRPC status into rpctypes.ErrNoLeader (an EtcdError,
+// through rpctypes.Error in clientv3.ContextError); a status error that
+// was not converted (rpctypes.ErrGRPCNoLeader, or the same status off the
+// wire, which status errors match by code and message) counts too, wrapped
+// or not.
+func isNoLeader(err error) bool {
+	return errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrGRPCNoLeader)
 }
 
 func (s *Session) report(onErr, onOK RenewResult, err error, sent time.Time) {
@@ -220,10 +269,19 @@ func (s *Session) report(onErr, onOK RenewResult, err error, sent time.Time) {
 // renew sends KeepAliveOnce for id and hedges: while no answer has come,
 // it starts another attempt every HedgeAfter (up to maxAttempts in
 // flight), each with its own send time and RequestTimeout. An attempt
-// stuck on a member that lost its leader (its requests wait until the
-// timeout) then no longer costs the holder a whole timeout of its fence
-// budget during an etcd election. The first success wins and is dated by
-// its own send time; otherwise the last error is returned.
+// stuck on an unreachable member, or on one that has not yet noticed that
+// its leader is gone (its request waits until the timeout), then no longer
+// costs the holder a whole timeout of its fence
+// budget. The first success wins and is dated by its own send time.
+//
+// Hedging is for stuck requests only. An attempt that fails fast ends the
+// round if nothing else is in flight; but a "no leader" answer ends the
+// round even while an earlier attempt is still stuck: otherwise the round
+// would go on hedging (a third attempt HedgeAfter later, against a cluster
+// that just said it cannot serve) instead of leaving the pace to step's
+// no-leader backoff. The stuck attempts are cancelled; the next round
+// sends a fresh one, which is no worse: a later send gives a later fence.
+// Otherwise the last error is returned.
 func (s *Session) renew(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseKeepAliveResponse, time.Time, error) {
 	type result struct {
 		resp *clientv3.LeaseKeepAliveResponse
@@ -251,7 +309,7 @@ func (s *Session) renew(ctx context.Context, id clientv3.LeaseID) (*clientv3.Lea
 		select {
 		case r := <-results:
 			pending--
-			if r.err == nil || errors.Is(r.err, rpctypes.ErrLeaseNotFound) {
+			if r.err == nil || errors.Is(r.err, rpctypes.ErrLeaseNotFound) || isNoLeader(r.err) {
 				return r.resp, r.sent, r.err
 			}
 			last = r

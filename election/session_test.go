@@ -2,8 +2,11 @@ package election
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +14,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/vipd/vipd/internal/clock"
 )
@@ -18,25 +23,31 @@ import (
 // scriptedLeases answers Grant and KeepAliveOnce from a script, advancing
 // the fake clock by each call's simulated round trip.
 type scriptedLeases struct {
-	clk    *clock.Fake
-	mu     sync.Mutex
-	rtt    time.Duration
-	fail   error
-	grants int
-	ttl    int64
+	clk       *clock.Fake
+	mu        sync.Mutex
+	rtt       time.Duration
+	fail      error // every KeepAliveOnce fails with it
+	grantFail error // every Grant fails with it
+	grants    int
+	ttl       int64
+	renewals  []time.Time // when each KeepAliveOnce was sent
 }
 
 func (s *scriptedLeases) Grant(ctx context.Context, ttl int64) (*clientv3.LeaseGrantResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.grants++
 	s.clk.Advance(s.rtt)
+	if s.grantFail != nil {
+		return nil, s.grantFail
+	}
+	s.grants++
 	return &clientv3.LeaseGrantResponse{ID: clientv3.LeaseID(100 + s.grants), TTL: ttl}, nil
 }
 
 func (s *scriptedLeases) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseKeepAliveResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.renewals = append(s.renewals, s.clk.Now())
 	s.clk.Advance(s.rtt)
 	if s.fail != nil {
 		return nil, s.fail
@@ -44,15 +55,30 @@ func (s *scriptedLeases) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID)
 	return &clientv3.LeaseKeepAliveResponse{ID: id, TTL: s.ttl}, nil
 }
 
+// sent returns the send times of the KeepAliveOnce calls so far.
+func (s *scriptedLeases) sent() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Time(nil), s.renewals...)
+}
+
 func (s *scriptedLeases) Revoke(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseRevokeResponse, error) {
 	return &clientv3.LeaseRevokeResponse{}, nil
 }
 
 func newTestSession(rtt time.Duration) (*Session, *scriptedLeases, *clock.Fake) {
+	// No hedging here: these tests script one attempt at a time.
+	return newScriptedSession(rtt, SessionConfig{HedgeAfter: time.Hour})
+}
+
+// newScriptedSession returns a session on a scripted lease client with a
+// 3 s TTL and a 500 ms margin; the rest of cfg is as given (defaults: renew
+// every 500 ms, retry after 100 ms, hedge after 150 ms).
+func newScriptedSession(rtt time.Duration, cfg SessionConfig) (*Session, *scriptedLeases, *clock.Fake) {
 	clk := clock.NewFake(t0)
 	lc := &scriptedLeases{clk: clk, rtt: rtt, ttl: 3}
-	// No hedging here: these tests script one attempt at a time.
-	s := NewSession(lc, clk, SessionConfig{TTL: 3 * time.Second, Margin: 500 * time.Millisecond, HedgeAfter: time.Hour}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cfg.TTL, cfg.Margin = 3*time.Second, 500*time.Millisecond
+	s := NewSession(lc, clk, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	return s, lc, clk
 }
 
@@ -155,9 +181,11 @@ func TestSessionRunStopsOnCancel(t *testing.T) {
 }
 
 // hangingLeases: the first KeepAliveOnce hangs until its context ends (a
-// member without a leader); later ones answer at once.
+// wedged or unreachable member); later ones answer at once, with then if
+// it is set, else with success.
 type hangingLeases struct {
 	scriptedLeases
+	then    error
 	calls   atomic.Int32
 	hanging chan struct{} // closed once the first call is hanging
 }
@@ -167,6 +195,9 @@ func (h *hangingLeases) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) 
 		close(h.hanging)
 		<-ctx.Done()
 		return nil, ctx.Err()
+	}
+	if h.then != nil {
+		return nil, h.then
 	}
 	return &clientv3.LeaseKeepAliveResponse{ID: id, TTL: 3}, nil
 }
@@ -200,5 +231,135 @@ func TestSessionHedgesAStuckRenewal(t *testing.T) {
 	}
 	if got := lc.calls.Load(); got != 2 {
 		t.Errorf("%d attempts, want 2", got)
+	}
+}
+
+// Every renewal over 5 s of virtual time answers "no leader" at once: the
+// retries back off 100, 200, 400, 400… ms, and no hedged attempts are
+// added (each attempt failed fast, with default hedging on).
+func TestSessionNoLeaderBacksOff(t *testing.T) {
+	s, lc, clk := newScriptedSession(0, SessionConfig{})
+	ctx := context.Background()
+	s.step(ctx) // grant
+	clk.Advance(500 * time.Millisecond)
+	lc.fail = rpctypes.ErrNoLeader
+	start := clk.Now()
+	for clk.Now().Sub(start) < 5*time.Second {
+		clk.Advance(s.step(ctx))
+	}
+
+	var want []time.Duration // offsets from start
+	for at, wait := time.Duration(0), 100*time.Millisecond; at < 5*time.Second; at, wait = at+wait, min(2*wait, 400*time.Millisecond) {
+		want = append(want, at)
+	}
+	var got []time.Duration
+	for _, at := range lc.sent() {
+		got = append(got, at.Sub(start))
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("attempts at %v,\nwant %v (waits 100, 200, then 400 ms)", got, want)
+	}
+}
+
+// The no-leader backoff is reset by a success and by any other error, and
+// applies to grants too.
+func TestSessionNoLeaderBackoffResets(t *testing.T) {
+	const ms = time.Millisecond
+	noLeader, timeout := rpctypes.ErrNoLeader, context.DeadlineExceeded
+	type step struct {
+		err  error // of this step's Grant or KeepAliveOnce
+		wait time.Duration
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{"a success resets", []step{{nil, 500 * ms}, {noLeader, 100 * ms}, {noLeader, 200 * ms}, {noLeader, 400 * ms},
+			{noLeader, 400 * ms}, {nil, 500 * ms}, {noLeader, 100 * ms}, {noLeader, 200 * ms}}},
+		{"ordinary errors keep the 100ms pace", []step{{nil, 500 * ms}, {timeout, 100 * ms}, {timeout, 100 * ms}, {timeout, 100 * ms}}},
+		{"an ordinary error resets", []step{{nil, 500 * ms}, {noLeader, 100 * ms}, {noLeader, 200 * ms}, {timeout, 100 * ms},
+			{noLeader, 100 * ms}}},
+		{"a lost lease resets", []step{{nil, 500 * ms}, {noLeader, 100 * ms}, {noLeader, 200 * ms}, {rpctypes.ErrLeaseNotFound, 0},
+			{noLeader, 100 * ms}}},
+		{"grants back off too", []step{{noLeader, 100 * ms}, {noLeader, 200 * ms}, {noLeader, 400 * ms}, {noLeader, 400 * ms},
+			{nil, 500 * ms}, {noLeader, 100 * ms}}},
+		{"the status error and wrapped errors count", []step{{nil, 500 * ms}, {rpctypes.ErrGRPCNoLeader, 100 * ms},
+			{fmt.Errorf("renew: %w", rpctypes.ErrNoLeader), 200 * ms}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, lc, clk := newScriptedSession(0, SessionConfig{})
+			for i, st := range tc.steps {
+				lc.fail, lc.grantFail = st.err, st.err
+				if got := s.step(context.Background()); got != st.wait {
+					t.Fatalf("step %d (%v): next attempt in %v, want %v", i, st.err, got, st.wait)
+				}
+				clk.Advance(st.wait)
+			}
+		})
+	}
+}
+
+// A hedged attempt that answers "no leader" while the first attempt is
+// still stuck ends the round: no third attempt is hedged, and the next try
+// is left to the backoff.
+func TestSessionNoLeaderEndsHedgedRound(t *testing.T) {
+	clk := clock.NewFake(t0)
+	lc := &hangingLeases{scriptedLeases: scriptedLeases{clk: clk, ttl: 3}, then: rpctypes.ErrNoLeader, hanging: make(chan struct{})}
+	// RequestTimeout is a real-time context deadline: make it long, so the
+	// stuck attempt stays stuck for the whole test.
+	s := NewSession(lc, clk, SessionConfig{TTL: 3 * time.Second, Margin: 500 * time.Millisecond, RequestTimeout: time.Hour},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s.step(context.Background()) // grant
+	clk.Advance(500 * time.Millisecond)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan time.Duration, 1)
+	go func() { done <- s.step(ctx) }()
+	if !clk.WaitForTimers(1, 5*time.Second) {
+		t.Fatal("no hedge timer armed")
+	}
+	<-lc.hanging
+	clk.Advance(150 * time.Millisecond) // hedge: the second attempt answers "no leader"
+	select {
+	case wait := <-done:
+		if wait != 100*time.Millisecond {
+			t.Errorf("after a no-leader answer, next attempt in %v, want 100ms", wait)
+		}
+	case <-time.After(2 * time.Second): // real time
+		clk.Advance(time.Second) // what the round does next: more hedges
+		cancel()
+		<-done
+		t.Fatalf("the round went on after a no-leader answer (%d attempts once 1s more had passed)", lc.calls.Load())
+	}
+	clk.Advance(time.Second)
+	if got := lc.calls.Load(); got != 2 {
+		t.Errorf("%d attempts, want 2 (the stuck one and one hedge)", got)
+	}
+}
+
+func TestIsNoLeader(t *testing.T) {
+	wire := status.Error(codes.Unavailable, "etcdserver: no leader") // as received, not the package's value
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"client error", rpctypes.ErrNoLeader, true},
+		{"as the client converts it", clientv3.ContextError(context.Background(), wire), true},
+		{"grpc status", rpctypes.ErrGRPCNoLeader, true},
+		{"status off the wire", wire, true},
+		{"wrapped", fmt.Errorf("election: renew: %w", rpctypes.ErrNoLeader), true},
+		{"wrapped status", fmt.Errorf("renew: %w", wire), true},
+		{"leader changed", rpctypes.ErrLeaderChanged, false},
+		{"leader changed status", rpctypes.ErrGRPCLeaderChanged, false},
+		{"lease not found", rpctypes.ErrLeaseNotFound, false},
+		{"deadline", context.DeadlineExceeded, false},
+		{"plain text is not enough", errors.New("etcdserver: no leader"), false},
+		{"nil", nil, false},
+	} {
+		if got := isNoLeader(tc.err); got != tc.want {
+			t.Errorf("%s: isNoLeader(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
+		}
 	}
 }
