@@ -690,10 +690,10 @@ groups:
 				t.Fatal(err)
 			}
 		}
-		run := func() (string, int) {
+		run := func(runtimeDir string) (string, int) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			out, err := n2.Exec(ctx, filepath.Join(binDir, "vipd"), "cleanup", "--config", path)
+			out, err := n2.Exec(ctx, filepath.Join(binDir, "vipd"), "cleanup", "--config", path, "--runtime-dir", runtimeDir)
 			code := 0
 			if err != nil {
 				code = -1
@@ -703,7 +703,21 @@ groups:
 			}
 			return strings.TrimSpace(string(out)), code
 		}
-		out1, code1 := run()
+		// With web-node-2's vipd running in its runtime dir, cleanup
+		// refuses (it would strip a running vipd) and removes nothing.
+		out0, code0 := run(n2.VipdRuntimeDir())
+		if want := fmt.Sprintf("another vipd (pid %d) is running", n2.Vipd().Pid()); code0 != 1 || !strings.Contains(out0, want) {
+			t.Errorf("cleanup next to a running vipd: exit %d, output %q; want exit 1 and %q", code0, out0, want)
+		}
+		for _, p := range extra {
+			if has, _ := n2.HasAddr(p); !has {
+				t.Errorf("%v removed by a cleanup that refused", p)
+			}
+		}
+		// The cleanup mechanics, as on a host whose vipd is stopped: a
+		// runtime dir of its own, since the standby's vipd keeps running.
+		cleanupDir := filepath.Join(tb.Dir, "run-cleanup")
+		out1, code1 := run(cleanupDir)
 		if code1 != 0 || !strings.Contains(out1, "removed 2 VIPs") {
 			t.Errorf("first cleanup: exit %d, output:\n%s", code1, out1)
 		}
@@ -715,7 +729,7 @@ groups:
 		if has, _ := n2.HasAddr(netip.PrefixFrom(n2.IP, 24)); !has {
 			t.Errorf("cleanup removed web-node-2's own address")
 		}
-		out2, code2 := run()
+		out2, code2 := run(cleanupDir)
 		if code2 != 0 || !strings.Contains(out2, "removed 0 VIPs") {
 			t.Errorf("second cleanup (nothing to do): exit %d, output:\n%s", code2, out2)
 		}
@@ -723,7 +737,7 @@ groups:
 			t.Errorf("holders after cleanup on the standby: %v", hs)
 		}
 		res.add("vipd cleanup: 1st run / 2nd run", fmt.Sprintf("exit %d %q / exit %d %q", code1, lastLine(out1), code2, lastLine(out2)), "2 removed, then 0; exit 0 both (asserted)")
-		s.note("exit %d (2 removed), then exit %d (0 removed); missing eth9 only warned", code1, code2)
+		s.note("refused next to the running vipd (exit %d); then exit %d (2 removed), exit %d (0 removed); missing eth9 only warned", code0, code1, code2)
 	})
 
 	// 11a. Planned handover with vipctl (issue 5).

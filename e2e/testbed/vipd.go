@@ -47,6 +47,11 @@ func (n *Node) VipdConfigPath() string { return filepath.Join(n.tb.Dir, n.Name+"
 // VipdLogPath is vipd's log (stderr) file; restarts append to it.
 func (n *Node) VipdLogPath() string { return n.tb.logPath("vipd-" + n.Name) }
 
+// VipdRuntimeDir is the node's vipd runtime directory (its vipd.lock).
+// Every node's vipd runs on this one host, and vipd allows one per runtime
+// directory, so each node gets its own (as each host has its /run/vipd).
+func (n *Node) VipdRuntimeDir() string { return filepath.Join(n.tb.Dir, "run-"+n.Name) }
+
 // StartVipd writes VipdConfig and runs `vipd run --config FILE` in the node.
 func (n *Node) StartVipd() error { return n.StartVipdWithConfig(n.VipdConfig()) }
 
@@ -60,7 +65,8 @@ func (n *Node) StartVipdWithConfig(yaml string) error {
 	if err := os.WriteFile(n.VipdConfigPath(), []byte(yaml), 0o644); err != nil {
 		return err
 	}
-	p, err := startProc(n.NS, "vipd@"+n.Name, n.VipdLogPath(), nil, n.tb.bin("vipd"), "run", "--config", n.VipdConfigPath())
+	p, err := startProc(n.NS, "vipd@"+n.Name, n.VipdLogPath(), nil, n.tb.bin("vipd"), "run", "--config", n.VipdConfigPath(),
+		"--runtime-dir", n.VipdRuntimeDir())
 	if err != nil {
 		return err
 	}
