@@ -42,6 +42,10 @@ type SessionConfig struct {
 	// HedgeAfter is how long a renewal may go unanswered before another
 	// attempt is sent beside it. Zero value: 150ms.
 	HedgeAfter time.Duration
+	// SuspendMeter reports how long the system has been suspended, to see
+	// the fence slip through a suspend (see Session.Current). Zero value:
+	// clock.BootSuspend(), the system's own; tests pass (*clock.Fake).Suspended.
+	SuspendMeter clock.SuspendMeter
 }
 
 func (c SessionConfig) withDefaults() SessionConfig {
@@ -60,6 +64,9 @@ func (c SessionConfig) withDefaults() SessionConfig {
 	if c.HedgeAfter == 0 {
 		c.HedgeAfter = 150 * time.Millisecond
 	}
+	if c.SuspendMeter == nil {
+		c.SuspendMeter = clock.BootSuspend()
+	}
 	return c
 }
 
@@ -67,13 +74,18 @@ func (c SessionConfig) withDefaults() SessionConfig {
 type Lease struct {
 	ID clientv3.LeaseID
 	// Deadline is the fence: holding anything on this lease is allowed only
-	// before it.
+	// before it. Zero when a system suspend voided it (see Session.Current).
 	Deadline time.Time
 	// Renewed is when the last successful renewal (or grant) was sent.
 	Renewed time.Time
 	// ServerExpiry is the earliest time the server may expire the lease:
-	// Renewed + TTL. Kernel lifetimes are bounded by it.
+	// Renewed + TTL. Kernel lifetimes are bounded by it. Zero with
+	// Deadline after a suspend.
 	ServerExpiry time.Time
+	// SuspendedAtRenewal is the SuspendMeter's reading when the renewal (or
+	// grant) that set Deadline was sent. Current compares it with the meter
+	// now; see there.
+	SuspendedAtRenewal time.Duration
 }
 
 // Live reports whether the lease may be relied on at now.
@@ -109,6 +121,9 @@ type Session struct {
 	mu      sync.Mutex
 	lease   Lease
 	changed chan struct{}
+	// suspendMark is the meter's reading when a suspend was last reported,
+	// so each one is logged (and signalled) once.
+	suspendMark time.Duration
 }
 
 // NewSession returns a session; Run starts it.
@@ -119,15 +134,70 @@ func NewSession(lc LeaseClient, clk clock.Clock, cfg SessionConfig, log *slog.Lo
 // Config returns the effective timing.
 func (s *Session) Config() SessionConfig { return s.cfg }
 
-// Current returns the lease as last known.
+// Current returns the lease as last known, with its fence voided if the
+// system has been suspended since the renewal that set it.
+//
+// A suspend stops CLOCK_MONOTONIC, which Go's monotonic clock and so the
+// fence use, and the kernel's jiffies, which time a VIP's kernel lifetime,
+// while the etcd server's clock runs on. After a resume the fence would
+// look live although the server may have expired the lease meanwhile and a
+// peer may hold the VIP. The SuspendMeter tells: when it has grown by more
+// than suspendThreshold since the renewal was sent (Lease.SuspendedAtRenewal),
+// Current returns the lease with Deadline and ServerExpiry zero, so Live is
+// false and no kernel lifetime is computed from it; ID and Renewed are kept
+// (the lease may well be alive: the next renewal finds out). A renewal sent
+// after the resume that succeeds proves the lease alive since then and
+// gives a fresh deadline as usual; an answer to one sent before the suspend
+// proves nothing about the time after it, and its reading (taken at its
+// send time) keeps it void. The first Current to see a suspend logs it and
+// closes the Changed channel, so that loops waiting on it look again.
+//
+// Current is called on every pass of every group loop: it costs a mutex
+// and one meter reading (two clock_gettime system calls; under a
+// microsecond in all, see BenchmarkSessionCurrent).
 func (s *Session) Current() Lease {
+	// Read the meter before taking the lock: a reading older than the
+	// stored lease can only understate the growth since its renewal.
+	m := s.cfg.SuspendMeter()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.lease
+	l := s.lease
+	var newly time.Duration
+	if l.ID != 0 && m-l.SuspendedAtRenewal > suspendThreshold {
+		l.Deadline, l.ServerExpiry = time.Time{}, time.Time{}
+		if d := m - max(l.SuspendedAtRenewal, s.suspendMark); d > suspendThreshold {
+			newly, s.suspendMark = d, m
+			s.signalLocked()
+		}
+	}
+	s.mu.Unlock()
+	if newly > 0 {
+		s.log.Warn("system suspend detected; treating the fence as expired",
+			"suspended", newly.Round(time.Millisecond), "lease", fmt.Sprintf("%x", int64(l.ID)))
+	}
+	return l
+}
+
+// suspendThreshold is how much the SuspendMeter may grow since a renewal
+// before the renewal's fence is void. Without a suspend the meter grows
+// only by the jitter of its reads: BootSuspend's two clock reads are
+// microseconds apart, a reading can fall short of the truth by that gap
+// and never overshoot it, a read slower than 100 µs (the thread was
+// preempted between the two) is retried, and readings never decrease.
+// Suspends last seconds. 10 ms is a hundred times that jitter, and small
+// beside the margin (at least 100 ms, 500 ms with a 3 s TTL): a suspend
+// too short to be seen moves the fence by less than 10 ms, which the
+// margin absorbs.
+const suspendThreshold = 10 * time.Millisecond
+
+// suspendedSince reports whether the system has been suspended since the
+// meter read reading.
+func (s *Session) suspendedSince(reading time.Duration) bool {
+	return s.cfg.SuspendMeter()-reading > suspendThreshold
 }
 
 // Changed returns a channel closed at the next change of the lease (new ID
-// or new deadline). Call it again after it fires.
+// or new deadline, or a fence voided by a suspend). Call it again after it
+// fires.
 func (s *Session) Changed() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -137,9 +207,13 @@ func (s *Session) Changed() <-chan struct{} {
 func (s *Session) set(l Lease) {
 	s.mu.Lock()
 	s.lease = l
+	s.signalLocked()
+	s.mu.Unlock()
+}
+
+func (s *Session) signalLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})
-	s.mu.Unlock()
 }
 
 // Run grants and renews the lease until ctx is done. It never gives up:
@@ -162,13 +236,13 @@ func (s *Session) Run(ctx context.Context) {
 // step makes one grant or renewal attempt and returns the wait before the
 // next one.
 func (s *Session) step(ctx context.Context) time.Duration {
-	cur := s.Current()
+	cur := s.Current() // also sees a suspend first, and wakes the waiters
 	ttlSecs := int64(s.cfg.TTL / time.Second)
 	rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), s.cfg.RequestTimeout)
 	defer cancel()
-	sent := s.clk.Now()
 
 	if cur.ID == 0 {
+		suspended, sent := s.cfg.SuspendMeter(), s.clk.Now()
 		resp, err := s.lc.Grant(rctx, ttlSecs)
 		s.report(RenewGrantErr, RenewGranted, err, sent)
 		if err != nil {
@@ -180,24 +254,43 @@ func (s *Session) step(ctx context.Context) time.Duration {
 		}
 		s.noLeaderRun = 0
 		ttl := min(time.Duration(resp.TTL)*time.Second, s.cfg.TTL)
-		l := Lease{ID: resp.ID, Renewed: sent, Deadline: FenceDeadline(sent, ttl, s.cfg.Margin), ServerExpiry: sent.Add(ttl)}
+		l := Lease{ID: resp.ID, Renewed: sent, Deadline: FenceDeadline(sent, ttl, s.cfg.Margin), ServerExpiry: sent.Add(ttl),
+			SuspendedAtRenewal: suspended}
 		s.set(l)
 		s.log.Info("lease granted", "lease", fmt.Sprintf("%x", int64(resp.ID)), "ttl", ttl)
+		if s.suspendedSince(suspended) {
+			// Granted across a suspend: the lease is ours but its fence is
+			// void (Current sees to that). Renew at once for a fresh one.
+			s.Current()
+			return 0
+		}
 		return s.cfg.RenewEvery
 	}
 
-	resp, sent, err := s.renew(ctx, cur.ID)
+	a := s.renew(ctx, cur.ID)
+	resp, sent, err := a.resp, a.sent, a.err
 	switch {
 	case err == nil:
 		s.noLeaderRun = 0
 		s.report(RenewFailed, RenewOK, nil, sent)
+		if s.suspendedSince(a.suspended) {
+			// Sent before a suspend, answered after it: it says nothing
+			// about the lease after the resume. Do not store it (its fence
+			// would be void anyway); renew at once instead.
+			s.Current() // reports the suspend if nothing has yet
+			s.log.Info("renewal answer straddled a system suspend; renewing again", "lease", fmt.Sprintf("%x", int64(cur.ID)))
+			return 0
+		}
 		ttl := min(time.Duration(resp.TTL)*time.Second, s.cfg.TTL)
 		deadline := FenceDeadline(sent, ttl, s.cfg.Margin)
 		// A late answer to an old request must never move the fence back.
+		// cur is the fence as Current gave it: zero if a suspend voided it,
+		// and then any answer sent after the resume (this one, as the
+		// check above shows) may set a fresh one.
 		if deadline.Before(cur.Deadline) {
 			return s.cfg.RenewEvery
 		}
-		s.set(Lease{ID: cur.ID, Renewed: sent, Deadline: deadline, ServerExpiry: sent.Add(ttl)})
+		s.set(Lease{ID: cur.ID, Renewed: sent, Deadline: deadline, ServerExpiry: sent.Add(ttl), SuspendedAtRenewal: a.suspended})
 		return s.cfg.RenewEvery
 	case errors.Is(err, rpctypes.ErrLeaseNotFound):
 		s.noLeaderRun = 0
@@ -210,7 +303,7 @@ func (s *Session) step(ctx context.Context) time.Duration {
 		wait := s.failWait(err)
 		if ctx.Err() == nil {
 			s.log.Warn("lease renewal failed", "lease", fmt.Sprintf("%x", int64(cur.ID)),
-				"err", err, "fence_in", cur.Deadline.Sub(s.clk.Now()).Round(time.Millisecond), "retry_in", wait)
+				"err", err, "fence_in", max(cur.Deadline.Sub(s.clk.Now()), 0).Round(time.Millisecond), "retry_in", wait)
 		}
 		return wait
 	}
@@ -271,8 +364,8 @@ func (s *Session) report(onErr, onOK RenewResult, err error, sent time.Time) {
 // flight), each with its own send time and RequestTimeout. An attempt
 // stuck on an unreachable member, or on one that has not yet noticed that
 // its leader is gone (its request waits until the timeout), then no longer
-// costs the holder a whole timeout of its fence
-// budget. The first success wins and is dated by its own send time.
+// costs the holder a whole timeout of its fence budget. The first success
+// wins and is dated by its own send time (and suspend reading).
 //
 // Hedging is for stuck requests only. An attempt that fails fast ends the
 // round if nothing else is in flight; but a "no leader" answer ends the
@@ -282,35 +375,33 @@ func (s *Session) report(onErr, onOK RenewResult, err error, sent time.Time) {
 // no-leader backoff. The stuck attempts are cancelled; the next round
 // sends a fresh one, which is no worse: a later send gives a later fence.
 // Otherwise the last error is returned.
-func (s *Session) renew(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseKeepAliveResponse, time.Time, error) {
-	type result struct {
-		resp *clientv3.LeaseKeepAliveResponse
-		sent time.Time
-		err  error
-	}
+func (s *Session) renew(ctx context.Context, id clientv3.LeaseID) attempt {
 	actx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel() // ends attempts still in flight
-	results := make(chan result, maxAttempts)
+	results := make(chan attempt, maxAttempts)
 	launch := func() {
-		sent := s.clk.Now()
+		// Both readings are taken before the request leaves: a suspend
+		// after them is seen by the meter, and one before them delays the
+		// send, which only makes the server renew later than sent says.
+		a := attempt{suspended: s.cfg.SuspendMeter(), sent: s.clk.Now()}
 		go func() {
 			rctx, done := context.WithTimeout(actx, s.cfg.RequestTimeout)
 			defer done()
-			resp, err := s.lc.KeepAliveOnce(rctx, id)
-			results <- result{resp, sent, err}
+			a.resp, a.err = s.lc.KeepAliveOnce(rctx, id)
+			results <- a
 		}()
 	}
 	launch()
 	launched, pending := 1, 1
 	hedge := s.clk.NewTimer(s.cfg.HedgeAfter)
 	defer hedge.Stop()
-	var last result
+	var last attempt
 	for pending > 0 {
 		select {
 		case r := <-results:
 			pending--
 			if r.err == nil || errors.Is(r.err, rpctypes.ErrLeaseNotFound) || isNoLeader(r.err) {
-				return r.resp, r.sent, r.err
+				return r
 			}
 			last = r
 		case <-hedge.C():
@@ -321,10 +412,19 @@ func (s *Session) renew(ctx context.Context, id clientv3.LeaseID) (*clientv3.Lea
 				hedge.Reset(s.cfg.HedgeAfter)
 			}
 		case <-ctx.Done():
-			return nil, s.clk.Now(), ctx.Err()
+			return attempt{sent: s.clk.Now(), err: ctx.Err()}
 		}
 	}
-	return last.resp, last.sent, last.err
+	return last
+}
+
+// attempt is one KeepAliveOnce: its answer, and when it was sent by the
+// clock and by the SuspendMeter.
+type attempt struct {
+	resp      *clientv3.LeaseKeepAliveResponse
+	sent      time.Time
+	suspended time.Duration
+	err       error
 }
 
 // maxAttempts bounds the renewal attempts in flight at once.

@@ -1,12 +1,14 @@
 package election
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,11 +33,17 @@ type scriptedLeases struct {
 	grants    int
 	ttl       int64
 	renewals  []time.Time // when each KeepAliveOnce was sent
+	// inFlight, if set, runs inside every call, after the send and before
+	// the round trip: what happens while the request is out.
+	inFlight func()
 }
 
 func (s *scriptedLeases) Grant(ctx context.Context, ttl int64) (*clientv3.LeaseGrantResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.inFlight != nil {
+		s.inFlight()
+	}
 	s.clk.Advance(s.rtt)
 	if s.grantFail != nil {
 		return nil, s.grantFail
@@ -48,6 +56,9 @@ func (s *scriptedLeases) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.renewals = append(s.renewals, s.clk.Now())
+	if s.inFlight != nil {
+		s.inFlight()
+	}
 	s.clk.Advance(s.rtt)
 	if s.fail != nil {
 		return nil, s.fail
@@ -72,13 +83,18 @@ func newTestSession(rtt time.Duration) (*Session, *scriptedLeases, *clock.Fake) 
 }
 
 // newScriptedSession returns a session on a scripted lease client with a
-// 3 s TTL and a 500 ms margin; the rest of cfg is as given (defaults: renew
-// every 500 ms, retry after 100 ms, hedge after 150 ms).
+// 3 s TTL and a 500 ms margin, suspends measured by the fake clock; the
+// rest of cfg is as given (defaults: renew every 500 ms, retry after
+// 100 ms, hedge after 150 ms).
 func newScriptedSession(rtt time.Duration, cfg SessionConfig) (*Session, *scriptedLeases, *clock.Fake) {
+	return newLoggedSession(rtt, cfg, io.Discard)
+}
+
+func newLoggedSession(rtt time.Duration, cfg SessionConfig, logTo io.Writer) (*Session, *scriptedLeases, *clock.Fake) {
 	clk := clock.NewFake(t0)
 	lc := &scriptedLeases{clk: clk, rtt: rtt, ttl: 3}
-	cfg.TTL, cfg.Margin = 3*time.Second, 500*time.Millisecond
-	s := NewSession(lc, clk, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cfg.TTL, cfg.Margin, cfg.SuspendMeter = 3*time.Second, 500*time.Millisecond, clk.Suspended
+	s := NewSession(lc, clk, cfg, slog.New(slog.NewTextHandler(logTo, nil)))
 	return s, lc, clk
 }
 
@@ -205,7 +221,8 @@ func (h *hangingLeases) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) 
 func TestSessionHedgesAStuckRenewal(t *testing.T) {
 	clk := clock.NewFake(t0)
 	lc := &hangingLeases{scriptedLeases: scriptedLeases{clk: clk, ttl: 3}, hanging: make(chan struct{})}
-	s := NewSession(lc, clk, SessionConfig{TTL: 3 * time.Second, Margin: 500 * time.Millisecond, RequestTimeout: 500 * time.Millisecond},
+	s := NewSession(lc, clk, SessionConfig{TTL: 3 * time.Second, Margin: 500 * time.Millisecond, RequestTimeout: 500 * time.Millisecond,
+		SuspendMeter: clk.Suspended},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	s.step(context.Background()) // grant
 	clk.Advance(500 * time.Millisecond)
@@ -307,7 +324,8 @@ func TestSessionNoLeaderEndsHedgedRound(t *testing.T) {
 	lc := &hangingLeases{scriptedLeases: scriptedLeases{clk: clk, ttl: 3}, then: rpctypes.ErrNoLeader, hanging: make(chan struct{})}
 	// RequestTimeout is a real-time context deadline: make it long, so the
 	// stuck attempt stays stuck for the whole test.
-	s := NewSession(lc, clk, SessionConfig{TTL: 3 * time.Second, Margin: 500 * time.Millisecond, RequestTimeout: time.Hour},
+	s := NewSession(lc, clk, SessionConfig{TTL: 3 * time.Second, Margin: 500 * time.Millisecond, RequestTimeout: time.Hour,
+		SuspendMeter: clk.Suspended},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	s.step(context.Background()) // grant
 	clk.Advance(500 * time.Millisecond)
@@ -361,5 +379,206 @@ func TestIsNoLeader(t *testing.T) {
 		if got := isNoLeader(tc.err); got != tc.want {
 			t.Errorf("%s: isNoLeader(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
 		}
+	}
+}
+
+// syncBuffer collects log output from any goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// A suspend voids the fence at once, without the monotonic clock moving,
+// and says so once; the next renewal, sent after the resume, restores it.
+func TestSessionSuspendVoidsFence(t *testing.T) {
+	var logs syncBuffer
+	s, lc, clk := newLoggedSession(time.Millisecond, SessionConfig{}, &logs)
+	ctx := context.Background()
+	s.step(ctx) // grant
+	clk.Advance(500 * time.Millisecond)
+	if wait := s.step(ctx); wait != 500*time.Millisecond {
+		t.Fatalf("renewal: next in %v, want 500ms", wait)
+	}
+	before := s.Current()
+	if !before.Live(clk.Now()) {
+		t.Fatalf("lease not live before the suspend: %+v", before)
+	}
+	changed := s.Changed()
+
+	clk.Suspend(5 * time.Second)
+	now := clk.Now()
+	l := s.Current()
+	if l.Live(now) {
+		t.Errorf("lease still live right after a 5s suspend: %+v", l)
+	}
+	if !l.Deadline.IsZero() || !l.ServerExpiry.IsZero() {
+		t.Errorf("Deadline %v, ServerExpiry %v after a suspend, want both zero", l.Deadline, l.ServerExpiry)
+	}
+	if l.ID != before.ID || !l.Renewed.Equal(before.Renewed) || l.SuspendedAtRenewal != before.SuspendedAtRenewal {
+		t.Errorf("suspend changed the lease's identity: %+v -> %+v", before, l)
+	}
+	select {
+	case <-changed:
+	default:
+		t.Error("detecting the suspend did not signal Changed")
+	}
+	again := s.Changed()
+	for range 3 {
+		s.Current()
+	}
+	select {
+	case <-again:
+		t.Error("Changed signalled again for the same suspend")
+	default:
+	}
+	if n := strings.Count(logs.String(), "system suspend detected"); n != 1 {
+		t.Errorf("suspend logged %d times, want once:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "level=WARN msg=\"system suspend detected; treating the fence as expired\" suspended=5s") {
+		t.Errorf("log does not say WARN with the suspended time:\n%s", logs.String())
+	}
+
+	// The next renewal is sent after the resume: its answer proves the
+	// lease alive since then.
+	clk.Advance(500 * time.Millisecond)
+	sent := clk.Now()
+	if wait := s.step(ctx); wait != 500*time.Millisecond {
+		t.Errorf("renewal after the resume: next in %v, want 500ms", wait)
+	}
+	l = s.Current()
+	if !l.Live(clk.Now()) {
+		t.Fatalf("lease not live after a renewal sent after the resume: %+v", l)
+	}
+	if want := sent.Add(2500 * time.Millisecond); !l.Deadline.Equal(want) || l.SuspendedAtRenewal != 5*time.Second {
+		t.Errorf("after the resume: deadline %v, suspended-at-renewal %v; want %v, 5s", l.Deadline, l.SuspendedAtRenewal, want)
+	}
+	if got := len(lc.sent()); got != 2 {
+		t.Errorf("%d renewals, want 2", got)
+	}
+
+	// A second suspend is a new one: seen and logged again.
+	clk.Suspend(2 * time.Second)
+	if s.Current().Live(clk.Now()) {
+		t.Error("lease live after a second suspend")
+	}
+	if n := strings.Count(logs.String(), "system suspend detected"); n != 2 {
+		t.Errorf("two suspends logged %d times, want 2", n)
+	}
+}
+
+// A grant or renewal sent before a suspend and answered after it cannot
+// make the lease live: what it proves ends at the suspend. The session
+// renews again at once, and that renewal does.
+func TestSessionAnswerAcrossSuspendDoesNotRestore(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		grant bool // the straddling call is the grant, not a renewal
+	}{
+		{"renewal", false},
+		{"grant", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, lc, clk := newScriptedSession(20*time.Millisecond, SessionConfig{})
+			ctx := context.Background()
+			if !tc.grant {
+				s.step(ctx)
+				clk.Advance(500 * time.Millisecond)
+			}
+			before := s.Current()
+			lc.inFlight = func() { clk.Suspend(5 * time.Second) } // the request is out; the system sleeps
+			if wait := s.step(ctx); wait != 0 {
+				t.Errorf("after an answer across a suspend, next attempt in %v, want at once", wait)
+			}
+			lc.inFlight = nil
+			l := s.Current()
+			if l.Live(clk.Now()) {
+				t.Fatalf("answer to a request sent before the suspend made the lease live: %+v", l)
+			}
+			if l.ID == 0 {
+				t.Fatal("no lease ID after a successful grant")
+			}
+			if !tc.grant && !l.Renewed.Equal(before.Renewed) {
+				t.Errorf("Renewed = %v, want the last renewal before the suspend (%v)", l.Renewed, before.Renewed)
+			}
+
+			sent := clk.Now()
+			s.step(ctx)
+			l = s.Current()
+			if !l.Live(clk.Now()) || !l.Renewed.Equal(sent) {
+				t.Errorf("renewal sent after the resume: %+v, want live, renewed at %v", l, sent)
+			}
+		})
+	}
+}
+
+// The late-answer rule holds across the suspend check: an answer whose
+// fence is earlier than the current one is ignored; but once a suspend has
+// voided the fence, an answer sent after the resume sets one, even if
+// earlier than the void one was.
+func TestSessionLateAnswerNeverMovesFenceBack(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		suspend   time.Duration
+		wantFence bool // the short answer's fence is taken
+	}{
+		{"live fence", 0, false},
+		{"fence voided by a suspend", 5 * time.Second, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, lc, clk := newScriptedSession(time.Millisecond, SessionConfig{})
+			ctx := context.Background()
+			s.step(ctx) // grant: fence at t0+2.5s
+			clk.Advance(500 * time.Millisecond)
+			clk.Suspend(tc.suspend)
+			lc.ttl = 1 // this answer's fence: sent+0.5s, before the grant's
+			sent := clk.Now()
+			s.step(ctx)
+			l := s.Current()
+			if tc.wantFence {
+				if want := sent.Add(500 * time.Millisecond); !l.Deadline.Equal(want) {
+					t.Errorf("deadline %v, want the new answer's %v", l.Deadline, want)
+				}
+				return
+			}
+			if want := t0.Add(2500 * time.Millisecond); !l.Deadline.Equal(want) {
+				t.Errorf("deadline %v, want it kept at %v", l.Deadline, want)
+			}
+		})
+	}
+}
+
+func TestSessionDefaultSuspendMeter(t *testing.T) {
+	clk := clock.NewFake(t0)
+	lc := &scriptedLeases{clk: clk, ttl: 3}
+	s := NewSession(lc, clk, SessionConfig{TTL: 3 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if s.Config().SuspendMeter == nil {
+		t.Fatal("no default SuspendMeter")
+	}
+	s.step(context.Background())
+	if l := s.Current(); !l.Live(clk.Now()) {
+		t.Errorf("lease not live with the system's meter and no suspend: %+v", l)
+	}
+}
+
+// Current runs on every pass of every group loop.
+func BenchmarkSessionCurrent(b *testing.B) {
+	clk := clock.NewFake(t0)
+	s := NewSession(&scriptedLeases{clk: clk, ttl: 3}, clk, SessionConfig{TTL: 3 * time.Second},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s.step(context.Background())
+	for b.Loop() {
+		s.Current()
 	}
 }
