@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -94,7 +95,7 @@ func TestAnnouncements(t *testing.T) {
 	needAll(t)
 	t.Parallel()
 	start := time.Now()
-	tb, err := testbed.New(testbed.Options{BinDir: binDir, Logf: t.Logf})
+	tb, err := testbed.New(testbed.Options{BinDir: binDir, Logf: t.Logf, KeepDir: os.Getenv("VIPD_E2E_KEEPDIR") != ""})
 	if err != nil {
 		t.Fatal(err)
 	}

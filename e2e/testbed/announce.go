@@ -499,7 +499,10 @@ func (tb *Testbed) StartCapture(name string, filter ...string) (*Capture, error)
 	}
 	path := filepath.Join(tb.Dir, name+".pcap")
 	logPath := tb.logPath("tcpdump-" + name)
-	argv := append([]string{tcpdump, "-i", "br0", "-U", "-n", "-s", "256", "-w", path}, filter...)
+	// --immediate-mode: without it libpcap hands packets over in blocks,
+	// after up to a second, and a capture stopped within that second
+	// reports "0 packets captured" although the filter received them.
+	argv := append([]string{tcpdump, "-i", "br0", "--immediate-mode", "-U", "-n", "-s", "256", "-w", path}, filter...)
 	p, err := startProc(tb.LAN, "tcpdump@"+name, logPath, nil, argv...)
 	if err != nil {
 		return nil, err
