@@ -14,48 +14,11 @@ func FenceDeadline(sent time.Time, ttl, margin time.Duration) time.Time {
 	return sent.Add(ttl - margin)
 }
 
-// KernelExpirySlack is how late the kernel may remove an address after its
-// valid_lft. Its lifetime check runs at most once a second
-// (ADDRCONF_TIMER_FUZZ_MAX) and may be rounded to a whole second, so expiry
-// can lag by up to a second (measured here: 2.01–2.28 s for valid_lft 2);
-// 50ms more guards against timer skew.
-const KernelExpirySlack = time.Second + 50*time.Millisecond
-
-// KernelLifetime is the valid_lft to give a VIP at now so that the kernel
-// removes it before the server can expire the lease, even if vipd is
-// killed or frozen: whole seconds, rounded down, leaving KernelExpirySlack
-// before serverExpiry (sent + TTL of the last successful renewal). ok is
-// false when that leaves less than one second; the address must then not
-// be added (an existing one keeps its earlier, still safe, lifetime).
-func KernelLifetime(now, serverExpiry time.Time) (lifetime time.Duration, ok bool) {
-	left := serverExpiry.Sub(now) - KernelExpirySlack
-	secs := left / time.Second
-	if secs < 1 {
-		return 0, false
-	}
-	return secs * time.Second, true
-}
-
-// LastRefresh is shortly before the latest time a one-second lifetime can
-// still be set before serverExpiry (100ms early, for timer latency):
-// refreshing then, rather than only at renewals, keeps a VIP bound as long
-// as safely possible while renewals fail (an etcd leader election, say).
-func LastRefresh(serverExpiry time.Time) time.Time {
-	return serverExpiry.Add(-KernelExpirySlack - time.Second - 100*time.Millisecond)
-}
-
-// Candidate states as published in candidate records.
-const (
-	StateMaster = "MASTER"
-	StateBackup = "BACKUP"
-	StateFault  = "FAULT"
-)
-
 // Candidate is a node's published candidacy for one group.
 type Candidate struct {
 	Node     string `json:"node"`
 	Priority int    `json:"priority"` // effective priority
-	State    string `json:"state"`    // MASTER, BACKUP or FAULT
+	State    State  `json:"state"`    // MASTER, BACKUP or FAULT
 	Preempt  bool   `json:"preempt"`  // may this node take over from a worse holder
 	// PreemptDelay is how long this node must have been a better candidate
 	// before the holder yields to it (keepalived applies preempt_delay on
@@ -65,8 +28,10 @@ type Candidate struct {
 	Failing []string `json:"failing,omitempty"`
 	// Drained means the operator asked this node not to stand.
 	Drained bool `json:"drained,omitempty"`
-	// Lease is the node's lease ID, filled from the key's metadata.
-	Lease int64 `json:"-"`
+	// Lease is the node's lease ID and ModRev the record's ModRevision,
+	// filled from the key's metadata.
+	Lease  int64 `json:"-"`
+	ModRev int64 `json:"-"`
 }
 
 // Handover is a planned switchover request written by vipctl: the holder
@@ -76,6 +41,9 @@ type Candidate struct {
 type Handover struct {
 	From string `json:"from"`
 	To   string `json:"to,omitempty"`
+	// CreateRev identifies the request (from the key's metadata): the
+	// holder carries out each request once.
+	CreateRev int64 `json:"-"`
 }
 
 // Eligible reports whether c may stand for leadership.
@@ -107,16 +75,17 @@ func Rank(self Candidate, cands []Candidate) int {
 	return rank
 }
 
-// RankWithHandover adjusts Rank for a pending handover: the target ranks
-// first and everyone else one step later; the node handing over ranks after
-// every other eligible candidate, so it only reclaims if nobody else does.
+// RankWithHandover adjusts Rank for a pending handover: the target (see
+// HandoverTarget) ranks first and everyone else one step later; the node
+// handing over ranks after every other eligible candidate, so it only
+// reclaims if nobody else does.
 func RankWithHandover(self Candidate, cands []Candidate, h *Handover) int {
 	rank := Rank(self, cands)
 	if h == nil {
 		return rank
 	}
-	if h.To != "" {
-		if self.Node == h.To {
+	if target, ok := HandoverTarget(h, cands); ok {
+		if self.Node == target {
 			return 0
 		}
 		rank++
@@ -129,6 +98,22 @@ func RankWithHandover(self Candidate, cands []Candidate, h *Handover) int {
 		}
 	}
 	return rank
+}
+
+// HandoverTarget names the node a handover goes to: h.To if it is an
+// eligible candidate, or with no To the best eligible candidate other than
+// h.From. ok is false when there is none; a handover to nobody is not
+// carried out (it would only cause an outage).
+func HandoverTarget(h *Handover, cands []Candidate) (string, bool) {
+	for _, c := range Sorted(cands) {
+		if c.Node == h.From || !c.Eligible() {
+			continue
+		}
+		if h.To == "" || c.Node == h.To {
+			return c.Node, true
+		}
+	}
+	return "", false
 }
 
 // Backoff is how long a candidate of the given rank waits after seeing a

@@ -1,8 +1,11 @@
 package election
 
 import (
+	"net/netip"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 var t0 = time.Unix(1_700_000_000, 0)
@@ -19,44 +22,6 @@ func TestFenceDeadlineCountsFromSendTime(t *testing.T) {
 	}
 	if left := d.Sub(answered); left != 600*time.Millisecond {
 		t.Fatalf("time left after the late answer = %v, want 600ms", left)
-	}
-}
-
-func TestKernelLifetime(t *testing.T) {
-	// serverExpiry - now: the kernel must remove the address (lifetime plus
-	// up to KernelExpirySlack) before the server may expire the lease.
-	cases := []struct {
-		left time.Duration
-		want time.Duration
-		ok   bool
-	}{
-		{4 * time.Second, 2 * time.Second, true},
-		{3 * time.Second, time.Second, true},
-		{2990 * time.Millisecond, time.Second, true},
-		{2050 * time.Millisecond, time.Second, true},
-		{2049 * time.Millisecond, 0, false},
-		{time.Second, 0, false},
-		{0, 0, false},
-		{-time.Second, 0, false},
-	}
-	for _, c := range cases {
-		got, ok := KernelLifetime(t0, t0.Add(c.left))
-		if got != c.want || ok != c.ok {
-			t.Errorf("left %v: got (%v, %v), want (%v, %v)", c.left, got, ok, c.want, c.ok)
-		}
-		if ok && t0.Add(got+KernelExpirySlack).After(t0.Add(c.left)) {
-			t.Errorf("left %v: lifetime %v plus kernel slack outlives the server expiry", c.left, got)
-		}
-	}
-	se := t0.Add(3 * time.Second)
-	if lt, ok := KernelLifetime(LastRefresh(se), se); !ok || lt != time.Second {
-		t.Errorf("at LastRefresh the lifetime is (%v, %v), want (1s, true)", lt, ok)
-	}
-	if lt, ok := KernelLifetime(LastRefresh(se).Add(100*time.Millisecond), se); !ok || lt != time.Second {
-		t.Error("LastRefresh leaves no room for timer latency")
-	}
-	if _, ok := KernelLifetime(LastRefresh(se).Add(101*time.Millisecond), se); ok {
-		t.Error("a lifetime can still be set more than 100ms after LastRefresh")
 	}
 }
 
@@ -194,5 +159,121 @@ func TestVacancyDue(t *testing.T) {
 		if want := t0.Add(c.wantOff); !got.Equal(want) {
 			t.Errorf("%s: due at +%v, want +%v", c.name, got.Sub(t0), c.wantOff)
 		}
+	}
+}
+
+// The chosen target of a handover claims at rank 0 whether or not the
+// request names it: without --to, a two-node group used to give both nodes
+// rank 1, so the target waited a backoff step (110–210 ms outage).
+func TestRankWithHandover(t *testing.T) {
+	n1, n2, n3 := cand("web-node-1", 103), cand("web-node-2", 102), cand("web-node-3", 101)
+	fault := cand("web-node-0", 250)
+	fault.State = StateFault
+	two := []Candidate{n1, n2}
+	three := []Candidate{n1, n2, n3}
+	cases := []struct {
+		name  string
+		self  Candidate
+		cands []Candidate
+		h     *Handover
+		want  int
+	}{
+		{"no handover", n2, two, nil, 1},
+		{"two nodes, no --to: the other node is the target", n2, two, &Handover{From: "web-node-1"}, 0},
+		{"two nodes, no --to: the holder ranks last", n1, two, &Handover{From: "web-node-1"}, 2},
+		{"two nodes, --to", n2, two, &Handover{From: "web-node-1", To: "web-node-2"}, 0},
+		{"three nodes, no --to: best other is the target", n2, three, &Handover{From: "web-node-1"}, 0},
+		{"three nodes, no --to: the rest one step later", n3, three, &Handover{From: "web-node-1"}, 3},
+		{"three nodes, --to the worst", n3, three, &Handover{From: "web-node-1", To: "web-node-3"}, 0},
+		{"three nodes, --to the worst: the better one waits", n2, three, &Handover{From: "web-node-1", To: "web-node-3"}, 2},
+		{"a faulty node is never the target", n2, []Candidate{n1, n2, fault}, &Handover{From: "web-node-1"}, 0},
+		{"--to a faulty node: no target, plain ranks", n2, []Candidate{n1, n2, fault}, &Handover{From: "web-node-1", To: "web-node-0"}, 1},
+	}
+	for _, c := range cases {
+		if got := RankWithHandover(c.self, c.cands, c.h); got != c.want {
+			t.Errorf("%s: RankWithHandover = %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+func TestHandoverTarget(t *testing.T) {
+	n1, n2, n3 := cand("web-node-1", 103), cand("web-node-2", 102), cand("web-node-3", 101)
+	drained := cand("web-node-0", 250)
+	drained.Drained = true
+	cases := []struct {
+		name   string
+		h      Handover
+		cands  []Candidate
+		want   string
+		wantOK bool
+	}{
+		{"best other", Handover{From: "web-node-1"}, []Candidate{n1, n2, n3}, "web-node-2", true},
+		{"named", Handover{From: "web-node-1", To: "web-node-3"}, []Candidate{n1, n2, n3}, "web-node-3", true},
+		{"named but absent", Handover{From: "web-node-1", To: "web-node-7"}, []Candidate{n1, n2}, "", false},
+		{"drained is skipped", Handover{From: "web-node-1"}, []Candidate{n1, drained, n3}, "web-node-3", true},
+		{"nobody else", Handover{From: "web-node-1"}, []Candidate{n1}, "", false},
+	}
+	for _, c := range cases {
+		got, ok := HandoverTarget(&c.h, c.cands)
+		if got != c.want || ok != c.wantOK {
+			t.Errorf("%s: HandoverTarget = %q, %v; want %q, %v", c.name, got, ok, c.want, c.wantOK)
+		}
+	}
+}
+
+func TestClaimOf(t *testing.T) {
+	const lease, other = clientv3.LeaseID(7), clientv3.LeaseID(9)
+	a1, a2 := netip.MustParseAddr("192.168.20.15"), netip.MustParseAddr("192.168.20.16")
+	addrs := []netip.Addr{a1, a2}
+	mine := func(rev int64) AddressClaim {
+		return AddressClaim{Node: "n1", Group: "VI_1", CreateRev: rev, Lease: lease}
+	}
+	leader := LeaderInfo{Present: true, Node: "n1", CreateRev: 40, Lease: lease}
+	cases := []struct {
+		name               string
+		o                  Ownership
+		wantRev            int64
+		complete, wantFind bool
+	}{
+		{"all ours", Ownership{Leader: leader, Addrs: []AddressClaim{mine(40), mine(40)}}, 40, true, true},
+		{"nothing", Ownership{Addrs: make([]AddressClaim, 2)}, 0, false, false},
+		{"leader ours, one address key deleted", Ownership{Leader: leader, Addrs: []AddressClaim{mine(40), {}}}, 40, false, true},
+		{"leader ours, address from another claim of ours", Ownership{Leader: leader, Addrs: []AddressClaim{mine(40), mine(12)}}, 40, false, true},
+		{"leader gone, an address key of ours left", Ownership{Addrs: []AddressClaim{{}, mine(40)}}, 40, false, true},
+		{"leader ours on another lease", Ownership{Leader: LeaderInfo{Present: true, Node: "n1", CreateRev: 40, Lease: other}, Addrs: make([]AddressClaim, 2)}, 0, false, false},
+		{"leader another node's", Ownership{Leader: LeaderInfo{Present: true, Node: "n2", CreateRev: 40, Lease: other}, Addrs: []AddressClaim{{Node: "n2", Group: "VI_1", CreateRev: 40, Lease: other}, {}}}, 0, false, false},
+		{"our address key for another group is not this group's", Ownership{Addrs: []AddressClaim{{Node: "n1", Group: "VI_2", CreateRev: 30, Lease: lease}, {}}}, 0, false, false},
+	}
+	for _, c := range cases {
+		got, complete, found := c.o.ClaimOf("VI_1", "n1", lease, addrs)
+		if found != c.wantFind || complete != c.complete || (found && (got.CreateRev != c.wantRev || got.Lease != lease || !got.Covers(addrs))) {
+			t.Errorf("%s: ClaimOf = %+v complete=%v found=%v; want rev %d complete=%v found=%v", c.name, got, complete, found, c.wantRev, c.complete, c.wantFind)
+		}
+	}
+}
+
+func TestAddressKeys(t *testing.T) {
+	k := Keys{Prefix: "/vipd"}
+	for _, s := range []string{"192.168.20.15", "2001:db8::15"} {
+		ip := netip.MustParseAddr(s)
+		key := k.Address(ip)
+		if key != "/vipd/addresses/"+s {
+			t.Errorf("Address(%s) = %q", s, key)
+		}
+		got, ok := k.ParseAddress(key)
+		if !ok || got != ip {
+			t.Errorf("ParseAddress(%q) = %v, %v", key, got, ok)
+		}
+		if _, kind, _ := k.Parse(key); kind != KeyAddress {
+			t.Errorf("Parse(%q) kind = %v, want KeyAddress", key, kind)
+		}
+	}
+	for _, bad := range []string{"/vipd/addresses/", "/vipd/addresses/x", "/vipd/addresses/192.168.020.15", "/vipd/addresses/fe80::1%eth0", "/vipd/addresses/2001:DB8::15"} {
+		if _, ok := k.ParseAddress(bad); ok {
+			t.Errorf("ParseAddress(%q) accepted", bad)
+		}
+	}
+	if got := k.Address(netip.MustParseAddr("::ffff:192.168.20.15")); got != "/vipd/addresses/192.168.20.15" {
+		t.Errorf("a v4-mapped address maps to %q, want its IPv4 form", got)
 	}
 }

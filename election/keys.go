@@ -1,13 +1,23 @@
 package election
 
-import "strings"
+import (
+	"net/netip"
+	"strings"
+)
 
 // Keys builds and parses vipd's etcd key layout under one prefix:
 //
 //	<prefix>/groups/<group>/leader             value: node name, on the holder's lease
 //	<prefix>/groups/<group>/candidates/<node>  value: JSON Candidate, on the node's lease
 //	<prefix>/groups/<group>/handover           value: JSON Handover, on vipctl's short lease
+//	<prefix>/groups/<group>/released           value: JSON Released, no lease: the last graceful release
 //	<prefix>/nodes/<node>/drained              value: anything; present = drained (no lease: survives restarts)
+//	<prefix>/addresses/<ip>                    value: JSON AddressClaim, on the holder's lease
+//
+// A leader key and the address keys of its group's VIPs are created in one
+// transaction, on one lease, only if all are absent, so they share one
+// CreateRevision: "never two holders" then holds per address as well as
+// per group, whatever the groups are called on each node.
 type Keys struct {
 	Prefix string // e.g. "/vipd", no trailing slash
 }
@@ -25,6 +35,10 @@ func (k Keys) Drained(node string) string { return k.Prefix + "/nodes/" + node +
 // serves all groups of a node.
 func (k Keys) Groups() string { return k.Prefix + "/groups/" }
 
+// Released is the key where a holder that resigns records which claim it
+// released (with its VIPs confirmed gone), in the same transaction.
+func (k Keys) Released(group string) string { return k.Groups() + group + "/released" }
+
 // Leader is the leader key of group.
 func (k Keys) Leader(group string) string { return k.Groups() + group + "/leader" }
 
@@ -32,6 +46,13 @@ func (k Keys) Leader(group string) string { return k.Groups() + group + "/leader
 func (k Keys) Candidate(group, node string) string {
 	return k.Groups() + group + "/candidates/" + node
 }
+
+// Addresses is the prefix of every address claim key.
+func (k Keys) Addresses() string { return k.Prefix + "/addresses/" }
+
+// Address is the claim key of one VIP address (its canonical text form,
+// without prefix length or zone).
+func (k Keys) Address(ip netip.Addr) string { return k.Addresses() + ip.Unmap().String() }
 
 // KeyKind says what a parsed key is.
 type KeyKind int
@@ -43,12 +64,17 @@ const (
 	KeyCandidate
 	KeyHandover
 	KeyDrained
+	KeyAddress
+	KeyReleased
 )
 
 // Parse splits a key under All() into group, kind and (for candidates and
 // drain marks) node. Anything else is KeyUnknown, which callers log and
 // ignore.
 func (k Keys) Parse(key string) (group string, kind KeyKind, node string) {
+	if _, ok := k.ParseAddress(key); ok {
+		return "", KeyAddress, ""
+	}
 	if rest, ok := strings.CutPrefix(key, k.Prefix+"/nodes/"); ok {
 		if n, ok := strings.CutSuffix(rest, "/drained"); ok && n != "" && !strings.Contains(n, "/") {
 			return "", KeyDrained, n
@@ -65,8 +91,23 @@ func (k Keys) Parse(key string) (group string, kind KeyKind, node string) {
 		return parts[0], KeyHandover, ""
 	case len(parts) == 2 && parts[1] == "leader" && parts[0] != "":
 		return parts[0], KeyLeader, ""
+	case len(parts) == 2 && parts[1] == "released" && parts[0] != "":
+		return parts[0], KeyReleased, ""
 	case len(parts) == 3 && parts[1] == "candidates" && parts[0] != "" && parts[2] != "":
 		return parts[0], KeyCandidate, parts[2]
 	}
 	return "", KeyUnknown, ""
+}
+
+// ParseAddress returns the address of an address claim key.
+func (k Keys) ParseAddress(key string) (netip.Addr, bool) {
+	rest, ok := strings.CutPrefix(key, k.Addresses())
+	if !ok {
+		return netip.Addr{}, false
+	}
+	ip, err := netip.ParseAddr(rest)
+	if err != nil || ip.Zone() != "" || ip.String() != rest {
+		return netip.Addr{}, false
+	}
+	return ip, true
 }

@@ -4,18 +4,82 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// Claim is proof of having created a group's leader key: the revision that
-// created it and the lease it was created on. A claim is void as soon as
-// the node's lease changes or the key is seen with another CreateRevision.
+// Claim is proof of having created a group's leader key and the claim keys
+// of its addresses, all in one transaction: the revision that created them
+// and the lease they were created on. A claim is void as soon as the node's
+// lease changes or any of its keys is seen with another CreateRevision.
 type Claim struct {
 	Group     string
 	CreateRev int64
 	Lease     clientv3.LeaseID
+	// Addrs are the addresses whose claim keys were created with the
+	// leader key: the VIPs this claim allows the node to bind.
+	Addrs []netip.Addr
+}
+
+// Covers reports whether the claim allows binding exactly addrs.
+func (c Claim) Covers(addrs []netip.Addr) bool { return slices.Equal(c.Addrs, addrs) }
+
+// AddressClaim is an address claim key as stored (JSON value) and seen
+// (metadata). The zero value means "unclaimed".
+type AddressClaim struct {
+	Node  string `json:"node"`
+	Group string `json:"group"`
+	// CreateRev and Lease come from the key's metadata.
+	CreateRev int64            `json:"-"`
+	Lease     clientv3.LeaseID `json:"-"`
+}
+
+// Present reports whether the address is claimed.
+func (a AddressClaim) Present() bool { return a.CreateRev != 0 }
+
+// Ownership is what etcd holds for one group and its addresses, read in
+// one linearizable request by Inspect.
+type Ownership struct {
+	Leader LeaderInfo
+	// Addrs[i] is the claim of the i-th inspected address.
+	Addrs []AddressClaim
+	// Rev is the store revision the read saw.
+	Rev int64
+}
+
+// ClaimOf interprets o for node on lease: the claim this node holds on the
+// group, if any. complete is true when the leader key and every address
+// key are this node's, on lease, from one transaction: the node may hold
+// the group. found is true when at least one key created with the leader
+// key's revision is this node's on lease: then, if not complete, the node
+// must delete what is left (Resign) before it may campaign again, or it
+// would leave keys on a live lease that no one is using.
+func (o Ownership) ClaimOf(group, node string, lease clientv3.LeaseID, addrs []netip.Addr) (c Claim, complete, found bool) {
+	l := o.Leader
+	ours := l.Present && l.Node == node && l.Lease == lease && lease != 0
+	rev := l.CreateRev
+	complete = ours && len(o.Addrs) == len(addrs)
+	for _, a := range o.Addrs {
+		mine := a.Present() && a.Node == node && a.Group == group && a.Lease == lease && lease != 0
+		if !ours && mine {
+			// The leader key is gone or not ours, but an address key of
+			// ours survived it (deleted by hand, say): its revision is
+			// the claim's.
+			ours, rev = true, a.CreateRev
+		}
+		if !mine || a.CreateRev != rev {
+			complete = false
+		}
+	}
+	if !ours {
+		return Claim{}, false, false
+	}
+	return Claim{Group: group, CreateRev: rev, Lease: lease, Addrs: slices.Clone(addrs)}, complete, true
 }
 
 // Leadership performs the per-group etcd writes of one node. Writes go
@@ -32,74 +96,194 @@ func (l *Leadership) ctx(parent context.Context) (context.Context, context.Cance
 	return context.WithTimeout(clientv3.WithRequireLeader(parent), l.RequestTimeout)
 }
 
-// Acquire creates the group's leader key on lease if, and only if, it is
-// absent. won is false (and err nil) when another node holds it; holder
-// then names that node as stored in the key.
-func (l *Leadership) Acquire(ctx context.Context, group string, lease clientv3.LeaseID) (c Claim, won bool, holder string, err error) {
-	if lease == 0 {
-		return Claim{}, false, "", fmt.Errorf("election: acquire %s: no lease", group)
-	}
-	key := l.Keys.Leader(group)
-	rctx, cancel := l.ctx(ctx)
-	defer cancel()
-	resp, err := l.Batch.Txn(rctx,
-		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
-		[]clientv3.Op{clientv3.OpPut(key, l.Node, clientv3.WithLease(lease))},
-		[]clientv3.Op{clientv3.OpGet(key)})
-	if err != nil {
-		return Claim{}, false, "", fmt.Errorf("election: acquire %s: %w", group, err)
-	}
-	if !resp.Succeeded {
-		if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
-			holder = string(kvs[0].Value)
-		}
-		return Claim{}, false, holder, nil
-	}
-	return Claim{Group: group, CreateRev: resp.Revision, Lease: lease}, true, l.Node, nil
+// AcquireResult is the outcome of an Acquire that reached etcd.
+type AcquireResult struct {
+	Won   bool
+	Claim Claim
+	// Holder says who is in the way when Won is false: the leader key's
+	// node, or an address claimed by another group or node.
+	Holder string
 }
 
-// Resign deletes the leader key if it is still the one c created. Callers
-// remove the VIPs first.
-func (l *Leadership) Resign(ctx context.Context, c Claim) error {
-	key := l.Keys.Leader(c.Group)
+// Acquire creates the group's leader key and the claim key of every
+// address on lease if, and only if, all of them are absent. A lost answer
+// (err != nil) leaves the outcome unknown: the keys may exist; Inspect
+// tells.
+func (l *Leadership) Acquire(ctx context.Context, group string, addrs []netip.Addr, lease clientv3.LeaseID) (AcquireResult, error) {
+	if lease == 0 {
+		return AcquireResult{}, fmt.Errorf("election: acquire %s: no lease", group)
+	}
+	leader := l.Keys.Leader(group)
+	val, err := json.Marshal(AddressClaim{Node: l.Node, Group: group})
+	if err != nil {
+		return AcquireResult{}, fmt.Errorf("election: acquire %s: %w", group, err)
+	}
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(leader), "=", 0)}
+	then := []clientv3.Op{clientv3.OpPut(leader, l.Node, clientv3.WithLease(lease))}
+	els := []clientv3.Op{clientv3.OpGet(leader)}
+	for _, a := range addrs {
+		k := l.Keys.Address(a)
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
+		then = append(then, clientv3.OpPut(k, string(val), clientv3.WithLease(lease)))
+		els = append(els, clientv3.OpGet(k))
+	}
 	rctx, cancel := l.ctx(ctx)
 	defer cancel()
-	_, err := l.Batch.Txn(rctx,
-		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", c.CreateRev)},
-		[]clientv3.Op{clientv3.OpDelete(key)}, nil)
+	resp, err := l.Batch.Txn(rctx, cmps, then, els)
 	if err != nil {
+		return AcquireResult{}, fmt.Errorf("election: acquire %s: %w", group, err)
+	}
+	if resp.Succeeded {
+		return AcquireResult{Won: true, Claim: Claim{Group: group, CreateRev: resp.Revision, Lease: lease, Addrs: slices.Clone(addrs)}, Holder: l.Node}, nil
+	}
+	var in []string
+	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+		in = append(in, string(kvs[0].Value))
+	}
+	for i, a := range addrs {
+		if kvs := resp.Responses[i+1].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			c := parseAddressClaim(kvs[0])
+			in = append(in, fmt.Sprintf("address %v claimed by %s for group %s", a, c.Node, c.Group))
+		}
+	}
+	return AcquireResult{Holder: strings.Join(in, "; ")}, nil
+}
+
+// Released records a graceful release: the claim (by its CreateRev) whose
+// holder removed its VIPs and then deleted its keys. A peer that sees a
+// group vacated this way need not wait out the kernel expiry lag of the
+// old holder's VIPs (see keeper.ExpiryGrace).
+type Released struct {
+	Node      string `json:"node"`
+	CreateRev int64  `json:"create_rev"`
+}
+
+// Resign deletes every key of c that is still the one c created (leader
+// key and address keys, each guarded by its CreateRevision), and records
+// the release (Released) with the leader key's delete. Callers remove the
+// VIPs first. Success means no key of c remains, whether this call deleted
+// it or it was already gone; the guards make a retry, or a late duplicate,
+// harmless.
+func (l *Leadership) Resign(ctx context.Context, c Claim) error {
+	mark, err := json.Marshal(Released{Node: l.Node, CreateRev: c.CreateRev})
+	if err != nil {
+		return fmt.Errorf("election: resign %s: %w", c.Group, err)
+	}
+	leader := l.Keys.Leader(c.Group)
+	guard := func(k string) clientv3.Cmp { return clientv3.Compare(clientv3.CreateRevision(k), "=", c.CreateRev) }
+	then := []clientv3.Op{clientv3.OpTxn([]clientv3.Cmp{guard(leader)},
+		[]clientv3.Op{clientv3.OpDelete(leader), clientv3.OpPut(l.Keys.Released(c.Group), string(mark))}, nil)}
+	for _, k := range l.addressKeys(c.Addrs) {
+		then = append(then, clientv3.OpTxn([]clientv3.Cmp{guard(k)}, []clientv3.Op{clientv3.OpDelete(k)}, nil))
+	}
+	rctx, cancel := l.ctx(ctx)
+	defer cancel()
+	if _, err := l.Batch.Txn(rctx, nil, then, nil); err != nil {
 		return fmt.Errorf("election: resign %s: %w", c.Group, err)
 	}
 	return nil
 }
 
-// Verify reads the leader key linearizably and reports whether c is still
-// the live claim. Used before re-binding a VIP after a stall.
-func (l *Leadership) Verify(ctx context.Context, c Claim) (bool, error) {
-	rctx, cancel := l.ctx(ctx)
-	defer cancel()
-	resp, err := l.KV.Get(rctx, l.Keys.Leader(c.Group))
-	if err != nil {
-		return false, fmt.Errorf("election: verify %s: %w", c.Group, err)
+func (l *Leadership) addressKeys(addrs []netip.Addr) []string {
+	out := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, l.Keys.Address(a))
 	}
-	if len(resp.Kvs) == 0 {
-		return false, nil
-	}
-	kv := resp.Kvs[0]
-	return kv.CreateRevision == c.CreateRev && clientv3.LeaseID(kv.Lease) == c.Lease && string(kv.Value) == l.Node, nil
+	return out
 }
 
-// Publish writes this node's candidate record for group on lease.
-func (l *Leadership) Publish(ctx context.Context, group string, c Candidate, lease clientv3.LeaseID) error {
-	b, err := json.Marshal(c)
-	if err != nil {
-		return fmt.Errorf("election: publish %s: %w", group, err)
+// Inspect reads the group's leader key and the claim keys of addrs
+// linearizably, in one request. Used to resolve what a stall or a lost
+// answer left uncertain (see Ownership.ClaimOf).
+func (l *Leadership) Inspect(ctx context.Context, group string, addrs []netip.Addr) (Ownership, error) {
+	ops := []clientv3.Op{clientv3.OpGet(l.Keys.Leader(group))}
+	for _, k := range l.addressKeys(addrs) {
+		ops = append(ops, clientv3.OpGet(k))
 	}
 	rctx, cancel := l.ctx(ctx)
 	defer cancel()
-	put := clientv3.OpPut(l.Keys.Candidate(group, l.Node), string(b), clientv3.WithLease(lease))
-	if _, err := l.Batch.Txn(rctx, nil, []clientv3.Op{put}, nil); err != nil {
-		return fmt.Errorf("election: publish %s: %w", group, err)
+	// A read-only transaction: served by a linearizable read, no Raft
+	// proposal.
+	resp, err := l.KV.Txn(rctx).Then(ops...).Commit()
+	if err != nil {
+		return Ownership{}, fmt.Errorf("election: inspect %s: %w", group, err)
+	}
+	o := Ownership{Rev: resp.Header.Revision, Addrs: make([]AddressClaim, len(addrs))}
+	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+		o.Leader = leaderInfo(kvs[0])
+	}
+	for i := range addrs {
+		if kvs := resp.Responses[i+1].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			o.Addrs[i] = parseAddressClaim(kvs[0])
+		}
+	}
+	return o, nil
+}
+
+func leaderInfo(kv *mvccpb.KeyValue) LeaderInfo {
+	return LeaderInfo{Present: true, Node: string(kv.Value), CreateRev: kv.CreateRevision, Lease: clientv3.LeaseID(kv.Lease)}
+}
+
+// parseAddressClaim reads an address claim key. A malformed value still
+// claims the address (it is present, and only its creator may delete it);
+// it just names nobody.
+func parseAddressClaim(kv *mvccpb.KeyValue) AddressClaim {
+	var a AddressClaim
+	_ = json.Unmarshal(kv.Value, &a)
+	a.CreateRev, a.Lease = kv.CreateRevision, clientv3.LeaseID(kv.Lease)
+	return a
+}
+
+// PublishResult is the outcome of a Publish that reached etcd.
+type PublishResult struct {
+	// Written is false when the record's ModRevision was not the expected
+	// one: someone (a late write of ours, an operator, another process
+	// with this node name) changed it. ModRev then is the record's current
+	// ModRevision (0: absent), to expect on the next try.
+	Written bool
+	ModRev  int64
+}
+
+// Publish writes this node's candidate record for group on lease, if the
+// record's ModRevision is still expectModRev (0: absent). The guard keeps
+// writes in order: a write that timed out on this side and lands late
+// finds the record changed and is dropped, instead of overwriting a newer
+// record with a stale priority.
+func (l *Leadership) Publish(ctx context.Context, group string, c Candidate, lease clientv3.LeaseID, expectModRev int64) (PublishResult, error) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("election: publish %s: %w", group, err)
+	}
+	key := l.Keys.Candidate(group, l.Node)
+	rctx, cancel := l.ctx(ctx)
+	defer cancel()
+	resp, err := l.Batch.Txn(rctx,
+		[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", expectModRev)},
+		[]clientv3.Op{clientv3.OpPut(key, string(b), clientv3.WithLease(lease))},
+		[]clientv3.Op{clientv3.OpGet(key, clientv3.WithKeysOnly())})
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("election: publish %s: %w", group, err)
+	}
+	if resp.Succeeded {
+		return PublishResult{Written: true, ModRev: resp.Revision}, nil
+	}
+	var cur int64
+	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+		cur = kvs[0].ModRevision
+	}
+	return PublishResult{ModRev: cur}, nil
+}
+
+// Unpublish deletes this node's candidate record for group if it is on
+// lease. Success means no record of this node on lease remains.
+func (l *Leadership) Unpublish(ctx context.Context, group string, lease clientv3.LeaseID) error {
+	key := l.Keys.Candidate(group, l.Node)
+	rctx, cancel := l.ctx(ctx)
+	defer cancel()
+	if _, err := l.Batch.Txn(rctx,
+		[]clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(key), "=", lease)},
+		[]clientv3.Op{clientv3.OpDelete(key)}, nil); err != nil {
+		return fmt.Errorf("election: unpublish %s: %w", group, err)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vipd/vipd/config"
+	"github.com/vipd/vipd/election"
 	"github.com/vipd/vipd/internal/clock"
 	"github.com/vipd/vipd/internal/etcdtest"
 	"github.com/vipd/vipd/internal/fakenet"
@@ -40,19 +41,15 @@ func (h *annHost) record(s string) {
 	h.calls = append(h.calls, s)
 }
 
-func (h *annHost) Replace(ifname string, p netip.Prefix, lifetime time.Duration) (bool, error) {
-	added, err := h.Host.Replace(ifname, p, lifetime)
-	if added {
-		h.record("add " + p.String())
-	}
-	return added, err
-}
-
-func (h *annHost) ReplaceWith(ifname string, p netip.Prefix, lifetime time.Duration, o netif.AddrOptions) (bool, error) {
+func (h *annHost) Bind(ifname string, p netip.Prefix, goneBy time.Time, o netif.AddrOptions) (netif.Binding, error) {
 	h.mu.Lock()
 	h.opts = append(h.opts, o)
 	h.mu.Unlock()
-	return h.Replace(ifname, p, lifetime)
+	b, err := h.Host.Bind(ifname, p, goneBy, o)
+	if b.Added {
+		h.record("add " + p.String())
+	}
+	return b, err
 }
 
 func (h *annHost) ProbeARP(ctx context.Context, ifname string, ips []netip.Addr, wait time.Duration) ([]netif.Conflict, error) {
@@ -105,15 +102,15 @@ func cloneCounts[K comparable](m map[K]int) map[K]int {
 // nopObs satisfies the rest of keeper.Observer.
 type nopObs struct{}
 
-func (nopObs) GroupState(string, string, int, bool) {}
-func (nopObs) Transition(string, string)            {}
-func (nopObs) Acquired(string, time.Duration)       {}
-func (nopObs) Announced(string, netip.Addr)         {}
-func (nopObs) CheckState(string, bool)              {}
-func (nopObs) CheckRun(string, bool, time.Duration) {}
-func (nopObs) Renewal(string, time.Duration)        {}
-func (nopObs) Notified(string, string, string)      {}
-func (nopObs) Conflict(string)                      {}
+func (nopObs) GroupState(string, election.State, int, bool) {}
+func (nopObs) Transition(string, election.State)            {}
+func (nopObs) Acquired(string, time.Duration)               {}
+func (nopObs) Announced(string, netip.Addr)                 {}
+func (nopObs) CheckState(string, bool)                      {}
+func (nopObs) CheckRun(string, bool, time.Duration)         {}
+func (nopObs) Renewal(string, time.Duration)                {}
+func (nopObs) Notified(string, string, string)              {}
+func (nopObs) Conflict(string)                              {}
 
 // startAnn runs one keeper named web-node-1 with group lines (YAML,
 // indented four spaces); its probes report conflicts.
@@ -217,9 +214,9 @@ func TestIPv6GroupDoesNotProbe(t *testing.T) {
 	}
 }
 
-// TestLabelAndScopeReachReplaceWith: label and scope from the config are
-// passed on every bind of every VIP.
-func TestLabelAndScopeReachReplaceWith(t *testing.T) {
+// TestLabelAndScopeReachBind: label and scope from the config are passed
+// on every bind of every VIP.
+func TestLabelAndScopeReachBind(t *testing.T) {
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	host, _ := startAnn(t, m, rec, `    addresses: [192.168.20.15/24, 192.168.20.16/24]
@@ -235,7 +232,7 @@ func TestLabelAndScopeReachReplaceWith(t *testing.T) {
 			break
 		}
 		if i == 200 {
-			t.Fatalf("ReplaceWith called %d times, want ≥ 2", len(opts))
+			t.Fatalf("Bind called %d times, want ≥ 2", len(opts))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -3,59 +3,112 @@ package keeper
 import (
 	"fmt"
 	"hash/fnv"
+	"net/netip"
 	"time"
 
 	"github.com/vipd/vipd/election"
+	"github.com/vipd/vipd/netif"
 )
 
 // Action is what a group loop must do next.
 type Action int
 
-// Actions, in the order a loop may take them.
+// Actions.
 const (
 	// Idle: nothing to do; make sure no VIP is bound.
 	Idle Action = iota
-	// Acquire: try to create the leader key.
+	// Acquire: create the leader key and the address claims, if all are
+	// absent.
 	Acquire
-	// Verify: re-read the leader key before trusting a claim again (after
-	// a stall or an acquire whose answer was lost).
-	Verify
+	// Inspect: read the leader key and the address claims before trusting
+	// a claim again (after a lapse) or to find out what a lost answer or a
+	// late write left (keys of this node's on its lease).
+	Inspect
 	// Hold: keep the VIPs bound and their kernel lifetime refreshed.
 	Hold
-	// Drop: remove the VIPs at once; the claim cannot be used now (fence
-	// passed) but the key may still be ours.
+	// Drop: remove the VIPs at once; the fence passed, but the keys may
+	// still be ours (the lease may yet be renewed): keep the claim, lapsed.
 	Drop
-	// Lost: remove the VIPs and forget the claim; the key is gone or not ours.
-	Lost
-	// Release: remove the VIPs, then delete our leader key.
+	// Forget: remove the VIPs and forget the claim: its lease expired at
+	// the server, and its keys with it.
+	Forget
+	// Release: remove the VIPs and, once they are provably gone, delete
+	// the claim's keys, retrying until they are gone.
 	Release
+	// Leave: a group removed by a reload that holds nothing: delete its
+	// candidate record, then stop.
+	Leave
 )
 
 func (a Action) String() string {
-	return [...]string{"idle", "acquire", "verify", "hold", "drop", "lost", "release"}[a]
+	return [...]string{"idle", "acquire", "inspect", "hold", "drop", "forget", "release", "leave"}[a]
+}
+
+// Held is what a group loop holds in etcd, as far as it knows.
+type Held struct {
+	// Claim is our claim on the leader key and the address keys; nil if
+	// none.
+	Claim *election.Claim
+	// Lapsed: the fence passed while holding; the claim must be inspected
+	// before the VIPs are bound again.
+	Lapsed bool
+	// Unsure: an Acquire's answer was lost, so the keys may exist. Nothing
+	// else happens until Inspect says.
+	Unsure bool
+	// Partial: Inspect found keys of this node's that do not make a whole
+	// claim (one deleted by hand, say); they must be deleted.
+	Partial bool
+	// Resigned is the CreateRev of the last claim this loop deleted, so a
+	// view that has not caught up with the delete is not taken for keys
+	// of ours left behind.
+	Resigned int64
+}
+
+// Memory is what a group's decisions remember from one pass to the next.
+// Decide returns it updated; the loop keeps it.
+type Memory struct {
+	// VacantSince is when the loop first saw the group vacant (no leader
+	// key, no address claimed by others); zero while it is not.
+	VacantSince time.Time
+	// Challenger is the best candidate that may preempt this node, and
+	// when it was first seen.
+	Challenger      string
+	ChallengerSince time.Time
+	// YieldedTo is the node this holder last yielded to by preemption,
+	// and when; cleared once that node takes over.
+	YieldedTo string
+	YieldedAt time.Time
+	// Snubbed is a node not to yield to before SnubUntil: this node
+	// yielded to it and it did not take over (a stale record of a dead or
+	// cut-off node), so yielding again would only flap the VIP until its
+	// lease expires.
+	Snubbed   string
+	SnubUntil time.Time
+	// HandoverDone is the CreateRev of the handover request this node has
+	// carried out: it releases once per request, and reclaims (if the
+	// target never claims) without releasing again.
+	HandoverDone int64
 }
 
 // Inputs is everything a group's decision depends on, gathered by the loop.
 type Inputs struct {
 	Now   time.Time
+	Group string
 	Lease election.Lease
 	// Self is this node's candidacy as it would be published now.
 	Self election.Candidate
 	// Ready is false until every tracked check has a first result and the
 	// interface state is known; a node that is not ready does not campaign.
 	Ready bool
-	// View is the group's leader key and candidate records as last seen.
+	// View is the group's keys as last seen. Its Addresses are the claims
+	// of the held claim's addresses if there is a claim, else of Addrs.
 	View election.GroupState
-	// Claim is our claim on the leader key, nil if none.
-	Claim *election.Claim
-	// Lapsed is true when the claim was dropped by the fence and must be
-	// verified before the VIPs are bound again.
-	Lapsed bool
-	// VacantSince is when the loop first saw the leader key absent (zero
-	// when it is present).
-	VacantSince time.Time
-	// ChallengerSince is when the current challenger (if any) was first seen.
-	ChallengerSince time.Time
+	// Addrs are the group's configured addresses: what a claim must cover.
+	Addrs []netip.Addr
+	Held  Held
+	// Retiring, when set, says why the group is going away (removed by a
+	// reload): release what it holds, unpublish, stop.
+	Retiring string
 	// SelfVisible is true once the view holds this node's own candidate
 	// record on its current lease: peers can rank against it.
 	SelfVisible bool
@@ -64,10 +117,9 @@ type Inputs struct {
 	// node's backoff for a vacancy counts from then (election.VacancyDue).
 	BetterWonAt time.Time
 	BackoffStep time.Duration
-	// Snubbed names a node not to yield to: we yielded to it and it did
-	// not take over (a stale record of a dead or cut-off node), so yielding
-	// again would only flap the VIP until its lease expires.
-	Snubbed string
+	// TTL is the lease TTL: how long a snub lasts.
+	TTL time.Duration
+	Mem Memory
 }
 
 // Decision is what to do and why. Wake, when positive, asks the loop to
@@ -75,38 +127,85 @@ type Inputs struct {
 type Decision struct {
 	Action Action
 	// State is the state to report: MASTER, BACKUP or FAULT.
-	State  string
+	State  election.State
 	Reason string
 	Wake   time.Duration
-	// YieldTo names the node a preemption release yields to.
-	YieldTo string
 }
 
-// Decide is the whole group policy as a pure function.
-func Decide(in Inputs) Decision {
+// Decide is the whole group policy as a pure function: what to do now,
+// and the memory to keep for the next pass.
+func Decide(in Inputs) (Decision, Memory) {
+	mem := observe(in)
+	d := decide(in, &mem)
+	return d, mem
+}
+
+// observe updates what the loop remembers from what it sees now.
+func observe(in Inputs) Memory {
+	m, v := in.Mem, in.View
+	if v.Leader.Present && v.Leader.Node == m.YieldedTo {
+		m.YieldedTo = "" // it took over, as it should
+	}
+	if v.Synced && !v.Leader.Present && blockingClaim(in) == "" {
+		if m.VacantSince.IsZero() {
+			m.VacantSince = in.Now
+		}
+	} else {
+		m.VacantSince = time.Time{}
+	}
+	if ch, ok := election.Challenger(in.Self, v.Candidates); ok {
+		if ch.Node != m.Challenger {
+			m.Challenger, m.ChallengerSince = ch.Node, in.Now
+		}
+	} else {
+		m.Challenger, m.ChallengerSince = "", time.Time{}
+	}
+	if !in.Now.Before(m.SnubUntil) {
+		m.Snubbed, m.SnubUntil = "", time.Time{}
+	}
+	if v.Synced && m.HandoverDone != 0 && (v.Handover == nil || v.Handover.CreateRev != m.HandoverDone) {
+		m.HandoverDone = 0 // the request is gone (its hold time ended)
+	}
+	return m
+}
+
+func decide(in Inputs, mem *Memory) Decision {
 	self := in.Self
 	state := election.StateBackup
 	if !self.Eligible() && self.State == election.StateFault {
 		state = election.StateFault
 	}
+	h := in.Held
+	if h.Unsure {
+		return Decision{Action: Inspect, State: state, Reason: "the answer to an acquire was lost; reading what etcd holds"}
+	}
 
-	if c := in.Claim; c != nil {
-		// 1. Safety first: the fence and the lease identity.
+	if c := h.Claim; c != nil {
+		// 1. Safety first: the lease identity and the fence.
 		if in.Lease.ID != c.Lease {
-			return Decision{Action: Lost, State: state, Reason: "lease changed: the old lease expired at the server"}
+			return Decision{Action: Forget, State: state, Reason: "lease changed: the old lease expired at the server"}
 		}
 		if !in.Lease.Live(in.Now) {
 			return Decision{Action: Drop, State: state, Reason: "fence deadline passed without a lease renewal"}
 		}
-		// 2. What etcd says, once the view has caught up with the claim.
-		if in.View.Synced && in.View.Rev >= c.CreateRev &&
-			(!in.View.Leader.Present || in.View.Leader.CreateRev != c.CreateRev) {
-			return Decision{Action: Lost, State: state, Reason: "leader key deleted or replaced"}
+		// 2. What etcd says.
+		if h.Partial {
+			return Decision{Action: Release, State: state, Reason: "keys of an incomplete claim found; deleting them"}
 		}
-		if in.Lapsed {
-			return Decision{Action: Verify, State: state, Reason: "lease renewed after a lapse; re-reading the leader key"}
+		if lost, why := claimLost(in.View, *c); lost {
+			return Decision{Action: Release, State: state, Reason: why}
 		}
-		// 3. Policy: fault, drain, preemption.
+		if h.Lapsed {
+			return Decision{Action: Inspect, State: state, Reason: "lease renewed after a lapse; re-reading the keys"}
+		}
+		// 3. Policy: going away, new addresses, fault, drain, handover,
+		// preemption.
+		if in.Retiring != "" {
+			return Decision{Action: Release, State: state, Reason: in.Retiring}
+		}
+		if !c.Covers(in.Addrs) {
+			return Decision{Action: Release, State: state, Reason: "addresses changed by a reload"}
+		}
 		if !self.Eligible() {
 			reason := "fault: " + fmt.Sprint(self.Failing)
 			if self.Drained {
@@ -114,17 +213,19 @@ func Decide(in Inputs) Decision {
 			}
 			return Decision{Action: Release, State: state, Reason: reason}
 		}
-		if h := in.View.Handover; h != nil && h.From == self.Node {
-			if target, ok := handoverTarget(h, self, in.View.Candidates); ok {
+		if hv := in.View.Handover; hv != nil && hv.From == self.Node && hv.CreateRev != mem.HandoverDone {
+			if target, ok := election.HandoverTarget(hv, in.View.Candidates); ok {
+				mem.HandoverDone = hv.CreateRev
 				return Decision{Action: Release, State: election.StateBackup, Reason: "planned handover to " + target}
 			}
 		}
-		if ch, ok := election.Challenger(self, challengers(in.View, in.Snubbed)); ok {
+		if ch, ok := election.Challenger(self, challengers(in.View, mem.Snubbed)); ok {
 			// keepalived applies preempt_delay on the node taking over,
 			// so the challenger's setting counts.
-			yield, wait := election.ShouldPreempt(in.Now, in.ChallengerSince, ch.PreemptDelay)
+			yield, wait := election.ShouldPreempt(in.Now, mem.ChallengerSince, ch.PreemptDelay)
 			if yield {
-				return Decision{Action: Release, State: election.StateBackup, YieldTo: ch.Node,
+				mem.YieldedTo, mem.YieldedAt = ch.Node, in.Now
+				return Decision{Action: Release, State: election.StateBackup,
 					Reason: fmt.Sprintf("preempted by %s (priority %d > %d)", ch.Node, ch.Priority, self.Priority)}
 			}
 			return Decision{Action: Hold, State: election.StateMaster, Reason: "holder; preempt delay running", Wake: min(wait, in.Lease.Deadline.Sub(in.Now))}
@@ -132,16 +233,27 @@ func Decide(in Inputs) Decision {
 		return Decision{Action: Hold, State: election.StateMaster, Reason: "holder", Wake: in.Lease.Deadline.Sub(in.Now)}
 	}
 
+	if ownKeysVisible(in) {
+		// An acquire that landed after its answer was lost, or keys left
+		// by a failed resign: find out, then hold or delete them. A node
+		// never leaves keys of its own on a live lease unused.
+		return Decision{Action: Inspect, State: state, Reason: "keys of this node on its own lease in etcd"}
+	}
+	if in.Retiring != "" {
+		return Decision{Action: Leave, State: state, Reason: in.Retiring}
+	}
 	if !in.Ready || !self.Eligible() || !in.Lease.Live(in.Now) || !in.View.Synced {
 		return Decision{Action: Idle, State: state, Reason: notCampaigning(in)}
 	}
 	if l := in.View.Leader; l.Present {
-		if l.Node == self.Node && l.Lease == in.Lease.ID {
-			// An acquire whose answer we lost, or a key we created but
-			// forgot: confirm it before using it.
-			return Decision{Action: Verify, State: state, Reason: "leader key names this node on its own lease"}
-		}
 		return Decision{Action: Idle, State: state, Reason: "standby for " + l.Node}
+	}
+	if b := blockingClaim(in); b != "" {
+		// Another group (a rename during a rolling reload, or the same
+		// VIP configured twice) holds an address: wait for it. Its
+		// release wakes the groups with that address; look again now and
+		// then all the same (a watch may have been re-listed meanwhile).
+		return Decision{Action: Idle, State: state, Reason: b, Wake: blockedRecheck}
 	}
 	if !in.SelfVisible {
 		// Campaign only once peers can see this candidacy: nodes started
@@ -150,33 +262,85 @@ func Decide(in Inputs) Decision {
 		return Decision{Action: Idle, State: state, Reason: "vacant; waiting for this node's candidate record to be visible"}
 	}
 	rank := election.RankWithHandover(self, in.View.Candidates, in.View.Handover)
-	due := election.VacancyDue(in.VacantSince, in.BetterWonAt, rank, in.BackoffStep)
+	open := mem.VacantSince
+	if !in.View.Released {
+		// No proof that the last holder removed its VIPs before its keys
+		// went (its lease expired, say): the kernel may still be about to
+		// remove them there. The whole schedule waits that out, so the
+		// ranks still claim in order.
+		open = open.Add(ExpiryGrace)
+		if in.Now.Before(open) {
+			return Decision{Action: Idle, State: state, Reason: fmt.Sprintf("vacant without a graceful release; rank %d waiting out the old holder's kernel expiry lag", rank), Wake: open.Sub(in.Now)}
+		}
+	}
+	due := election.VacancyDue(open, in.BetterWonAt, rank, in.BackoffStep)
 	if in.Now.Before(due) {
 		return Decision{Action: Idle, State: state, Reason: fmt.Sprintf("vacant; rank %d backing off", rank), Wake: due.Sub(in.Now)}
 	}
+	if mem.YieldedTo != "" && in.Now.Sub(mem.YieldedAt) < in.TTL {
+		// We yielded to a node that then did not take over: its record is
+		// stale (dead or cut off). Do not yield to it again until its
+		// lease must have expired.
+		mem.Snubbed, mem.SnubUntil = mem.YieldedTo, in.Now.Add(in.TTL)
+	}
+	mem.YieldedTo = ""
 	return Decision{Action: Acquire, State: state, Reason: fmt.Sprintf("vacant; rank %d", rank)}
 }
 
-// refreshAhead is how long before the kernel lifetime set last runs out a
-// holder refreshes it if no renewal came to do so.
-const refreshAhead = 300 * time.Millisecond
+// blockedRecheck is how often a group waiting for an address claimed by
+// another group looks again.
+const blockedRecheck = time.Second
 
-// NextRefresh is how long a holder may wait for the next lease renewal
-// before refreshing its VIPs' kernel lifetime by itself: until shortly
-// before the lifetime set last (ending at kernelUntil) runs out, and no
-// later than the last moment a safe lifetime can still be set
-// (election.LastRefresh). A renewal may be skipped as not extending the
-// lifetime enough and the next one come late (an etcd election), so
-// waiting only for LastRefresh could let the kernel remove a VIP whose
-// lease is live. Zero or less means no refresh is due or possible.
-func NextRefresh(now, serverExpiry, kernelUntil time.Time) time.Duration {
-	last := election.LastRefresh(serverExpiry).Sub(now)
-	if !kernelUntil.IsZero() {
-		if before := kernelUntil.Add(-refreshAhead).Sub(now); before > 0 && (last <= 0 || before < last) {
-			return before
+// claimLost reports whether the view, once it has caught up with the
+// claim, shows any of its keys deleted or replaced.
+func claimLost(v election.GroupState, c election.Claim) (bool, string) {
+	if !v.Synced || v.Rev < c.CreateRev {
+		return false, ""
+	}
+	if !v.Leader.Present || v.Leader.CreateRev != c.CreateRev {
+		return true, "leader key deleted or replaced"
+	}
+	for i, a := range v.Addresses {
+		if i < len(c.Addrs) && a.CreateRev != c.CreateRev {
+			return true, fmt.Sprintf("claim of address %v deleted or replaced", c.Addrs[i])
 		}
 	}
-	return last
+	return false, ""
+}
+
+// ownKeysVisible reports whether the view shows a leader key or an address
+// claim of this group created by this node on its current lease, other
+// than one the loop has just deleted.
+func ownKeysVisible(in Inputs) bool {
+	if !in.Lease.Live(in.Now) || !in.View.Synced {
+		return false
+	}
+	l, node, id := in.View.Leader, in.Self.Node, in.Lease.ID
+	if l.Present && l.Node == node && l.Lease == id && l.CreateRev != in.Held.Resigned {
+		return true
+	}
+	for _, a := range in.View.Addresses {
+		if a.Present() && a.Node == node && a.Group == in.Group && a.Lease == id && a.CreateRev != in.Held.Resigned {
+			return true
+		}
+	}
+	return false
+}
+
+// blockingClaim describes an address of the group claimed by another
+// group or node, or returns "".
+func blockingClaim(in Inputs) string {
+	for i, a := range in.View.Addresses {
+		if !a.Present() || (a.Node == in.Self.Node && a.Group == in.Group) {
+			continue
+		}
+		addr := ""
+		if i < len(in.Addrs) {
+			addr = in.Addrs[i].String()
+		}
+		return fmt.Sprintf("address %s claimed by %s for group %s", addr, a.Node, a.Group)
+	}
+	return ""
 }
 
 func notCampaigning(in Inputs) string {
@@ -194,23 +358,6 @@ func notCampaigning(in Inputs) string {
 	}
 }
 
-// handoverTarget names who a handover from self would go to, and whether
-// that node is an eligible candidate now; a handover to nobody is not
-// carried out (it would only cause an outage).
-func handoverTarget(h *election.Handover, self election.Candidate, cands []election.Candidate) (string, bool) {
-	best := ""
-	for _, c := range election.Sorted(cands) {
-		if c.Node == self.Node || !c.Eligible() {
-			continue
-		}
-		if h.To == "" || c.Node == h.To {
-			best = c.Node
-			break
-		}
-	}
-	return best, best != ""
-}
-
 // challengers are the candidates that may preempt the holder: all but the
 // node that handed the group over while its handover request stands, and
 // a snubbed node.
@@ -225,7 +372,63 @@ func challengers(v election.GroupState, snubbed string) []election.Candidate {
 	return out
 }
 
-// RetryBackoff is the wait before retrying a failed etcd write of a
+// The kernel lifetime is the dead-man's switch of a holder that can no
+// longer remove its VIPs itself (killed, frozen): the kernel removes them
+// when it runs out, but up to netif.KernelExpiryLag late. The holder and
+// its peers split that lag between them:
+//
+//   - a holder ends its VIPs' lifetime LifetimeSlack before the lease can
+//     expire at the server (LifetimeEnd);
+//   - a peer that finds a group vacant without proof of a graceful
+//     release (the lease expired, or was revoked without a resign) waits
+//     ExpiryGrace more before it claims it.
+//
+// A vacancy through expiry is seen no earlier than the server expiry, so a
+// peer binds no earlier than serverExpiry + ExpiryGrace, by which time the
+// old holder's VIP is gone: its lifetime ended by serverExpiry −
+// LifetimeSlack and the kernel removed it at most KernelExpiryLag later.
+// With lease_ttl 3 s and renewals every 0.5 s, LifetimeSlack = 1.05 s
+// still leaves room for a 1 s lifetime at every renewal.
+const (
+	LifetimeSlack = 1050 * time.Millisecond
+	ExpiryGrace   = netif.KernelExpiryLag - LifetimeSlack
+)
+
+// LifetimeEnd is when a VIP's kernel lifetime must have run out, for a
+// lease that may expire at the server from serverExpiry on.
+func LifetimeEnd(serverExpiry time.Time) time.Time { return serverExpiry.Add(-LifetimeSlack) }
+
+// refreshAhead is how long before the kernel may first remove a VIP a
+// holder refreshes its lifetime if no renewal came to do so.
+const refreshAhead = 300 * time.Millisecond
+
+// LastRefresh is shortly before the latest time a one-second lifetime can
+// still be set (100ms early, for timer latency): refreshing then, rather
+// than only at renewals, keeps a VIP bound as long as safely possible
+// while renewals fail (an etcd leader election, say).
+func LastRefresh(serverExpiry time.Time) time.Time {
+	return LifetimeEnd(serverExpiry).Add(-time.Second - 100*time.Millisecond)
+}
+
+// NextRefresh is how long a holder may wait for the next lease renewal
+// before refreshing its VIPs' kernel lifetime by itself: until shortly
+// before the kernel may remove them (expiresFrom, from the last bind), and
+// no later than the last moment a safe lifetime can still be set
+// (LastRefresh). A renewal may be skipped as not extending the lifetime
+// enough and the next one come late (an etcd election), so waiting only
+// for LastRefresh could let the kernel remove a VIP whose lease is live.
+// Zero or less means no refresh is due or possible.
+func NextRefresh(now, serverExpiry, expiresFrom time.Time) time.Duration {
+	last := LastRefresh(serverExpiry).Sub(now)
+	if !expiresFrom.IsZero() {
+		if before := expiresFrom.Add(-refreshAhead).Sub(now); before > 0 && (last <= 0 || before < last) {
+			return before
+		}
+	}
+	return last
+}
+
+// RetryBackoff is the wait before retrying a failed etcd request of a
 // group's for the failures-th time in a row: 100ms doubling up to 3.2s,
 // plus up to 100ms spread by the group's name, so a thousand groups that
 // failed together (etcd overloaded at startup) do not retry in lockstep.

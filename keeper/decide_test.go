@@ -2,6 +2,7 @@ package keeper
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -9,32 +10,39 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/vipd/vipd/election"
+	"github.com/vipd/vipd/netif"
 )
 
 var t0 = time.Unix(1_700_000_000, 0)
 
 const lease = clientv3.LeaseID(0x42)
 
+var vip = netip.MustParseAddr("192.168.20.15")
+
 // base returns inputs for web-node-2 as a healthy standby with a live lease
 // and an empty, synced view.
 func base() Inputs {
 	return Inputs{
 		Now:   t0,
-		Lease: election.Lease{ID: lease, Renewed: t0.Add(-500 * time.Millisecond), Deadline: t0.Add(2 * time.Second)},
+		Group: "VI_1",
+		Lease: election.Lease{ID: lease, Renewed: t0.Add(-500 * time.Millisecond), Deadline: t0.Add(2 * time.Second), ServerExpiry: t0.Add(2500 * time.Millisecond)},
 		Self:  election.Candidate{Node: "web-node-2", Priority: 102, State: election.StateBackup, Preempt: true},
 		Ready: true,
-		View:  election.GroupState{Synced: true, Rev: 100},
+		View:  election.GroupState{Synced: true, Rev: 100, Addresses: make([]election.AddressClaim, 1), Released: true},
+		Addrs: []netip.Addr{vip},
 		// vacancy seen just now; our own record is visible
-		VacantSince: t0,
+		Mem:         Memory{VacantSince: t0},
 		SelfVisible: true,
 		BackoffStep: 100 * time.Millisecond,
+		TTL:         3 * time.Second,
 	}
 }
 
 func holding(in Inputs) Inputs {
-	in.Claim = &election.Claim{Group: "VI_1", CreateRev: 90, Lease: lease}
+	in.Held.Claim = &election.Claim{Group: "VI_1", CreateRev: 90, Lease: lease, Addrs: []netip.Addr{vip}}
 	in.View.Leader = election.LeaderInfo{Present: true, Node: in.Self.Node, CreateRev: 90, Lease: lease}
-	in.VacantSince = time.Time{}
+	in.View.Addresses = []election.AddressClaim{{Node: in.Self.Node, Group: "VI_1", CreateRev: 90, Lease: lease}}
+	in.Mem.VacantSince = time.Time{}
 	in.Self.State = election.StateMaster
 	return in
 }
@@ -43,7 +51,7 @@ type decideCase struct {
 	name   string
 	in     func() Inputs
 	action Action
-	state  string
+	state  election.State
 	wake   time.Duration
 	reason string
 }
@@ -83,6 +91,24 @@ func TestDecide(t *testing.T) {
 			in.BetterWonAt = t0.Add(120 * time.Millisecond)
 			return in
 		}, Acquire, election.StateBackup, 0, "rank 1"},
+		{"vacant after an expiry: even the best waits out the old holder's kernel lag", func() Inputs {
+			in := base()
+			in.View.Released = false
+			return in
+		}, Idle, election.StateBackup, ExpiryGrace, "kernel expiry lag"},
+		{"vacant after an expiry: claims once the grace is over", func() Inputs {
+			in := base()
+			in.View.Released = false
+			in.Now = t0.Add(ExpiryGrace)
+			return in
+		}, Acquire, election.StateBackup, 0, "rank 0"},
+		{"vacant after an expiry, rank 1: the grace and the backoff overlap", func() Inputs {
+			in := base()
+			in.View.Released = false
+			in.View.Candidates = []election.Candidate{n1}
+			in.Now = t0.Add(ExpiryGrace)
+			return in
+		}, Idle, election.StateBackup, 100 * time.Millisecond, "rank 1 backing off"},
 		{"vacant, but our own record is not visible yet: no campaign", func() Inputs {
 			in := base()
 			in.SelfVisible = false
@@ -114,11 +140,43 @@ func TestDecide(t *testing.T) {
 			in.Self.Failing = []string{"haproxy"}
 			return in
 		}, Idle, election.StateFault, 0, "haproxy"},
-		{"leader key names us on our lease: verify", func() Inputs {
+		{"leader key names us on our lease: inspect", func() Inputs {
 			in := base()
 			in.View.Leader = election.LeaderInfo{Present: true, Node: "web-node-2", CreateRev: 99, Lease: lease}
 			return in
-		}, Verify, election.StateBackup, 0, ""},
+		}, Inspect, election.StateBackup, 0, "keys of this node"},
+		{"leader key of ours while in fault: inspect all the same (then release)", func() Inputs {
+			in := base()
+			in.Self.State = election.StateFault
+			in.View.Leader = election.LeaderInfo{Present: true, Node: "web-node-2", CreateRev: 99, Lease: lease}
+			return in
+		}, Inspect, election.StateFault, 0, "keys of this node"},
+		{"an address claim of ours left without its leader key: inspect", func() Inputs {
+			in := base()
+			in.View.Addresses = []election.AddressClaim{{Node: "web-node-2", Group: "VI_1", CreateRev: 99, Lease: lease}}
+			return in
+		}, Inspect, election.StateBackup, 0, "keys of this node"},
+		{"the key just resigned, not yet gone from the view: no inspect", func() Inputs {
+			in := base()
+			in.View.Leader = election.LeaderInfo{Present: true, Node: "web-node-2", CreateRev: 99, Lease: lease}
+			in.Held.Resigned = 99
+			return in
+		}, Idle, election.StateBackup, 0, "standby"},
+		{"an acquire's answer was lost: inspect before anything", func() Inputs {
+			in := base()
+			in.Held.Unsure = true
+			return in
+		}, Inspect, election.StateBackup, 0, "lost"},
+		{"vacant leader key, but an address claimed by another group: wait", func() Inputs {
+			in := base()
+			in.View.Addresses = []election.AddressClaim{{Node: "web-node-1", Group: "VI_9", CreateRev: 80, Lease: 7}}
+			return in
+		}, Idle, election.StateBackup, blockedRecheck, "address 192.168.20.15 claimed by web-node-1 for group VI_9"},
+		{"retiring without a claim: leave", func() Inputs {
+			in := base()
+			in.Retiring = "group removed by reload"
+			return in
+		}, Leave, election.StateBackup, 0, "removed by reload"},
 		{"leader key names us on an old lease: standby", func() Inputs {
 			in := base()
 			in.View.Leader = election.LeaderInfo{Present: true, Node: "web-node-2", CreateRev: 99, Lease: 1}
@@ -140,23 +198,43 @@ func TestDecide(t *testing.T) {
 			in := holding(base())
 			in.Lease.ID = 0x43
 			return in
-		}, Lost, election.StateBackup, 0, "lease changed"},
-		{"lapsed claim is verified before binding again", func() Inputs {
+		}, Forget, election.StateBackup, 0, "lease changed"},
+		{"lapsed claim is inspected before binding again", func() Inputs {
 			in := holding(base())
-			in.Lapsed = true
+			in.Held.Lapsed = true
 			return in
-		}, Verify, election.StateBackup, 0, ""},
-		{"key deleted: lost", func() Inputs {
+		}, Inspect, election.StateBackup, 0, "lapse"},
+		{"key deleted: release what is left", func() Inputs {
 			in := holding(base())
 			in.View.Leader = election.LeaderInfo{}
 			return in
-		}, Lost, election.StateBackup, 0, "deleted"},
-		{"key replaced by another node: lost", func() Inputs {
+		}, Release, election.StateBackup, 0, "deleted"},
+		{"key replaced by another node: release", func() Inputs {
 			in := holding(base())
 			in.View.Leader = election.LeaderInfo{Present: true, Node: "web-node-1", CreateRev: 120, Lease: 9}
 			in.View.Rev = 120
 			return in
-		}, Lost, election.StateBackup, 0, "deleted or replaced"},
+		}, Release, election.StateBackup, 0, "deleted or replaced"},
+		{"address claim deleted by hand: release", func() Inputs {
+			in := holding(base())
+			in.View.Addresses = make([]election.AddressClaim, 1)
+			return in
+		}, Release, election.StateBackup, 0, "claim of address 192.168.20.15 deleted or replaced"},
+		{"incomplete claim found by inspect: release", func() Inputs {
+			in := holding(base())
+			in.Held.Partial = true
+			return in
+		}, Release, election.StateBackup, 0, "incomplete"},
+		{"retiring holder releases", func() Inputs {
+			in := holding(base())
+			in.Retiring = "group removed by reload"
+			return in
+		}, Release, election.StateBackup, 0, "removed by reload"},
+		{"addresses changed by a reload: release, campaign anew", func() Inputs {
+			in := holding(base())
+			in.Addrs = []netip.Addr{netip.MustParseAddr("192.168.20.16")}
+			return in
+		}, Release, election.StateBackup, 0, "addresses changed"},
 		{"view older than the claim is not a contradiction", func() Inputs {
 			in := holding(base())
 			in.View.Leader = election.LeaderInfo{}
@@ -180,7 +258,7 @@ func TestDecide(t *testing.T) {
 			in.Self.State = election.StateMaster
 			in.View.Leader.Node = "web-node-1"
 			in.View.Candidates = []election.Candidate{{Node: "web-node-2", Priority: 102, State: election.StateBackup, Preempt: true}}
-			in.ChallengerSince = t0
+			in.Mem.Challenger, in.Mem.ChallengerSince = "web-node-2", t0
 			return in
 		}, Release, election.StateBackup, 0, "preempted by web-node-2"},
 		{"the challenger's preempt_delay holds until it passes", func() Inputs {
@@ -188,7 +266,7 @@ func TestDecide(t *testing.T) {
 			c := n1
 			c.PreemptDelay = 1500 * time.Millisecond
 			in.View.Candidates = []election.Candidate{c}
-			in.ChallengerSince = t0.Add(-time.Second)
+			in.Mem.Challenger, in.Mem.ChallengerSince = "web-node-1", t0.Add(-time.Second)
 			in.Self.PreemptDelay = 0 // the holder's own setting does not matter (keepalived semantics)
 			return in
 		}, Hold, election.StateMaster, 500 * time.Millisecond, "preempt delay"},
@@ -197,7 +275,7 @@ func TestDecide(t *testing.T) {
 			c := n1
 			c.PreemptDelay = 1500 * time.Millisecond
 			in.View.Candidates = []election.Candidate{c}
-			in.ChallengerSince = t0.Add(-1500 * time.Millisecond)
+			in.Mem.Challenger, in.Mem.ChallengerSince = "web-node-1", t0.Add(-1500*time.Millisecond)
 			in.Self.PreemptDelay = time.Hour
 			return in
 		}, Release, election.StateBackup, 0, "preempted by web-node-1"},
@@ -209,7 +287,7 @@ func TestDecide(t *testing.T) {
 			return in
 		}, Hold, election.StateMaster, 2 * time.Second, "holder"},
 	}
-	handover := func(from, to string) *election.Handover { return &election.Handover{From: from, To: to} }
+	handover := func(from, to string) *election.Handover { return &election.Handover{From: from, To: to, CreateRev: 95} }
 	n3 := election.Candidate{Node: "web-node-3", Priority: 90, State: election.StateBackup, Preempt: true}
 	cases = append(cases, []decideCase{
 		{"handover: holder releases to the named node", func() Inputs {
@@ -257,23 +335,36 @@ func TestDecide(t *testing.T) {
 			in.View.Candidates = []election.Candidate{n1, n3}
 			in.View.Handover = handover("web-node-1", "")
 			return in
-		}, Idle, election.StateBackup, 100 * time.Millisecond, "rank 1"},
+		}, Idle, election.StateBackup, 200 * time.Millisecond, "rank 2"},
+		{"vacancy, two nodes, no --to: the target claims at rank 0", func() Inputs {
+			in := base()
+			in.View.Candidates = []election.Candidate{n1, in.Self}
+			in.View.Handover = handover("web-node-1", "")
+			return in
+		}, Acquire, election.StateBackup, 0, "rank 0"},
+		{"a handover request already carried out is not carried out again", func() Inputs {
+			in := holding(base())
+			in.View.Candidates = []election.Candidate{n3}
+			in.View.Handover = handover("web-node-2", "web-node-3")
+			in.Mem.HandoverDone = 95
+			return in
+		}, Hold, election.StateMaster, 2 * time.Second, "holder"},
 		{"a snubbed challenger does not preempt", func() Inputs {
 			in := holding(base())
 			in.View.Candidates = []election.Candidate{n1}
-			in.Snubbed = "web-node-1"
+			in.Mem.Snubbed, in.Mem.SnubUntil = "web-node-1", t0.Add(time.Second)
 			return in
 		}, Hold, election.StateMaster, 2 * time.Second, "holder"},
 		{"another challenger still preempts while one is snubbed", func() Inputs {
 			in := holding(base())
 			in.View.Candidates = []election.Candidate{n1, {Node: "web-node-0", Priority: 110, State: election.StateBackup, Preempt: true}}
-			in.Snubbed = "web-node-1"
+			in.Mem.Snubbed, in.Mem.SnubUntil = "web-node-1", t0.Add(time.Second)
 			return in
 		}, Release, election.StateBackup, 0, "preempted by web-node-0"},
 	}...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			d := Decide(c.in())
+			d, _ := Decide(c.in())
 			if d.Action != c.action || d.State != c.state || d.Wake != c.wake {
 				t.Errorf("Decide = {%v %s wake %v %q}, want {%v %s wake %v}", d.Action, d.State, d.Wake, d.Reason, c.action, c.state, c.wake)
 			}
@@ -284,30 +375,145 @@ func TestDecide(t *testing.T) {
 	}
 }
 
-// TestDecideNeverHoldsPastTheFence checks the safety invariant over a grid
-// of inputs: whatever the view, health and policy say, Hold is only ever
-// decided while the lease is live and the claim is on the current lease.
-func TestDecideNeverHoldsPastTheFence(t *testing.T) {
+// TestDecideInvariants checks the safety invariants over a grid of
+// inputs: whatever the view, health and policy say,
+//   - Hold only while the lease is live, the claim is on it, not lapsed,
+//     not partial, and the view does not contradict it;
+//   - with a claim, never Idle, Acquire or Leave: keys of ours are held or
+//     released, never abandoned on a live lease;
+//   - nothing but Inspect while an acquire's outcome is unknown;
+//   - never Acquire while keys of ours are visible.
+func TestDecideInvariants(t *testing.T) {
+	n1 := election.Candidate{Node: "web-node-1", Priority: 103, State: election.StateBackup, Preempt: true}
 	for _, now := range []time.Duration{0, 1999 * time.Millisecond, 2 * time.Second, time.Hour} {
 		for _, leaseID := range []clientv3.LeaseID{0, lease, 0x43} {
-			for _, lapsed := range []bool{false, true} {
-				for _, present := range []bool{false, true} {
-					in := holding(base())
-					in.Now = t0.Add(now)
-					in.Lease.ID = leaseID
-					in.Lapsed = lapsed
-					in.View.Leader.Present = present
-					d := Decide(in)
-					if d.Action != Hold {
-						continue
-					}
-					if !in.Lease.Live(in.Now) || in.Lease.ID != in.Claim.Lease || lapsed || !present {
-						t.Errorf("Hold decided for now=+%v lease=%x lapsed=%v present=%v", now, leaseID, lapsed, present)
+			for _, claim := range []bool{false, true} {
+				for _, flags := range []int{0, 1, 2, 4, 8} { // none, lapsed, partial, unsure, retiring
+					for _, present := range []bool{false, true} {
+						for _, fault := range []bool{false, true} {
+							in := base()
+							if claim {
+								in = holding(in)
+							}
+							in.View.Candidates = []election.Candidate{n1}
+							in.Now = t0.Add(now)
+							in.Lease.ID = leaseID
+							in.Held.Lapsed = flags == 1
+							in.Held.Partial = flags == 2 && claim
+							in.Held.Unsure = flags == 4
+							if flags == 8 {
+								in.Retiring = "removed"
+							}
+							if claim != present {
+								in.View.Leader.Present = present
+								in.View.Leader.Node, in.View.Leader.Lease, in.View.Leader.CreateRev = "web-node-2", lease, 90
+							}
+							if fault {
+								in.Self.State = election.StateFault
+							}
+							d, _ := Decide(in)
+							name := fmt.Sprintf("now=+%v lease=%x claim=%v flags=%d present=%v fault=%v: %v (%s)", now, leaseID, claim, flags, present, fault, d.Action, d.Reason)
+							if in.Held.Unsure && d.Action != Inspect {
+								t.Errorf("%s: want inspect while an acquire's outcome is unknown", name)
+							}
+							if d.Action == Hold && (!claim || !in.Lease.Live(in.Now) || in.Lease.ID != lease || in.Held.Lapsed || in.Held.Partial || !in.View.Leader.Present || in.Retiring != "" || fault) {
+								t.Errorf("%s: Hold", name)
+							}
+							if claim && (d.Action == Idle || d.Action == Acquire || d.Action == Leave) {
+								t.Errorf("%s: a claim abandoned", name)
+							}
+							if d.Action == Acquire && ownKeysVisible(in) {
+								t.Errorf("%s: Acquire with keys of ours visible", name)
+							}
+						}
 					}
 				}
 			}
 		}
 	}
+}
+
+// TestDecideMemory: what the loop remembers from pass to pass.
+func TestDecideMemory(t *testing.T) {
+	n1 := election.Candidate{Node: "web-node-1", Priority: 103, State: election.StateBackup, Preempt: true}
+
+	t.Run("vacancy starts when first seen and ends with a leader", func(t *testing.T) {
+		in := base()
+		in.Mem = Memory{}
+		_, m := Decide(in)
+		if !m.VacantSince.Equal(t0) {
+			t.Fatalf("VacantSince = %v, want %v", m.VacantSince, t0)
+		}
+		in.Mem, in.Now = m, t0.Add(time.Second)
+		if _, m2 := Decide(in); !m2.VacantSince.Equal(t0) {
+			t.Errorf("VacantSince moved to %v", m2.VacantSince)
+		}
+		in.View.Leader = election.LeaderInfo{Present: true, Node: "web-node-1", CreateRev: 5, Lease: 7}
+		if _, m3 := Decide(in); !m3.VacantSince.IsZero() {
+			t.Errorf("VacantSince = %v with a leader", m3.VacantSince)
+		}
+	})
+	t.Run("an address claimed elsewhere is no vacancy", func(t *testing.T) {
+		in := base()
+		in.Mem = Memory{}
+		in.View.Addresses = []election.AddressClaim{{Node: "web-node-1", Group: "VI_9", CreateRev: 5, Lease: 7}}
+		if _, m := Decide(in); !m.VacantSince.IsZero() {
+			t.Errorf("VacantSince = %v while an address is claimed", m.VacantSince)
+		}
+	})
+	t.Run("challenger first seen", func(t *testing.T) {
+		in := holding(base())
+		in.View.Candidates = []election.Candidate{n1}
+		c := n1
+		c.PreemptDelay = time.Second
+		in.View.Candidates = []election.Candidate{c}
+		d, m := Decide(in)
+		if m.Challenger != "web-node-1" || !m.ChallengerSince.Equal(t0) || d.Action != Hold {
+			t.Fatalf("memory %+v, action %v; want challenger since now and hold", m, d.Action)
+		}
+		in.Mem, in.Now = m, t0.Add(time.Second)
+		d, m = Decide(in)
+		if d.Action != Release || m.YieldedTo != "web-node-1" || !m.YieldedAt.Equal(in.Now) {
+			t.Fatalf("after the delay: %v, memory %+v; want release and YieldedTo", d.Action, m)
+		}
+	})
+	t.Run("a node yielded to that did not take over is snubbed when we claim again", func(t *testing.T) {
+		in := base()
+		in.Mem.YieldedTo, in.Mem.YieldedAt = "web-node-1", t0.Add(-time.Second)
+		d, m := Decide(in)
+		if d.Action != Acquire || m.Snubbed != "web-node-1" || !m.SnubUntil.Equal(t0.Add(3*time.Second)) || m.YieldedTo != "" {
+			t.Fatalf("%v, memory %+v; want acquire and web-node-1 snubbed for a TTL", d.Action, m)
+		}
+		in.Mem, in.Now = m, t0.Add(3*time.Second)
+		if _, m := Decide(in); m.Snubbed != "" {
+			t.Errorf("snub outlived its TTL: %+v", m)
+		}
+	})
+	t.Run("the yielded-to node took over", func(t *testing.T) {
+		in := base()
+		in.Mem.YieldedTo, in.Mem.YieldedAt = "web-node-1", t0
+		in.View.Leader = election.LeaderInfo{Present: true, Node: "web-node-1", CreateRev: 5, Lease: 7}
+		if _, m := Decide(in); m.YieldedTo != "" {
+			t.Errorf("YieldedTo = %q after it took over", m.YieldedTo)
+		}
+	})
+	t.Run("a handover is carried out once per request", func(t *testing.T) {
+		in := holding(base())
+		in.View.Candidates = []election.Candidate{{Node: "web-node-3", Priority: 90, State: election.StateBackup, Preempt: true}}
+		in.View.Handover = &election.Handover{From: "web-node-2", CreateRev: 95}
+		d, m := Decide(in)
+		if d.Action != Release || m.HandoverDone != 95 {
+			t.Fatalf("%v, memory %+v; want release and the request remembered", d.Action, m)
+		}
+		in.Mem = m
+		if d, _ := Decide(in); d.Action != Hold {
+			t.Errorf("reclaimed holder decided %v for the same request, want hold", d.Action)
+		}
+		in.View.Handover = nil
+		if _, m := Decide(in); m.HandoverDone != 0 {
+			t.Errorf("HandoverDone = %d after the request went away", m.HandoverDone)
+		}
+	})
 }
 
 func TestRetryBackoff(t *testing.T) {
@@ -340,6 +546,26 @@ func TestRetryBackoff(t *testing.T) {
 }
 
 func TestNextRefresh(t *testing.T) {
+	// The last safe refresh leaves a 1 s lifetime plus the kernel slack
+	// before the lease can expire at the server.
+	se := t0.Add(3 * time.Second)
+	if got := LastRefresh(se); !got.Equal(se.Add(-LifetimeSlack - 1100*time.Millisecond)) {
+		t.Errorf("LastRefresh = %v", got.Sub(t0))
+	}
+	if lt, ok := netif.LifetimeUntil(LastRefresh(se), LifetimeEnd(se)); !ok || lt != time.Second {
+		t.Errorf("at LastRefresh: lifetime %v, %v; want 1s", lt, ok)
+	}
+	if lt, ok := netif.LifetimeUntil(LastRefresh(se).Add(100*time.Millisecond), LifetimeEnd(se)); !ok || lt != time.Second {
+		t.Errorf("100ms after LastRefresh: lifetime %v, %v; want still 1s", lt, ok)
+	}
+	if _, ok := netif.LifetimeUntil(LastRefresh(se).Add(101*time.Millisecond), LifetimeEnd(se)); ok {
+		t.Error("101ms after LastRefresh: a lifetime was still given")
+	}
+	// Right after a renewal of a 3 s lease (sent 5 ms ago), a 1 s lifetime
+	// fits: the TTL 3 s minimum stays usable.
+	if lt, ok := netif.LifetimeUntil(se.Add(-3*time.Second+5*time.Millisecond), LifetimeEnd(se)); !ok || lt != time.Second {
+		t.Errorf("right after a renewal: lifetime %v, %v; want 1s", lt, ok)
+	}
 	renewed := t0
 	expiry := renewed.Add(3 * time.Second) // last safe refresh at +0.85s
 	cases := []struct {

@@ -9,18 +9,68 @@ import (
 	"sync/atomic"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/vipd/vipd/config"
 	"github.com/vipd/vipd/election"
-	"github.com/vipd/vipd/netif"
+	"github.com/vipd/vipd/internal/clock"
 )
 
-// retryDelay paces retries of failed etcd writes inside a group loop.
-const retryDelay = 100 * time.Millisecond
+// leaseSource is the node lease as the group loops see it.
+type leaseSource interface {
+	Current() election.Lease
+	// Changed is closed at the next change of the lease.
+	Changed() <-chan struct{}
+}
 
-// group is one group's reconcile loop. Fields after the blank line are
-// owned by the loop goroutine.
+// groupView is the part of election.View a group loop reads.
+type groupView interface {
+	Group(name string, addrs []netip.Addr) election.GroupState
+	Drained(node string) bool
+	LastWin(node string) time.Time
+}
+
+// leadership is the part of election.Leadership a group loop uses.
+type leadership interface {
+	Acquire(ctx context.Context, group string, addrs []netip.Addr, lease clientv3.LeaseID) (election.AcquireResult, error)
+	Resign(ctx context.Context, c election.Claim) error
+	Inspect(ctx context.Context, group string, addrs []netip.Addr) (election.Ownership, error)
+	Publish(ctx context.Context, group string, c election.Candidate, lease clientv3.LeaseID, expectModRev int64) (election.PublishResult, error)
+	Unpublish(ctx context.Context, group string, lease clientv3.LeaseID) error
+}
+
+// groupEnv is what every group loop of a node shares: the small set of
+// things a loop needs, not the Keeper.
+type groupEnv struct {
+	node     string
+	clk      clock.Clock
+	log      *slog.Logger
+	obs      Observer
+	lease    leaseSource
+	ttl      time.Duration // the lease TTL
+	view     groupView
+	etcd     leadership
+	links    VIPLinks
+	announce AnnounceFunc
+	health   func(config.Group) Health
+	hooks    hookRunner
+	// timeout bounds the etcd requests of a stopping group.
+	timeout time.Duration
+	// leave is asked by a retiring group that has released everything:
+	// true means it is gone from the keeper and its loop ends.
+	leave func(*group) bool
+}
+
+// hookRunner runs notify hooks in the background.
+type hookRunner interface {
+	run(argv []string, timeout time.Duration, env hookEnv)
+}
+
+// group is one group's reconcile loop: each pass reads its inputs, asks
+// the pure Decide what to do, and applies the answer. Fields after the
+// blank line are owned by the loop goroutine.
 type group struct {
-	k      *Keeper
+	env    *groupEnv
 	name   string
 	log    *slog.Logger
 	wake   chan struct{}
@@ -30,44 +80,44 @@ type group struct {
 
 	mu        sync.Mutex
 	shared    config.Group // latest config, set by update
-	state     string       // last reported state, read by Ready/Summary
+	retiring  string       // why the group is going away; "" while it is wanted
+	state     election.State
 	heartbeat time.Time
 
-	cfg             config.Group // the loop's copy of shared
-	claim           *election.Claim
-	lapsed          bool
-	bound           bool
-	boundRenewal    time.Time // lease renewal the bound lifetime was computed from
-	kernelUntil     time.Time // when the kernel lifetime set last ends
-	acquireVacancy  time.Time // vacancy start of an acquire in progress, for the metric
-	vacantSince     time.Time
-	challenger      string
-	challengerSince time.Time
-	yieldedTo       string    // node we last yielded to by preemption
-	yieldedAt       time.Time // when
-	snubbed         string    // node not to yield to again until snubUntil
-	snubUntil       time.Time
-	published       election.Candidate
-	publishedLease  int64
-	publishRetry    bool
-	etcdFailures    int       // consecutive failed etcd requests of this loop
-	etcdAfter       time.Time // no etcd request before this (backoff)
-	stopAnnounce    context.CancelFunc
-	announceWG      sync.WaitGroup
+	cfg   config.Group // the loop's copy of shared
+	held  Held
+	mem   Memory
+	vips  vips
+	rec   recordState
+	retry etcdRetry
+	// vacantAtWin is when the group won was seen vacant, for the
+	// vacancy-to-bound metric; zero once reported.
+	vacantAtWin time.Time
 }
 
-func newGroup(k *Keeper, gc config.Group, cancel context.CancelFunc) *group {
+func newGroup(env *groupEnv, gc config.Group, cancel context.CancelFunc) *group {
+	log := env.log.With("group", gc.Name)
 	return &group{
-		k: k, name: gc.Name, log: k.log.With("group", gc.Name),
+		env: env, name: gc.Name, log: log,
 		wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{}),
-		shared: gc, cfg: gc, heartbeat: k.clk.Now(),
+		shared: gc, cfg: gc, state: election.StateInit, heartbeat: env.clk.Now(),
+		vips: vips{clk: env.clk, log: log, obs: env.obs, links: env.links, announce: env.announce, lease: env.lease},
 	}
 }
 
-// update hands the loop a new configuration with the same addresses.
+// update hands the loop a new configuration, and takes back a retirement
+// (a group removed and added again by reloads before it had left).
 func (g *group) update(gc config.Group) {
 	g.mu.Lock()
-	g.shared = gc
+	g.shared, g.retiring = gc, ""
+	g.mu.Unlock()
+	g.poke()
+}
+
+// retire asks the loop to release everything and leave.
+func (g *group) retire(reason string) {
+	g.mu.Lock()
+	g.retiring = reason
 	g.mu.Unlock()
 	g.poke()
 }
@@ -88,23 +138,22 @@ func (g *group) tracks(check string) bool {
 	return slices.ContainsFunc(g.config().Track, func(t config.Track) bool { return t.Check == check })
 }
 
-func (g *group) currentState() string {
+func (g *group) currentState() election.State {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.state
+}
+
+func (g *group) isRetiring() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.retiring != ""
 }
 
 func (g *group) lastLoop() time.Time {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.heartbeat
-}
-
-func (g *group) snubbedAt(now time.Time) string {
-	if now.Before(g.snubUntil) {
-		return g.snubbed
-	}
-	return ""
 }
 
 func (g *group) poke() {
@@ -120,18 +169,26 @@ func (g *group) markDirty() { g.dirty.Store(true) }
 // the systemd watchdog, which allows WatchdogSec/2) stays fresh.
 const maxSleep = 2 * time.Second
 
+// passesPerWake bounds the passes of one wake-up: a decision whose apply
+// changed something is followed at once by another (won the key: bind).
+const passesPerWake = 4
+
 func (g *group) run(ctx context.Context) {
-	timer := g.k.clk.NewTimer(maxSleep)
+	timer := g.env.clk.NewTimer(maxSleep)
 	defer timer.Stop()
 	for {
 		// Take the change channel before reading the lease, so a renewal
 		// that lands in between still wakes us.
-		leaseChanged := g.k.session.Changed()
+		leaseChanged := g.env.lease.Changed()
 		g.mu.Lock()
 		g.cfg = g.shared
-		g.heartbeat = g.k.clk.Now()
+		retiring := g.retiring
+		g.heartbeat = g.env.clk.Now()
 		g.mu.Unlock()
-		wake := g.reconcile(ctx)
+		wake, left := g.reconcile(ctx, retiring)
+		if left {
+			return
+		}
 		if wake <= 0 || wake > maxSleep {
 			wake = maxSleep
 		}
@@ -156,366 +213,226 @@ func (g *group) run(ctx context.Context) {
 // waits for one. A standby on a live, published lease does not, and with
 // many groups waking every standby on every renewal is most of the work.
 func (g *group) caresAboutRenewals() bool {
-	l := g.k.session.Current()
-	return g.claim != nil || g.bound || !l.Live(g.k.clk.Now()) || int64(l.ID) != g.publishedLease
+	l := g.env.lease.Current()
+	return g.held.Claim != nil || g.vips.present() || !l.Live(g.env.clk.Now()) || l.ID != g.rec.Lease
 }
 
-// inputs gathers everything Decide needs.
-func (g *group) inputs() Inputs {
-	now := g.k.clk.Now()
-	prio, fault, failing, ready := g.k.health(g.cfg)
-	self := election.Candidate{Node: g.k.node, Priority: prio, Preempt: g.cfg.Preempt, PreemptDelay: g.cfg.PreemptDelay,
-		Failing: failing, State: election.StateBackup,
-		Drained: g.k.view.Drained(g.k.node)}
+// reconcile decides and applies until the decision is stable, and returns
+// when to look again; left is true when a retiring group is gone.
+func (g *group) reconcile(ctx context.Context, retiring string) (wake time.Duration, left bool) {
+	for range passesPerWake {
+		in := g.inputs(retiring)
+		d, mem := Decide(in)
+		g.mem = mem
+		again, w, left := g.apply(ctx, in, d)
+		if left {
+			return 0, true
+		}
+		g.report(d, in.Self.Priority)
+		if pw := g.publish(ctx, in); pw > 0 && (w <= 0 || pw < w) {
+			w = pw
+		}
+		if !again {
+			return w, false
+		}
+	}
+	return retryBase, false
+}
+
+// inputs gathers everything Decide needs. It changes nothing.
+func (g *group) inputs(retiring string) Inputs {
+	env := g.env
+	now := env.clk.Now()
+	hl := env.health(g.cfg)
+	self := election.Candidate{Node: env.node, Priority: hl.Priority, Preempt: g.cfg.Preempt, PreemptDelay: g.cfg.PreemptDelay,
+		Failing: hl.Failing, State: election.StateBackup, Drained: env.view.Drained(env.node)}
 	switch {
-	case fault:
+	case hl.Fault:
 		self.State = election.StateFault
-	case g.bound:
+	case g.vips.bound():
 		self.State = election.StateMaster
 	}
-	view := g.k.view.Group(g.cfg.Name)
-
-	if view.Leader.Present && view.Leader.Node == g.yieldedTo {
-		g.yieldedTo = "" // it took over, as it should
+	addrs := groupAddrs(g.cfg)
+	viewAddrs := addrs
+	if c := g.held.Claim; c != nil {
+		viewAddrs = c.Addrs
 	}
-	if view.Synced && !view.Leader.Present {
-		if g.vacantSince.IsZero() {
-			g.vacantSince = now
-		}
-	} else {
-		g.vacantSince = time.Time{}
-	}
-	if ch, ok := election.Challenger(self, view.Candidates); ok {
-		if ch.Node != g.challenger {
-			g.challenger, g.challengerSince = ch.Node, now
-		}
-	} else {
-		g.challenger, g.challengerSince = "", time.Time{}
-	}
-
-	lease := g.k.session.Current()
+	view := env.view.Group(g.cfg.Name, viewAddrs)
+	lease := env.lease.Current()
 	var betterWonAt time.Time
 	selfVisible := false
 	for _, c := range view.Candidates {
-		if c.Node == self.Node && c.Lease == int64(lease.ID) {
+		if c.Node == self.Node && clientv3.LeaseID(c.Lease) == lease.ID {
 			selfVisible = true
 		}
 		if c.Node != self.Node && c.Eligible() && election.Better(c, self) {
-			if t := g.k.view.LastWin(c.Node); t.After(betterWonAt) {
+			if t := env.view.LastWin(c.Node); t.After(betterWonAt) {
 				betterWonAt = t
 			}
 		}
 	}
-
 	return Inputs{
-		Now:             now,
-		BetterWonAt:     betterWonAt,
-		SelfVisible:     selfVisible,
-		Lease:           lease,
-		Self:            self,
-		Ready:           ready,
-		View:            view,
-		Claim:           g.claim,
-		Lapsed:          g.lapsed,
-		VacantSince:     g.vacantSince,
-		ChallengerSince: g.challengerSince,
-		Snubbed:         g.snubbedAt(now),
-		BackoffStep:     g.cfg.BackoffStep,
+		Now: now, Group: g.cfg.Name, Lease: lease, Self: self, Ready: hl.Ready, View: view,
+		Addrs: addrs, Held: g.held, Retiring: retiring, SelfVisible: selfVisible, BetterWonAt: betterWonAt,
+		BackoffStep: g.cfg.BackoffStep, TTL: env.ttl, Mem: g.mem,
 	}
 }
 
-// reconcile decides and applies until the decision is stable, and returns
-// when to look again.
-func (g *group) reconcile(ctx context.Context) time.Duration {
-	for range 4 {
-		in := g.inputs()
-		d := Decide(in)
-		again, wake := g.apply(ctx, in, d)
-		g.transition(d, in.Self.Priority)
-		if wake2 := g.publish(ctx, in); wake2 > 0 && (wake <= 0 || wake2 < wake) {
-			wake = wake2
-		}
-		if !again {
-			return wake
-		}
+func groupAddrs(gc config.Group) []netip.Addr {
+	out := make([]netip.Addr, len(gc.Prefixes))
+	for i, p := range gc.Prefixes {
+		out[i] = p.Addr()
 	}
-	return retryDelay
+	return out
 }
 
-// apply carries out d. again asks for an immediate new decision.
-func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, wake time.Duration) {
+// apply carries out d. again asks for an immediate new decision; wake for
+// one after that long; left says a retiring group is gone.
+func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, wake time.Duration, left bool) {
 	switch d.Action {
 	case Idle:
-		g.unbind(d.Reason)
-		return false, d.Wake
+		if !g.vips.unbind(d.Reason) {
+			return false, g.vips.removalWait(retryBase), false
+		}
+		if g.dirty.Swap(false) && !g.vips.removeStray(g.cfg) {
+			g.markDirty()
+			return false, retryBase, false
+		}
+		return false, d.Wake, false
+
 	case Acquire:
-		if wait := g.etcdAfter.Sub(in.Now); wait > 0 {
-			return false, wait
-		}
-		claim, won, holder, err := g.k.lead.Acquire(ctx, g.cfg.Name, in.Lease.ID)
-		if err != nil {
-			wait := g.etcdFailed(in.Now)
-			g.log.Warn("acquire failed", "err", err, "retry_in", wait)
-			return false, wait
-		}
-		g.etcdFailures = 0
-		if !won {
-			g.log.Debug("acquire lost the race", "holder", holder)
-			return false, retryDelay
-		}
-		g.claim, g.lapsed = &claim, false
-		g.acquireVacancy = in.VacantSince
-		// We yielded to a node that then did not take over: its record is
-		// stale (dead or cut off). Do not yield to it again until its
-		// lease must have expired.
-		if g.yieldedTo != "" && in.Now.Sub(g.yieldedAt) < g.k.session.Config().TTL {
-			g.snubbed, g.snubUntil = g.yieldedTo, in.Now.Add(g.k.session.Config().TTL)
-			g.log.Warn("node we yielded to did not take over; not yielding to it again for a lease TTL", "node", g.yieldedTo)
-		}
-		g.yieldedTo = ""
-		g.log.Info("won leadership", "rev", claim.CreateRev, "reason", d.Reason)
-		return true, 0
-	case Verify:
-		c := election.Claim{Group: g.cfg.Name, CreateRev: in.View.Leader.CreateRev, Lease: in.Lease.ID}
-		if g.claim != nil {
-			c = *g.claim
-		}
-		if wait := g.etcdAfter.Sub(in.Now); wait > 0 {
-			return false, wait
-		}
-		ok, err := g.k.lead.Verify(ctx, c)
-		if err != nil {
-			wait := g.etcdFailed(in.Now)
-			g.log.Warn("verify failed", "err", err, "retry_in", wait)
-			return false, wait
-		}
-		g.etcdFailures = 0
+		var res election.AcquireResult
+		sent := false
+		w, ok := g.retry.call(g, in.Now, "acquire", func() (err error) {
+			sent = true
+			res, err = g.env.etcd.Acquire(ctx, g.cfg.Name, in.Addrs, in.Lease.ID)
+			return err
+		})
 		if !ok {
-			g.claim, g.lapsed = nil, false
-			return true, 0
+			// A failed request may have committed with its answer lost:
+			// nothing else until Inspect says what etcd holds.
+			g.held.Unsure = sent
+			return false, w, false
 		}
-		g.claim, g.lapsed = &c, false
-		return true, 0
+		if !res.Won {
+			g.log.Debug("acquire lost the race", "holder", res.Holder)
+			return false, retryBase, false
+		}
+		g.held = Held{Claim: &res.Claim}
+		g.vacantAtWin = in.Mem.VacantSince
+		g.log.Info("won leadership", "rev", res.Claim.CreateRev, "reason", d.Reason)
+		return true, 0, false
+
+	case Inspect:
+		var o election.Ownership
+		addrs := in.Addrs
+		if c := g.held.Claim; c != nil {
+			addrs = c.Addrs
+		}
+		w, ok := g.retry.call(g, in.Now, "inspect", func() (err error) {
+			o, err = g.env.etcd.Inspect(ctx, g.cfg.Name, addrs)
+			return err
+		})
+		if !ok {
+			return false, w, false
+		}
+		c, complete, found := o.ClaimOf(g.cfg.Name, g.env.node, in.Lease.ID, addrs)
+		if g.held.Claim != nil && found && c.CreateRev != g.held.Claim.CreateRev {
+			// Keys of ours, but from another claim than the lapsed one:
+			// the lapsed one is gone; delete what is there.
+			complete = false
+		}
+		switch {
+		case found:
+			g.held = Held{Claim: &c, Partial: !complete, Resigned: g.held.Resigned}
+			g.log.Info("found this node's keys in etcd", "rev", c.CreateRev, "complete", complete, "reason", d.Reason)
+		default:
+			g.held = Held{Resigned: g.held.Resigned}
+		}
+		return true, 0, false
+
 	case Hold:
-		if !g.bind(ctx, in) {
-			return true, 0 // the fence is too close: decide again (drops)
+		wasBound := g.vips.bound()
+		switch g.vips.bind(ctx, g.cfg, in.Lease, g.dirty.Swap(false)) {
+		case bindFenced:
+			g.held.Lapsed = true
+			return true, 0, false
+		case bindFailed:
+			g.markDirty()
+			return false, retryBase, false
+		}
+		if !wasBound && g.vips.bound() && !g.vacantAtWin.IsZero() {
+			g.env.obs.Acquired(g.cfg.Name, g.env.clk.Now().Sub(g.vacantAtWin))
+			g.vacantAtWin = time.Time{}
 		}
 		// Come back before the lifetime set last runs out, or for the last
 		// safe refresh, in case the next renewal is late.
-		if next := NextRefresh(g.k.clk.Now(), in.Lease.ServerExpiry, g.kernelUntil); next > 0 && next < d.Wake {
-			return false, next
+		if next := NextRefresh(g.env.clk.Now(), in.Lease.ServerExpiry, g.vips.expiresFrom()); next > 0 && (d.Wake <= 0 || next < d.Wake) {
+			return false, next, false
 		}
-		return false, d.Wake
+		return false, d.Wake, false
+
 	case Drop:
-		g.unbind(d.Reason)
-		g.lapsed = true
-		return false, retryDelay
-	case Lost:
-		g.unbind(d.Reason)
-		g.claim, g.lapsed = nil, false
-		return true, 0
+		g.held.Lapsed = true
+		if !g.vips.unbind(d.Reason) {
+			return false, g.vips.removalWait(retryBase), false
+		}
+		return false, retryBase, false
+
+	case Forget:
+		g.held = Held{}
+		if !g.vips.unbind(d.Reason) {
+			return false, g.vips.removalWait(retryBase), false
+		}
+		return true, 0, false
+
 	case Release:
-		g.unbind(d.Reason)
-		g.resign(ctx)
-		if d.YieldTo != "" {
-			g.yieldedTo, g.yieldedAt = d.YieldTo, in.Now
+		if !g.vips.unbind(d.Reason) {
+			// The keys stay until the VIPs are provably gone: a peer must
+			// not bind while the address may still be up here.
+			return false, g.vips.removalWait(RetryBackoff(1, g.name)), false
 		}
-		return true, 0
-	}
-	return false, 0
-}
+		c := *g.held.Claim
+		w, ok := g.retry.call(g, in.Now, "resign", func() error { return g.env.etcd.Resign(ctx, c) })
+		if !ok {
+			return false, w, false // retried until the keys are gone
+		}
+		g.held = Held{Resigned: c.CreateRev}
+		return true, 0, false
 
-// bind makes sure every VIP is on the interface with a kernel lifetime that
-// ends before the fence. It reports false if the fence is too close to bind.
-func (g *group) bind(ctx context.Context, in Inputs) bool {
-	// Re-read the clock: a stall between deciding and binding must not
-	// let a stale decision add an address after the fence.
-	now := g.k.clk.Now()
-	lifetime, lifetimeOK := election.KernelLifetime(now, in.Lease.ServerExpiry)
-	extends := lifetimeOK && now.Add(lifetime).After(g.kernelUntil.Add(250*time.Millisecond))
-	if g.bound && !g.dirty.Load() && (in.Lease.Renewed.Equal(g.boundRenewal) && !extends) {
-		return true
-	}
-	dirty := g.dirty.Swap(false)
-	if !in.Lease.Live(now) {
-		g.unbind("fence deadline passed while binding")
-		g.lapsed = true
-		return false
-	}
-	if !g.bound && g.cfg.GARP.Probe && len(g.cfg.Prefixes) > 0 && g.cfg.Prefixes[0].Addr().Is4() {
-		g.probe(ctx)
-		if ctx.Err() != nil {
-			return true // stopping: do not add a VIP only to remove it
+	case Leave:
+		if !g.vips.unbind(d.Reason) {
+			return false, g.vips.removalWait(retryBase), false
 		}
-		// The probe took time: the fence may have come closer.
-		now = g.k.clk.Now()
-		lifetime, lifetimeOK = election.KernelLifetime(now, in.Lease.ServerExpiry)
-		if !in.Lease.Live(now) {
-			g.unbind("fence deadline passed while probing")
-			g.lapsed = true
-			return false
-		}
-	}
-	if !lifetimeOK {
-		// The renewal came back too late to give the kernel a safe
-		// lifetime. Bound addresses keep their earlier (safe) one; new
-		// ones wait for the next renewal.
-		g.log.Debug("renewal too late for a safe kernel lifetime; not refreshing", "server_expiry_in", in.Lease.ServerExpiry.Sub(now))
-		return true
-	}
-	// Label and scope: IPv4 groups only (config validation enforces it).
-	scope, err := netif.ParseScope(g.cfg.Scope)
-	if err != nil {
-		g.log.Error("bad scope; binding with the default", "err", err)
-	}
-	opts := netif.AddrOptions{Label: g.cfg.Label, Scope: scope}
-	if g.bound && !dirty {
-		// A lifetime refresh of addresses we know are bound: one request
-		// each. Had the kernel dropped one, its address event marks the
-		// group dirty and the full path below runs.
-		for _, p := range g.cfg.Prefixes {
-			if err := g.k.opt.Ifaces.Refresh(g.cfg.Interface, p, lifetime, opts); err != nil {
-				g.log.Error("cannot refresh VIP", "address", p, "interface", g.cfg.Interface, "err", err)
-				g.dirty.Store(true)
+		if g.rec.Lease != 0 && g.rec.Lease == in.Lease.ID {
+			// On a lease that is still ours: it would stand (and be
+			// yielded to) until the node stops. On an older lease it
+			// expired with it.
+			w, ok := g.retry.call(g, in.Now, "unpublish", func() error { return g.env.etcd.Unpublish(ctx, g.cfg.Name, g.rec.Lease) })
+			if !ok {
+				return false, w, false
 			}
 		}
-		g.boundRenewal, g.kernelUntil = in.Lease.Renewed, now.Add(lifetime)
-		return true
-	}
-	added := false
-	for _, p := range g.cfg.Prefixes {
-		a, err := g.k.opt.Ifaces.ReplaceWith(g.cfg.Interface, p, lifetime, opts)
-		if err != nil {
-			g.log.Error("cannot bind VIP", "address", p, "interface", g.cfg.Interface, "err", err)
-			continue
+		g.rec = recordState{}
+		if !g.env.leave(g) {
+			return true, 0, false // added back meanwhile
 		}
-		added = added || a
+		g.stopped(d.Reason)
+		return false, 0, true
 	}
-	if !g.bound || added {
-		g.log.Info("VIP bound", "addresses", g.cfg.Addresses, "interface", g.cfg.Interface, "lifetime", lifetime)
-	}
-	g.bound, g.boundRenewal, g.kernelUntil = true, in.Lease.Renewed, now.Add(lifetime)
-	if added {
-		if !g.acquireVacancy.IsZero() {
-			g.k.obs.Acquired(g.cfg.Name, g.k.clk.Now().Sub(g.acquireVacancy))
-			g.acquireVacancy = time.Time{}
-		}
-		g.announce()
-	}
-	return true
+	return false, 0, false
 }
 
-// probe sends RFC 5227 ARP probes for the group's VIPs before the first
-// bind (garp.probe). A conflict is logged and counted, and the VIP is
-// bound anyway: etcd made this node the holder, and refusing would turn a
-// stray host into an outage (netif's doc.go has the policy).
-func (g *group) probe(ctx context.Context) {
-	ips := make([]netip.Addr, 0, len(g.cfg.Prefixes))
-	for _, p := range g.cfg.Prefixes {
-		ips = append(ips, p.Addr())
-	}
-	conflicts, err := g.k.opt.Ifaces.ProbeARP(ctx, g.cfg.Interface, ips, g.cfg.GARP.ProbeWait)
-	if err != nil {
-		g.log.Warn("ARP probe failed; binding without it", "interface", g.cfg.Interface, "err", err)
-	}
-	for _, c := range conflicts {
-		g.log.Warn("address conflict: another host answers for a VIP; binding it anyway because etcd made this node the holder, remove the stray address",
-			"address", c.IP, "other_mac", c.MAC.String(), "other_probing", c.Probing, "interface", g.cfg.Interface)
-		g.k.obs.Conflict(g.cfg.Name)
-	}
-}
-
-// unbind removes every VIP of the group if it may be bound.
-func (g *group) unbind(reason string) {
-	if !g.bound && !g.dirty.Load() {
-		return
-	}
-	g.dirty.Store(false)
-	g.cancelAnnounce()
-	removed := 0
-	for _, p := range g.cfg.Prefixes {
-		ok, err := g.k.opt.Ifaces.Remove(g.cfg.Interface, p)
-		if err != nil {
-			g.log.Error("cannot remove VIP", "address", p, "err", err)
-			g.dirty.Store(true) // try again next pass
-			continue
-		}
-		if ok {
-			removed++
-		}
-	}
-	if g.bound || removed > 0 {
-		g.log.Info("VIP removed", "addresses", g.cfg.Addresses, "interface", g.cfg.Interface, "reason", reason)
-	}
-	g.bound = false
-}
-
-func (g *group) resign(ctx context.Context) {
-	if g.claim == nil {
-		return
-	}
-	c := *g.claim
-	g.claim, g.lapsed = nil, false
-	if err := g.k.lead.Resign(ctx, c); err != nil {
-		g.log.Warn("resign failed; the key expires with the lease", "err", err)
-	}
-}
-
-// announce starts a GARP/NA burst (and the optional refresh) for the
-// group's VIPs, replacing any running one.
-func (g *group) announce() {
-	if g.k.opt.Announce == nil {
-		return
-	}
-	g.cancelAnnounce()
-	cfg := g.cfg // the goroutine must not read the loop's fields
-	ctx, cancel := context.WithCancel(context.Background())
-	g.stopAnnounce = cancel
-	g.announceWG.Add(1)
-	go func() {
-		defer g.announceWG.Done()
-		// One round: every VIP of the group; the metric counts each
-		// successful per-address send. A failing round is logged and the
-		// schedule keeps going.
-		round := func() error {
-			var first error
-			for _, p := range cfg.Prefixes {
-				if err := g.k.opt.Announce(cfg.Interface, p.Addr()); err != nil {
-					if first == nil {
-						first = err
-					}
-					continue
-				}
-				g.k.obs.Announced(cfg.Name, p.Addr())
-			}
-			if first != nil && ctx.Err() == nil {
-				g.log.Warn("announcement failed", "err", first)
-			}
-			return first
-		}
-		// The burst, then the refresh while we hold (until cancelAnnounce).
-		_, _ = netif.Schedule(ctx, g.k.clk, cfg.GARP.Count, cfg.GARP.Interval, cfg.GARP.Refresh, round)
-	}()
-}
-
-func (g *group) cancelAnnounce() {
-	if g.stopAnnounce != nil {
-		g.stopAnnounce()
-		g.stopAnnounce = nil
-		g.announceWG.Wait()
-	}
-}
-
-// transition logs and reports a state change, and runs its notify hook.
-func (g *group) transition(d Decision, prio int) {
+// report logs and exports the state, and runs its notify hook on a change.
+func (g *group) report(d Decision, prio int) {
 	state := d.State
 	switch {
-	case g.bound:
+	case g.vips.bound() && g.held.Claim != nil:
 		state = election.StateMaster
 	case state == election.StateMaster:
 		state = election.StateBackup // won, but not bound yet
 	}
-	g.k.obs.GroupState(g.cfg.Name, state, prio, g.bound)
+	g.env.obs.GroupState(g.cfg.Name, state, prio, g.vips.present())
 	g.mu.Lock()
 	from := g.state
 	g.state = state
@@ -523,79 +440,119 @@ func (g *group) transition(d Decision, prio int) {
 	if state == from {
 		return
 	}
-	g.log.Info("state change", "from", orInit(from), "to", state, "reason", d.Reason, "priority", prio)
-	g.k.obs.Transition(g.cfg.Name, state)
-	hook := map[string][]string{
+	g.log.Info("state change", "from", from, "to", state, "reason", d.Reason, "priority", prio)
+	g.env.obs.Transition(g.cfg.Name, state)
+	hook := map[election.State][]string{
 		election.StateMaster: g.cfg.Notify.Master,
 		election.StateBackup: g.cfg.Notify.Backup,
 		election.StateFault:  g.cfg.Notify.Fault,
 	}[state]
-	g.k.notify.run(hook, g.cfg.Notify.Timeout, g.hookEnv(state, orInit(from), prio))
+	g.env.hooks.run(hook, g.cfg.Notify.Timeout, g.hookEnv(state, from, prio))
 }
 
-func (g *group) hookEnv(state, from string, prio int) hookEnv {
-	return hookEnv{Group: g.cfg.Name, Node: g.k.node, State: state, From: from,
+func (g *group) hookEnv(state, from election.State, prio int) hookEnv {
+	return hookEnv{Group: g.cfg.Name, Node: g.env.node, State: string(state), From: string(from),
 		Interface: g.cfg.Interface, Addresses: g.cfg.Addresses, Priority: prio}
 }
 
-func orInit(s string) string {
-	if s == "" {
-		return "INIT"
-	}
-	return s
-}
-
-// publish writes the candidate record when it changed. It returns a retry
-// delay if the write failed.
+// publish writes the candidate record when etcd does not have the one
+// this node wants (planPublish). It returns a wait when it must try again.
 func (g *group) publish(ctx context.Context, in Inputs) time.Duration {
-	if !in.Lease.Live(in.Now) {
+	if in.Retiring != "" || !in.Lease.Live(in.Now) {
 		return 0
 	}
-	c := in.Self
-	c.State = g.currentState()
-	if c.State == "" {
-		c.State = election.StateBackup
+	want := in.Self
+	want.State = g.currentState()
+	if want.State == election.StateInit {
+		want.State = election.StateBackup
 	}
-	if !g.publishRetry && int64(in.Lease.ID) == g.publishedLease && candidateEqual(c, g.published) {
+	plan := planPublish(want, in.Lease.ID, g.rec, in.View)
+	if !plan.Write {
 		return 0
 	}
-	if wait := g.etcdAfter.Sub(in.Now); wait > 0 {
-		return wait // backing off after failures
+	if plan.Contested {
+		g.log.Error("another process writes this node's candidate record: two vipd share the node name " + g.env.node)
+		g.retry.failed(g, in.Now)
 	}
-	if err := g.k.lead.Publish(ctx, g.cfg.Name, c, in.Lease.ID); err != nil {
-		wait := g.etcdFailed(in.Now)
-		g.publishRetry = true
-		g.log.Warn("candidate record not published", "err", err, "retry_in", wait)
-		return wait
+	var res election.PublishResult
+	w, ok := g.retry.call(g, in.Now, "publish", func() (err error) {
+		res, err = g.env.etcd.Publish(ctx, g.cfg.Name, want, in.Lease.ID, plan.Expect)
+		return err
+	})
+	if !ok {
+		return w
 	}
-	g.published, g.publishedLease, g.publishRetry = c, int64(in.Lease.ID), false
-	g.etcdFailures = 0
+	if !res.Written {
+		// The record changed under us: try again against what is there.
+		g.log.Debug("candidate record changed in etcd; writing it again", "reason", plan.Reason)
+		g.rec.ModRev = res.ModRev
+		return retryBase
+	}
+	g.rec = recordState{Written: want, Lease: in.Lease.ID, ModRev: res.ModRev}
 	return 0
 }
 
-// etcdFailed records a failed etcd request and returns how long this
-// loop waits before its next one (RetryBackoff), so a thousand groups
-// facing an overloaded etcd back off instead of retrying in lockstep.
-func (g *group) etcdFailed(now time.Time) time.Duration {
-	g.etcdFailures++
-	wait := RetryBackoff(g.etcdFailures, g.cfg.Name)
-	g.etcdAfter = now.Add(wait)
-	return wait
-}
-
-func candidateEqual(a, b election.Candidate) bool {
-	return a.Node == b.Node && a.Priority == b.Priority && a.State == b.State && a.Preempt == b.Preempt &&
-		a.PreemptDelay == b.PreemptDelay && a.Drained == b.Drained && slices.Equal(a.Failing, b.Failing)
-}
-
-// shutdown runs once ctx is cancelled: VIPs off first, then the key.
+// shutdown runs once ctx is cancelled: VIPs off first (confirmed, or their
+// kernel lifetime waited out), then the keys, each tried within the stop
+// budget; the lease revoke that follows deletes whatever is left.
 func (g *group) shutdown(ctx context.Context) {
-	g.unbind("group stopping")
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.k.lead.RequestTimeout)
+	for !g.vips.unbind("group stopping") {
+		t := g.env.clk.NewTimer(g.vips.removalWait(retryBase))
+		<-t.C()
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.env.timeout)
 	defer cancel()
-	g.resign(rctx)
-	from := g.currentState()
-	g.log.Info("state change", "from", orInit(from), "to", "STOP", "reason", "group stopping")
-	g.k.obs.GroupState(g.cfg.Name, "STOP", 0, false)
-	g.k.notify.run(g.cfg.Notify.Stop, g.cfg.Notify.Timeout, g.hookEnv("STOP", orInit(from), 0))
+	if c := g.held.Claim; c != nil {
+		if err := g.env.etcd.Resign(rctx, *c); err != nil {
+			g.log.Warn("resign on stop failed; the lease revoke or expiry removes the keys", "err", err)
+		}
+	}
+	if g.rec.Lease != 0 {
+		if err := g.env.etcd.Unpublish(rctx, g.cfg.Name, g.rec.Lease); err != nil {
+			g.log.Warn("candidate record not deleted on stop; it goes with the lease", "err", err)
+		}
+	}
+	g.stopped("group stopping")
+}
+
+// stopped reports the STOP state and runs the stop hook.
+func (g *group) stopped(reason string) {
+	g.mu.Lock()
+	from := g.state
+	g.state = election.StateStop
+	g.mu.Unlock()
+	g.log.Info("state change", "from", from, "to", election.StateStop, "reason", reason)
+	g.env.obs.GroupState(g.cfg.Name, election.StateStop, 0, false)
+	g.env.hooks.run(g.cfg.Notify.Stop, g.cfg.Notify.Timeout, g.hookEnv(election.StateStop, from, 0))
+}
+
+// etcdRetry paces a loop's etcd requests: after a failure, none before
+// the backoff (RetryBackoff) has passed, so a thousand groups facing an
+// overloaded etcd back off instead of retrying in lockstep.
+type etcdRetry struct {
+	failures int
+	after    time.Time
+}
+
+// call runs req unless the loop is backing off. ok is true when req ran
+// and succeeded; otherwise wait says when to try again.
+func (r *etcdRetry) call(g *group, now time.Time, what string, req func() error) (wait time.Duration, ok bool) {
+	if w := r.after.Sub(now); w > 0 {
+		return w, false
+	}
+	if err := req(); err != nil {
+		w := r.failed(g, now)
+		g.log.Warn(what+" failed", "err", err, "retry_in", w)
+		return w, false
+	}
+	r.failures, r.after = 0, time.Time{}
+	return 0, true
+}
+
+// failed records a failure and returns the backoff.
+func (r *etcdRetry) failed(g *group, now time.Time) time.Duration {
+	r.failures++
+	w := RetryBackoff(r.failures, g.name)
+	r.after = now.Add(w)
+	return w
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"reflect"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -22,24 +21,17 @@ import (
 	"github.com/vipd/vipd/netif"
 )
 
-// Interfaces is the part of netif.Handle the keeper uses.
-type Interfaces interface {
-	ReplaceWith(ifname string, p netip.Prefix, lifetime time.Duration, o netif.AddrOptions) (added bool, err error)
-	// Refresh resets the lifetime of an address known to be bound (one
-	// netlink request instead of two).
-	Refresh(ifname string, p netip.Prefix, lifetime time.Duration, o netif.AddrOptions) error
-	Remove(ifname string, p netip.Prefix) (removed bool, err error)
-	ProbeARP(ctx context.Context, ifname string, ips []netip.Addr, wait time.Duration) ([]netif.Conflict, error)
-	LinkUp(ifname string) (bool, error)
-	Watch(ctx context.Context, ifnames []string) (<-chan netif.Event, error)
+// IPRemover removes addresses by IP wherever they are bound.
+type IPRemover interface {
+	RemoveIPs(ips []netip.Addr) ([]netip.Prefix, error)
 }
 
-// AnnounceFunc sends one announcement round (GARP request + reply, or NA)
-// for ip on ifname.
-type AnnounceFunc func(ifname string, ip netip.Addr) error
-
-// ProbeFunc builds the probe of a configured check.
-type ProbeFunc func(name string, c config.Check) (checks.Probe, error)
+// Interfaces is everything the keeper needs of netif.Handle.
+type Interfaces interface {
+	VIPLinks
+	LinkWatcher
+	IPRemover
+}
 
 // Options wires a Keeper. Config, Client, Clock, Log and Ifaces are
 // required.
@@ -61,38 +53,38 @@ type Options struct {
 	// connection of their own, so a storm of group writes (startup, a
 	// failover of many groups) does not delay them. Default: Client.
 	LeaseClient *clientv3.Client
+	// KV, if set, carries the group writes and reads instead of Client's
+	// (tests inject faults here). Default: Client.KV.
+	KV clientv3.KV
 }
 
-// Keeper runs one reconcile loop per group on a shared lease and watch.
+// Keeper runs one reconcile loop per group on a shared lease and watch:
+// it starts, reconfigures and retires group loops, and owns what they
+// share (the lease, the view of etcd, the health part).
 type Keeper struct {
-	opt     Options
 	node    string
 	clk     clock.Clock
 	log     *slog.Logger
-	obs     Observer
+	ifaces  Interfaces
 	session *election.Session
 	view    *election.View
-	lead    *election.Leadership
-	notify  *notifier
+	health  *health
+	env     *groupEnv
+	obs     Observer
 
 	mu       sync.Mutex
 	cfg      config.Config
 	groups   map[string]*group
-	statuses map[string]checks.Status
-	links    map[string]bool // ifname -> up; absent = unknown
-	running  map[string]*runningCheck
-	ifWatch  map[string]context.CancelFunc
 	groupCtx context.Context // set by Run; parent of group loops
-	bgCtx    context.Context
+	stopping bool            // set once Run stops: no group starts after
 	groupWG  sync.WaitGroup
-	bgWG     sync.WaitGroup
 }
 
-type runningCheck struct {
-	cfg    config.Check
-	cancel context.CancelFunc
-	done   chan struct{}
-}
+// ErrNeedsRestart is returned by Reload for changes it cannot apply live.
+var ErrNeedsRestart = errors.New("keeper: change needs a restart")
+
+// ErrStopping is returned by Reload once the keeper is stopping.
+var ErrStopping = errors.New("keeper: stopping")
 
 // New builds a keeper; Run starts it.
 func New(opt Options) *Keeper {
@@ -103,19 +95,9 @@ func New(opt Options) *Keeper {
 	if opt.Probes == nil {
 		opt.Probes = func(_ string, c config.Check) (checks.Probe, error) { return checks.NewProbe(c) }
 	}
-	k := &Keeper{
-		opt:      opt,
-		node:     cfg.Node,
-		clk:      opt.Clock,
-		log:      opt.Log.With("node", cfg.Node),
-		obs:      opt.Observer,
-		cfg:      cfg,
-		groups:   map[string]*group{},
-		statuses: map[string]checks.Status{},
-		links:    map[string]bool{},
-		running:  map[string]*runningCheck{},
-		ifWatch:  map[string]context.CancelFunc{},
-	}
+	log := opt.Log.With("node", cfg.Node)
+	k := &Keeper{node: cfg.Node, clk: opt.Clock, log: log, ifaces: opt.Ifaces, obs: opt.Observer,
+		cfg: cfg, groups: map[string]*group{}}
 	keys := election.Keys{Prefix: cfg.Etcd.Prefix}
 	scfg := election.SessionConfig{TTL: cfg.Etcd.LeaseTTL, RequestTimeout: cfg.Etcd.RequestTimeout}
 	if opt.Session != nil {
@@ -125,9 +107,9 @@ func New(opt Options) *Keeper {
 	if opt.LeaseClient != nil {
 		leases = opt.LeaseClient
 	}
-	k.session = election.NewSession(leases.Lease, k.clk, scfg, k.log)
+	k.session = election.NewSession(leases.Lease, k.clk, scfg, log)
 	k.session.OnRenew = func(r election.RenewResult, took time.Duration) {
-		k.obs.Renewal(string(r), took)
+		opt.Observer.Renewal(string(r), took)
 		if r == election.RenewGranted && opt.Client != leases {
 			// A new lease after a loss: etcd is reachable again through the
 			// lease connection, so let the group connection retry at once
@@ -135,15 +117,30 @@ func New(opt Options) *Keeper {
 			opt.Client.ActiveConnection().ResetConnectBackoff()
 		}
 	}
-	k.lead = &election.Leadership{KV: opt.Client.KV, Keys: keys, Node: cfg.Node, RequestTimeout: cfg.Etcd.RequestTimeout,
-		Batch: election.NewBatcher(opt.Client.KV, cfg.Etcd.RequestTimeout, 0, 0, k.log)}
-	k.view = election.NewView(opt.Client, keys, k.clk, k.log, k.poke)
+	kv := opt.KV
+	if kv == nil {
+		kv = opt.Client.KV
+	}
+	lead := &election.Leadership{KV: kv, Keys: keys, Node: cfg.Node, RequestTimeout: cfg.Etcd.RequestTimeout,
+		Batch: election.NewBatcher(kv, cfg.Etcd.RequestTimeout, 0, 0, log)}
+	k.view = election.NewView(opt.Client, keys, k.clk, log, k.poke)
+	k.view.OnAddress = k.pokeAddr
+	k.health = newHealth(k.clk, log, opt.Observer, opt.Probes, opt.Ifaces)
+	k.health.onCheck = k.checkChanged
+	k.health.onNet = k.netEvent
+	k.env = &groupEnv{
+		node: cfg.Node, clk: k.clk, log: log, obs: opt.Observer,
+		lease: k.session, ttl: k.session.Config().TTL, view: k.view, etcd: lead,
+		links: opt.Ifaces, announce: opt.Announce, health: k.health.Of,
+		timeout: 2 * cfg.Etcd.RequestTimeout, leave: k.leave,
+	}
 	return k
 }
 
 // Session exposes the node lease (for metrics and status).
 func (k *Keeper) Session() *election.Session { return k.session }
 
+// poke wakes group name, or every group for "".
 func (k *Keeper) poke(name string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -154,6 +151,42 @@ func (k *Keeper) poke(name string) {
 		return
 	}
 	if g := k.groups[name]; g != nil {
+		g.poke()
+	}
+}
+
+// pokeAddr wakes the groups with VIP ip: a claim of it by a group of
+// another name changed.
+func (k *Keeper) pokeAddr(ip netip.Addr) {
+	for _, g := range k.groupList() {
+		if g.ownsAddr(ip) {
+			g.poke()
+		}
+	}
+}
+
+// checkChanged wakes the groups that track check.
+func (k *Keeper) checkChanged(check string) {
+	for _, g := range k.groupList() {
+		if g.tracks(check) {
+			g.poke()
+		}
+	}
+}
+
+// netEvent wakes the groups on the event's interface; an address event
+// concerns only the group owning that address, which re-checks its VIPs.
+func (k *Keeper) netEvent(ev netif.Event) {
+	for _, g := range k.groupList() {
+		if g.iface() != ev.Interface {
+			continue
+		}
+		if ev.Kind == netif.AddrAdded || ev.Kind == netif.AddrRemoved {
+			if !g.ownsAddr(ev.Prefix.Addr()) {
+				continue
+			}
+			g.markDirty()
+		}
 		g.poke()
 	}
 }
@@ -169,74 +202,69 @@ func (k *Keeper) groupList() []*group {
 	return out
 }
 
-// RemoveAll removes every configured VIP from this host. It is the startup
-// cleanup and `vipd cleanup`; it reports how many addresses it removed.
-func RemoveAll(ifaces Interfaces, groups []config.Group, log *slog.Logger) (int, error) {
-	removed := 0
-	var errs []error
+// RemoveAll removes every configured VIP from this host: every address
+// with a configured VIP's IP, on any interface and with any prefix length.
+// It is the startup cleanup and `vipd cleanup`; it reports how many
+// addresses it removed.
+func RemoveAll(ifaces IPRemover, groups []config.Group, log *slog.Logger) (int, error) {
+	var ips []netip.Addr
 	for _, g := range groups {
 		for _, p := range g.Prefixes {
-			ok, err := ifaces.Remove(g.Interface, p)
-			switch {
-			case errors.Is(err, netif.ErrNoInterface):
-				log.Warn("interface not found; nothing to remove", "group", g.Name, "interface", g.Interface)
-			case err != nil:
-				errs = append(errs, err)
-			case ok:
-				removed++
-				log.Info("removed VIP", "group", g.Name, "interface", g.Interface, "address", p)
-			}
+			ips = append(ips, p.Addr())
 		}
 	}
-	return removed, errors.Join(errs...)
+	removed, err := ifaces.RemoveIPs(ips)
+	for _, p := range removed {
+		log.Info("removed VIP", "address", p)
+	}
+	return len(removed), err
 }
 
 // Run removes stale VIPs, then runs checks, lease, watch and group loops
 // until ctx is done. On the way out every group removes its VIPs, then
-// resigns its leader key, then the lease is revoked, so peers take over at
-// once.
+// resigns its keys, then the lease is revoked, so peers take over at once.
 func (k *Keeper) Run(ctx context.Context) error {
-	if _, err := RemoveAll(k.opt.Ifaces, k.cfg.Groups, k.log); err != nil {
+	if _, err := RemoveAll(k.ifaces, k.cfg.Groups, k.log); err != nil {
 		return fmt.Errorf("keeper: startup cleanup: %w", err)
 	}
 
 	// Background parts outlive the group loops, so the loops can resign
 	// through a working client after ctx is cancelled.
 	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
-	k.notify = &notifier{log: k.log, obs: k.obs, ctx: bg}
+	notify := &notifier{log: k.log, obs: k.obs, ctx: bg}
+	k.env.hooks = notify
+	var bgWG sync.WaitGroup
 	defer func() {
 		// Give stop hooks (and others still running) a moment, then
 		// kill what is left: exit must not hang on a hook.
-		k.notify.waitFor(hookGraceOnExit)
+		notify.waitFor(hookGraceOnExit)
 		stopBg()
-		k.bgWG.Wait()
-		k.notify.wait()
+		k.health.stop()
+		bgWG.Wait()
+		notify.wait()
 	}()
 
-	k.mu.Lock()
-	k.groupCtx, k.bgCtx = ctx, bg
-	k.mu.Unlock()
-
-	if err := k.watchInterfaces(k.cfg.Groups); err != nil {
-		return err
-	}
-	k.bgWG.Add(2)
-	go func() { defer k.bgWG.Done(); k.session.Run(bg) }()
-	go func() { defer k.bgWG.Done(); k.view.Run(bg) }()
-	if err := k.startChecks(k.cfg); err != nil {
+	k.health.start(bg)
+	bgWG.Go(func() { k.session.Run(bg) })
+	bgWG.Go(func() { k.view.Run(bg) })
+	if err := k.health.apply(k.cfg); err != nil {
 		return err
 	}
 	k.mu.Lock()
+	k.groupCtx = ctx
 	for _, gc := range k.cfg.Groups {
 		k.startGroupLocked(gc)
 	}
 	k.mu.Unlock()
 
 	<-ctx.Done()
+	k.mu.Lock()
+	k.stopping = true // from here on no group starts, so Wait cannot race an Add
+	k.mu.Unlock()
 	k.groupWG.Wait()
-	k.stopChecks(nil)
+	k.health.stopChecks(nil)
 
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.cfg.Etcd.RequestTimeout*2)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.env.timeout)
 	defer cancel()
 	if err := k.session.Revoke(rctx); err != nil {
 		k.log.Warn("lease revoke on exit failed; keys expire with the lease", "err", err)
@@ -248,210 +276,36 @@ func (k *Keeper) Run(ctx context.Context) error {
 // stops, before killing them.
 const hookGraceOnExit = 5 * time.Second
 
-// startGroupLocked starts a group's loop. k.mu must be held.
+// startGroupLocked starts a group's loop unless the keeper is stopping.
+// k.mu must be held.
 func (k *Keeper) startGroupLocked(gc config.Group) {
+	if k.stopping {
+		return
+	}
 	gctx, cancel := context.WithCancel(k.groupCtx)
-	g := newGroup(k, gc, cancel)
+	g := newGroup(k.env, gc, cancel)
 	k.groups[gc.Name] = g
 	k.groupWG.Add(1)
 	go func() {
 		defer k.groupWG.Done()
 		defer close(g.done)
+		defer cancel()
 		g.run(gctx)
 	}()
 }
 
-// watchInterfaces makes sure every interface used by groups is watched.
-func (k *Keeper) watchInterfaces(groups []config.Group) error {
-	for _, gc := range groups {
-		name := gc.Interface
-		k.mu.Lock()
-		_, watching := k.ifWatch[name]
-		k.mu.Unlock()
-		if watching {
-			continue
-		}
-		wctx, cancel := context.WithCancel(k.bgCtx)
-		events, err := k.opt.Ifaces.Watch(wctx, []string{name})
-		if err != nil {
-			cancel()
-			return fmt.Errorf("keeper: watch interface %s: %w", name, err)
-		}
-		k.mu.Lock()
-		k.ifWatch[name] = cancel
-		k.mu.Unlock()
-		k.refreshLink(name)
-		k.bgWG.Add(1)
-		go func() { defer k.bgWG.Done(); k.netEvents(wctx, events) }()
-	}
-	return nil
-}
-
-func (k *Keeper) refreshLink(name string) {
-	up, err := k.opt.Ifaces.LinkUp(name)
-	if err != nil {
-		k.log.Warn("interface state unknown", "interface", name, "err", err)
-		up = false
-	}
-	k.mu.Lock()
-	k.links[name] = up
-	k.mu.Unlock()
-}
-
-// netEvents turns address and link events into group wake-ups.
-func (k *Keeper) netEvents(ctx context.Context, events <-chan netif.Event) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev, ok := <-events:
-			if !ok {
-				return
-			}
-			if ev.Kind == netif.LinkUp || ev.Kind == netif.LinkDown {
-				k.mu.Lock()
-				k.links[ev.Interface] = ev.Kind == netif.LinkUp
-				k.mu.Unlock()
-				k.log.Info("interface "+ev.Kind.String(), "interface", ev.Interface)
-			}
-			for _, g := range k.groupList() {
-				if g.iface() != ev.Interface {
-					continue
-				}
-				if ev.Kind == netif.AddrAdded || ev.Kind == netif.AddrRemoved {
-					if !g.ownsAddr(ev.Prefix.Addr()) {
-						continue
-					}
-					g.markDirty()
-				}
-				g.poke()
-			}
-		}
-	}
-}
-
-// startChecks starts every tracked check of cfg that is not already running
-// with the same settings. Statuses of unchanged checks are kept, so a reload
-// does not reset rise/fall or priorities.
-func (k *Keeper) startChecks(cfg config.Config) error {
-	tracked := map[string]bool{}
-	for _, g := range cfg.Groups {
-		for _, t := range g.Track {
-			tracked[t.Check] = true
-		}
-	}
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for n := range tracked {
-			if !yield(n) {
-				return
-			}
-		}
-	}) {
-		c := cfg.Checks[name]
-		k.mu.Lock()
-		rc := k.running[name]
-		k.mu.Unlock()
-		if rc != nil && reflect.DeepEqual(rc.cfg, c) {
-			continue
-		}
-		probe, err := k.opt.Probes(name, c)
-		if err != nil {
-			return fmt.Errorf("keeper: checks.%s: %w", name, err)
-		}
-		if rc != nil {
-			// Keep the last status until the new run reports: an unknown
-			// check counts as down, and the drop in priority would hand a
-			// held VIP to a peer on every reload.
-			k.stopCheck(name, true)
-		}
-		r := checks.NewRunner(k.clk, k.log)
-		// File and interface checks also run at once on inotify/netlink
-		// events; the others are polled.
-		r.Add(name, c, probe, checks.WithTrigger(checks.NewTrigger(c)))
-		r.OnRun(func(name string, ok bool, took time.Duration) { k.obs.CheckRun(name, ok, took) })
-		cctx, cancel := context.WithCancel(k.bgCtx)
-		rc = &runningCheck{cfg: c, cancel: cancel, done: make(chan struct{})}
-		k.mu.Lock()
-		k.running[name] = rc
-		k.mu.Unlock()
-		k.bgWG.Add(1)
-		go func() {
-			defer k.bgWG.Done()
-			defer close(rc.done)
-			r.Run(cctx, k.onCheck)
-		}()
-	}
-	k.stopChecks(tracked)
-	return nil
-}
-
-// stopChecks stops every running check not in keep (nil: all).
-func (k *Keeper) stopChecks(keep map[string]bool) {
-	k.mu.Lock()
-	var stop []string
-	for name := range k.running {
-		if !keep[name] {
-			stop = append(stop, name)
-		}
-	}
-	k.mu.Unlock()
-	for _, name := range stop {
-		k.stopCheck(name, false)
-	}
-}
-
-// stopCheck stops a running check and, unless keepStatus, forgets its
-// status.
-func (k *Keeper) stopCheck(name string, keepStatus bool) {
-	k.mu.Lock()
-	rc := k.running[name]
-	delete(k.running, name)
-	k.mu.Unlock()
-	if rc == nil {
-		return
-	}
-	rc.cancel()
-	<-rc.done
-	if keepStatus {
-		return
-	}
-	k.mu.Lock()
-	delete(k.statuses, name)
-	k.mu.Unlock()
-}
-
-func (k *Keeper) onCheck(st checks.Status) {
-	k.mu.Lock()
-	k.statuses[st.Name] = st
-	k.mu.Unlock()
-	k.obs.CheckState(st.Name, st.Up)
-	if st.Up {
-		k.log.Info("check up", "check", st.Name, "took", st.Duration.Round(time.Millisecond))
-	} else {
-		k.log.Warn("check down", "check", st.Name, "err", st.Err)
-	}
-	for _, g := range k.groupList() {
-		if g.tracks(st.Name) {
-			g.poke()
-		}
-	}
-}
-
-// health returns what a group's candidacy depends on.
-func (k *Keeper) health(gc config.Group) (prio int, fault bool, failing []string, ready bool) {
+// leave removes a retiring group that has released everything; false if
+// a reload wanted it back meanwhile (its loop then goes on).
+func (k *Keeper) leave(g *group) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	tracked := checks.TrackedChecks(gc.Track, k.statuses)
-	prio, fault, failing = checks.EffectivePriority(gc.Priority, tracked)
-	ready = true
-	for _, t := range tracked {
-		ready = ready && t.Known
+	if !g.isRetiring() {
+		return false
 	}
-	up, known := k.links[gc.Interface]
-	if !up {
-		failing = append(failing, "interface "+gc.Interface)
+	if k.groups[g.name] == g {
+		delete(k.groups, g.name)
 	}
-	return prio, fault || !up, failing, ready && known
+	return true
 }
 
 // Ready reports whether the lease is live and every group has decided its
@@ -461,7 +315,7 @@ func (k *Keeper) Ready() (bool, string) {
 		return false, "no live etcd lease"
 	}
 	for _, g := range k.groupList() {
-		if g.currentState() == "" {
+		if !g.isRetiring() && g.currentState() == election.StateInit {
 			return false, "group " + g.name + " has no state yet"
 		}
 	}
@@ -472,11 +326,7 @@ func (k *Keeper) Ready() (bool, string) {
 func (k *Keeper) Summary() string {
 	var parts []string
 	for _, g := range k.groupList() {
-		s := g.currentState()
-		if s == "" {
-			s = "INIT"
-		}
-		parts = append(parts, g.name+"="+s)
+		parts = append(parts, g.name+"="+string(g.currentState()))
 	}
 	lease := "lease live"
 	if !k.session.Current().Live(k.clk.Now()) {
@@ -497,39 +347,31 @@ func (k *Keeper) Alive(maxAge time.Duration) bool {
 	return true
 }
 
-// ErrNeedsRestart is returned by Reload for changes it cannot apply live.
-var ErrNeedsRestart = errors.New("keeper: change needs a restart")
-
-// Reload applies a new, validated configuration. Groups whose interface and
-// addresses are unchanged keep running (a held VIP is not dropped) with the
-// new settings; groups with other addresses are restarted; removed groups
-// release; new ones start. Checks with unchanged settings keep their state.
-// Changing the node name or etcd settings needs a restart.
+// Reload applies a new, validated configuration. Every group keeps its
+// loop: one whose interface and addresses are unchanged keeps its VIP
+// bound with the new settings; one with other addresses releases and
+// campaigns for the new ones; a removed group releases its keys and
+// record, then leaves; new groups start. Checks with unchanged settings
+// keep their state. Changing the node name or etcd settings needs a
+// restart.
 func (k *Keeper) Reload(cfg config.Config) error {
 	k.mu.Lock()
-	old := k.cfg
-	running := k.groupCtx != nil
+	old, running, stopping := k.cfg, k.groupCtx != nil, k.stopping
 	k.mu.Unlock()
-	if !running {
+	switch {
+	case !running:
 		return fmt.Errorf("keeper: reload before Run")
-	}
-	if cfg.Node != old.Node {
+	case stopping:
+		return ErrStopping
+	case cfg.Node != old.Node:
 		return fmt.Errorf("%w: node %q -> %q", ErrNeedsRestart, old.Node, cfg.Node)
-	}
-	if !reflect.DeepEqual(cfg.Etcd, old.Etcd) {
+	case !reflect.DeepEqual(cfg.Etcd, old.Etcd):
 		return fmt.Errorf("%w: etcd settings changed", ErrNeedsRestart)
 	}
-	for _, gc := range cfg.Groups {
-		for _, t := range gc.Track {
-			if _, err := k.opt.Probes(t.Check, cfg.Checks[t.Check]); err != nil {
-				return fmt.Errorf("keeper: checks.%s: %w", t.Check, err)
-			}
-		}
-	}
-	if err := k.watchInterfaces(cfg.Groups); err != nil {
+	if err := k.health.validate(cfg); err != nil {
 		return err
 	}
-	if err := k.startChecks(cfg); err != nil {
+	if err := k.health.apply(cfg); err != nil {
 		return err
 	}
 
@@ -537,27 +379,22 @@ func (k *Keeper) Reload(cfg config.Config) error {
 	for _, gc := range cfg.Groups {
 		wanted[gc.Name] = gc
 	}
-	var stop []*group
 	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.stopping {
+		return ErrStopping
+	}
 	for name, g := range k.groups {
 		gc, keep := wanted[name]
-		if keep && sameAddresses(g.config(), gc) {
-			if !reflect.DeepEqual(g.config(), gc) {
-				g.update(gc)
-				k.log.Info("group reconfigured", "group", name)
-			}
-			continue
+		switch {
+		case keep && (g.isRetiring() || !reflect.DeepEqual(g.config(), gc)):
+			g.update(gc)
+			k.log.Info("group reconfigured", "group", name)
+		case !keep && !g.isRetiring():
+			g.retire("group removed by reload")
+			k.log.Info("group removed by reload; it releases and leaves", "group", name)
 		}
-		stop = append(stop, g)
-		delete(k.groups, name)
 	}
-	k.mu.Unlock()
-	for _, g := range stop {
-		g.cancel()
-		<-g.done
-		k.log.Info("group stopped by reload", "group", g.name)
-	}
-	k.mu.Lock()
 	for _, gc := range cfg.Groups {
 		if _, ok := k.groups[gc.Name]; !ok {
 			k.startGroupLocked(gc)
@@ -565,10 +402,5 @@ func (k *Keeper) Reload(cfg config.Config) error {
 		}
 	}
 	k.cfg = cfg
-	k.mu.Unlock()
 	return nil
-}
-
-func sameAddresses(a, b config.Group) bool {
-	return a.Interface == b.Interface && slices.Equal(a.Prefixes, b.Prefixes)
 }

@@ -3,13 +3,18 @@ package keeper
 import (
 	"net/netip"
 	"time"
+
+	"github.com/vipd/vipd/election"
 )
 
 // Observer receives what the keeper does, for metrics. All methods must be
 // cheap and must not block.
 type Observer interface {
-	GroupState(group, state string, priority int, holder bool)
-	Transition(group, to string)
+	// GroupState reports a group's state, priority, and whether a VIP of
+	// the group may be on this host (bound, or a removal not yet
+	// confirmed).
+	GroupState(group string, state election.State, priority int, holder bool)
+	Transition(group string, to election.State)
 	Acquired(group string, sinceVacancy time.Duration)
 	Announced(group string, ip netip.Addr)
 	CheckState(name string, up bool)
@@ -23,12 +28,12 @@ type Observer interface {
 
 type nopObserver struct{}
 
-func (nopObserver) GroupState(string, string, int, bool) {}
-func (nopObserver) Transition(string, string)            {}
-func (nopObserver) Acquired(string, time.Duration)       {}
-func (nopObserver) Announced(string, netip.Addr)         {}
-func (nopObserver) CheckState(string, bool)              {}
-func (nopObserver) CheckRun(string, bool, time.Duration) {}
-func (nopObserver) Renewal(string, time.Duration)        {}
-func (nopObserver) Notified(string, string, string)      {}
-func (nopObserver) Conflict(string)                      {}
+func (nopObserver) GroupState(string, election.State, int, bool) {}
+func (nopObserver) Transition(string, election.State)            {}
+func (nopObserver) Acquired(string, time.Duration)               {}
+func (nopObserver) Announced(string, netip.Addr)                 {}
+func (nopObserver) CheckState(string, bool)                      {}
+func (nopObserver) CheckRun(string, bool, time.Duration)         {}
+func (nopObserver) Renewal(string, time.Duration)                {}
+func (nopObserver) Notified(string, string, string)              {}
+func (nopObserver) Conflict(string)                              {}

@@ -7,10 +7,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-)
 
-// States a group can report in vipd_group_state.
-var states = []string{"MASTER", "BACKUP", "FAULT"}
+	"github.com/vipd/vipd/election"
+)
 
 // Metrics is every vipd metric. Its methods are the observer interfaces the
 // keeper, checks and lease session call.
@@ -90,13 +89,13 @@ func New(reg prometheus.Registerer, version string, fenceRemaining func() float6
 
 // GroupState records a group's current state, priority and whether its
 // VIPs are bound here.
-func (m *Metrics) GroupState(group, state string, priority int, holder bool) {
-	for _, s := range states {
+func (m *Metrics) GroupState(group string, state election.State, priority int, holder bool) {
+	for _, s := range election.PublishedStates() {
 		v := 0.0
 		if s == state {
 			v = 1
 		}
-		m.groupState.WithLabelValues(group, s).Set(v)
+		m.groupState.WithLabelValues(group, string(s)).Set(v)
 	}
 	m.groupPriority.WithLabelValues(group).Set(float64(priority))
 	h := 0.0
@@ -107,7 +106,9 @@ func (m *Metrics) GroupState(group, state string, priority int, holder bool) {
 }
 
 // Transition counts a state change.
-func (m *Metrics) Transition(group, to string) { m.transitions.WithLabelValues(group, to).Inc() }
+func (m *Metrics) Transition(group string, to election.State) {
+	m.transitions.WithLabelValues(group, string(to)).Inc()
+}
 
 // Acquired records the time from vacancy to bound VIPs.
 func (m *Metrics) Acquired(group string, d time.Duration) {

@@ -99,7 +99,16 @@ func (a *Announcer) Close() error {
 	return nil
 }
 
-// Announce sends one announcement round for ip.
+// Gate reports whether a frame may leave now. An Announcer checks it
+// immediately before every frame it writes: a holder's gate closes when
+// its fence passes or its VIP is no longer bound, so an announcer that was
+// stalled (SIGSTOP, a paused VM, a slow socket) never points clients back
+// at a node that has lost the VIP. A nil Gate is always open.
+type Gate func() bool
+
+// Announce sends one announcement round for ip, each frame only while gate
+// is open; a closed gate stops the round with an error wrapping
+// ErrGateClosed.
 //
 // IPv4: two frames, both to the Ethernet broadcast address, both with
 // sender MAC = the interface's MAC and sender IP = target IP = ip:
@@ -119,7 +128,7 @@ func (a *Announcer) Close() error {
 //
 // ARP frames are zero-padded to the 60-byte Ethernet minimum. Both frames
 // of a round are attempted; the first error is returned.
-func (a *Announcer) Announce(ip netip.Addr) error {
+func (a *Announcer) Announce(ip netip.Addr, gate Gate) error {
 	ip = ip.Unmap()
 	frames, err := a.frames(ip)
 	if err != nil {
@@ -127,6 +136,9 @@ func (a *Announcer) Announce(ip netip.Addr) error {
 	}
 	var first error
 	for _, f := range frames {
+		if gate != nil && !gate() {
+			return fmt.Errorf("%w: %v on %q", ErrGateClosed, ip, a.ifi.Name)
+		}
 		dst := net.HardwareAddr(f[0:6])
 		if _, err := a.conn.WriteTo(f, &packet.Addr{HardwareAddr: dst}); err != nil && first == nil {
 			first = fmt.Errorf("netif: announce %v on %q: %w", ip, a.ifi.Name, err)

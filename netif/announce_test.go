@@ -64,7 +64,7 @@ func testIfi() *net.Interface {
 func TestAnnounceIPv4GoldenFrames(t *testing.T) {
 	w := &fakeWriter{}
 	a := NewAnnouncer(testIfi(), w, nil)
-	if err := a.Announce(netip.MustParseAddr("192.168.20.15")); err != nil {
+	if err := a.Announce(netip.MustParseAddr("192.168.20.15"), nil); err != nil {
 		t.Fatal(err)
 	}
 	// 192.168.20.15 = c0 a8 14 0f
@@ -126,7 +126,7 @@ func TestAnnounceIPv6GoldenFrame(t *testing.T) {
 	w := &fakeWriter{}
 	a := NewAnnouncer(testIfi(), w, nil)
 	vip := netip.MustParseAddr("2001:db8::15")
-	if err := a.Announce(vip); err != nil {
+	if err := a.Announce(vip, nil); err != nil {
 		t.Fatal(err)
 	}
 	if len(w.frames) != 1 {
@@ -196,7 +196,7 @@ func TestAnnounceRejects(t *testing.T) {
 		if s != "" {
 			ip = netip.MustParseAddr(s)
 		}
-		err := a.Announce(ip)
+		err := a.Announce(ip, nil)
 		if err == nil || !strings.Contains(err.Error(), "ens160") {
 			t.Errorf("Announce(%v) = %v, want an error naming the interface", ip, err)
 		}
@@ -206,7 +206,7 @@ func TestAnnounceRejects(t *testing.T) {
 	}
 	// No MAC (e.g. a tun device).
 	a := NewAnnouncer(&net.Interface{Name: "tun0"}, &fakeWriter{}, nil)
-	if err := a.Announce(netip.MustParseAddr("10.0.0.1")); !errors.Is(err, errNoHardwareAddr) {
+	if err := a.Announce(netip.MustParseAddr("10.0.0.1"), nil); !errors.Is(err, errNoHardwareAddr) {
 		t.Errorf("Announce on tun0 = %v, want errNoHardwareAddr", err)
 	}
 }
@@ -215,7 +215,7 @@ func TestAnnounceWriteErrorNamesInterfaceAndTriesBoth(t *testing.T) {
 	boom := errors.New("boom")
 	w := &fakeWriter{err: boom}
 	a := NewAnnouncer(testIfi(), w, nil)
-	err := a.Announce(netip.MustParseAddr("192.168.20.15"))
+	err := a.Announce(netip.MustParseAddr("192.168.20.15"), nil)
 	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "ens160") || !strings.Contains(err.Error(), "192.168.20.15") {
 		t.Fatalf("err = %v", err)
 	}
@@ -228,10 +228,10 @@ func TestEtherMuxRoutesByEtherType(t *testing.T) {
 	a4, a6 := &fakeWriter{}, &fakeWriter{}
 	m := &etherMux{arp: a4, ipv6: a6}
 	ann := NewAnnouncer(testIfi(), m, nil)
-	if err := ann.Announce(netip.MustParseAddr("10.1.2.3")); err != nil {
+	if err := ann.Announce(netip.MustParseAddr("10.1.2.3"), nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := ann.Announce(netip.MustParseAddr("2001:db8::1")); err != nil {
+	if err := ann.Announce(netip.MustParseAddr("2001:db8::1"), nil); err != nil {
 		t.Fatal(err)
 	}
 	if len(a4.frames) != 2 || len(a6.frames) != 1 {
@@ -465,5 +465,26 @@ func TestBurstErrorsKeepGoing(t *testing.T) {
 	}
 	if k, err := Burst(context.Background(), clk, 0, time.Second, func() error { t.Fatal("called"); return nil }); k != 0 || err != nil {
 		t.Fatalf("count 0: %d, %v", k, err)
+	}
+}
+
+// The gate is checked immediately before every frame: a gate that closes
+// between the ARP request and the reply of one round stops the reply, and
+// a closed gate sends nothing.
+func TestAnnounceChecksGateBeforeEveryFrame(t *testing.T) {
+	w := &fakeWriter{}
+	a := NewAnnouncer(testIfi(), w, nil)
+	checks := 0
+	openOnce := func() bool { checks++; return checks == 1 }
+	err := a.Announce(netip.MustParseAddr("192.168.20.15"), openOnce)
+	if !errors.Is(err, ErrGateClosed) {
+		t.Fatalf("err = %v, want ErrGateClosed", err)
+	}
+	if len(w.frames) != 1 || checks != 2 {
+		t.Fatalf("sent %d frames after %d gate checks; want the request only, 2 checks", len(w.frames), checks)
+	}
+	w.frames = nil
+	if err := a.Announce(netip.MustParseAddr("2001:db8::15"), func() bool { return false }); !errors.Is(err, ErrGateClosed) || len(w.frames) != 0 {
+		t.Fatalf("closed gate: err %v, %d frames; want ErrGateClosed and none", err, len(w.frames))
 	}
 }

@@ -3,46 +3,58 @@
 // (RFC 826, RFC 5227 §3) or unsolicited Neighbor Advertisements
 // (RFC 4861 §7.2.6), and watching address and link events.
 //
-// # Binding under a lifetime (DESIGN.md, safety point 3)
+// # Binding under a lifetime (docs/design.md §2.3)
 //
-// [Handle.Replace] adds or refreshes an address with valid_lft =
-// preferred_lft = the given lifetime, floored to whole seconds. The kernel
-// deletes the address by itself when the lifetime runs out, so a vipd that is
-// killed, frozen or OOM-killed stops holding the VIP without any help. The
-// caller must pass a lifetime no longer than the time left to its fence
-// deadline and call Replace again on every lease renewal; a refresh never
-// removes the address (no flap) and only resets its lifetime.
+// [Handle.Bind] adds or refreshes an address with valid_lft =
+// preferred_lft = whole seconds, computed when the request leaves (not when
+// the caller asked: it may have waited behind other requests) so that the
+// lifetime runs out by the caller's deadline ([LifetimeUntil]); [Handle.Extend]
+// refreshes a bound address with one request. The kernel deletes the
+// address by itself when the lifetime runs out, so a vipd that is killed,
+// frozen or OOM-killed stops holding the VIP without any help; a refresh
+// never removes the address (no flap). The returned [Binding] says when the
+// lifetime ends at the latest ([Binding.Ends], counted from the kernel's
+// answer), so a caller that stalled inside the call can tell it set a
+// lifetime that runs too long.
 //
 // The kernel does not remove an address the instant its lifetime ends: the
-// IPv4 (check_lifetime) and IPv6 (addrconf_verify) expiry timers are
-// rounded up to a whole second (round_jiffies_up), so an address can
-// outlive its lifetime by up to about one second. Measured on Linux 6.18:
-// valid_lft 2 → gone after 2.01–2.28 s, for both families. A caller must
-// keep that second inside its fence margin, i.e. pass at most (time left to
-// the deadline − 1 s), floored.
+// IPv4 (check_lifetime) and IPv6 (addrconf_verify) expiry checks run about
+// once a second as deferrable work, which waits for an idle CPU's next
+// wake-up. [KernelExpiryLag] bounds the lag from measurement
+// (TestKernelExpiryLag; up to 2.03 s measured, 2.5 s assumed), and
+// [Binding.GoneBy] is the latest the address may linger.
+//
+// [Handle.Unbind] removes a VIP and confirms it gone: when the address is
+// not found on the named interface (renamed, re-created, another prefix
+// length, already expired) it looks the IP up on every link.
+// [Handle.RemoveIPs] removes every address with given IPs, any link, any
+// prefix length (startup cleanup and `vipd cleanup`).
 //
 // Setting a link administratively down makes the kernel delete its IPv6
 // addresses (net.ipv6.conf.*.keep_addr_on_down defaults to 0), an IPv6 VIP
 // included; IPv4 addresses stay, and a mere carrier loss keeps both. Watch
-// reports the AddrRemoved, and the next Replace reports added=true so the
-// caller announces again.
+// reports the AddrRemoved, and the next Bind reports Added so the caller
+// announces again.
 //
 // # Announcing
 //
-// [Announcer] writes raw Ethernet frames with an AF_PACKET socket. It does
-// not use arp.Client: arp.New (and so arp.Dial) refuses an interface without
-// an IPv4 address of its own (e.g. a dedicated VIP interface), and its
-// Request sends from the interface's first IPv4 address, not the VIP. For
-// each IPv4 VIP one announcement round is an ARP request and an ARP reply,
-// both broadcast, with sender and target protocol address = VIP. For each IPv6 VIP it is one unsolicited Neighbor
-// Advertisement (Override flag set) to the all-nodes group ff02::1. [Burst]
+// [Announcer] writes raw Ethernet frames with an AF_PACKET socket, each
+// only while its [Gate] is open (checked immediately before the frame: the
+// caller's fence is live and the VIP bound). It does not use arp.Client:
+// arp.New (and so arp.Dial) refuses an interface without an IPv4 address
+// of its own (e.g. a dedicated VIP interface), and its Request sends from
+// the interface's first IPv4 address, not the VIP. For each IPv4 VIP one
+// announcement round is an ARP request and an ARP reply, both broadcast,
+// with sender and target protocol address = VIP. For each IPv6 VIP it is
+// one unsolicited Neighbor Advertisement (Override flag set) to the
+// all-nodes group ff02::1. [Burst]
 // repeats rounds on an injected clock; [Schedule] is a group's whole
 // schedule: the burst (garp.count rounds, garp.interval apart, the first at
 // once), then one round every garp.refresh while the group holds.
 //
 // # Label and scope
 //
-// [Handle.ReplaceWith] binds an IPv4 VIP with a label (`eth0:vip`, shown by
+// [Handle.Bind] (and [Handle.ReplaceWith]) bind an IPv4 VIP with a label (`eth0:vip`, shown by
 // `ip address` and as an ifconfig alias) and a scope (global, link, host),
 // as keepalived's virtual_ipaddress accepts. Linux has no IPv6 labels and
 // derives an IPv6 scope from the address, so both are IPv4 only. The

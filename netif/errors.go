@@ -12,6 +12,10 @@ var (
 	// the handle's network namespace.
 	ErrNoInterface = errors.New("netif: no such interface")
 
+	// ErrGateClosed is returned by Announce when its gate closed before a
+	// frame: the holder lost its fence or its VIP. Not a failure to log.
+	ErrGateClosed = errors.New("netif: announcement gate closed")
+
 	// ErrClosed is returned by a Handle's methods after Close.
 	ErrClosed = errors.New("netif: handle closed")
 

@@ -257,27 +257,43 @@ func (h *Handle) replace(ifname string, p netip.Prefix, lifetime time.Duration, 
 	return h.setAddr(ifname, p, lifetime, o, false)
 }
 
-// setAddr adds or refreshes p. With refreshOnly it sends one replace
-// (create-or-replace) request instead of an exclusive add and then a
-// replace: the cheap path for refreshing the lifetime of an address the
-// caller knows is bound (added is then always false).
+// setAddr adds or refreshes p with a fixed lifetime. With refreshOnly it
+// sends one replace (create-or-replace) request instead of an exclusive add
+// and then a replace: the cheap path for refreshing the lifetime of an
+// address the caller knows is bound (added is then always false).
 func (h *Handle) setAddr(ifname string, p netip.Prefix, lifetime time.Duration, o AddrOptions, refreshOnly bool) (added bool, err error) {
-	if err := validPrefix(p); err != nil {
-		return false, err
-	}
 	if lifetime < time.Second {
 		return false, fmt.Errorf("%w: %v for %v on %q", ErrLifetimeTooShort, lifetime, p, ifname)
 	}
-	secs := int64(lifetime / time.Second)
-	if secs > maxLifetime {
-		secs = maxLifetime
+	b, err := h.bind(ifname, p, func(time.Time) (time.Duration, bool) { return lifetime, true }, o, refreshOnly)
+	return b.Added, err
+}
+
+// bind adds or refreshes p with the lifetime that lifetimeAt gives for the
+// moment the request is issued, on the netlink goroutine: a caller that
+// waited behind other requests gets a lifetime counted from when its own
+// request leaves, not from when it asked.
+func (h *Handle) bind(ifname string, p netip.Prefix, lifetimeAt func(issued time.Time) (time.Duration, bool), o AddrOptions, refreshOnly bool) (b Binding, err error) {
+	if err := validPrefix(p); err != nil {
+		return Binding{}, err
 	}
 	if err := h.acquire(); err != nil {
-		return false, err
+		return Binding{}, err
 	}
 	defer h.release()
-	h.exec(func() { added, err = h.setAddrNL(ifname, p, secs, o, refreshOnly) })
-	return added, err
+	h.exec(func() {
+		b.Issued = h.clk.Now()
+		lifetime, ok := lifetimeAt(b.Issued)
+		if !ok {
+			err = fmt.Errorf("%w: no whole second left for %v on %q", ErrLifetimeTooShort, p, ifname)
+			return
+		}
+		secs := min(int64(lifetime/time.Second), maxLifetime)
+		b.Lifetime = time.Duration(secs) * time.Second
+		b.Added, err = h.setAddrNL(ifname, p, secs, o, refreshOnly)
+		b.Acked = h.clk.Now()
+	})
+	return b, err
 }
 
 func (h *Handle) setAddrNL(ifname string, p netip.Prefix, secs int64, o AddrOptions, refreshOnly bool) (added bool, err error) {
@@ -300,10 +316,7 @@ func (h *Handle) setAddrNL(ifname string, p netip.Prefix, secs int64, o AddrOpti
 	replace := func(l netlink.Link) error { return h.nl.AddrReplace(l, mk()) }
 	if refreshOnly {
 		if err := h.withAddrLink(ifname, replace); err != nil {
-			if errors.Is(err, unix.ENODEV) {
-				return false, fmt.Errorf("%w: %q (refreshing %v)", ErrNoInterface, ifname, p)
-			}
-			return false, fmt.Errorf("netif: refresh %v on %q: %w", p, ifname, err)
+			return false, linkErr(err, ifname, "refresh", p)
 		}
 		return false, nil
 	}
@@ -314,17 +327,26 @@ func (h *Handle) setAddrNL(ifname string, p netip.Prefix, secs int64, o AddrOpti
 		return true, nil
 	case errors.Is(err, unix.EEXIST):
 		// Present already: refresh its lifetime in place.
-	case errors.Is(err, unix.ENODEV):
-		return false, fmt.Errorf("%w: %q (adding %v)", ErrNoInterface, ifname, p)
-	case errors.Is(err, ErrNoInterface):
-		return false, err
 	default:
-		return false, fmt.Errorf("netif: add %v on %q: %w", p, ifname, err)
+		return false, linkErr(err, ifname, "add", p)
 	}
 	if err := h.withAddrLink(ifname, replace); err != nil {
-		return false, fmt.Errorf("netif: refresh %v on %q: %w", p, ifname, err)
+		return false, linkErr(err, ifname, "refresh", p)
 	}
 	return false, nil
+}
+
+// linkErr wraps the error of an address request: a missing interface
+// (ENODEV from the kernel, or the lookup's ErrNoInterface) as
+// ErrNoInterface, anything else as it is, naming what was tried.
+func linkErr(err error, ifname, op string, p netip.Prefix) error {
+	switch {
+	case errors.Is(err, ErrNoInterface):
+		return err
+	case errors.Is(err, unix.ENODEV):
+		return fmt.Errorf("%w: %q (%s %v)", ErrNoInterface, ifname, op, p)
+	}
+	return fmt.Errorf("netif: %s %v on %q: %w", op, p, ifname, err)
 }
 
 // Remove deletes p (address and prefix length must both match) from
@@ -344,55 +366,14 @@ func (h *Handle) Remove(ifname string, p netip.Prefix) (removed bool, err error)
 
 func (h *Handle) remove(ifname string, p netip.Prefix) (bool, error) {
 	err := h.withAddrLink(ifname, func(l netlink.Link) error { return h.nl.AddrDel(l, nlAddr(p)) })
-	if errors.Is(err, ErrNoInterface) {
-		return false, err
+	switch {
+	case err == nil:
+		h.log.Debug("address removed", "interface", ifname, "address", p)
+		return true, nil
+	case errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ESRCH):
+		return false, nil
 	}
-	if err != nil {
-		if errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ESRCH) {
-			return false, nil
-		}
-		if errors.Is(err, unix.ENODEV) {
-			return false, fmt.Errorf("%w: %q (removing %v)", ErrNoInterface, ifname, p)
-		}
-		return false, fmt.Errorf("netif: remove %v from %q: %w", p, ifname, err)
-	}
-	h.log.Debug("address removed", "interface", ifname, "address", p)
-	return true, nil
-}
-
-// RemoveAddr deletes every address on ifname whose IP is ip, whatever its
-// prefix length, and reports how many it removed. It is the fail-closed
-// cleanup for a VIP that someone bound with a different prefix length.
-func (h *Handle) RemoveAddr(ifname string, ip netip.Addr) (int, error) {
-	if err := h.acquire(); err != nil {
-		return 0, err
-	}
-	defer h.release()
-	var n int
-	var err error
-	h.exec(func() { n, err = h.removeAddr(ifname, ip) })
-	return n, err
-}
-
-func (h *Handle) removeAddr(ifname string, ip netip.Addr) (int, error) {
-	ps, err := h.addrs(ifname)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, p := range ps {
-		if p.Addr() != ip.Unmap() {
-			continue
-		}
-		ok, err := h.remove(ifname, p)
-		if err != nil {
-			return n, err
-		}
-		if ok {
-			n++
-		}
-	}
-	return n, nil
+	return false, linkErr(err, ifname, "remove", p)
 }
 
 // Addrs lists the addresses on ifname (both families).

@@ -208,19 +208,19 @@ func TestReplaceRefreshRemoveAndErrors(t *testing.T) {
 		}
 	}
 
-	// RemoveAddr removes the VIP whatever prefix length it was bound with.
+	// RemoveIPs removes the VIP whatever prefix length it was bound with.
 	if _, err := h.Replace("va", netip.MustParsePrefix("10.99.1.15/32"), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if k, err := h.RemoveAddr("va", vip.Addr()); err != nil || k != 1 {
-		t.Fatalf("RemoveAddr = %d, %v; want 1", k, err)
+	if gone, err := h.RemoveIPs([]netip.Addr{vip.Addr()}); err != nil || len(gone) != 1 {
+		t.Fatalf("RemoveIPs = %v, %v; want one address", gone, err)
 	}
 	if ps, err := h.Addrs("va"); err != nil {
 		t.Fatal(err)
 	} else {
 		for _, p := range ps {
 			if p.Addr() == vip.Addr() {
-				t.Fatalf("%v still bound after RemoveAddr", p)
+				t.Fatalf("%v still bound after RemoveIPs", p)
 			}
 		}
 	}
@@ -468,10 +468,10 @@ func TestDialAnnouncerWithoutIPv4(t *testing.T) {
 
 	vip4 := netip.MustParseAddr("10.99.4.15")
 	vip6 := netip.MustParseAddr("2001:db8:4::15")
-	if err := ann.Announce(vip4); err != nil {
+	if err := ann.Announce(vip4, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := ann.Announce(vip6); err != nil {
+	if err := ann.Announce(vip6, nil); err != nil {
 		t.Fatal(err)
 	}
 

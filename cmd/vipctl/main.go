@@ -125,6 +125,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		if res, err2 = Handover(ctx, cli, keys, pos[0], *to, *hold); err2 == nil {
 			fmt.Fprintf(stdout, "%s: %s -> %s in %v; %s will not preempt back for %v\n",
 				pos[0], res.From, res.To, res.Took.Round(time.Millisecond), res.From, *hold)
+		} else if res.To != "" {
+			err2 = fmt.Errorf("%w (%s holds %s after %v)", err2, res.To, pos[0], res.Took.Round(time.Millisecond))
 		}
 	case "drain":
 		var held []string
@@ -200,7 +202,7 @@ func Status(ctx context.Context, cli *clientv3.Client, keys election.Keys) ([]Gr
 				c = election.Candidate{Node: node, State: "INVALID"}
 			}
 			g := get(group)
-			g.Candidates = append(g.Candidates, CandidateStatus{Node: node, Priority: c.Priority, State: c.State, Failing: orEmpty(c.Failing), Drained: c.Drained})
+			g.Candidates = append(g.Candidates, CandidateStatus{Node: node, Priority: c.Priority, State: string(c.State), Failing: orEmpty(c.Failing), Drained: c.Drained})
 		}
 	}
 	var out []GroupStatus

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/vipd/vipd/election"
 	"github.com/vipd/vipd/internal/etcdtest"
 	"github.com/vipd/vipd/internal/fakenet"
@@ -183,5 +185,90 @@ func TestUsage(t *testing.T) {
 	}
 	if code, _, errs := run(t, "bogus"); code != 2 || !strings.Contains(errs, "bogus") {
 		t.Errorf("unknown command: exit %d, stderr %q", code, errs)
+	}
+}
+
+// Without --to the handover goes to the best other healthy candidate.
+func TestHandoverWithoutTarget(t *testing.T) {
+	m, rec, _, _ := pair(t)
+	code, out, errs := run(t, "handover", "VI_1", "--hold", "3s", "--endpoints", m.Endpoint)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if !strings.Contains(out, "web-node-1 -> web-node-2") {
+		t.Errorf("output %q does not report the move", out)
+	}
+	rec.WaitFor(t, "web-node-2", 2*time.Second)
+}
+
+// ghost publishes a candidate record for a node that never claims (frozen,
+// just killed): eligible as far as anyone can tell.
+func ghost(t *testing.T, m *etcdtest.Member, node string, prio int) {
+	t.Helper()
+	cli := m.Client(t)
+	l, err := cli.Grant(t.Context(), 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(election.Candidate{Node: node, Priority: prio, State: election.StateBackup, Preempt: true})
+	if _, err := cli.Put(t.Context(), keys.Candidate("VI_1", node), string(rec), clientv3.WithLease(l.ID)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A target that looks eligible but never claims: the old holder reclaims
+// the group once (it does not loop acquire → release for the same
+// request), the group is vacant only for a few backoff steps, and vipctl
+// fails naming the reason.
+func TestHandoverToATargetThatNeverClaims(t *testing.T) {
+	m := etcdtest.Start(t)
+	rec := fakenet.NewRecorder()
+	keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-1", Priority: 101})
+	rec.WaitFor(t, "web-node-1", 10*time.Second)
+	ghost(t, m, "web-node-2", 100)
+	waitStatus(t, m, func(g GroupStatus) bool { return len(g.Candidates) == 2 })
+	seen := len(rec.History())
+
+	code, _, errs := run(t, "handover", "VI_1", "--hold", "5s", "--timeout", "5s", "--endpoints", m.Endpoint)
+	if code == 0 || !strings.Contains(errs, "web-node-2 did not take over; web-node-1 reclaimed the group") {
+		t.Fatalf("exit %d, stderr %q; want a failure naming the reason", code, errs)
+	}
+	rec.WaitFor(t, "web-node-1", time.Second)
+	time.Sleep(1500 * time.Millisecond) // the request stands: no second release
+	if changes := rec.History()[seen:]; len(changes) != 2 {
+		t.Errorf("VIP changes during the failed handover: %d, want one release and one reclaim:\n%s", len(changes), strings.Join(changes, "\n"))
+	}
+}
+
+// With --to naming a node that never claims, another healthy candidate
+// takes over (it ranks next), and vipctl says the target did not.
+func TestHandoverToATargetThatNeverClaimsOthersTakeOver(t *testing.T) {
+	m, rec, _, _ := pair(t)
+	ghost(t, m, "web-node-3", 99)
+	waitStatus(t, m, func(g GroupStatus) bool { return len(g.Candidates) == 3 })
+	code, _, errs := run(t, "handover", "VI_1", "--to", "web-node-3", "--hold", "5s", "--timeout", "5s", "--endpoints", m.Endpoint)
+	if code == 0 || !strings.Contains(errs, "web-node-3 did not take over; web-node-2 did") {
+		t.Fatalf("exit %d, stderr %q; want a failure naming what happened", code, errs)
+	}
+	rec.WaitFor(t, "web-node-2", time.Second)
+}
+
+func TestHandoverOutcome(t *testing.T) {
+	cases := []struct {
+		from, target, requested, got string
+		fails                        bool
+	}{
+		{"n1", "n2", "", "n2", false},
+		{"n1", "n2", "", "n3", false}, // no --to: any other node will do
+		{"n1", "n2", "n2", "n2", false},
+		{"n1", "n2", "n2", "n3", true},
+		{"n1", "n2", "", "n1", true},
+		{"n1", "n2", "n2", "n1", true},
+	}
+	for _, c := range cases {
+		err := handoverOutcome(c.from, c.target, c.requested, c.got)
+		if (err != nil) != c.fails || (err != nil && !errors.Is(err, ErrHandoverFailed)) {
+			t.Errorf("handoverOutcome(%+v) = %v", c, err)
+		}
 	}
 }

@@ -19,12 +19,30 @@ var (
 	ErrUnknownNode  = errors.New("vipctl: unknown node")
 	ErrNotHealthy   = errors.New("vipctl: target not healthy")
 	ErrNoHolder     = errors.New("vipctl: group has no holder")
+	// ErrHandoverFailed: the holder released, but the target did not take
+	// over (frozen, just killed, cut off); the old holder reclaimed the
+	// group, or another node took it.
+	ErrHandoverFailed = errors.New("vipctl: handover failed")
 )
 
 // HandoverResult says what a handover did.
 type HandoverResult struct {
 	From, To string
 	Took     time.Duration // request written -> leader key names the new holder
+}
+
+// handoverOutcome decides what a new leader key means for a handover from
+// from to target (the node expected to take over): done, or failed with
+// the reason. A handover to nobody in particular succeeds with any other
+// node.
+func handoverOutcome(from, target, requested, newHolder string) error {
+	switch {
+	case newHolder == from:
+		return fmt.Errorf("%w: %s did not take over; %s reclaimed the group", ErrHandoverFailed, target, from)
+	case requested != "" && newHolder != requested:
+		return fmt.Errorf("%w: %s did not take over; %s did", ErrHandoverFailed, requested, newHolder)
+	}
+	return nil
 }
 
 func findGroup(st []GroupStatus, name string) (GroupStatus, bool) {
@@ -53,7 +71,7 @@ func Handover(ctx context.Context, cli *clientv3.Client, keys election.Keys, gro
 		return HandoverResult{}, fmt.Errorf("%w: %s is vacant", ErrNoHolder, group)
 	}
 	healthy := func(c CandidateStatus) bool {
-		return c.Node != g.Holder && c.State != election.StateFault && !c.Drained
+		return c.Node != g.Holder && c.State != string(election.StateFault) && !c.Drained
 	}
 	if to != "" {
 		i := slices.IndexFunc(g.Candidates, func(c CandidateStatus) bool { return c.Node == to })
@@ -69,6 +87,17 @@ func Handover(ctx context.Context, cli *clientv3.Client, keys election.Keys, gro
 	} else if !slices.ContainsFunc(g.Candidates, healthy) {
 		return HandoverResult{}, fmt.Errorf("%w: no other healthy candidate for %s (candidates: %v)", ErrNotHealthy, group, candidateNames(g))
 	}
+	// The node expected to take over: the named one, or the best other
+	// healthy candidate, as the holder and the candidates rank it
+	// (election.HandoverTarget; it claims at rank 0 either way).
+	target := to
+	if target == "" {
+		cands := make([]election.Candidate, 0, len(g.Candidates))
+		for _, c := range g.Candidates {
+			cands = append(cands, election.Candidate{Node: c.Node, Priority: c.Priority, State: election.State(c.State), Drained: c.Drained})
+		}
+		target, _ = election.HandoverTarget(&election.Handover{From: g.Holder}, cands)
+	}
 
 	secs := max(int64(hold/time.Second), 1)
 	lease, err := cli.Grant(ctx, secs)
@@ -83,15 +112,22 @@ func Handover(ctx context.Context, cli *clientv3.Client, keys election.Keys, gro
 	if err != nil {
 		return HandoverResult{}, fmt.Errorf("vipctl: write handover request: %w", err)
 	}
-	// Wait for a leader key naming someone other than the old holder.
+	// Wait for the old holder's key to go and a new one to be created:
+	// by the target (done), by another node, or by the old holder again
+	// when the target never claimed (it reclaims once, after the others).
 	wch := cli.Watch(wctx, keys.Leader(group), clientv3.WithRev(put.Header.Revision+1))
+	released := false
 	for resp := range wch {
 		if err := resp.Err(); err != nil {
 			return HandoverResult{}, fmt.Errorf("vipctl: watch %s: %w", group, err)
 		}
 		for _, ev := range resp.Events {
-			if ev.Type == clientv3.EventTypePut && string(ev.Kv.Value) != g.Holder {
-				return HandoverResult{From: g.Holder, To: string(ev.Kv.Value), Took: time.Since(start)}, nil
+			switch {
+			case ev.Type == clientv3.EventTypeDelete:
+				released = true
+			case ev.IsCreate() && (released || string(ev.Kv.Value) != g.Holder):
+				res := HandoverResult{From: g.Holder, To: string(ev.Kv.Value), Took: time.Since(start)}
+				return res, handoverOutcome(g.Holder, target, to, res.To)
 			}
 		}
 	}

@@ -325,7 +325,7 @@ func newAnnouncers(log *slog.Logger) *announcers {
 	return &announcers{log: log, by: map[string]*netif.Announcer{}}
 }
 
-func (a *announcers) Announce(ifname string, ip netip.Addr) error {
+func (a *announcers) Announce(ifname string, ip netip.Addr, gate netif.Gate) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	an := a.by[ifname]
@@ -336,9 +336,11 @@ func (a *announcers) Announce(ifname string, ip netip.Addr) error {
 		}
 		a.by[ifname] = an
 	}
-	if err := an.Announce(ip); err != nil {
-		an.Close()
-		delete(a.by, ifname)
+	if err := an.Announce(ip, gate); err != nil {
+		if !errors.Is(err, netif.ErrGateClosed) {
+			an.Close()
+			delete(a.by, ifname)
+		}
 		return err
 	}
 	return nil

@@ -55,6 +55,10 @@ type Spec struct {
 	// ProbeDelay makes every probe run take this long, like a real HTTP
 	// check would.
 	ProbeDelay time.Duration
+	// Group and Addresses name the group and its VIPs (default VI_1 with
+	// 192.168.20.15/24).
+	Group     string
+	Addresses string
 }
 
 // Config returns the YAML config of a test node on endpoint.
@@ -67,13 +71,13 @@ metrics: {listen: ""}
 checks:
   haproxy: {type: http, url: "http://127.0.0.1:1/healthz", interval: %[4]s, timeout: %[4]s, rise: 2, fall: 2}
 groups:
-  - name: VI_1
+  - name: %[5]s
     interface: eth0
-    addresses: [192.168.20.15/24]
+    addresses: [%[6]s]
     priority: %[3]d
     backoff_step: 50ms
     garp: {count: 2, interval: 10ms}
-`, s.Name, endpoint, s.Priority, cmp.Or(s.CheckInterval, 20*time.Millisecond))
+`, s.Name, endpoint, s.Priority, cmp.Or(s.CheckInterval, 20*time.Millisecond), cmp.Or(s.Group, "VI_1"), cmp.Or(s.Addresses, "192.168.20.15/24"))
 	if s.Tracked {
 		y += "    track: [{check: haproxy, weight: 2}]\n"
 	}

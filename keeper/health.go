@@ -1,0 +1,293 @@
+package keeper
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/vipd/vipd/checks"
+	"github.com/vipd/vipd/config"
+	"github.com/vipd/vipd/internal/clock"
+	"github.com/vipd/vipd/netif"
+)
+
+// LinkWatcher is what the health part needs of netif.Handle: link states
+// and address and link events.
+type LinkWatcher interface {
+	LinkUp(ifname string) (bool, error)
+	Watch(ctx context.Context, ifnames []string) (<-chan netif.Event, error)
+}
+
+// ProbeFunc builds the probe of a configured check.
+type ProbeFunc func(name string, c config.Check) (checks.Probe, error)
+
+// Health is what a group's candidacy depends on besides etcd.
+type Health struct {
+	// Priority is the effective priority: base plus the weights of the
+	// tracked checks (checks.EffectivePriority).
+	Priority int
+	// Fault: a weight-0 check is down, or the interface is down.
+	Fault bool
+	// Failing names the failing checks and a down interface.
+	Failing []string
+	// Ready: every tracked check has a first result and the interface's
+	// state is known.
+	Ready bool
+}
+
+// health owns the tracked checks' runners and results and the interface
+// watches: everything a group's candidacy depends on besides etcd. It
+// tells the keeper, through onCheck and onNet, what changed, so the
+// keeper wakes the groups concerned.
+type health struct {
+	clk    clock.Clock
+	log    *slog.Logger
+	obs    Observer
+	probes ProbeFunc
+	links  LinkWatcher
+	// onCheck is called after a check's state changed; onNet for every
+	// address or link event. They must not block.
+	onCheck func(name string)
+	onNet   func(ev netif.Event)
+
+	mu       sync.Mutex
+	ctx      context.Context // set by start; parent of runners and watches
+	statuses map[string]checks.Status
+	up       map[string]bool // ifname -> link up; absent = unknown
+	running  map[string]*runningCheck
+	watching map[string]context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+type runningCheck struct {
+	cfg    config.Check
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newHealth(clk clock.Clock, log *slog.Logger, obs Observer, probes ProbeFunc, links LinkWatcher) *health {
+	return &health{clk: clk, log: log, obs: obs, probes: probes, links: links,
+		onCheck: func(string) {}, onNet: func(netif.Event) {},
+		statuses: map[string]checks.Status{}, up: map[string]bool{},
+		running: map[string]*runningCheck{}, watching: map[string]context.CancelFunc{}}
+}
+
+// start makes ctx the parent of every runner and watch; stop ends them.
+func (h *health) start(ctx context.Context) {
+	h.mu.Lock()
+	h.ctx = ctx
+	h.mu.Unlock()
+}
+
+// stop ends every check and watch and waits for them.
+func (h *health) stop() {
+	h.stopChecks(nil)
+	h.mu.Lock()
+	for name, cancel := range h.watching {
+		cancel()
+		delete(h.watching, name)
+	}
+	h.mu.Unlock()
+	h.wg.Wait()
+}
+
+// validate builds every tracked check's probe of cfg, to reject a config
+// before anything of it is applied.
+func (h *health) validate(cfg config.Config) error {
+	for _, gc := range cfg.Groups {
+		for _, t := range gc.Track {
+			if _, err := h.probes(t.Check, cfg.Checks[t.Check]); err != nil {
+				return fmt.Errorf("keeper: checks.%s: %w", t.Check, err)
+			}
+		}
+	}
+	return nil
+}
+
+// apply watches every interface of cfg's groups and runs every tracked
+// check, keeping the state of checks whose settings did not change (so a
+// reload does not reset rise/fall or priorities) and stopping the rest.
+func (h *health) apply(cfg config.Config) error {
+	if err := h.watch(cfg.Groups); err != nil {
+		return err
+	}
+	tracked := map[string]bool{}
+	for _, g := range cfg.Groups {
+		for _, t := range g.Track {
+			tracked[t.Check] = true
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(tracked)) {
+		if err := h.runCheck(name, cfg.Checks[name]); err != nil {
+			return err
+		}
+	}
+	h.stopChecks(tracked)
+	return nil
+}
+
+// Of returns what gc's candidacy depends on now.
+func (h *health) Of(gc config.Group) Health {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	tracked := checks.TrackedChecks(gc.Track, h.statuses)
+	prio, fault, failing := checks.EffectivePriority(gc.Priority, tracked)
+	ready := true
+	for _, t := range tracked {
+		ready = ready && t.Known
+	}
+	up, known := h.up[gc.Interface]
+	if !up {
+		failing = append(failing, "interface "+gc.Interface)
+	}
+	return Health{Priority: prio, Fault: fault || !up, Failing: failing, Ready: ready && known}
+}
+
+// watch makes sure every interface used by groups is watched.
+func (h *health) watch(groups []config.Group) error {
+	for _, gc := range groups {
+		name := gc.Interface
+		h.mu.Lock()
+		_, watching := h.watching[name]
+		ctx := h.ctx
+		h.mu.Unlock()
+		if watching {
+			continue
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		events, err := h.links.Watch(wctx, []string{name})
+		if err != nil {
+			cancel()
+			return fmt.Errorf("keeper: watch interface %s: %w", name, err)
+		}
+		h.mu.Lock()
+		h.watching[name] = cancel
+		h.mu.Unlock()
+		h.refreshLink(name)
+		h.wg.Go(func() { h.netEvents(wctx, events) })
+	}
+	return nil
+}
+
+func (h *health) refreshLink(name string) {
+	up, err := h.links.LinkUp(name)
+	if err != nil {
+		h.log.Warn("interface state unknown", "interface", name, "err", err)
+		up = false
+	}
+	h.mu.Lock()
+	h.up[name] = up
+	h.mu.Unlock()
+}
+
+// netEvents records link states and passes every event on.
+func (h *health) netEvents(ctx context.Context, events <-chan netif.Event) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			if ev.Kind == netif.LinkUp || ev.Kind == netif.LinkDown {
+				h.mu.Lock()
+				h.up[ev.Interface] = ev.Kind == netif.LinkUp
+				h.mu.Unlock()
+				h.log.Info("interface "+ev.Kind.String(), "interface", ev.Interface)
+			}
+			h.onNet(ev)
+		}
+	}
+}
+
+// runCheck starts check name unless it already runs with the same
+// settings.
+func (h *health) runCheck(name string, c config.Check) error {
+	h.mu.Lock()
+	rc := h.running[name]
+	ctx := h.ctx
+	h.mu.Unlock()
+	if rc != nil && reflect.DeepEqual(rc.cfg, c) {
+		return nil
+	}
+	probe, err := h.probes(name, c)
+	if err != nil {
+		return fmt.Errorf("keeper: checks.%s: %w", name, err)
+	}
+	if rc != nil {
+		// Keep the last status until the new run reports: an unknown
+		// check counts as down, and the drop in priority would hand a
+		// held VIP to a peer on every reload.
+		h.stopCheck(name, true)
+	}
+	r := checks.NewRunner(h.clk, h.log)
+	// File and interface checks also run at once on inotify/netlink
+	// events; the others are polled.
+	r.Add(name, c, probe, checks.WithTrigger(checks.NewTrigger(c)))
+	r.OnRun(func(name string, ok bool, took time.Duration) { h.obs.CheckRun(name, ok, took) })
+	cctx, cancel := context.WithCancel(ctx)
+	rc = &runningCheck{cfg: c, cancel: cancel, done: make(chan struct{})}
+	h.mu.Lock()
+	h.running[name] = rc
+	h.mu.Unlock()
+	h.wg.Go(func() {
+		defer close(rc.done)
+		r.Run(cctx, h.checked)
+	})
+	return nil
+}
+
+// stopChecks stops every running check not in keep (nil: all).
+func (h *health) stopChecks(keep map[string]bool) {
+	h.mu.Lock()
+	var stop []string
+	for name := range h.running {
+		if !keep[name] {
+			stop = append(stop, name)
+		}
+	}
+	h.mu.Unlock()
+	for _, name := range stop {
+		h.stopCheck(name, false)
+	}
+}
+
+// stopCheck stops a running check and, unless keepStatus, forgets its
+// status.
+func (h *health) stopCheck(name string, keepStatus bool) {
+	h.mu.Lock()
+	rc := h.running[name]
+	delete(h.running, name)
+	h.mu.Unlock()
+	if rc == nil {
+		return
+	}
+	rc.cancel()
+	<-rc.done
+	if keepStatus {
+		return
+	}
+	h.mu.Lock()
+	delete(h.statuses, name)
+	h.mu.Unlock()
+}
+
+// checked records a check's new state.
+func (h *health) checked(st checks.Status) {
+	h.mu.Lock()
+	h.statuses[st.Name] = st
+	h.mu.Unlock()
+	h.obs.CheckState(st.Name, st.Up)
+	if st.Up {
+		h.log.Info("check up", "check", st.Name, "took", st.Duration.Round(time.Millisecond))
+	} else {
+		h.log.Warn("check down", "check", st.Name, "err", st.Err)
+	}
+	h.onCheck(st.Name)
+}

@@ -1,0 +1,74 @@
+package keeper
+
+import (
+	"slices"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/vipd/vipd/election"
+)
+
+// recordState is this node's candidate record of a group as the loop last
+// wrote or learned it.
+type recordState struct {
+	// Written is the record last written, on Lease (0: none yet).
+	Written election.Candidate
+	Lease   clientv3.LeaseID
+	// ModRev is the ModRevision the record has as far as the loop knows
+	// (0: absent): the guard of the next write.
+	ModRev int64
+}
+
+// publishPlan says whether to write the candidate record, with which
+// guard, and why.
+type publishPlan struct {
+	Write bool
+	// Expect is the ModRevision the record must still have (0: absent).
+	Expect int64
+	Reason string
+	// Contested is true when another process wrote this node's record (a
+	// second vipd with the same node name): the loop backs off and says so.
+	Contested bool
+}
+
+// planPublish compares the record the loop wants in etcd with what etcd
+// has: the view's copy once the view has caught up with the loop's last
+// write, else the last write itself. So a record deleted behind the
+// loop's back (etcdctl del, a second process with this node name exiting)
+// is written again as soon as the view sees the delete, and a write is not
+// repeated while its own watch event is on the way.
+func planPublish(want election.Candidate, lease clientv3.LeaseID, rs recordState, v election.GroupState) publishPlan {
+	if lease == 0 {
+		return publishPlan{}
+	}
+	if !v.Synced || v.Rev < rs.ModRev {
+		if rs.Lease != lease || !candidateEqual(rs.Written, want) {
+			return publishPlan{Write: true, Expect: rs.ModRev, Reason: "record changed"}
+		}
+		return publishPlan{}
+	}
+	var rec *election.Candidate
+	for i := range v.Candidates {
+		if v.Candidates[i].Node == want.Node {
+			rec = &v.Candidates[i]
+			break
+		}
+	}
+	switch {
+	case rec == nil:
+		return publishPlan{Write: true, Expect: 0, Reason: "record missing in etcd"}
+	case clientv3.LeaseID(rec.Lease) != lease:
+		// On another lease: our previous one (it expired and the record
+		// with it is on its way out), or another process's.
+		contested := rs.Lease != 0 && clientv3.LeaseID(rec.Lease) != rs.Lease && rec.ModRev > rs.ModRev
+		return publishPlan{Write: true, Expect: rec.ModRev, Reason: "record on another lease", Contested: contested}
+	case !candidateEqual(*rec, want):
+		return publishPlan{Write: true, Expect: rec.ModRev, Reason: "record changed"}
+	}
+	return publishPlan{}
+}
+
+func candidateEqual(a, b election.Candidate) bool {
+	return a.Node == b.Node && a.Priority == b.Priority && a.State == b.State && a.Preempt == b.Preempt &&
+		a.PreemptDelay == b.PreemptDelay && a.Drained == b.Drained && slices.Equal(a.Failing, b.Failing)
+}

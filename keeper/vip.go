@@ -1,0 +1,423 @@
+package keeper
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/vipd/vipd/config"
+	"github.com/vipd/vipd/election"
+	"github.com/vipd/vipd/internal/clock"
+	"github.com/vipd/vipd/netif"
+)
+
+// VIPLinks is what a group needs of netif.Handle to put its VIPs on the
+// wire and take them off.
+type VIPLinks interface {
+	Bind(ifname string, p netip.Prefix, goneBy time.Time, o netif.AddrOptions) (netif.Binding, error)
+	Extend(ifname string, p netip.Prefix, goneBy time.Time, o netif.AddrOptions) (netif.Binding, error)
+	Unbind(ifname string, p netip.Prefix) (removed int, err error)
+	ProbeARP(ctx context.Context, ifname string, ips []netip.Addr, wait time.Duration) ([]netif.Conflict, error)
+}
+
+// AnnounceFunc sends one announcement round (GARP request + reply, or NA)
+// for ip on ifname, each frame only while gate is open.
+type AnnounceFunc func(ifname string, ip netip.Addr, gate netif.Gate) error
+
+// vips is one group's VIPs on this host: what is bound, under which lease,
+// until when the kernel may keep it, and the announcements. Owned by the
+// group loop; only the gate is read by the announcer goroutine.
+type vips struct {
+	clk      clock.Clock
+	log      *slog.Logger
+	obs      Observer
+	links    VIPLinks
+	announce AnnounceFunc
+	lease    leaseSource
+
+	// What may be on the host: bound, or being removed after a failed
+	// removal. Empty: provably nothing of ours.
+	iface string
+	set   map[netip.Prefix]netif.Binding // each address's last bind
+	on    clientv3.LeaseID               // the lease whose fence the lifetimes are under
+	// removing: a removal failed; the VIPs count as present until removed
+	// or until their kernel lifetime has run out.
+	removing bool
+
+	// gate is open while the VIPs are bound under a live fence; the
+	// announcer checks it before every frame.
+	gate atomic.Pointer[gateState]
+	ann  announcer
+}
+
+type gateState struct {
+	lease clientv3.LeaseID
+	// until is when the kernel may start removing a VIP.
+	until time.Time
+}
+
+// present reports whether a VIP of ours may be on the host.
+func (v *vips) present() bool { return len(v.set) > 0 }
+
+// bound reports whether the VIPs are bound as a holder's (not leftovers
+// being removed).
+func (v *vips) bound() bool { return v.present() && !v.removing }
+
+// ends is the latest time a lifetime set runs out.
+func (v *vips) ends() time.Time {
+	var t time.Time
+	for _, b := range v.set {
+		t = later(t, b.Ends())
+	}
+	return t
+}
+
+// goneBy is the latest time the kernel may still hold any of the VIPs
+// without a refresh.
+func (v *vips) goneBy() time.Time {
+	var t time.Time
+	for _, b := range v.set {
+		t = later(t, b.GoneBy())
+	}
+	return t
+}
+
+// expiresFrom is the earliest time the kernel may remove one of the VIPs
+// unless refreshed before.
+func (v *vips) expiresFrom() time.Time {
+	var t time.Time
+	for _, b := range v.set {
+		if e := b.ExpiresFrom(); t.IsZero() || e.Before(t) {
+			t = e
+		}
+	}
+	return t
+}
+
+func (v *vips) prefixes() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(v.set))
+	for p := range v.set {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	return out
+}
+
+// open reports whether an announcement frame may leave now: the VIPs are
+// bound, the kernel has not begun to remove them, and the fence of the
+// lease they are bound under is live. It is the announcer's gate.
+func (v *vips) open() bool {
+	g := v.gate.Load()
+	if g == nil {
+		return false
+	}
+	l := v.lease.Current()
+	now := v.clk.Now()
+	return l.ID == g.lease && l.Live(now) && now.Before(g.until)
+}
+
+// bindOutcome is what bind did.
+type bindOutcome int
+
+const (
+	bindOK bindOutcome = iota
+	// bindTooLate: no safe lifetime is left; nothing new was bound (bound
+	// VIPs keep their earlier, still safe, lifetime).
+	bindTooLate
+	// bindFenced: the fence passed before or during the call; the VIPs
+	// were taken off (or are being).
+	bindFenced
+	// bindFailed: a VIP could not be bound, or old ones removed (netlink
+	// error); the loop retries.
+	bindFailed
+)
+
+// bind makes sure cfg's VIPs are on cfg's interface under lease, with a
+// kernel lifetime that ends before the lease can expire at the server.
+// dirty forces the full path (an address event touched the VIPs).
+func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease, dirty bool) bindOutcome {
+	now := v.clk.Now()
+	if !lease.Live(now) {
+		v.unbind("fence deadline passed before binding")
+		return bindFenced
+	}
+	if v.present() && (v.iface != cfg.Interface || !slices.Equal(v.prefixes(), sortedPrefixes(cfg.Prefixes))) {
+		// A reload changed the interface or a prefix length: the old
+		// addresses go first.
+		if !v.unbind("interface or prefixes changed by a reload") {
+			return bindFailed
+		}
+	}
+	if v.removing {
+		// A removal was pending and the group holds again: bind anew.
+		v.removing, dirty = false, true
+	}
+	end := LifetimeEnd(lease.ServerExpiry)
+	lifetime, ok := netif.LifetimeUntil(now, end)
+	if v.present() && !dirty && v.on == lease.ID {
+		exp := v.expiresFrom()
+		extends := ok && now.Add(lifetime).After(exp.Add(250*time.Millisecond))
+		due := !now.Before(exp.Add(-refreshAhead))
+		if !extends && !due {
+			return bindOK
+		}
+	}
+	if !ok {
+		// The renewal came back too late to give the kernel a safe
+		// lifetime. Bound addresses keep their earlier (safe) one; new
+		// ones wait for the next renewal.
+		v.log.Debug("renewal too late for a safe kernel lifetime; not refreshing", "server_expiry_in", lease.ServerExpiry.Sub(now))
+		return bindTooLate
+	}
+	fresh := !v.present()
+	if fresh && cfg.GARP.Probe && len(cfg.Prefixes) > 0 && cfg.Prefixes[0].Addr().Is4() {
+		v.probe(ctx, cfg)
+		if ctx.Err() != nil {
+			return bindTooLate // stopping: do not add a VIP only to remove it
+		}
+	}
+	scope, err := netif.ParseScope(cfg.Scope)
+	if err != nil {
+		v.log.Error("bad scope; binding with the default", "err", err)
+	}
+	opts := netif.AddrOptions{Label: cfg.Label, Scope: scope}
+	refresh := v.present() && !dirty && v.on == lease.ID
+	out, added := bindOK, false
+	for _, p := range cfg.Prefixes {
+		var b netif.Binding
+		var err error
+		if refresh {
+			// A lifetime refresh of addresses we know are bound: one
+			// request each. Had the kernel dropped one, its address
+			// event marks the group dirty and the full path runs.
+			b, err = v.links.Extend(cfg.Interface, p, end, opts)
+		} else {
+			b, err = v.links.Bind(cfg.Interface, p, end, opts)
+		}
+		switch {
+		case errors.Is(err, netif.ErrLifetimeTooShort):
+			// A stall between the check above and the request: no safe
+			// lifetime left now.
+			out = max(out, bindTooLate)
+			continue
+		case err != nil:
+			v.log.Error("cannot bind VIP", "address", p, "interface", cfg.Interface, "err", err)
+			out = bindFailed
+			continue
+		}
+		// Record what is on the host at once, so whatever happens next
+		// still removes it.
+		if v.set == nil {
+			v.set = map[netip.Prefix]netif.Binding{}
+		}
+		v.iface, v.on, v.set[p] = cfg.Interface, lease.ID, b
+		added = added || b.Added
+	}
+	if fc := v.fenceCheck(); fc != bindOK {
+		return fc
+	}
+	if !v.present() {
+		return out
+	}
+	if fresh || added {
+		v.log.Info("VIP bound", "addresses", cfg.Addresses, "interface", cfg.Interface, "lifetime", lifetime)
+	}
+	v.gate.Store(&gateState{lease: v.on, until: v.expiresFrom()})
+	if added {
+		v.startAnnouncing(cfg)
+	}
+	return out
+}
+
+// fenceCheck runs after the netlink requests return: a stall inside them
+// may have let the fence pass, or set a lifetime that runs past
+// LifetimeEnd (counted from the request's end, it outlasts what peers
+// allow for). Either way the VIPs come off at once.
+func (v *vips) fenceCheck() bindOutcome {
+	if !v.present() {
+		return bindOK
+	}
+	now := v.clk.Now()
+	l := v.lease.Current()
+	switch {
+	case l.ID != v.on || !l.Live(now):
+		v.unbind("fence deadline passed during the bind")
+		return bindFenced
+	case v.ends().After(LifetimeEnd(l.ServerExpiry)):
+		v.unbind("the kernel lifetime set runs too long (the bind stalled)")
+		return bindFenced
+	}
+	return bindOK
+}
+
+// unbind takes every VIP off the host: announcements stop, then each
+// address is removed and confirmed gone (netif's Unbind looks on every
+// link). It reports true once nothing of ours can be left: every removal
+// confirmed, or the kernel lifetime set last certainly run out. Until
+// then the VIPs count as present and the group must not delete its keys.
+func (v *vips) unbind(reason string) bool {
+	v.gate.Store(nil)
+	v.ann.stop()
+	if !v.present() {
+		return true
+	}
+	ps := v.prefixes()
+	removed := 0
+	for _, p := range ps {
+		n, err := v.links.Unbind(v.iface, p)
+		if err != nil {
+			v.log.Error("cannot remove VIP", "address", p, "interface", v.iface, "err", err)
+			continue
+		}
+		removed += n
+		delete(v.set, p)
+	}
+	switch {
+	case !v.present():
+		v.log.Info("VIP removed", "addresses", prefixStrings(ps), "interface", v.iface, "reason", reason, "removed", removed)
+	case !v.clk.Now().Before(v.goneBy()):
+		v.log.Warn("VIP removal not confirmed, but its kernel lifetime has run out: it is gone", "addresses", prefixStrings(v.prefixes()), "interface", v.iface)
+		clear(v.set)
+	default:
+		v.removing = true
+		return false
+	}
+	v.iface, v.on, v.removing = "", 0, false
+	return true
+}
+
+// removeStray removes cfg's VIPs from the host where the group holds
+// nothing: an address added by hand, or left by a crash. It reports
+// whether they are provably gone; a failure is retried by the caller.
+func (v *vips) removeStray(cfg config.Group) bool {
+	ok := true
+	for _, p := range cfg.Prefixes {
+		if n, err := v.links.Unbind(cfg.Interface, p); err != nil {
+			v.log.Error("cannot remove a VIP this node does not hold", "address", p, "interface", cfg.Interface, "err", err)
+			ok = false
+		} else if n > 0 {
+			v.log.Warn("removed a VIP this node does not hold", "address", p, "interface", cfg.Interface)
+		}
+	}
+	return ok
+}
+
+// removalWait is how long to wait before retrying a failed removal: the
+// backoff, but never past the moment the kernel lifetime runs out (then
+// the VIP is gone by itself).
+func (v *vips) removalWait(backoff time.Duration) time.Duration {
+	if left := v.goneBy().Sub(v.clk.Now()); left > 0 && left < backoff {
+		return left
+	}
+	return backoff
+}
+
+// probe sends RFC 5227 ARP probes for the group's VIPs before the first
+// bind (garp.probe). A conflict is logged and counted, and the VIP is
+// bound anyway: etcd made this node the holder, and refusing would turn a
+// stray host into an outage (netif's doc.go has the policy).
+func (v *vips) probe(ctx context.Context, cfg config.Group) {
+	ips := make([]netip.Addr, 0, len(cfg.Prefixes))
+	for _, p := range cfg.Prefixes {
+		ips = append(ips, p.Addr())
+	}
+	conflicts, err := v.links.ProbeARP(ctx, cfg.Interface, ips, cfg.GARP.ProbeWait)
+	if err != nil {
+		v.log.Warn("ARP probe failed; binding without it", "interface", cfg.Interface, "err", err)
+	}
+	for _, c := range conflicts {
+		v.log.Warn("address conflict: another host answers for a VIP; binding it anyway because etcd made this node the holder, remove the stray address",
+			"address", c.IP, "other_mac", c.MAC.String(), "other_probing", c.Probing, "interface", cfg.Interface)
+		v.obs.Conflict(cfg.Name)
+	}
+}
+
+// startAnnouncing starts the group's GARP/NA schedule, replacing a running
+// one: the burst, then the refresh while the group holds.
+func (v *vips) startAnnouncing(cfg config.Group) {
+	if v.announce == nil {
+		return
+	}
+	v.ann.start(func(ctx context.Context) {
+		// One round: every VIP of the group; the metric counts each
+		// successful per-address send. A closed gate ends the round
+		// quietly: the loop is about to stop the schedule.
+		round := func() error {
+			var first error
+			for _, p := range cfg.Prefixes {
+				err := v.announce(cfg.Interface, p.Addr(), v.open)
+				switch {
+				case errors.Is(err, netif.ErrGateClosed):
+					return err
+				case err != nil:
+					first = cmpOr(first, err)
+				default:
+					v.obs.Announced(cfg.Name, p.Addr())
+				}
+			}
+			if first != nil && ctx.Err() == nil {
+				v.log.Warn("announcement failed", "err", first)
+			}
+			return first
+		}
+		_, _ = netif.Schedule(ctx, v.clk, cfg.GARP.Count, cfg.GARP.Interval, cfg.GARP.Refresh, round)
+	})
+}
+
+// announcer runs one announcement schedule at a time.
+type announcer struct {
+	cancel context.CancelFunc
+	wg     *sync.WaitGroup
+}
+
+func (a *announcer) start(run func(ctx context.Context)) {
+	a.stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	wg := &sync.WaitGroup{}
+	a.cancel, a.wg = cancel, wg
+	wg.Go(func() { run(ctx) })
+}
+
+// stop ends the running schedule and waits for it.
+func (a *announcer) stop() {
+	if a.cancel != nil {
+		a.cancel()
+		a.wg.Wait()
+		a.cancel, a.wg = nil, nil
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
+func sortedPrefixes(ps []netip.Prefix) []netip.Prefix {
+	out := slices.Clone(ps)
+	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	return out
+}
