@@ -71,11 +71,11 @@ func ms(d time.Duration) string {
 
 var targets = map[string]string{
 	"haproxy":      "outage max ≤ 0.5 s",
-	"stop":         "outage max ≤ 0.1 s (DESIGN: 50 ms)",
+	"stop":         "outage max ≤ 0.1 s (contract: 50 ms)",
 	"lan-carrier":  "outage ≤ lease TTL + 0.3 s = 3.3 s",
 	"lan-linkdown": "outage ≤ lease TTL + 0.3 s = 3.3 s",
 	"partition":    "0 ms two holders",
-	"handover":     "outage ≤ 0.1 s (DESIGN: 50 ms)",
+	"handover":     "outage ≤ 0.1 s (contract: 50 ms)",
 }
 
 func (r *report) markdown() string {

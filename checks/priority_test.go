@@ -22,7 +22,7 @@ func TestEffectivePriority(t *testing.T) {
 		wantFault   bool
 		wantFailing []string
 	}{
-		// The seed scenario (DESIGN.md): chk_haproxy weight 2, priorities 101|100.
+		// The seed scenario: chk_haproxy weight 2, priorities 101|100.
 		{"seed node1 haproxy up", 101, []Tracked{up("haproxy", 2)}, 103, false, nil},
 		{"seed node1 haproxy down", 101, []Tracked{down("haproxy", 2)}, 101, false, []string{"haproxy"}},
 		{"seed node2 haproxy up", 100, []Tracked{up("haproxy", 2)}, 102, false, nil},

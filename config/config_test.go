@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// seed is the DESIGN.md example for web-node-1.
+// seed is the starting contract's example for web-node-1 (docs/design.md: its keys keep working as written).
 const seed = `
 node: web-node-1
 etcd:

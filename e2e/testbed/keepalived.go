@@ -32,7 +32,7 @@ const (
 	// KeepalivedSeed is the seed's configuration (VRRPv2, advert_int 1,
 	// check interval 2).
 	KeepalivedSeed KeepalivedTuning = iota
-	// KeepalivedTuned is DESIGN.md's "tuned" column: VRRPv3, advert_int
+	// KeepalivedTuned is the bench's "tuned" column: VRRPv3, advert_int
 	// 0.1, check interval 1 (keepalived's smallest script interval), fall 1
 	// rise 1.
 	KeepalivedTuned

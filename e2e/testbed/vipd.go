@@ -12,7 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// VipdConfig is the node's vipd configuration, in DESIGN.md's schema.
+// VipdConfig is the node's vipd configuration (the seed scenario).
 func (n *Node) VipdConfig() string {
 	return fmt.Sprintf(`node: %s
 etcd:
