@@ -287,6 +287,20 @@ func decide(in Inputs, mem *Memory) Decision {
 	return Decision{Action: Acquire, State: state, Reason: fmt.Sprintf("vacant; rank %d", rank)}
 }
 
+// ReportedState is the state a group reports after a pass: MASTER exactly
+// while it holds a claim and its VIPs are bound (whatever the decision
+// hoped for: a bind may have failed, a removal may still be pending),
+// else what Decide said, but never MASTER.
+func ReportedState(decided election.State, bound, claimed bool) election.State {
+	switch {
+	case bound && claimed:
+		return election.StateMaster
+	case decided == election.StateMaster:
+		return election.StateBackup // won, but not bound yet
+	}
+	return decided
+}
+
 // blockedRecheck is how often a group waiting for an address claimed by
 // another group looks again.
 const blockedRecheck = time.Second

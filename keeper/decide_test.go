@@ -591,3 +591,25 @@ func TestNextRefresh(t *testing.T) {
 		}
 	}
 }
+
+func TestReportedState(t *testing.T) {
+	M, B, F := election.StateMaster, election.StateBackup, election.StateFault
+	cases := []struct {
+		decided        election.State
+		bound, claimed bool
+		want           election.State
+	}{
+		{M, true, true, M},
+		{M, false, true, B}, // won, bind failed or pending
+		{M, true, false, B}, // leftovers being removed, no claim
+		{B, true, true, M},  // bound under a claim is MASTER, whatever was hoped for
+		{F, false, false, F},
+		{F, true, true, M},
+		{B, false, false, B},
+	}
+	for _, c := range cases {
+		if got := ReportedState(c.decided, c.bound, c.claimed); got != c.want {
+			t.Errorf("ReportedState(%s, bound %v, claimed %v) = %s, want %s", c.decided, c.bound, c.claimed, got, c.want)
+		}
+	}
+}

@@ -425,13 +425,7 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 
 // report logs and exports the state, and runs its notify hook on a change.
 func (g *group) report(d Decision, prio int) {
-	state := d.State
-	switch {
-	case g.vips.bound() && g.held.Claim != nil:
-		state = election.StateMaster
-	case state == election.StateMaster:
-		state = election.StateBackup // won, but not bound yet
-	}
+	state := ReportedState(d.State, g.vips.bound(), g.held.Claim != nil)
 	g.env.obs.GroupState(g.cfg.Name, state, prio, g.vips.present())
 	g.mu.Lock()
 	from := g.state
