@@ -64,7 +64,9 @@ func TestGroupRenamedDuringRollingReload(t *testing.T) {
 	if err := n2.K.Reload(keepertest.Config(t, m.Endpoint, s2)); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	// Longer than a new group's first wait (the expiry grace: it has seen
+	// no graceful release yet), so VI_B on web-node-2 would have claimed.
+	time.Sleep(keeper.ExpiryGrace + time.Second)
 	rec.WaitFor(t, "web-node-1", 0) // still the only holder
 	s1.Group = "VI_B"
 	if err := n1.K.Reload(keepertest.Config(t, m.Endpoint, s1)); err != nil {

@@ -32,8 +32,8 @@ func TestFailedResignIsRetriedUntilTheKeyIsGone(t *testing.T) {
 		t.Fatalf("leader key %q: the failing resign was not sent", n)
 	}
 	h.until("leader key deleted", 10*time.Second, func() bool { n, _ := h.leader(); return n == "" })
-	if rule.hits != 3 {
-		t.Errorf("%d resigns failed, want 3 before the one that succeeded", rule.hits)
+	if n := h.kv.hits(rule); n != 3 {
+		t.Errorf("%d resigns failed, want 3 before the one that succeeded", n)
 	}
 	if n := h.count(h.keys.Addresses()); n != 0 {
 		t.Errorf("%d address claims left after the resign", n)
@@ -46,8 +46,8 @@ func TestLostAcquireAnswerThenHold(t *testing.T) {
 	h := newHarness(t, nil, "web-node-1", "")
 	rule := h.kv.add(&faultRule{match: "/leader", mode: "lose", times: 1})
 	h.hold()
-	if rule.hits != 1 {
-		t.Fatalf("the acquire was not the one that lost its answer (%d hits)", rule.hits)
+	if n := h.kv.hits(rule); n != 1 {
+		t.Fatalf("the acquire was not the one that lost its answer (%d hits)", n)
 	}
 	if _, rev := h.leader(); h.g.held.Claim == nil || h.g.held.Claim.CreateRev != rev {
 		t.Fatalf("holding with claim %+v, want the key's revision %d", h.g.held.Claim, rev)
@@ -58,8 +58,8 @@ func TestLostAcquireAnswerThenHold(t *testing.T) {
 // not stay on its live lease.
 func TestLostAcquireAnswerThenFaultResigns(t *testing.T) {
 	h := newHarness(t, nil, "web-node-1", "")
-	h.kv.add(&faultRule{match: "/leader", mode: "lose", times: 1})
-	h.until("acquire sent", 5*time.Second, func() bool { return h.g.held.Unsure })
+	rule := h.kv.add(&faultRule{match: "/leader", mode: "lose", times: 1})
+	h.until("acquire sent", 5*time.Second, func() bool { return h.kv.hits(rule) > 0 })
 	if n, _ := h.leader(); n != "web-node-1" {
 		t.Fatalf("the lost acquire did not commit (leader %q)", n)
 	}
@@ -78,8 +78,8 @@ func TestLostAcquireAnswerThenFaultResigns(t *testing.T) {
 // and deletes it, since it is in FAULT by then.
 func TestLateAcquireIsCleanedUp(t *testing.T) {
 	h := newHarness(t, nil, "web-node-1", "")
-	h.kv.add(&faultRule{match: "/leader", mode: "late", times: 1, delay: 300 * time.Millisecond})
-	h.until("acquire sent", 5*time.Second, func() bool { return h.g.held.Unsure })
+	rule := h.kv.add(&faultRule{match: "/leader", mode: "late", times: 1, delay: 300 * time.Millisecond})
+	h.until("acquire sent", 5*time.Second, func() bool { return h.kv.hits(rule) > 0 })
 	h.health.set(true)
 	h.until("uncertainty resolved", 5*time.Second, func() bool { return !h.g.held.Unsure })
 	// The late write lands now.

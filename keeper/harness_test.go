@@ -104,6 +104,13 @@ func (f *faultKV) add(r *faultRule) *faultRule {
 	return r
 }
 
+// hits reports how many requests r has affected.
+func (f *faultKV) hits(r *faultRule) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return r.hits
+}
+
 func (f *faultKV) clear() {
 	f.mu.Lock()
 	defer f.mu.Unlock()

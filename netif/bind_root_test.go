@@ -18,8 +18,12 @@ func TestUnbindFindsTheVIPOnARenamedLink(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
 	n, h := nsHandle(t)
+	// The handle caches interface lookups for linkCacheTTL; time that on a
+	// fake clock, so the removals below look the name up afresh.
+	clk := clock.NewFake(time.Now())
+	h.clk = clk
 	vip := netip.MustParsePrefix("10.99.8.15/24")
-	if _, err := h.Bind("va", vip, time.Now().Add(30*time.Second), AddrOptions{}); err != nil {
+	if _, err := h.Bind("va", vip, clk.Now().Add(30*time.Second), AddrOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// Rename va (links must be down to be renamed; an IPv4 address stays),
@@ -41,6 +45,7 @@ func TestUnbindFindsTheVIPOnARenamedLink(t *testing.T) {
 	if kernelAddr(t, n, "vx", vip) == nil {
 		t.Fatal("the VIP did not survive the rename")
 	}
+	clk.Advance(2 * linkCacheTTL)
 	removed, err := h.Unbind("va", vip)
 	if err != nil || removed != 1 {
 		t.Fatalf("Unbind(va) with va gone = %d, %v; want 1, nil", removed, err)
@@ -49,10 +54,11 @@ func TestUnbindFindsTheVIPOnARenamedLink(t *testing.T) {
 		t.Fatal("VIP still on the renamed link")
 	}
 
-	if _, err := h.Bind("vx", vip, time.Now().Add(30*time.Second), AddrOptions{}); err != nil {
+	if _, err := h.Bind("vx", vip, clk.Now().Add(30*time.Second), AddrOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	rename("vb", "va") // the name now points at another link
+	clk.Advance(2 * linkCacheTTL)
 	removed, err = h.Unbind("va", vip)
 	if err != nil || removed != 1 {
 		t.Fatalf("Unbind(va) with va another link = %d, %v; want 1, nil", removed, err)
