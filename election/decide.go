@@ -41,9 +41,10 @@ type Candidate struct {
 type Handover struct {
 	From string `json:"from"`
 	To   string `json:"to,omitempty"`
-	// CreateRev identifies the request (from the key's metadata): the
-	// holder carries out each request once.
-	CreateRev int64 `json:"-"`
+	// Rev identifies the request: the key's ModRevision (a new request
+	// rewrites the key, keeping its CreateRevision). The holder carries
+	// out each request once.
+	Rev int64 `json:"-"`
 }
 
 // Eligible reports whether c may stand for leadership.

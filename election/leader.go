@@ -159,20 +159,28 @@ type Released struct {
 }
 
 // Resign deletes every key of c that is still the one c created (leader
-// key and address keys, each guarded by its CreateRevision), and records
-// the release (Released) with the leader key's delete. Callers remove the
-// VIPs first. Success means no key of c remains, whether this call deleted
-// it or it was already gone; the guards make a retry, or a late duplicate,
-// harmless.
-func (l *Leadership) Resign(ctx context.Context, c Claim) error {
+// key and address keys, each guarded by its CreateRevision). With graceful
+// it also records the release (Released) with the leader key's delete: the
+// caller has confirmed its VIPs gone, and no earlier claim's VIP can be
+// left either (the caller's VIPs were bound under c only once the claim
+// before it was safely over, or c never bound and the claim before it
+// ended gracefully). Otherwise, a claim never bound must not be recorded:
+// its predecessor's VIP may still be on its way out. Callers
+// remove the VIPs first. Success means no key of c remains, whether this
+// call deleted it or it was already gone; the guards make a retry, or a
+// late duplicate, harmless.
+func (l *Leadership) Resign(ctx context.Context, c Claim, graceful bool) error {
 	mark, err := json.Marshal(Released{Node: l.Node, CreateRev: c.CreateRev})
 	if err != nil {
 		return fmt.Errorf("election: resign %s: %w", c.Group, err)
 	}
 	leader := l.Keys.Leader(c.Group)
 	guard := func(k string) clientv3.Cmp { return clientv3.Compare(clientv3.CreateRevision(k), "=", c.CreateRev) }
-	then := []clientv3.Op{clientv3.OpTxn([]clientv3.Cmp{guard(leader)},
-		[]clientv3.Op{clientv3.OpDelete(leader), clientv3.OpPut(l.Keys.Released(c.Group), string(mark))}, nil)}
+	onLeader := []clientv3.Op{clientv3.OpDelete(leader)}
+	if graceful {
+		onLeader = append(onLeader, clientv3.OpPut(l.Keys.Released(c.Group), string(mark)))
+	}
+	then := []clientv3.Op{clientv3.OpTxn([]clientv3.Cmp{guard(leader)}, onLeader, nil)}
 	for _, k := range l.addressKeys(c.Addrs) {
 		then = append(then, clientv3.OpTxn([]clientv3.Cmp{guard(k)}, []clientv3.Op{clientv3.OpDelete(k)}, nil))
 	}

@@ -77,7 +77,7 @@ func TestAcquireClaimsEveryAddress(t *testing.T) {
 	}
 
 	// Resign frees every key; B then wins.
-	if err := n1.Resign(ctx, r.Claim); err != nil {
+	if err := n1.Resign(ctx, r.Claim, true); err != nil {
 		t.Fatal(err)
 	}
 	if n := keyCount(t, cli, "/vipd/addresses/") + keyCount(t, cli, "/vipd/groups/A/leader"); n != 0 {
@@ -107,7 +107,7 @@ func TestResignIsGuardedPerKey(t *testing.T) {
 	if _, err := cli.Delete(ctx, keys.Leader("A")); err != nil {
 		t.Fatal(err)
 	}
-	if err := n1.Resign(ctx, r.Claim); err != nil {
+	if err := n1.Resign(ctx, r.Claim, true); err != nil {
 		t.Fatal(err)
 	}
 	if n := keyCount(t, cli, "/vipd/addresses/"); n != 0 {
@@ -123,7 +123,7 @@ func TestResignIsGuardedPerKey(t *testing.T) {
 	if err != nil || !r2.Won {
 		t.Fatal(r2, err)
 	}
-	if err := n1.Resign(ctx, r.Claim); err != nil {
+	if err := n1.Resign(ctx, r.Claim, true); err != nil {
 		t.Fatal(err)
 	}
 	own, err := n2.Inspect(ctx, "A", []netip.Addr{a})
@@ -247,15 +247,15 @@ func TestViewMirrorsAddressClaims(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	st := v.Group("B", []netip.Addr{a})
-	if got := st.Addresses[0]; got.Node != "n1" || got.Group != "A" || got.CreateRev != r.Claim.CreateRev || got.Lease != l1 {
+	if got := st.Addresses[a]; got.Node != "n1" || got.Group != "A" || got.CreateRev != r.Claim.CreateRev || got.Lease != l1 {
 		t.Fatalf("view's claim of %v = %+v", a, got)
 	}
-	if err := n1.Resign(ctx, r.Claim); err != nil {
+	if err := n1.Resign(ctx, r.Claim, true); err != nil {
 		t.Fatal(err)
 	}
 	waitFor("A") // the delete wakes the group the claim named
-	if st := v.Group("B", []netip.Addr{a}); st.Addresses[0].Present() {
-		t.Fatalf("claim still seen after resign: %+v", st.Addresses[0])
+	if st := v.Group("B", []netip.Addr{a}); st.Addresses[a].Present() {
+		t.Fatalf("claim still seen after resign: %+v", st.Addresses[a])
 	}
 }
 
@@ -263,17 +263,19 @@ type clockReal = clock.Real
 
 func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// The view tells a graceful release (Resign: VIPs gone, then the keys,
-// with a released record) from a vacancy by lease expiry or revoke, whose
-// old holder may still have its VIP until the kernel removes it.
-func TestViewTellsGracefulReleaseFromExpiry(t *testing.T) {
+// The view tells, for a new claim, how the one before it ended: a
+// graceful release (Resign with graceful: the VIPs were bound and then
+// confirmed gone), or anything else — an expiry or revoke, a resign of a
+// claim that never bound, a claim the view never saw end.
+func TestViewTellsHowThePriorClaimEnded(t *testing.T) {
 	cli := etcdtest.Start(t).Client(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	n1 := newLeadership(t, cli, "n1")
+	n1, n2 := newLeadership(t, cli, "n1"), newLeadership(t, cli, "n2")
 	a := netip.MustParseAddr("10.0.0.1")
 	addrs := []netip.Addr{a}
-	v := NewView(cli, Keys{Prefix: "/vipd"}, clockReal{}, discardLog(), func(string) {})
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	v := NewView(cli, Keys{Prefix: "/vipd"}, clk, discardLog(), func(string) {})
 	done := make(chan struct{})
 	go func() { defer close(done); v.Run(ctx) }()
 	defer func() { cancel(); <-done }()
@@ -290,38 +292,61 @@ func TestViewTellsGracefulReleaseFromExpiry(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	rev := func() int64 {
-		resp, err := cli.Get(ctx, "/x")
-		if err != nil {
-			t.Fatal(err)
+	listed := clk.Now()
+	acquire := func(l *Leadership, lease clientv3.LeaseID) Claim {
+		t.Helper()
+		r, err := l.Acquire(ctx, "A", addrs, lease)
+		if err != nil || !r.Won {
+			t.Fatal(r, err)
 		}
-		return resp.Header.Revision
-	}
-	if st := waitRev(rev()); st.Released {
-		t.Fatal("a group never seen claimed counts as released")
+		waitRev(r.Claim.CreateRev)
+		return r.Claim
 	}
 
-	l1 := grant(t, cli)
-	r, err := n1.Acquire(ctx, "A", addrs, l1)
-	if err != nil || !r.Won {
-		t.Fatal(r, err)
+	// The first claim: the view never saw anything end; counted from the
+	// listing, not graceful.
+	c1 := acquire(n1, grant(t, cli))
+	if st := v.Group("A", addrs); st.Prior.Graceful || !st.Prior.At.Equal(listed) {
+		t.Fatalf("first claim's prior %+v, want not graceful, at the listing %v", st.Prior, listed)
 	}
-	if err := n1.Resign(ctx, r.Claim); err != nil {
+	clk.Advance(time.Second)
+	if err := n1.Resign(ctx, c1, true); err != nil {
 		t.Fatal(err)
 	}
-	if st := waitRev(rev()); !st.Released {
-		t.Fatalf("after a resign: %+v, want Released", st)
+	resigned := clk.Now()
+	clk.Advance(time.Second)
+	acquire(n2, grant(t, cli))
+	if st := v.Group("A", addrs); !st.Prior.Graceful || !st.Prior.At.Equal(resigned) {
+		t.Fatalf("after a graceful resign: prior %+v, want graceful at %v", st.Prior, resigned)
 	}
 
-	l2 := grant(t, cli)
-	r, err = n1.Acquire(ctx, "A", addrs, l2)
-	if err != nil || !r.Won {
-		t.Fatal(r, err)
-	}
-	if _, err := cli.Revoke(ctx, l2); err != nil { // as an expiry
+	// A claim that expires (its lease revoked): not graceful.
+	l3 := grant(t, cli)
+	st := v.Group("A", addrs)
+	if err := n2.Resign(ctx, Claim{Group: "A", CreateRev: st.Leader.CreateRev, Lease: st.Leader.Lease, Addrs: addrs}, true); err != nil {
 		t.Fatal(err)
 	}
-	if st := waitRev(rev()); st.Released || st.Leader.Present {
-		t.Fatalf("after the lease went: %+v, want vacant and not Released", st)
+	acquire(n1, l3)
+	clk.Advance(time.Second)
+	if _, err := cli.Revoke(ctx, l3); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ := cli.Get(ctx, "/x")
+	waitRev(resp.Header.Revision)
+	expired := clk.Now()
+	clk.Advance(time.Second)
+	c4 := acquire(n2, grant(t, cli))
+	if st := v.Group("A", addrs); st.Prior.Graceful || !st.Prior.At.Equal(expired) {
+		t.Fatalf("after an expiry: prior %+v, want not graceful at %v", st.Prior, expired)
+	}
+
+	// A resign of a claim that never bound (graceful false) passes on
+	// nothing: not graceful.
+	if err := n2.Resign(ctx, c4, false); err != nil {
+		t.Fatal(err)
+	}
+	acquire(n1, grant(t, cli))
+	if st := v.Group("A", addrs); st.Prior.Graceful {
+		t.Fatalf("after a resign of a claim never bound: prior %+v, want not graceful", st.Prior)
 	}
 }

@@ -3,9 +3,12 @@ package election
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -28,15 +31,15 @@ type GroupState struct {
 	Candidates []Candidate
 	// Handover is a pending planned switchover, nil if none.
 	Handover *Handover
-	// Addresses[i] is the claim of the i-th address asked for (zero:
-	// unclaimed).
-	Addresses []AddressClaim
-	// Released is true when the group is vacant and the view saw the last
-	// claim of its leader key and of each address asked for end in a
-	// graceful release (Leadership.Resign, which deletes only after the
-	// VIPs are gone). False without that proof: after an expiry, a revoke
-	// without resign, a delete by hand, or a claim the view never saw.
-	Released bool
+	// Addresses holds the claim of each address asked for that is
+	// claimed; an address absent from it is unclaimed.
+	Addresses map[netip.Addr]AddressClaim
+	// Prior is, while a leader key is present, the vacancy its claim
+	// replaced: the latest end of an earlier claim of the leader key or
+	// of any address claimed with it, as this view saw it (see Vacancy).
+	// A node that has just won a claim binds only once that vacancy is
+	// graceful or old enough (keeper.ExpiryGrace).
+	Prior Vacancy
 	// Rev is the etcd revision this state reflects.
 	Rev int64
 	// Synced is false until the first full listing has been applied, and
@@ -44,13 +47,36 @@ type GroupState struct {
 	Synced bool
 }
 
+// Vacancy is the end of a claim as a view saw it: when the view saw the
+// key go (on its own clock), and whether a graceful release (Resign: the
+// VIPs were confirmed gone before the keys) ended it. A vacancy the view
+// did not see (it happened before the view's last listing) counts as not
+// graceful, seen at the listing.
+type Vacancy struct {
+	At       time.Time
+	Graceful bool
+}
+
+// ended records the end of one key's claim.
+type ended struct {
+	Vacancy
+	rev       int64 // the revision that deleted the key
+	createRev int64 // the claim's create revision
+	group     string
+}
+
 type groupView struct {
 	leader     LeaderInfo
 	candidates map[string]Candidate
 	handover   *Handover
-	// leaderRev is the CreateRev of the last leader key seen (kept after
-	// it is deleted); releasedRev the claim named by the released record.
-	leaderRev, releasedRev int64
+	// vacated is how the last leader key ended; prior how the one before
+	// the current leader key ended (recorded at its creation).
+	vacated ended
+	prior   Vacancy
+	// released is the last graceful release recorded for the group.
+	released struct{ rev, createRev int64 }
+	// lastAddrs are the addresses last claimed for the group.
+	lastAddrs map[netip.Addr]struct{}
 }
 
 // Re-listing after a failed list or watch backs off from relistMin,
@@ -85,28 +111,52 @@ type View struct {
 	groups  map[string]*groupView
 	drained map[string]bool
 	addrs   map[netip.Addr]AddressClaim
-	// addrLast is the last claim seen of each address, kept after the
-	// claim is deleted, to tell a graceful release from an expiry.
-	addrLast map[netip.Addr]AddressClaim
+	// addrEnded is how each address's last claim ended; addrPrior how the
+	// claim before the current one ended (recorded at its creation).
+	addrEnded map[netip.Addr]ended
+	addrPrior map[netip.Addr]Vacancy
+	// byGroup indexes the current claims by the group they name.
+	byGroup map[string]map[netip.Addr]struct{}
+	// listedAt is when the last listing was applied: vacancies before it
+	// were not seen.
+	listedAt time.Time
 	wonAt    map[string]time.Time // node -> when the watch last saw it create a leader key
 }
 
 // NewView returns a view; Run starts it.
 func NewView(cli *clientv3.Client, keys Keys, clk clock.Clock, log *slog.Logger, onChange func(group string)) *View {
-	return &View{cli: cli, keys: keys, clk: clk, log: log, onChange: onChange, groups: map[string]*groupView{}, drained: map[string]bool{}, addrs: map[netip.Addr]AddressClaim{}, addrLast: map[netip.Addr]AddressClaim{}, wonAt: map[string]time.Time{}}
+	v := &View{cli: cli, keys: keys, clk: clk, log: log, onChange: onChange, wonAt: map[string]time.Time{}}
+	v.resetLocked()
+	return v
+}
+
+// resetLocked forgets everything but LastWin, before a listing.
+func (v *View) resetLocked() {
+	v.groups = map[string]*groupView{}
+	v.drained = map[string]bool{}
+	v.addrs = map[netip.Addr]AddressClaim{}
+	v.addrEnded = map[netip.Addr]ended{}
+	v.addrPrior = map[netip.Addr]Vacancy{}
+	v.byGroup = map[string]map[netip.Addr]struct{}{}
+	v.listedAt = v.clk.Now()
 }
 
 // Group returns a copy of group's state, with the claims of addrs.
 func (v *View) Group(name string, addrs []netip.Addr) GroupState {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	st := GroupState{Rev: v.rev, Synced: v.synced, Addresses: make([]AddressClaim, len(addrs))}
-	for i, a := range addrs {
-		st.Addresses[i] = v.addrs[a.Unmap()]
+	st := GroupState{Rev: v.rev, Synced: v.synced, Addresses: make(map[netip.Addr]AddressClaim, len(addrs))}
+	for _, a := range addrs {
+		a = a.Unmap()
+		if c, ok := v.addrs[a]; ok {
+			st.Addresses[a] = c
+		}
 	}
-	st.Released = v.releasedLocked(name, addrs)
 	if g := v.groups[name]; g != nil {
 		st.Leader = g.leader
+		if g.leader.Present {
+			st.Prior = v.priorLocked(g, addrs)
+		}
 		if g.handover != nil {
 			h := *g.handover
 			st.Handover = &h
@@ -118,27 +168,68 @@ func (v *View) Group(name string, addrs []netip.Addr) GroupState {
 	return st
 }
 
-// releasedLocked reports whether group's vacancy comes from graceful
-// releases only (GroupState.Released).
-func (v *View) releasedLocked(name string, addrs []netip.Addr) bool {
-	g := v.groups[name]
-	if g == nil || g.leader.Present || g.leaderRev == 0 || g.releasedRev != g.leaderRev {
-		return false
+// Claims returns the addresses claimed for group by node on lease, sorted.
+func (v *View) Claims(group, node string, lease clientv3.LeaseID) []netip.Addr {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []netip.Addr
+	for ip := range v.byGroup[group] {
+		if a := v.addrs[ip]; a.Node == node && a.Lease == lease {
+			out = append(out, ip)
+		}
 	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// OwnKeys returns, for every group, the addresses node has claimed on
+// lease and whether it has a leader key or a candidate record there: what
+// this node holds in etcd, so it can find keys of groups it no longer runs.
+func (v *View) OwnKeys(node string, lease clientv3.LeaseID) map[string][]netip.Addr {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := map[string][]netip.Addr{}
+	if lease == 0 || !v.synced {
+		return out
+	}
+	for name, g := range v.groups {
+		if (g.leader.Present && g.leader.Node == node && g.leader.Lease == lease) ||
+			(g.candidates[node].Node == node && clientv3.LeaseID(g.candidates[node].Lease) == lease) {
+			out[name] = out[name]
+		}
+	}
+	for ip, a := range v.addrs {
+		if a.Node == node && a.Lease == lease && a.Group != "" {
+			out[a.Group] = append(out[a.Group], ip)
+		}
+	}
+	for _, ips := range out {
+		slices.SortFunc(ips, netip.Addr.Compare)
+	}
+	return out
+}
+
+// priorLocked combines the vacancy the current leader key replaced with
+// those of the addresses (of addrs) claimed with it: the latest, graceful
+// only if all were.
+func (v *View) priorLocked(g *groupView, addrs []netip.Addr) Vacancy {
+	p := g.prior
 	for _, a := range addrs {
 		a = a.Unmap()
-		if v.addrs[a].Present() {
-			return false
+		c, ok := v.addrs[a]
+		if !ok || c.CreateRev != g.leader.CreateRev {
+			continue
 		}
-		last, seen := v.addrLast[a]
+		ap, seen := v.addrPrior[a]
 		if !seen {
-			return false
+			ap = Vacancy{At: v.listedAt}
 		}
-		if lg := v.groups[last.Group]; lg == nil || lg.releasedRev != last.CreateRev {
-			return false
+		if ap.At.After(p.At) {
+			p.At = ap.At
 		}
+		p.Graceful = p.Graceful && ap.Graceful
 	}
-	return true
+	return p
 }
 
 // LastWin returns when the watch last saw node create a leader key (take
@@ -195,10 +286,7 @@ func (v *View) list(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	v.mu.Lock()
-	v.groups = map[string]*groupView{}
-	v.drained = map[string]bool{}
-	v.addrs = map[netip.Addr]AddressClaim{}
-	v.addrLast = map[netip.Addr]AddressClaim{}
+	v.resetLocked()
 	for _, kv := range resp.Kvs {
 		v.applyLocked(mvccpb.PUT, kv)
 	}
@@ -210,8 +298,19 @@ func (v *View) list(ctx context.Context) (int64, error) {
 }
 
 // progressEvery is how often the view asks its member for a progress
-// notification on the watch stream.
-const progressEvery = time.Second
+// notification on the watch stream; after staleAfter requests without any
+// answer on the stream the watch counts as stalled and the view re-lists.
+// A watch can stall silently (its member defragmenting, its disk stuck, cut
+// from the quorum without noticing yet) while the node's other requests
+// reach healthy members; a claim won then could never be confirmed.
+const (
+	progressEvery = time.Second
+	staleAfter    = 3
+)
+
+// errWatchStalled: the watch stream answered none of several progress
+// requests.
+var errWatchStalled = errors.New("election: watch stalled: no answer to progress requests")
 
 func (v *View) watch(ctx context.Context, fromRev int64) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -226,6 +325,8 @@ func (v *View) watch(ctx context.Context, fromRev int64) error {
 	// member's TCP retransmission backoff, seconds after the heal.
 	progressDone := make(chan struct{})
 	defer func() { cancel(); <-progressDone }()
+	var unanswered atomic.Int32 // progress requests since the stream last said anything
+	var stalled atomic.Bool
 	go func() {
 		defer close(progressDone)
 		t := v.clk.NewTimer(progressEvery)
@@ -235,12 +336,18 @@ func (v *View) watch(ctx context.Context, fromRev int64) error {
 			case <-wctx.Done():
 				return
 			case <-t.C():
+				if unanswered.Add(1) > staleAfter {
+					stalled.Store(true)
+					cancel()
+					return
+				}
 				_ = v.cli.RequestProgress(wctx) // best effort; the watch reports failures
 				t.Reset(progressEvery)
 			}
 		}
 	}()
 	for resp := range wch {
+		unanswered.Store(0)
 		if err := resp.Err(); err != nil {
 			return err
 		}
@@ -284,6 +391,9 @@ func (v *View) watch(ctx context.Context, fromRev int64) error {
 			}
 		}
 	}
+	if stalled.Load() {
+		return errWatchStalled
+	}
 	return ctx.Err()
 }
 
@@ -296,9 +406,22 @@ func (v *View) applyLocked(t mvccpb.Event_EventType, kv *mvccpb.KeyValue) (strin
 	switch kind {
 	case KeyAddress:
 		ip, _ := v.keys.ParseAddress(key)
-		prev := v.addrs[ip]
+		prev, had := v.addrs[ip]
+		if had {
+			delete(v.byGroup[prev.Group], ip)
+			if len(v.byGroup[prev.Group]) == 0 {
+				delete(v.byGroup, prev.Group)
+			}
+		}
 		if t == mvccpb.DELETE {
 			delete(v.addrs, ip)
+			if had {
+				e := ended{Vacancy: Vacancy{At: v.clk.Now()}, rev: kv.ModRevision, createRev: prev.CreateRev, group: prev.Group}
+				if g := v.groups[prev.Group]; g != nil {
+					e.Graceful = g.released.rev == e.rev && g.released.createRev == e.createRev
+				}
+				v.addrEnded[ip] = e
+			}
 			return prev.Group, kind
 		}
 		a := parseAddressClaim(kv)
@@ -308,7 +431,28 @@ func (v *View) applyLocked(t mvccpb.Event_EventType, kv *mvccpb.KeyValue) (strin
 			// honoured: it is not vipd's to delete.
 			v.log.Warn("address claim without a lease; the address stays blocked until an operator deletes the key", "key", key)
 		}
-		v.addrs[ip], v.addrLast[ip] = a, a
+		if !had || prev.CreateRev != a.CreateRev {
+			// A new claim: remember how the one before it ended.
+			if e, seen := v.addrEnded[ip]; seen {
+				v.addrPrior[ip] = e.Vacancy
+			} else {
+				v.addrPrior[ip] = Vacancy{At: v.listedAt}
+			}
+		}
+		v.addrs[ip] = a
+		if v.byGroup[a.Group] == nil {
+			v.byGroup[a.Group] = map[netip.Addr]struct{}{}
+		}
+		v.byGroup[a.Group][ip] = struct{}{}
+		g := v.groups[a.Group]
+		if g == nil {
+			g = &groupView{candidates: map[string]Candidate{}}
+			v.groups[a.Group] = g
+		}
+		if g.lastAddrs == nil {
+			g.lastAddrs = map[netip.Addr]struct{}{}
+		}
+		g.lastAddrs[ip] = struct{}{}
 		return a.Group, kind
 	case KeyUnknown:
 		v.log.Debug("ignoring unknown key", "key", key)
@@ -329,18 +473,39 @@ func (v *View) applyLocked(t mvccpb.Event_EventType, kv *mvccpb.KeyValue) (strin
 	switch kind {
 	case KeyLeader:
 		if t == mvccpb.DELETE {
+			if g.leader.Present {
+				g.vacated = ended{Vacancy: Vacancy{At: v.clk.Now()}, rev: kv.ModRevision, createRev: g.leader.CreateRev, group: group}
+				g.vacated.Graceful = g.released.rev == g.vacated.rev && g.released.createRev == g.vacated.createRev
+			}
 			g.leader = LeaderInfo{}
-		} else {
-			g.leader = leaderInfo(kv)
-			g.leaderRev = kv.CreateRevision
+			break
 		}
+		if !g.leader.Present || g.leader.CreateRev != kv.CreateRevision {
+			// A new claim: remember how the one before it ended.
+			g.prior = Vacancy{At: v.listedAt}
+			if g.vacated.rev != 0 {
+				g.prior = g.vacated.Vacancy
+			}
+		}
+		g.leader = leaderInfo(kv)
 	case KeyReleased:
 		var r Released
 		if t == mvccpb.DELETE || json.Unmarshal(kv.Value, &r) != nil {
-			g.releasedRev = 0
+			g.released.rev, g.released.createRev = 0, 0
 			break
 		}
-		g.releasedRev = r.CreateRev
+		g.released.rev, g.released.createRev = kv.ModRevision, r.CreateRev
+		// The release and the deletes it records share a revision; the
+		// deletes may have been applied first.
+		if g.vacated.rev == kv.ModRevision && g.vacated.createRev == r.CreateRev {
+			g.vacated.Graceful = true
+		}
+		for ip := range g.lastAddrs {
+			if e := v.addrEnded[ip]; e.rev == kv.ModRevision && e.createRev == r.CreateRev && e.group == group {
+				e.Graceful = true
+				v.addrEnded[ip] = e
+			}
+		}
 	case KeyCandidate:
 		if t == mvccpb.DELETE {
 			delete(g.candidates, node)
@@ -379,7 +544,7 @@ func (v *View) applyLocked(t mvccpb.Event_EventType, kv *mvccpb.KeyValue) (strin
 			g.handover = nil
 			break
 		}
-		h.CreateRev = kv.CreateRevision
+		h.Rev = kv.ModRevision
 		g.handover = &h
 	}
 	return group, kind

@@ -157,6 +157,8 @@ func TestProbeBeforeBind(t *testing.T) {
     garp: {count: 1, interval: 10ms, probe: true, probe_wait: 30ms}
 `, nil)
 	rec.WaitFor(t, "web-node-1", 10*time.Second)
+	// The recorder flips with the first address; wait for the second.
+	waitUntil(t, "both VIPs added", func() bool { c, _, _ := host.snapshot(); return len(c) >= 3 })
 	calls, probes, opts := host.snapshot()
 	if len(probes) != 1 || probes[0] != "eth0 [192.168.20.15 192.168.20.16] 30ms" {
 		t.Errorf("probes %q, want one for both VIPs with the configured 30ms", probes)

@@ -35,13 +35,18 @@ const (
 	// Release: remove the VIPs and, once they are provably gone, delete
 	// the claim's keys, retrying until they are gone.
 	Release
+	// Await: a claim just won (or found) is held without binding until
+	// the view has caught up with it and the vacancy it replaced is
+	// known to be safe: a graceful release, or an end older than
+	// ExpiryGrace.
+	Await
 	// Leave: a group removed by a reload that holds nothing: delete its
 	// candidate record, then stop.
 	Leave
 )
 
 func (a Action) String() string {
-	return [...]string{"idle", "acquire", "inspect", "hold", "drop", "forget", "release", "leave"}[a]
+	return [...]string{"idle", "acquire", "inspect", "hold", "drop", "forget", "release", "await", "leave"}[a]
 }
 
 // Held is what a group loop holds in etcd, as far as it knows.
@@ -53,11 +58,22 @@ type Held struct {
 	// before the VIPs are bound again.
 	Lapsed bool
 	// Unsure: an Acquire's answer was lost, so the keys may exist. Nothing
-	// else happens until Inspect says.
-	Unsure bool
+	// else happens until Inspect says. UnsureAddrs are the addresses it
+	// was sent with.
+	Unsure      bool
+	UnsureAddrs []netip.Addr
 	// Partial: Inspect found keys of this node's that do not make a whole
 	// claim (one deleted by hand, say); they must be deleted.
 	Partial bool
+	// Fresh: the claim was won or found and its VIPs never bound yet:
+	// they may be bound only once the vacancy it replaced is safe (Await).
+	// FreshSince is when.
+	Fresh      bool
+	FreshSince time.Time
+	// Resigning: a resign of the claim was sent (its answer may have been
+	// lost and it may land late): the claim is never held again, only
+	// released.
+	Resigning bool
 	// Resigned is the CreateRev of the last claim this loop deleted, so a
 	// view that has not caught up with the delete is not taken for keys
 	// of ours left behind.
@@ -84,7 +100,7 @@ type Memory struct {
 	// lease expires.
 	Snubbed   string
 	SnubUntil time.Time
-	// HandoverDone is the CreateRev of the handover request this node has
+	// HandoverDone is the Rev of the handover request this node has
 	// carried out: it releases once per request, and reclaims (if the
 	// target never claims) without releasing again.
 	HandoverDone int64
@@ -100,8 +116,9 @@ type Inputs struct {
 	// Ready is false until every tracked check has a first result and the
 	// interface state is known; a node that is not ready does not campaign.
 	Ready bool
-	// View is the group's keys as last seen. Its Addresses are the claims
-	// of the held claim's addresses if there is a claim, else of Addrs.
+	// View is the group's keys as last seen. Its Addresses cover the
+	// configured addresses, the held claim's, and every address claimed
+	// for this group by this node on its lease (Watched).
 	View election.GroupState
 	// Addrs are the group's configured addresses: what a claim must cover.
 	Addrs []netip.Addr
@@ -163,7 +180,7 @@ func observe(in Inputs) Memory {
 	if !in.Now.Before(m.SnubUntil) {
 		m.Snubbed, m.SnubUntil = "", time.Time{}
 	}
-	if v.Synced && m.HandoverDone != 0 && (v.Handover == nil || v.Handover.CreateRev != m.HandoverDone) {
+	if v.Synced && m.HandoverDone != 0 && (v.Handover == nil || v.Handover.Rev != m.HandoverDone) {
 		m.HandoverDone = 0 // the request is gone (its hold time ended)
 	}
 	return m
@@ -187,6 +204,11 @@ func decide(in Inputs, mem *Memory) Decision {
 		}
 		if !in.Lease.Live(in.Now) {
 			return Decision{Action: Drop, State: state, Reason: "fence deadline passed without a lease renewal"}
+		}
+		if h.Resigning {
+			// A resign was sent: it may land any time, so the claim is
+			// never held again.
+			return Decision{Action: Release, State: state, Reason: "finishing a release"}
 		}
 		// 2. What etcd says.
 		if h.Partial {
@@ -213,9 +235,9 @@ func decide(in Inputs, mem *Memory) Decision {
 			}
 			return Decision{Action: Release, State: state, Reason: reason}
 		}
-		if hv := in.View.Handover; hv != nil && hv.From == self.Node && hv.CreateRev != mem.HandoverDone {
+		if hv := in.View.Handover; hv != nil && hv.From == self.Node && hv.Rev != mem.HandoverDone {
 			if target, ok := election.HandoverTarget(hv, in.View.Candidates); ok {
-				mem.HandoverDone = hv.CreateRev
+				mem.HandoverDone = hv.Rev
 				return Decision{Action: Release, State: election.StateBackup, Reason: "planned handover to " + target}
 			}
 		}
@@ -228,7 +250,13 @@ func decide(in Inputs, mem *Memory) Decision {
 				return Decision{Action: Release, State: election.StateBackup,
 					Reason: fmt.Sprintf("preempted by %s (priority %d > %d)", ch.Node, ch.Priority, self.Priority)}
 			}
+			if d, await := awaitFresh(in); await {
+				return d
+			}
 			return Decision{Action: Hold, State: election.StateMaster, Reason: "holder; preempt delay running", Wake: min(wait, in.Lease.Deadline.Sub(in.Now))}
+		}
+		if d, await := awaitFresh(in); await {
+			return d
 		}
 		return Decision{Action: Hold, State: election.StateMaster, Reason: "holder", Wake: in.Lease.Deadline.Sub(in.Now)}
 	}
@@ -262,18 +290,7 @@ func decide(in Inputs, mem *Memory) Decision {
 		return Decision{Action: Idle, State: state, Reason: "vacant; waiting for this node's candidate record to be visible"}
 	}
 	rank := election.RankWithHandover(self, in.View.Candidates, in.View.Handover)
-	open := mem.VacantSince
-	if !in.View.Released {
-		// No proof that the last holder removed its VIPs before its keys
-		// went (its lease expired, say): the kernel may still be about to
-		// remove them there. The whole schedule waits that out, so the
-		// ranks still claim in order.
-		open = open.Add(ExpiryGrace)
-		if in.Now.Before(open) {
-			return Decision{Action: Idle, State: state, Reason: fmt.Sprintf("vacant without a graceful release; rank %d waiting out the old holder's kernel expiry lag", rank), Wake: open.Sub(in.Now)}
-		}
-	}
-	due := election.VacancyDue(open, in.BetterWonAt, rank, in.BackoffStep)
+	due := election.VacancyDue(mem.VacantSince, in.BetterWonAt, rank, in.BackoffStep)
 	if in.Now.Before(due) {
 		return Decision{Action: Idle, State: state, Reason: fmt.Sprintf("vacant; rank %d backing off", rank), Wake: due.Sub(in.Now)}
 	}
@@ -301,6 +318,40 @@ func ReportedState(decided election.State, bound, claimed bool) election.State {
 	return decided
 }
 
+// awaitFresh says whether a fresh claim must wait before its VIPs are
+// bound: until the view has caught up with the claim (it then knows the
+// vacancy the claim replaced, whatever the view showed when the loop
+// decided to acquire: a stale view may have shown an older vacancy), and,
+// unless that vacancy was a graceful release, until ExpiryGrace after the
+// view saw it, by which time the previous holder's kernel has removed its
+// VIP (docs/design.md §2.3).
+func awaitFresh(in Inputs) (Decision, bool) {
+	c := in.Held.Claim
+	if !in.Held.Fresh {
+		return Decision{}, false
+	}
+	if !in.View.Synced || in.View.Rev < c.CreateRev {
+		if in.Now.Sub(in.Held.FreshSince) >= awaitViewMax {
+			// The watch does not deliver (it re-lists when it stalls, so
+			// this is rare): a claim this node cannot confirm helps nobody.
+			return Decision{Action: Release, State: election.StateBackup, Reason: "won, but the view did not catch up with the claim"}, true
+		}
+		return Decision{Action: Await, State: election.StateBackup, Reason: "won; waiting for the view to catch up with the claim",
+			Wake: awaitViewMax - in.Now.Sub(in.Held.FreshSince)}, true
+	}
+	if p := in.View.Prior; !p.Graceful {
+		if open := p.At.Add(ExpiryGrace); in.Now.Before(open) {
+			return Decision{Action: Await, State: election.StateBackup, Wake: open.Sub(in.Now),
+				Reason: "won a group vacated without a graceful release; waiting out the previous holder's kernel expiry lag"}, true
+		}
+	}
+	return Decision{}, false
+}
+
+// awaitViewMax bounds how long a fresh claim waits for the view to catch
+// up with it before it is given up.
+const awaitViewMax = 10 * time.Second
+
 // blockedRecheck is how often a group waiting for an address claimed by
 // another group looks again.
 const blockedRecheck = time.Second
@@ -314,9 +365,9 @@ func claimLost(v election.GroupState, c election.Claim) (bool, string) {
 	if !v.Leader.Present || v.Leader.CreateRev != c.CreateRev {
 		return true, "leader key deleted or replaced"
 	}
-	for i, a := range v.Addresses {
-		if i < len(c.Addrs) && a.CreateRev != c.CreateRev {
-			return true, fmt.Sprintf("claim of address %v deleted or replaced", c.Addrs[i])
+	for _, a := range c.Addrs {
+		if v.Addresses[a].CreateRev != c.CreateRev {
+			return true, fmt.Sprintf("claim of address %v deleted or replaced", a)
 		}
 	}
 	return false, ""
@@ -341,18 +392,15 @@ func ownKeysVisible(in Inputs) bool {
 	return false
 }
 
-// blockingClaim describes an address of the group claimed by another
-// group or node, or returns "".
+// blockingClaim describes a configured address of the group claimed by
+// another group or node, or returns "".
 func blockingClaim(in Inputs) string {
-	for i, a := range in.View.Addresses {
-		if !a.Present() || (a.Node == in.Self.Node && a.Group == in.Group) {
+	for _, ip := range in.Addrs {
+		a, ok := in.View.Addresses[ip]
+		if !ok || !a.Present() || (a.Node == in.Self.Node && a.Group == in.Group) {
 			continue
 		}
-		addr := ""
-		if i < len(in.Addrs) {
-			addr = in.Addrs[i].String()
-		}
-		return fmt.Sprintf("address %s claimed by %s for group %s", addr, a.Node, a.Group)
+		return fmt.Sprintf("address %s claimed by %s for group %s", ip, a.Node, a.Group)
 	}
 	return ""
 }
@@ -393,11 +441,12 @@ func challengers(v election.GroupState, snubbed string) []election.Candidate {
 //
 //   - a holder ends its VIPs' lifetime LifetimeSlack before the lease can
 //     expire at the server (LifetimeEnd);
-//   - a peer that finds a group vacant without proof of a graceful
-//     release (the lease expired, or was revoked without a resign) waits
-//     ExpiryGrace more before it claims it.
+//   - a peer that wins a group whose previous claim did not end in a
+//     graceful release (the lease expired, or was revoked without a
+//     resign) binds its VIPs only ExpiryGrace after its view saw that
+//     claim end (Await).
 //
-// A vacancy through expiry is seen no earlier than the server expiry, so a
+// A claim ending by expiry is seen no earlier than the server expiry, so a
 // peer binds no earlier than serverExpiry + ExpiryGrace, by which time the
 // old holder's VIP is gone: its lifetime ended by serverExpiry −
 // LifetimeSlack and the kernel removed it at most KernelExpiryLag later.

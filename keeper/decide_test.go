@@ -28,7 +28,7 @@ func base() Inputs {
 		Lease: election.Lease{ID: lease, Renewed: t0.Add(-500 * time.Millisecond), Deadline: t0.Add(2 * time.Second), ServerExpiry: t0.Add(2500 * time.Millisecond)},
 		Self:  election.Candidate{Node: "web-node-2", Priority: 102, State: election.StateBackup, Preempt: true},
 		Ready: true,
-		View:  election.GroupState{Synced: true, Rev: 100, Addresses: make([]election.AddressClaim, 1), Released: true},
+		View:  election.GroupState{Synced: true, Rev: 100, Addresses: map[netip.Addr]election.AddressClaim{}},
 		Addrs: []netip.Addr{vip},
 		// vacancy seen just now; our own record is visible
 		Mem:         Memory{VacantSince: t0},
@@ -41,7 +41,7 @@ func base() Inputs {
 func holding(in Inputs) Inputs {
 	in.Held.Claim = &election.Claim{Group: "VI_1", CreateRev: 90, Lease: lease, Addrs: []netip.Addr{vip}}
 	in.View.Leader = election.LeaderInfo{Present: true, Node: in.Self.Node, CreateRev: 90, Lease: lease}
-	in.View.Addresses = []election.AddressClaim{{Node: in.Self.Node, Group: "VI_1", CreateRev: 90, Lease: lease}}
+	in.View.Addresses = map[netip.Addr]election.AddressClaim{vip: {Node: in.Self.Node, Group: "VI_1", CreateRev: 90, Lease: lease}}
 	in.Mem.VacantSince = time.Time{}
 	in.Self.State = election.StateMaster
 	return in
@@ -91,24 +91,41 @@ func TestDecide(t *testing.T) {
 			in.BetterWonAt = t0.Add(120 * time.Millisecond)
 			return in
 		}, Acquire, election.StateBackup, 0, "rank 1"},
-		{"vacant after an expiry: even the best waits out the old holder's kernel lag", func() Inputs {
-			in := base()
-			in.View.Released = false
+		{"fresh claim, the view not caught up with it yet: await", func() Inputs {
+			in := holding(base())
+			in.Held.Fresh, in.Held.FreshSince = true, t0.Add(-time.Second)
+			in.View.Rev = 89
 			return in
-		}, Idle, election.StateBackup, ExpiryGrace, "kernel expiry lag"},
-		{"vacant after an expiry: claims once the grace is over", func() Inputs {
-			in := base()
-			in.View.Released = false
-			in.Now = t0.Add(ExpiryGrace)
+		}, Await, election.StateBackup, awaitViewMax - time.Second, "view to catch up"},
+		{"fresh claim, the view never caught up: give it up", func() Inputs {
+			in := holding(base())
+			in.Held.Fresh, in.Held.FreshSince = true, t0.Add(-awaitViewMax)
+			in.View.Rev = 89
 			return in
-		}, Acquire, election.StateBackup, 0, "rank 0"},
-		{"vacant after an expiry, rank 1: the grace and the backoff overlap", func() Inputs {
-			in := base()
-			in.View.Released = false
-			in.View.Candidates = []election.Candidate{n1}
-			in.Now = t0.Add(ExpiryGrace)
+		}, Release, election.StateBackup, 0, "did not catch up"},
+		{"fresh claim after an expiry seen 0.5s ago: await the rest of the grace", func() Inputs {
+			in := holding(base())
+			in.Held.Fresh = true
+			in.View.Prior = election.Vacancy{At: t0.Add(-500 * time.Millisecond)}
 			return in
-		}, Idle, election.StateBackup, 100 * time.Millisecond, "rank 1 backing off"},
+		}, Await, election.StateBackup, ExpiryGrace - 500*time.Millisecond, "kernel expiry lag"},
+		{"fresh claim after an expiry older than the grace: hold", func() Inputs {
+			in := holding(base())
+			in.Held.Fresh = true
+			in.View.Prior = election.Vacancy{At: t0.Add(-ExpiryGrace)}
+			return in
+		}, Hold, election.StateMaster, 2 * time.Second, "holder"},
+		{"fresh claim after a graceful release: hold at once", func() Inputs {
+			in := holding(base())
+			in.Held.Fresh = true
+			in.View.Prior = election.Vacancy{At: t0, Graceful: true}
+			return in
+		}, Hold, election.StateMaster, 2 * time.Second, "holder"},
+		{"a claim whose resign was sent is never held again", func() Inputs {
+			in := holding(base())
+			in.Held.Resigning = true
+			return in
+		}, Release, election.StateBackup, 0, "finishing a release"},
 		{"vacant, but our own record is not visible yet: no campaign", func() Inputs {
 			in := base()
 			in.SelfVisible = false
@@ -153,7 +170,7 @@ func TestDecide(t *testing.T) {
 		}, Inspect, election.StateFault, 0, "keys of this node"},
 		{"an address claim of ours left without its leader key: inspect", func() Inputs {
 			in := base()
-			in.View.Addresses = []election.AddressClaim{{Node: "web-node-2", Group: "VI_1", CreateRev: 99, Lease: lease}}
+			in.View.Addresses = map[netip.Addr]election.AddressClaim{vip: {Node: "web-node-2", Group: "VI_1", CreateRev: 99, Lease: lease}}
 			return in
 		}, Inspect, election.StateBackup, 0, "keys of this node"},
 		{"the key just resigned, not yet gone from the view: no inspect", func() Inputs {
@@ -169,7 +186,7 @@ func TestDecide(t *testing.T) {
 		}, Inspect, election.StateBackup, 0, "lost"},
 		{"vacant leader key, but an address claimed by another group: wait", func() Inputs {
 			in := base()
-			in.View.Addresses = []election.AddressClaim{{Node: "web-node-1", Group: "VI_9", CreateRev: 80, Lease: 7}}
+			in.View.Addresses = map[netip.Addr]election.AddressClaim{vip: {Node: "web-node-1", Group: "VI_9", CreateRev: 80, Lease: 7}}
 			return in
 		}, Idle, election.StateBackup, blockedRecheck, "address 192.168.20.15 claimed by web-node-1 for group VI_9"},
 		{"retiring without a claim: leave", func() Inputs {
@@ -217,7 +234,7 @@ func TestDecide(t *testing.T) {
 		}, Release, election.StateBackup, 0, "deleted or replaced"},
 		{"address claim deleted by hand: release", func() Inputs {
 			in := holding(base())
-			in.View.Addresses = make([]election.AddressClaim, 1)
+			in.View.Addresses = map[netip.Addr]election.AddressClaim{}
 			return in
 		}, Release, election.StateBackup, 0, "claim of address 192.168.20.15 deleted or replaced"},
 		{"incomplete claim found by inspect: release", func() Inputs {
@@ -287,7 +304,7 @@ func TestDecide(t *testing.T) {
 			return in
 		}, Hold, election.StateMaster, 2 * time.Second, "holder"},
 	}
-	handover := func(from, to string) *election.Handover { return &election.Handover{From: from, To: to, CreateRev: 95} }
+	handover := func(from, to string) *election.Handover { return &election.Handover{From: from, To: to, Rev: 95} }
 	n3 := election.Candidate{Node: "web-node-3", Priority: 90, State: election.StateBackup, Preempt: true}
 	cases = append(cases, []decideCase{
 		{"handover: holder releases to the named node", func() Inputs {
@@ -382,13 +399,16 @@ func TestDecide(t *testing.T) {
 //   - with a claim, never Idle, Acquire or Leave: keys of ours are held or
 //     released, never abandoned on a live lease;
 //   - nothing but Inspect while an acquire's outcome is unknown;
-//   - never Acquire while keys of ours are visible.
+//   - never Acquire while keys of ours are visible;
+//   - never Hold a claim whose resign was sent, nor a fresh claim whose
+//     predecessor ended without a graceful release less than ExpiryGrace
+//     ago (or that the view has not caught up with).
 func TestDecideInvariants(t *testing.T) {
 	n1 := election.Candidate{Node: "web-node-1", Priority: 103, State: election.StateBackup, Preempt: true}
 	for _, now := range []time.Duration{0, 1999 * time.Millisecond, 2 * time.Second, time.Hour} {
 		for _, leaseID := range []clientv3.LeaseID{0, lease, 0x43} {
 			for _, claim := range []bool{false, true} {
-				for _, flags := range []int{0, 1, 2, 4, 8} { // none, lapsed, partial, unsure, retiring
+				for _, flags := range []int{0, 1, 2, 4, 8, 16, 32} { // none, lapsed, partial, unsure, retiring, fresh, resigning
 					for _, present := range []bool{false, true} {
 						for _, fault := range []bool{false, true} {
 							in := base()
@@ -404,6 +424,9 @@ func TestDecideInvariants(t *testing.T) {
 							if flags == 8 {
 								in.Retiring = "removed"
 							}
+							in.Held.Fresh = flags == 16 && claim
+							in.Held.Resigning = flags == 32 && claim
+							in.View.Prior = election.Vacancy{At: in.Now.Add(-time.Second)} // not graceful, 1 s ago
 							if claim != present {
 								in.View.Leader.Present = present
 								in.View.Leader.Node, in.View.Leader.Lease, in.View.Leader.CreateRev = "web-node-2", lease, 90
@@ -424,6 +447,9 @@ func TestDecideInvariants(t *testing.T) {
 							}
 							if d.Action == Acquire && ownKeysVisible(in) {
 								t.Errorf("%s: Acquire with keys of ours visible", name)
+							}
+							if d.Action == Hold && (in.Held.Resigning || in.Held.Fresh) {
+								t.Errorf("%s: Hold of a claim that is being resigned or is fresh within the grace", name)
 							}
 						}
 					}
@@ -456,7 +482,7 @@ func TestDecideMemory(t *testing.T) {
 	t.Run("an address claimed elsewhere is no vacancy", func(t *testing.T) {
 		in := base()
 		in.Mem = Memory{}
-		in.View.Addresses = []election.AddressClaim{{Node: "web-node-1", Group: "VI_9", CreateRev: 5, Lease: 7}}
+		in.View.Addresses = map[netip.Addr]election.AddressClaim{vip: {Node: "web-node-1", Group: "VI_9", CreateRev: 5, Lease: 7}}
 		if _, m := Decide(in); !m.VacantSince.IsZero() {
 			t.Errorf("VacantSince = %v while an address is claimed", m.VacantSince)
 		}
@@ -500,7 +526,7 @@ func TestDecideMemory(t *testing.T) {
 	t.Run("a handover is carried out once per request", func(t *testing.T) {
 		in := holding(base())
 		in.View.Candidates = []election.Candidate{{Node: "web-node-3", Priority: 90, State: election.StateBackup, Preempt: true}}
-		in.View.Handover = &election.Handover{From: "web-node-2", CreateRev: 95}
+		in.View.Handover = &election.Handover{From: "web-node-2", Rev: 95}
 		d, m := Decide(in)
 		if d.Action != Release || m.HandoverDone != 95 {
 			t.Fatalf("%v, memory %+v; want release and the request remembered", d.Action, m)

@@ -3,6 +3,7 @@ package keeper
 import (
 	"encoding/json"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,13 +159,14 @@ func TestReleaseAfterInterfaceRenamed(t *testing.T) {
 // at once, not at the next pass.
 func TestStallInsideBindRemovesAtOnce(t *testing.T) {
 	h := newHarness(t, nil, "web-node-1", "")
+	var stalled atomic.Bool
 	h.host.Intercept(func(op fakenet.Op) error {
-		if op.Kind == "bind" {
+		if op.Kind == "bind" && !stalled.Swap(true) {
 			h.clk.Advance(5 * time.Second) // past the fence and the server expiry
 		}
 		return nil
 	})
-	h.until("won", 5*time.Second, func() bool { return h.g.held.Claim != nil || h.g.held.Lapsed })
+	h.until("a bind stalled", 5*time.Second, func() bool { return stalled.Load() })
 	if h.host.Has(hvip) {
 		t.Fatal("VIP bound after a bind that ended past the fence")
 	}

@@ -26,6 +26,8 @@ type leaseSource interface {
 // groupView is the part of election.View a group loop reads.
 type groupView interface {
 	Group(name string, addrs []netip.Addr) election.GroupState
+	// Claims lists the addresses claimed for group by node on lease.
+	Claims(group, node string, lease clientv3.LeaseID) []netip.Addr
 	Drained(node string) bool
 	LastWin(node string) time.Time
 }
@@ -33,7 +35,7 @@ type groupView interface {
 // leadership is the part of election.Leadership a group loop uses.
 type leadership interface {
 	Acquire(ctx context.Context, group string, addrs []netip.Addr, lease clientv3.LeaseID) (election.AcquireResult, error)
-	Resign(ctx context.Context, c election.Claim) error
+	Resign(ctx context.Context, c election.Claim, graceful bool) error
 	Inspect(ctx context.Context, group string, addrs []netip.Addr) (election.Ownership, error)
 	Publish(ctx context.Context, group string, c election.Candidate, lease clientv3.LeaseID, expectModRev int64) (election.PublishResult, error)
 	Unpublish(ctx context.Context, group string, lease clientv3.LeaseID) error
@@ -93,7 +95,40 @@ type group struct {
 	// vacantAtWin is when the group won was seen vacant, for the
 	// vacancy-to-bound metric; zero once reported.
 	vacantAtWin time.Time
+	bindFault   bindFault
 }
+
+// bindFault stands a node down when it cannot bind its VIPs (a netlink
+// error that persists: a missing or misconfigured interface): holding the
+// keys without the address would keep every peer in standby.
+type bindFault struct {
+	failures int           // consecutive failed binds
+	holdOff  time.Duration // the last stand-down; doubles while it recurs
+	until    time.Time     // FAULT until then
+}
+
+// Binds that fail this many times in a row put the group in FAULT for a
+// hold-off, first bindHoldOffMin, doubling up to bindHoldOffMax while it
+// recurs; a bind that succeeds resets it.
+const (
+	maxBindFailures = 3
+	bindHoldOffMin  = 30 * time.Second
+	bindHoldOffMax  = 10 * time.Minute
+)
+
+// failed records a failed bind at now; true when the group stands down.
+func (b *bindFault) failed(now time.Time) bool {
+	b.failures++
+	if b.failures < maxBindFailures {
+		return false
+	}
+	b.failures = 0
+	b.holdOff = min(max(2*b.holdOff, bindHoldOffMin), bindHoldOffMax)
+	b.until = now.Add(b.holdOff)
+	return true
+}
+
+func (b *bindFault) ok() { *b = bindFault{} }
 
 func newGroup(env *groupEnv, gc config.Group, cancel context.CancelFunc) *group {
 	log := env.log.With("group", gc.Name)
@@ -128,14 +163,24 @@ func (g *group) config() config.Group {
 	return g.shared
 }
 
-func (g *group) iface() string { return g.config().Interface }
+// iface, ownsAddr and tracks are asked for every group on every event:
+// they read the shared config in place instead of copying it.
+func (g *group) iface() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.shared.Interface
+}
 
 func (g *group) ownsAddr(a netip.Addr) bool {
-	return slices.ContainsFunc(g.config().Prefixes, func(p netip.Prefix) bool { return p.Addr() == a })
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.ContainsFunc(g.shared.Prefixes, func(p netip.Prefix) bool { return p.Addr() == a })
 }
 
 func (g *group) tracks(check string) bool {
-	return slices.ContainsFunc(g.config().Track, func(t config.Track) bool { return t.Check == check })
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.ContainsFunc(g.shared.Track, func(t config.Track) bool { return t.Check == check })
 }
 
 func (g *group) currentState() election.State {
@@ -244,6 +289,10 @@ func (g *group) inputs(retiring string) Inputs {
 	env := g.env
 	now := env.clk.Now()
 	hl := env.health(g.cfg)
+	if now.Before(g.bindFault.until) {
+		hl.Fault = true
+		hl.Failing = append(hl.Failing, "binding the VIPs failed")
+	}
 	self := election.Candidate{Node: env.node, Priority: hl.Priority, Preempt: g.cfg.Preempt, PreemptDelay: g.cfg.PreemptDelay,
 		Failing: hl.Failing, State: election.StateBackup, Drained: env.view.Drained(env.node)}
 	switch {
@@ -253,12 +302,8 @@ func (g *group) inputs(retiring string) Inputs {
 		self.State = election.StateMaster
 	}
 	addrs := groupAddrs(g.cfg)
-	viewAddrs := addrs
-	if c := g.held.Claim; c != nil {
-		viewAddrs = c.Addrs
-	}
-	view := env.view.Group(g.cfg.Name, viewAddrs)
 	lease := env.lease.Current()
+	view := env.view.Group(g.cfg.Name, g.watched(lease.ID))
 	var betterWonAt time.Time
 	selfVisible := false
 	for _, c := range view.Candidates {
@@ -276,6 +321,21 @@ func (g *group) inputs(retiring string) Inputs {
 		Addrs: addrs, Held: g.held, Retiring: retiring, SelfVisible: selfVisible, BetterWonAt: betterWonAt,
 		BackoffStep: g.cfg.BackoffStep, TTL: env.ttl, Mem: g.mem,
 	}
+}
+
+// watched is every address whose claim matters to the loop: the
+// configured ones, the held claim's, those an acquire with a lost answer
+// was sent with, and any claimed for this group by this node on lease (a
+// late acquire for addresses a reload has since changed).
+func (g *group) watched(lease clientv3.LeaseID) []netip.Addr {
+	out := groupAddrs(g.cfg)
+	if c := g.held.Claim; c != nil {
+		out = append(out, c.Addrs...)
+	}
+	out = append(out, g.held.UnsureAddrs...)
+	out = append(out, g.env.view.Claims(g.cfg.Name, g.env.node, lease)...)
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
 }
 
 func groupAddrs(gc config.Group) []netip.Addr {
@@ -310,25 +370,26 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 		})
 		if !ok {
 			// A failed request may have committed with its answer lost:
-			// nothing else until Inspect says what etcd holds.
-			g.held.Unsure = sent
+			// nothing else until Inspect says what etcd holds, for these
+			// addresses (a reload may change the configured ones).
+			if sent {
+				g.held.Unsure = true
+				g.held.UnsureAddrs = slices.Clone(in.Addrs)
+			}
 			return false, w, false
 		}
 		if !res.Won {
 			g.log.Debug("acquire lost the race", "holder", res.Holder)
 			return false, retryBase, false
 		}
-		g.held = Held{Claim: &res.Claim}
+		g.held = Held{Claim: &res.Claim, Fresh: true, FreshSince: in.Now}
 		g.vacantAtWin = in.Mem.VacantSince
 		g.log.Info("won leadership", "rev", res.Claim.CreateRev, "reason", d.Reason)
 		return true, 0, false
 
 	case Inspect:
 		var o election.Ownership
-		addrs := in.Addrs
-		if c := g.held.Claim; c != nil {
-			addrs = c.Addrs
-		}
+		addrs := g.watched(in.Lease.ID)
 		w, ok := g.retry.call(g, in.Now, "inspect", func() (err error) {
 			o, err = g.env.etcd.Inspect(ctx, g.cfg.Name, addrs)
 			return err
@@ -344,7 +405,14 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 		}
 		switch {
 		case found:
-			g.held = Held{Claim: &c, Partial: !complete, Resigned: g.held.Resigned}
+			// The claim held before (lapsed, and confirmed when it was
+			// first bound) stays confirmed; any other is fresh.
+			fresh := g.held.Claim == nil || g.held.Claim.CreateRev != c.CreateRev || g.held.Fresh
+			since := in.Now
+			if g.held.Fresh && g.held.Claim != nil && g.held.Claim.CreateRev == c.CreateRev {
+				since = g.held.FreshSince
+			}
+			g.held = Held{Claim: &c, Partial: !complete, Fresh: fresh, FreshSince: since, Resigned: g.held.Resigned}
 			g.log.Info("found this node's keys in etcd", "rev", c.CreateRev, "complete", complete, "reason", d.Reason)
 		default:
 			g.held = Held{Resigned: g.held.Resigned}
@@ -352,6 +420,7 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 		return true, 0, false
 
 	case Hold:
+		g.held.Fresh = false // Decide found the vacancy it replaced safe
 		wasBound := g.vips.bound()
 		switch g.vips.bind(ctx, g.cfg, in.Lease, g.dirty.Swap(false)) {
 		case bindFenced:
@@ -359,7 +428,14 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 			return true, 0, false
 		case bindFailed:
 			g.markDirty()
+			if g.bindFault.failed(in.Now) {
+				g.log.Error("cannot bind the VIPs; standing down (FAULT) so that a peer can hold the group",
+					"failures", maxBindFailures, "for", g.bindFault.holdOff)
+				return true, 0, false
+			}
 			return false, retryBase, false
+		case bindOK:
+			g.bindFault.ok()
 		}
 		if !wasBound && g.vips.bound() && !g.vacantAtWin.IsZero() {
 			g.env.obs.Acquired(g.cfg.Name, g.env.clk.Now().Sub(g.vacantAtWin))
@@ -393,22 +469,40 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 			return false, g.vips.removalWait(RetryBackoff(1, g.name)), false
 		}
 		c := *g.held.Claim
-		w, ok := g.retry.call(g, in.Now, "resign", func() error { return g.env.etcd.Resign(ctx, c) })
+		// Graceful for a claim whose VIPs were bound, or a fresh one (never
+		// bound) whose predecessor ended gracefully; otherwise the
+		// predecessor's VIP may still be on its way out (Leadership.Resign).
+		graceful := !g.held.Fresh || (in.View.Leader.CreateRev == c.CreateRev && in.View.Prior.Graceful)
+		w, ok := g.retry.call(g, in.Now, "resign", func() error {
+			// From here the resign may land whatever its answer says:
+			// the claim is only ever released again.
+			g.held.Resigning = true
+			return g.env.etcd.Resign(ctx, c, graceful)
+		})
 		if !ok {
 			return false, w, false // retried until the keys are gone
 		}
 		g.held = Held{Resigned: c.CreateRev}
 		return true, 0, false
 
+	case Await:
+		// A fresh claim: nothing bound yet; look again when told.
+		if !g.vips.unbind(d.Reason) {
+			return false, g.vips.removalWait(retryBase), false
+		}
+		return false, d.Wake, false
+
 	case Leave:
 		if !g.vips.unbind(d.Reason) {
 			return false, g.vips.removalWait(retryBase), false
 		}
-		if g.rec.Lease != 0 && g.rec.Lease == in.Lease.ID {
-			// On a lease that is still ours: it would stand (and be
-			// yielded to) until the node stops. On an older lease it
-			// expired with it.
-			w, ok := g.retry.call(g, in.Now, "unpublish", func() error { return g.env.etcd.Unpublish(ctx, g.cfg.Name, g.rec.Lease) })
+		if in.Lease.Live(in.Now) {
+			// A record on our lease would stand (and be yielded to) until
+			// the node stops; delete it whatever the loop last wrote (a
+			// write whose answer was lost may have landed). Guarded by the
+			// lease: nothing else is touched. Without a live lease the
+			// keeper's sweep deletes it once there is one again.
+			w, ok := g.retry.call(g, in.Now, "unpublish", func() error { return g.env.etcd.Unpublish(ctx, g.cfg.Name, in.Lease.ID) })
 			if !ok {
 				return false, w, false
 			}
@@ -497,7 +591,7 @@ func (g *group) shutdown(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.env.timeout)
 	defer cancel()
 	if c := g.held.Claim; c != nil {
-		if err := g.env.etcd.Resign(rctx, *c); err != nil {
+		if err := g.env.etcd.Resign(rctx, *c, !g.held.Fresh); err != nil {
 			g.log.Warn("resign on stop failed; the lease revoke or expiry removes the keys", "err", err)
 		}
 	}

@@ -51,9 +51,12 @@ type health struct {
 	probes ProbeFunc
 	links  LinkWatcher
 	// onCheck is called after a check's state changed; onNet for every
-	// address or link event. They must not block.
-	onCheck func(name string)
-	onNet   func(ev netif.Event)
+	// address or link event; onResync when an interface's events may have
+	// been missed (its watch ended and was started again). They must not
+	// block.
+	onCheck  func(name string)
+	onNet    func(ev netif.Event)
+	onResync func(ifname string)
 
 	mu       sync.Mutex
 	ctx      context.Context // set by start; parent of runners and watches
@@ -72,7 +75,7 @@ type runningCheck struct {
 
 func newHealth(clk clock.Clock, log *slog.Logger, obs Observer, probes ProbeFunc, links LinkWatcher) *health {
 	return &health{clk: clk, log: log, obs: obs, probes: probes, links: links,
-		onCheck: func(string) {}, onNet: func(netif.Event) {},
+		onCheck: func(string) {}, onNet: func(netif.Event) {}, onResync: func(string) {},
 		statuses: map[string]checks.Status{}, up: map[string]bool{},
 		running: map[string]*runningCheck{}, watching: map[string]context.CancelFunc{}}
 }
@@ -148,10 +151,13 @@ func (h *health) Of(gc config.Group) Health {
 	return Health{Priority: prio, Fault: fault || !up, Failing: failing, Ready: ready && known}
 }
 
-// watch makes sure every interface used by groups is watched.
+// watch makes sure every interface used by groups is watched, and stops
+// watching the ones no group uses any more.
 func (h *health) watch(groups []config.Group) error {
+	used := map[string]bool{}
 	for _, gc := range groups {
 		name := gc.Interface
+		used[name] = true
 		h.mu.Lock()
 		_, watching := h.watching[name]
 		ctx := h.ctx
@@ -169,9 +175,56 @@ func (h *health) watch(groups []config.Group) error {
 		h.watching[name] = cancel
 		h.mu.Unlock()
 		h.refreshLink(name)
-		h.wg.Go(func() { h.netEvents(wctx, events) })
+		h.wg.Go(func() { h.follow(wctx, name, events) })
 	}
+	h.mu.Lock()
+	for name, cancel := range h.watching {
+		if !used[name] {
+			cancel()
+			delete(h.watching, name)
+		}
+	}
+	h.mu.Unlock()
 	return nil
+}
+
+// Re-watching an interface whose watch ended backs off from rewatchMin,
+// doubling, to rewatchMax.
+const (
+	rewatchMin = 100 * time.Millisecond
+	rewatchMax = 5 * time.Second
+)
+
+// follow passes on an interface's events for as long as ctx lives. A watch
+// ends early when its netlink subscription fails (an overrun: ENOBUFS);
+// events were lost then, so the link state is read again, the groups on
+// it are told to re-check, and the interface is watched again.
+func (h *health) follow(ctx context.Context, name string, events <-chan netif.Event) {
+	wait := rewatchMin
+	for {
+		h.netEvents(ctx, events)
+		if ctx.Err() != nil {
+			return
+		}
+		h.log.Warn("interface watch ended; events may have been missed, watching it again", "interface", name, "in", wait)
+		t := h.clk.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		}
+		wait = min(2*wait, rewatchMax)
+		var err error
+		if events, err = h.links.Watch(ctx, []string{name}); err != nil {
+			h.log.Warn("cannot watch interface", "interface", name, "err", err)
+			events = nil
+			continue
+		}
+		wait = rewatchMin
+		h.refreshLink(name)
+		h.onResync(name)
+	}
 }
 
 func (h *health) refreshLink(name string) {
@@ -185,8 +238,12 @@ func (h *health) refreshLink(name string) {
 	h.mu.Unlock()
 }
 
-// netEvents records link states and passes every event on.
+// netEvents records link states and passes every event on, until ctx
+// ends or the watch does (a nil channel: at once).
 func (h *health) netEvents(ctx context.Context, events <-chan netif.Event) {
+	if events == nil {
+		return
+	}
 	for {
 		select {
 		case <-ctx.Done():

@@ -128,6 +128,7 @@ func New(opt Options) *Keeper {
 	k.health = newHealth(k.clk, log, opt.Observer, opt.Probes, opt.Ifaces)
 	k.health.onCheck = k.checkChanged
 	k.health.onNet = k.netEvent
+	k.health.onResync = k.resync
 	k.env = &groupEnv{
 		node: cfg.Node, clk: k.clk, log: log, obs: opt.Observer,
 		lease: k.session, ttl: k.session.Config().TTL, view: k.view, etcd: lead,
@@ -160,6 +161,17 @@ func (k *Keeper) poke(name string) {
 func (k *Keeper) pokeAddr(ip netip.Addr) {
 	for _, g := range k.groupList() {
 		if g.ownsAddr(ip) {
+			g.poke()
+		}
+	}
+}
+
+// resync makes the groups on ifname re-check their VIPs: events of that
+// interface may have been missed.
+func (k *Keeper) resync(ifname string) {
+	for _, g := range k.groupList() {
+		if g.iface() == ifname {
+			g.markDirty()
 			g.poke()
 		}
 	}
@@ -245,15 +257,21 @@ func (k *Keeper) Run(ctx context.Context) error {
 	}()
 
 	k.health.start(bg)
-	bgWG.Go(func() { k.session.Run(bg) })
+	// The session stops before the lease is revoked, so it grants no new
+	// lease while stop hooks still run.
+	sessCtx, stopSession := context.WithCancel(bg)
+	var sessWG sync.WaitGroup
+	defer func() { stopSession(); sessWG.Wait() }()
+	sessWG.Go(func() { k.session.Run(sessCtx) })
 	bgWG.Go(func() { k.view.Run(bg) })
+	bgWG.Go(func() { k.sweepLoop(bg) })
 	if err := k.health.apply(k.cfg); err != nil {
 		return err
 	}
 	k.mu.Lock()
 	k.groupCtx = ctx
 	for _, gc := range k.cfg.Groups {
-		k.startGroupLocked(gc)
+		k.startGroupLocked(gc, "")
 	}
 	k.mu.Unlock()
 
@@ -263,6 +281,8 @@ func (k *Keeper) Run(ctx context.Context) error {
 	k.mu.Unlock()
 	k.groupWG.Wait()
 	k.health.stopChecks(nil)
+	stopSession()
+	sessWG.Wait()
 
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.env.timeout)
 	defer cancel()
@@ -276,14 +296,15 @@ func (k *Keeper) Run(ctx context.Context) error {
 // stops, before killing them.
 const hookGraceOnExit = 5 * time.Second
 
-// startGroupLocked starts a group's loop unless the keeper is stopping.
-// k.mu must be held.
-func (k *Keeper) startGroupLocked(gc config.Group) {
+// startGroupLocked starts a group's loop unless the keeper is stopping;
+// retiring, if set, starts it retiring. k.mu must be held.
+func (k *Keeper) startGroupLocked(gc config.Group, retiring string) {
 	if k.stopping {
 		return
 	}
 	gctx, cancel := context.WithCancel(k.groupCtx)
 	g := newGroup(k.env, gc, cancel)
+	g.retiring = retiring
 	k.groups[gc.Name] = g
 	k.groupWG.Add(1)
 	go func() {
@@ -292,6 +313,56 @@ func (k *Keeper) startGroupLocked(gc config.Group) {
 		defer cancel()
 		g.run(gctx)
 	}()
+}
+
+// sweepEvery is how often the keeper looks for keys of its own in etcd
+// that no group loop of it owns.
+const sweepEvery = 3 * time.Second
+
+func (k *Keeper) sweepLoop(ctx context.Context) {
+	t := k.clk.NewTimer(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		k.sweep()
+		t.Reset(sweepEvery)
+	}
+}
+
+// sweep starts a retiring loop for every group of which this node has keys
+// on its current lease (a leader key, an address claim, a candidate
+// record) but runs no loop: a write whose answer was lost that landed
+// after its group had left. The loop releases and deletes them, as any
+// retiring group does; a reload that adds the group meanwhile takes it
+// over.
+func (k *Keeper) sweep() {
+	l := k.session.Current()
+	if !l.Live(k.clk.Now()) {
+		return
+	}
+	own := k.view.OwnKeys(k.node, l.ID)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.stopping || k.groupCtx == nil {
+		return
+	}
+	for name, addrs := range own {
+		if _, running := k.groups[name]; running {
+			continue
+		}
+		gc := config.Group{Name: name}
+		for _, a := range addrs {
+			p := netip.PrefixFrom(a, a.BitLen())
+			gc.Prefixes = append(gc.Prefixes, p)
+			gc.Addresses = append(gc.Addresses, p.String())
+		}
+		k.log.Warn("found keys of a group this node does not run; deleting them", "group", name, "addresses", gc.Addresses)
+		k.startGroupLocked(gc, "keys of a group this node does not run")
+	}
 }
 
 // leave removes a retiring group that has released everything; false if
@@ -397,7 +468,7 @@ func (k *Keeper) Reload(cfg config.Config) error {
 	}
 	for _, gc := range cfg.Groups {
 		if _, ok := k.groups[gc.Name]; !ok {
-			k.startGroupLocked(gc)
+			k.startGroupLocked(gc, "")
 			k.log.Info("group started by reload", "group", gc.Name)
 		}
 	}

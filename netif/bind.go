@@ -104,16 +104,20 @@ func (h *Handle) Unbind(ifname string, p netip.Prefix) (removed int, err error) 
 	}
 	defer h.release()
 	h.exec(func() {
-		ok, rerr := h.remove(ifname, p)
-		if rerr == nil && ok {
+		idx, ok, rerr := h.removeAt(ifname, p)
+		if rerr == nil && ok && onlyOn(h.boundOn[p], idx) {
 			removed = 1
+			delete(h.boundOn, p)
 			return
 		}
-		// Not there under that name, or the request failed: find the IP
-		// wherever it is.
+		// Not there under that name, the request failed, or the address
+		// was bound on another link too: find the IP wherever it is.
 		var gone []netip.Prefix
 		gone, err = h.removeIPs([]netip.Addr{p.Addr()})
 		removed = len(gone)
+		if ok {
+			removed++
+		}
 		if err != nil && rerr != nil {
 			err = errors.Join(rerr, err)
 		}
@@ -136,6 +140,16 @@ func (h *Handle) RemoveIPs(ips []netip.Addr) ([]netip.Prefix, error) {
 	return out, err
 }
 
+// onlyOn reports whether the set of link indexes holds nothing but idx.
+func onlyOn(set map[int]struct{}, idx int) bool {
+	for i := range set {
+		if i != idx {
+			return false
+		}
+	}
+	return true
+}
+
 func (h *Handle) removeIPs(ips []netip.Addr) ([]netip.Prefix, error) {
 	want := map[netip.Addr]bool{}
 	for _, ip := range ips {
@@ -148,6 +162,11 @@ func (h *Handle) removeIPs(ips []netip.Addr) ([]netip.Prefix, error) {
 	}
 	var gone []netip.Prefix
 	var errs []error
+	for p := range h.boundOn {
+		if want[p.Addr()] {
+			delete(h.boundOn, p) // what is left is found below
+		}
+	}
 	for _, a := range as {
 		p, ok := prefixOf(a.IPNet)
 		if !ok || !want[p.Addr()] {

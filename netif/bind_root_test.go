@@ -164,3 +164,43 @@ func TestBindComputesTheLifetimeWhenIssued(t *testing.T) {
 		t.Fatalf("bind with under a second left: %v, want ErrLifetimeTooShort", err)
 	}
 }
+
+// An interface renamed and another created under its name while the VIP
+// is bound: a refresh through the name puts a second copy on the new
+// link. Unbind removes both: it knows the address was bound on two links.
+func TestUnbindRemovesACopyLeftOnARenamedLink(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	n, h := nsHandle(t)
+	clk := clock.NewFake(time.Now())
+	h.clk = clk
+	vip := netip.MustParsePrefix("10.99.11.15/24")
+	if _, err := h.Bind("va", vip, clk.Now().Add(30*time.Second), AddrOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := n.nl.LinkByName("va")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.nl.LinkSetDown(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.nl.LinkSetName(l, "vx"); err != nil {
+		t.Fatal(err)
+	}
+	n.veth(t, "va", nil, "vy") // a new va
+	clk.Advance(2 * linkCacheTTL)
+	if _, err := h.Extend("va", vip, clk.Now().Add(30*time.Second), AddrOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if kernelAddr(t, n, "vx", vip) == nil || kernelAddr(t, n, "va", vip) == nil {
+		t.Fatal("setup: want the VIP on both the renamed link and the new one")
+	}
+	removed, err := h.Unbind("va", vip)
+	if err != nil || removed != 2 {
+		t.Fatalf("Unbind = %d, %v; want both copies removed", removed, err)
+	}
+	if kernelAddr(t, n, "vx", vip) != nil || kernelAddr(t, n, "va", vip) != nil {
+		t.Fatal("a copy of the VIP is left")
+	}
+}

@@ -46,6 +46,11 @@ type Handle struct {
 	// links caches interface lookups for address requests; owned by the
 	// netlink goroutine.
 	links map[string]cachedLink
+	// boundOn records the interface indexes each address was added or
+	// refreshed on, so Unbind knows when a copy may be left on another
+	// link (an interface renamed and another created under its name
+	// within the cache's TTL); owned by the netlink goroutine.
+	boundOn map[netip.Prefix]map[int]struct{}
 	// clk times the cache; the system clock unless a test sets another.
 	clk clock.Clock
 }
@@ -143,7 +148,8 @@ func newHandle(ns netns.NsHandle, log *slog.Logger) (*Handle, error) {
 		nh.Close()
 		return nil, fmt.Errorf("netif: set rtnetlink socket timeout: %w", err)
 	}
-	h := &Handle{nl: nh, ns: ns, log: log, calls: make(chan func()), links: map[string]cachedLink{}, clk: clock.Real{}}
+	h := &Handle{nl: nh, ns: ns, log: log, calls: make(chan func()), links: map[string]cachedLink{},
+		boundOn: map[netip.Prefix]map[int]struct{}{}, clk: clock.Real{}}
 	go h.serve()
 	return h, nil
 }
@@ -313,14 +319,27 @@ func (h *Handle) setAddrNL(ifname string, p netip.Prefix, secs int64, o AddrOpti
 		}
 		return a
 	}
-	replace := func(l netlink.Link) error { return h.nl.AddrReplace(l, mk()) }
+	// on records the link of the request that succeeded.
+	on := func(req func(netlink.Link) error) func(netlink.Link) error {
+		return func(l netlink.Link) error {
+			err := req(l)
+			if err == nil || errors.Is(err, unix.EEXIST) {
+				if h.boundOn[p] == nil {
+					h.boundOn[p] = map[int]struct{}{}
+				}
+				h.boundOn[p][l.Attrs().Index] = struct{}{}
+			}
+			return err
+		}
+	}
+	replace := on(func(l netlink.Link) error { return h.nl.AddrReplace(l, mk()) })
 	if refreshOnly {
 		if err := h.withAddrLink(ifname, replace); err != nil {
 			return false, linkErr(err, ifname, "refresh", p)
 		}
 		return false, nil
 	}
-	err = h.withAddrLink(ifname, func(l netlink.Link) error { return h.nl.AddrAdd(l, mk()) })
+	err = h.withAddrLink(ifname, on(func(l netlink.Link) error { return h.nl.AddrAdd(l, mk()) }))
 	switch {
 	case err == nil:
 		h.log.Debug("address added", "interface", ifname, "address", p, "lifetime_s", secs, "label", o.Label, "scope", o.Scope)
@@ -365,15 +384,25 @@ func (h *Handle) Remove(ifname string, p netip.Prefix) (removed bool, err error)
 }
 
 func (h *Handle) remove(ifname string, p netip.Prefix) (bool, error) {
-	err := h.withAddrLink(ifname, func(l netlink.Link) error { return h.nl.AddrDel(l, nlAddr(p)) })
+	_, ok, err := h.removeAt(ifname, p)
+	return ok, err
+}
+
+// removeAt is remove, also returning the index of the link it removed p
+// from.
+func (h *Handle) removeAt(ifname string, p netip.Prefix) (idx int, ok bool, err error) {
+	err = h.withAddrLink(ifname, func(l netlink.Link) error {
+		idx = l.Attrs().Index
+		return h.nl.AddrDel(l, nlAddr(p))
+	})
 	switch {
 	case err == nil:
 		h.log.Debug("address removed", "interface", ifname, "address", p)
-		return true, nil
+		return idx, true, nil
 	case errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ESRCH):
-		return false, nil
+		return idx, false, nil
 	}
-	return false, linkErr(err, ifname, "remove", p)
+	return idx, false, linkErr(err, ifname, "remove", p)
 }
 
 // Addrs lists the addresses on ifname (both families).

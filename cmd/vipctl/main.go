@@ -139,7 +139,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if err2 != nil {
-		if errors.Is(err2, context.DeadlineExceeded) {
+		if errors.Is(err2, context.DeadlineExceeded) && !errors.Is(err2, ErrHandoverFailed) {
 			fmt.Fprintf(stderr, "vipctl: etcd %s unreachable or too slow (--timeout %v): %v\n", strings.Join(ec.Endpoints, ","), *timeout, err2)
 		} else {
 			fmt.Fprintf(stderr, "vipctl: %v\n", err2)

@@ -272,3 +272,29 @@ func TestHandoverOutcome(t *testing.T) {
 		}
 	}
 }
+
+// A retried handover is a new request, although vipctl rewrites the same
+// key (whose CreateRevision a rewrite keeps): after one that failed (the
+// target never claimed, the holder reclaimed), a retry to a healthy node
+// is carried out, within the first request's hold.
+func TestHandoverRetryAfterFailure(t *testing.T) {
+	m := etcdtest.Start(t)
+	rec := fakenet.NewRecorder()
+	keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-1", Priority: 101})
+	rec.WaitFor(t, "web-node-1", 10*time.Second)
+	ghost(t, m, "web-node-3", 100)
+	waitStatus(t, m, func(g GroupStatus) bool { return len(g.Candidates) == 2 })
+	if code, _, errs := run(t, "handover", "VI_1", "--hold", "30s", "--timeout", "5s", "--endpoints", m.Endpoint); code == 0 {
+		t.Fatalf("handover to a target that never claims succeeded: %s", errs)
+	}
+	rec.WaitFor(t, "web-node-1", time.Second)
+	keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-2", Priority: 99})
+	waitStatus(t, m, func(g GroupStatus) bool { return len(g.Candidates) == 3 })
+	code, out, errs := run(t, "handover", "VI_1", "--to", "web-node-2", "--hold", "30s", "--timeout", "5s", "--endpoints", m.Endpoint)
+	if code != 0 || !strings.Contains(out, "web-node-1 -> web-node-2") {
+		t.Fatalf("retried handover: exit %d, out %q, err %q", code, out, errs)
+	}
+	// web-node-2 yields once to the ghost (100 > 99), which never claims,
+	// and then holds.
+	rec.WaitFor(t, "web-node-2", 5*time.Second)
+}

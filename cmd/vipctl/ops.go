@@ -131,7 +131,7 @@ func Handover(ctx context.Context, cli *clientv3.Client, keys election.Keys, gro
 			}
 		}
 	}
-	return HandoverResult{}, fmt.Errorf("vipctl: %s did not hand over %s in time: %w", g.Holder, group, context.Cause(ctx))
+	return HandoverResult{}, fmt.Errorf("%w: %s did not hand over %s in time (%v)", ErrHandoverFailed, g.Holder, group, context.Cause(ctx))
 }
 
 // Drain marks node drained and waits until it holds no group. The mark has
