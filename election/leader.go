@@ -3,6 +3,7 @@ package election
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -26,8 +27,17 @@ type Claim struct {
 	Addrs []netip.Addr
 }
 
-// Covers reports whether the claim allows binding exactly addrs.
-func (c Claim) Covers(addrs []netip.Addr) bool { return slices.Equal(c.Addrs, addrs) }
+// Covers reports whether the claim allows binding exactly addrs, in any
+// order.
+func (c Claim) Covers(addrs []netip.Addr) bool {
+	if len(c.Addrs) != len(addrs) {
+		return false
+	}
+	a, b := slices.Clone(c.Addrs), slices.Clone(addrs)
+	slices.SortFunc(a, netip.Addr.Compare)
+	slices.SortFunc(b, netip.Addr.Compare)
+	return slices.Equal(a, b)
+}
 
 // AddressClaim is an address claim key as stored (JSON value) and seen
 // (metadata). The zero value means "unclaimed".
@@ -90,6 +100,24 @@ type Leadership struct {
 	Keys           Keys
 	Node           string
 	RequestTimeout time.Duration
+	// Fallback, if set, carries a resign or unpublish that failed through
+	// Batch (a second connection, the lease's): a node whose group
+	// connection is broken while its lease is renewed must still be able
+	// to delete its keys, or they would block the group for good.
+	Fallback clientv3.KV
+}
+
+// withFallback sends ops through the fallback connection after err.
+func (l *Leadership) withFallback(ctx context.Context, err error, cmps []clientv3.Cmp, then []clientv3.Op) error {
+	if err == nil || l.Fallback == nil || ctx.Err() != nil {
+		return err
+	}
+	rctx, cancel := l.ctx(ctx)
+	defer cancel()
+	if _, ferr := l.Fallback.Txn(rctx).If(cmps...).Then(then...).Commit(); ferr != nil {
+		return errors.Join(err, ferr)
+	}
+	return nil
 }
 
 func (l *Leadership) ctx(parent context.Context) (context.Context, context.CancelFunc) {
@@ -186,7 +214,8 @@ func (l *Leadership) Resign(ctx context.Context, c Claim, graceful bool) error {
 	}
 	rctx, cancel := l.ctx(ctx)
 	defer cancel()
-	if _, err := l.Batch.Txn(rctx, nil, then, nil); err != nil {
+	_, err = l.Batch.Txn(rctx, nil, then, nil)
+	if err := l.withFallback(ctx, err, nil, then); err != nil {
 		return fmt.Errorf("election: resign %s: %w", c.Group, err)
 	}
 	return nil
@@ -286,11 +315,12 @@ func (l *Leadership) Publish(ctx context.Context, group string, c Candidate, lea
 // lease. Success means no record of this node on lease remains.
 func (l *Leadership) Unpublish(ctx context.Context, group string, lease clientv3.LeaseID) error {
 	key := l.Keys.Candidate(group, l.Node)
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(key), "=", lease)}
+	then := []clientv3.Op{clientv3.OpDelete(key)}
 	rctx, cancel := l.ctx(ctx)
 	defer cancel()
-	if _, err := l.Batch.Txn(rctx,
-		[]clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(key), "=", lease)},
-		[]clientv3.Op{clientv3.OpDelete(key)}, nil); err != nil {
+	_, err := l.Batch.Txn(rctx, cmps, then, nil)
+	if err := l.withFallback(ctx, err, cmps, then); err != nil {
 		return fmt.Errorf("election: unpublish %s: %w", group, err)
 	}
 	return nil

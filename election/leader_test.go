@@ -313,6 +313,8 @@ func TestViewTellsHowThePriorClaimEnded(t *testing.T) {
 	if err := n1.Resign(ctx, c1, true); err != nil {
 		t.Fatal(err)
 	}
+	resp, _ := cli.Get(ctx, "/x")
+	waitRev(resp.Header.Revision) // the view applied the resign at this time
 	resigned := clk.Now()
 	clk.Advance(time.Second)
 	acquire(n2, grant(t, cli))
@@ -331,7 +333,7 @@ func TestViewTellsHowThePriorClaimEnded(t *testing.T) {
 	if _, err := cli.Revoke(ctx, l3); err != nil {
 		t.Fatal(err)
 	}
-	resp, _ := cli.Get(ctx, "/x")
+	resp, _ = cli.Get(ctx, "/x")
 	waitRev(resp.Header.Revision)
 	expired := clk.Now()
 	clk.Advance(time.Second)

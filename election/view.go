@@ -374,8 +374,18 @@ func (v *View) watch(ctx context.Context, fromRev int64) error {
 				changed[g] = true
 			}
 		}
-		if resp.Header.Revision > v.rev {
-			v.rev = resp.Header.Revision
+		// The header's revision is the store's, which etcd may send ahead
+		// of the events a catching-up watch has delivered so far (it sends
+		// at most 1000 revisions of events per response). Only a progress
+		// notification says every event up to its revision was delivered.
+		seen := v.rev
+		if resp.IsProgressNotify() {
+			seen = resp.Header.Revision
+		} else if n := len(resp.Events); n > 0 {
+			seen = resp.Events[n-1].Kv.ModRevision
+		}
+		if seen > v.rev {
+			v.rev = seen
 		}
 		v.mu.Unlock()
 		if changed[""] {

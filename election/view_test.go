@@ -2,7 +2,10 @@ package election
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,5 +65,78 @@ func TestViewLastWinCountsCreatedLeaderKeys(t *testing.T) {
 	waitFor("g1")
 	if got := v.LastWin("node-a"); !got.Equal(wonAt) {
 		t.Fatalf("LastWin(node-a) after a rewrite = %v, want still %v", got, wonAt)
+	}
+}
+
+// The view's revision never runs ahead of the events it has applied: etcd
+// sends a catching-up watch at most 1000 revisions of events per response
+// with the store's current revision in the header, and a claim then
+// seemed deleted (or its successor confirmable) before its keys arrived.
+func TestViewRevNeverAheadOfAppliedEvents(t *testing.T) {
+	cli := etcdtest.Start(t).Client(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	keys := Keys{Prefix: "/vipd"}
+	a := netip.MustParseAddr("10.0.0.1")
+	addrs := []netip.Addr{a}
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0)) // no progress requests
+	var (
+		mu       sync.Mutex
+		v        *View
+		claimRev int64
+		bad      []string
+	)
+	v = NewView(cli, keys, clk, slog.New(slog.DiscardHandler), func(string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if claimRev == 0 {
+			return
+		}
+		st := v.Group("A", addrs)
+		if st.Synced && st.Rev >= claimRev && (!st.Leader.Present || st.Leader.CreateRev != claimRev) {
+			bad = append(bad, fmt.Sprintf("view Rev %d >= claim rev %d, but leader present=%v rev=%d", st.Rev, claimRev, st.Leader.Present, st.Leader.CreateRev))
+		}
+	})
+	rev, err := v.list(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1200 {
+		if _, err := cli.Put(ctx, fmt.Sprintf("/vipd/groups/G%d/candidates/n", i%50), `{"node":"n"}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lc := &Leadership{KV: cli.KV, Batch: NewBatcher(cli.KV, 2*time.Second, 0, 0, nil), Keys: keys, Node: "n1", RequestTimeout: 2 * time.Second}
+	l, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := lc.Acquire(ctx, "A", addrs, l.ID)
+	if err != nil || !r.Won {
+		t.Fatal(r, err)
+	}
+	mu.Lock()
+	claimRev = r.Claim.CreateRev
+	mu.Unlock()
+	wctx, wcancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = v.watch(wctx, rev+1) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := v.Group("A", addrs)
+		if st.Leader.Present && st.Leader.CreateRev == claimRev {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("view never saw the claim")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	wcancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bad) > 0 {
+		t.Fatalf("%d states with Rev past the claim but the claim not applied; first: %s", len(bad), bad[0])
 	}
 }

@@ -101,8 +101,8 @@ type Memory struct {
 	Snubbed   string
 	SnubUntil time.Time
 	// HandoverDone is the Rev of the handover request this node has
-	// carried out: it releases once per request, and reclaims (if the
-	// target never claims) without releasing again.
+	// carried out (its resign sent): it releases once per request, and
+	// reclaims (if the target never claims) without releasing again.
 	HandoverDone int64
 }
 
@@ -147,6 +147,9 @@ type Decision struct {
 	State  election.State
 	Reason string
 	Wake   time.Duration
+	// Handover is the Rev of the handover request a Release carries out:
+	// once the resign is sent, the loop remembers it (Memory.HandoverDone).
+	Handover int64
 }
 
 // Decide is the whole group policy as a pure function: what to do now,
@@ -237,8 +240,7 @@ func decide(in Inputs, mem *Memory) Decision {
 		}
 		if hv := in.View.Handover; hv != nil && hv.From == self.Node && hv.Rev != mem.HandoverDone {
 			if target, ok := election.HandoverTarget(hv, in.View.Candidates); ok {
-				mem.HandoverDone = hv.Rev
-				return Decision{Action: Release, State: election.StateBackup, Reason: "planned handover to " + target}
+				return Decision{Action: Release, State: election.StateBackup, Reason: "planned handover to " + target, Handover: hv.Rev}
 			}
 		}
 		if ch, ok := election.Challenger(self, challengers(in.View, mem.Snubbed)); ok {
@@ -470,7 +472,7 @@ const refreshAhead = 300 * time.Millisecond
 // than only at renewals, keeps a VIP bound as long as safely possible
 // while renewals fail (an etcd leader election, say).
 func LastRefresh(serverExpiry time.Time) time.Time {
-	return LifetimeEnd(serverExpiry).Add(-time.Second - 100*time.Millisecond)
+	return LifetimeEnd(serverExpiry).Add(-netif.AckAllowance - time.Second - 100*time.Millisecond)
 }
 
 // NextRefresh is how long a holder may wait for the next lease renewal

@@ -528,9 +528,13 @@ func TestDecideMemory(t *testing.T) {
 		in.View.Candidates = []election.Candidate{{Node: "web-node-3", Priority: 90, State: election.StateBackup, Preempt: true}}
 		in.View.Handover = &election.Handover{From: "web-node-2", Rev: 95}
 		d, m := Decide(in)
-		if d.Action != Release || m.HandoverDone != 95 {
-			t.Fatalf("%v, memory %+v; want release and the request remembered", d.Action, m)
+		if d.Action != Release || d.Handover != 95 {
+			t.Fatalf("%v (handover %d); want a release carrying out request 95", d.Action, d.Handover)
 		}
+		if d2, _ := Decide(in); d2.Action != Release {
+			t.Fatalf("before the resign was sent, the request is still to be carried out: %v", d2.Action)
+		}
+		m.HandoverDone = d.Handover // the loop, once the resign is sent
 		in.Mem = m
 		if d, _ := Decide(in); d.Action != Hold {
 			t.Errorf("reclaimed holder decided %v for the same request, want hold", d.Action)
@@ -575,37 +579,38 @@ func TestNextRefresh(t *testing.T) {
 	// The last safe refresh leaves a 1 s lifetime plus the kernel slack
 	// before the lease can expire at the server.
 	se := t0.Add(3 * time.Second)
-	if got := LastRefresh(se); !got.Equal(se.Add(-LifetimeSlack - 1100*time.Millisecond)) {
+	if got := LastRefresh(se); !got.Equal(se.Add(-LifetimeSlack - netif.AckAllowance - 1100*time.Millisecond)) {
 		t.Errorf("LastRefresh = %v", got.Sub(t0))
 	}
-	if lt, ok := netif.LifetimeUntil(LastRefresh(se), LifetimeEnd(se)); !ok || lt != time.Second {
+	end := LifetimeEnd(se).Add(-netif.AckAllowance) // as netif.Bind computes it
+	if lt, ok := netif.LifetimeUntil(LastRefresh(se), end); !ok || lt != time.Second {
 		t.Errorf("at LastRefresh: lifetime %v, %v; want 1s", lt, ok)
 	}
-	if lt, ok := netif.LifetimeUntil(LastRefresh(se).Add(100*time.Millisecond), LifetimeEnd(se)); !ok || lt != time.Second {
+	if lt, ok := netif.LifetimeUntil(LastRefresh(se).Add(100*time.Millisecond), end); !ok || lt != time.Second {
 		t.Errorf("100ms after LastRefresh: lifetime %v, %v; want still 1s", lt, ok)
 	}
-	if _, ok := netif.LifetimeUntil(LastRefresh(se).Add(101*time.Millisecond), LifetimeEnd(se)); ok {
+	if _, ok := netif.LifetimeUntil(LastRefresh(se).Add(101*time.Millisecond), end); ok {
 		t.Error("101ms after LastRefresh: a lifetime was still given")
 	}
 	// Right after a renewal of a 3 s lease (sent 5 ms ago), a 1 s lifetime
 	// fits: the TTL 3 s minimum stays usable.
-	if lt, ok := netif.LifetimeUntil(se.Add(-3*time.Second+5*time.Millisecond), LifetimeEnd(se)); !ok || lt != time.Second {
+	if lt, ok := netif.LifetimeUntil(se.Add(-3*time.Second+5*time.Millisecond), end); !ok || lt != time.Second {
 		t.Errorf("right after a renewal: lifetime %v, %v; want 1s", lt, ok)
 	}
 	renewed := t0
-	expiry := renewed.Add(3 * time.Second) // last safe refresh at +0.85s
+	expiry := renewed.Add(3 * time.Second) // last safe refresh at +0.8s
 	cases := []struct {
 		name  string
 		now   time.Duration
 		until time.Duration // kernel lifetime end, after t0; 0 = none
 		want  time.Duration
 	}{
-		{"lifetime outlasts the last safe refresh: wait for that", 0, 1500 * time.Millisecond, 850 * time.Millisecond},
+		{"lifetime outlasts the last safe refresh: wait for that", 0, 1500 * time.Millisecond, 800 * time.Millisecond},
 		{"lifetime ends first: refresh 300ms before it", 0, time.Second, 700 * time.Millisecond},
 		{"a skipped renewal left the lifetime at +1.05s: refresh at +0.75s", 600 * time.Millisecond, 1050 * time.Millisecond, 150 * time.Millisecond},
-		{"no lifetime set yet", 0, 0, 850 * time.Millisecond},
-		{"too late to refresh before the lifetime ends: the last safe refresh", 800 * time.Millisecond, 1050 * time.Millisecond, 50 * time.Millisecond},
-		{"past both: nothing due", time.Second, 1100 * time.Millisecond, -150 * time.Millisecond},
+		{"no lifetime set yet", 0, 0, 800 * time.Millisecond},
+		{"too late to refresh before the lifetime ends: the last safe refresh", 750 * time.Millisecond, 1050 * time.Millisecond, 50 * time.Millisecond},
+		{"past both: nothing due", time.Second, 1100 * time.Millisecond, -200 * time.Millisecond},
 	}
 	for _, c := range cases {
 		var until time.Time

@@ -82,6 +82,7 @@ type group struct {
 
 	mu        sync.Mutex
 	shared    config.Group // latest config, set by update
+	updates   int          // counts updates of shared
 	retiring  string       // why the group is going away; "" while it is wanted
 	state     election.State
 	heartbeat time.Time
@@ -96,6 +97,7 @@ type group struct {
 	// vacancy-to-bound metric; zero once reported.
 	vacantAtWin time.Time
 	bindFault   bindFault
+	seenUpdates int // g.updates as the loop last took the config
 }
 
 // bindFault stands a node down when it cannot bind its VIPs (a netlink
@@ -103,23 +105,31 @@ type group struct {
 // keys without the address would keep every peer in standby.
 type bindFault struct {
 	failures int           // consecutive failed binds
+	since    time.Time     // the first of them
 	holdOff  time.Duration // the last stand-down; doubles while it recurs
 	until    time.Time     // FAULT until then
 }
 
-// Binds that fail this many times in a row put the group in FAULT for a
-// hold-off, first bindHoldOffMin, doubling up to bindHoldOffMax while it
-// recurs; a bind that succeeds resets it.
+// Binds that keep failing for bindFailingFor (at least maxBindFailures
+// attempts) put the group in FAULT for a hold-off, first bindHoldOffMin,
+// doubling up to bindHoldOffMax while it recurs, if another candidate can
+// take the group; a bind that succeeds, or a reload, resets it. A passing
+// error (a netlink buffer overrun) does not stand a node down.
 const (
 	maxBindFailures = 3
+	bindFailingFor  = 2 * time.Second
 	bindHoldOffMin  = 30 * time.Second
 	bindHoldOffMax  = 10 * time.Minute
 )
 
 // failed records a failed bind at now; true when the group stands down.
-func (b *bindFault) failed(now time.Time) bool {
+// others says whether another eligible candidate could take the group.
+func (b *bindFault) failed(now time.Time, others bool) bool {
+	if b.failures == 0 {
+		b.since = now
+	}
 	b.failures++
-	if b.failures < maxBindFailures {
+	if b.failures < maxBindFailures || now.Sub(b.since) < bindFailingFor || !others {
 		return false
 	}
 	b.failures = 0
@@ -129,6 +139,17 @@ func (b *bindFault) failed(now time.Time) bool {
 }
 
 func (b *bindFault) ok() { *b = bindFault{} }
+
+// othersEligible reports whether a candidate other than this node could
+// take the group.
+func othersEligible(in Inputs) bool {
+	for _, c := range in.View.Candidates {
+		if c.Node != in.Self.Node && c.Eligible() {
+			return true
+		}
+	}
+	return false
+}
 
 func newGroup(env *groupEnv, gc config.Group, cancel context.CancelFunc) *group {
 	log := env.log.With("group", gc.Name)
@@ -145,6 +166,7 @@ func newGroup(env *groupEnv, gc config.Group, cancel context.CancelFunc) *group 
 func (g *group) update(gc config.Group) {
 	g.mu.Lock()
 	g.shared, g.retiring = gc, ""
+	g.updates++
 	g.mu.Unlock()
 	g.poke()
 }
@@ -227,6 +249,10 @@ func (g *group) run(ctx context.Context) {
 		leaseChanged := g.env.lease.Changed()
 		g.mu.Lock()
 		g.cfg = g.shared
+		if g.updates != g.seenUpdates {
+			g.seenUpdates = g.updates
+			g.bindFault = bindFault{} // a reload may have fixed what failed
+		}
 		retiring := g.retiring
 		g.heartbeat = g.env.clk.Now()
 		g.mu.Unlock()
@@ -428,9 +454,9 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 			return true, 0, false
 		case bindFailed:
 			g.markDirty()
-			if g.bindFault.failed(in.Now) {
+			if g.bindFault.failed(in.Now, othersEligible(in)) {
 				g.log.Error("cannot bind the VIPs; standing down (FAULT) so that a peer can hold the group",
-					"failures", maxBindFailures, "for", g.bindFault.holdOff)
+					"failing_for", bindFailingFor, "for", g.bindFault.holdOff)
 				return true, 0, false
 			}
 			return false, retryBase, false
@@ -453,7 +479,7 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 		if !g.vips.unbind(d.Reason) {
 			return false, g.vips.removalWait(retryBase), false
 		}
-		return false, retryBase, false
+		return false, 0, false // the next renewal wakes the loop
 
 	case Forget:
 		g.held = Held{}
@@ -475,8 +501,12 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 		graceful := !g.held.Fresh || (in.View.Leader.CreateRev == c.CreateRev && in.View.Prior.Graceful)
 		w, ok := g.retry.call(g, in.Now, "resign", func() error {
 			// From here the resign may land whatever its answer says:
-			// the claim is only ever released again.
+			// the claim is only ever released again, and a handover it
+			// carries out is done.
 			g.held.Resigning = true
+			if d.Handover != 0 {
+				g.mem.HandoverDone = d.Handover
+			}
 			return g.env.etcd.Resign(ctx, c, graceful)
 		})
 		if !ok {

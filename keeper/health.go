@@ -59,6 +59,7 @@ type health struct {
 	onResync func(ifname string)
 
 	mu       sync.Mutex
+	stopped  bool            // set by stop: nothing starts after
 	ctx      context.Context // set by start; parent of runners and watches
 	statuses map[string]checks.Status
 	up       map[string]bool // ifname -> link up; absent = unknown
@@ -87,8 +88,12 @@ func (h *health) start(ctx context.Context) {
 	h.mu.Unlock()
 }
 
-// stop ends every check and watch and waits for them.
+// stop ends every check and watch and waits for them. Nothing starts
+// after it (a reload racing the shutdown).
 func (h *health) stop() {
+	h.mu.Lock()
+	h.stopped = true
+	h.mu.Unlock()
 	h.stopChecks(nil)
 	h.mu.Lock()
 	for name, cancel := range h.watching {
@@ -171,11 +176,16 @@ func (h *health) watch(groups []config.Group) error {
 			cancel()
 			return fmt.Errorf("keeper: watch interface %s: %w", name, err)
 		}
-		h.mu.Lock()
-		h.watching[name] = cancel
-		h.mu.Unlock()
 		h.refreshLink(name)
+		h.mu.Lock()
+		if h.stopped {
+			h.mu.Unlock()
+			cancel()
+			return nil
+		}
+		h.watching[name] = cancel
 		h.wg.Go(func() { h.follow(wctx, name, events) })
+		h.mu.Unlock()
 	}
 	h.mu.Lock()
 	for name, cancel := range h.watching {
@@ -291,8 +301,12 @@ func (h *health) runCheck(name string, c config.Check) error {
 	cctx, cancel := context.WithCancel(ctx)
 	rc = &runningCheck{cfg: c, cancel: cancel, done: make(chan struct{})}
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped {
+		cancel()
+		return nil
+	}
 	h.running[name] = rc
-	h.mu.Unlock()
 	h.wg.Go(func() {
 		defer close(rc.done)
 		r.Run(cctx, h.checked)

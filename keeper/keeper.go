@@ -123,6 +123,9 @@ func New(opt Options) *Keeper {
 	}
 	lead := &election.Leadership{KV: kv, Keys: keys, Node: cfg.Node, RequestTimeout: cfg.Etcd.RequestTimeout,
 		Batch: election.NewBatcher(kv, cfg.Etcd.RequestTimeout, 0, 0, log)}
+	if leases != opt.Client {
+		lead.Fallback = leases.KV
+	}
 	k.view = election.NewView(opt.Client, keys, k.clk, log, k.poke)
 	k.view.OnAddress = k.pokeAddr
 	k.health = newHealth(k.clk, log, opt.Observer, opt.Probes, opt.Ifaces)

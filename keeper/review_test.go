@@ -415,3 +415,85 @@ groups:
 	}
 	t.Fatal("the keys of the late acquire were never swept")
 }
+
+// A holder that lapsed (a renewal gap longer than the fence) binds again
+// under its intact claim once renewed, whatever order its addresses are
+// configured in (the claim re-read from etcd lists them sorted).
+func TestLapseThenRenewHoldsTheSameClaim(t *testing.T) {
+	for _, order := range []string{"[192.168.20.15/24, 192.168.20.16/24]", "[192.168.20.16/24, 192.168.20.15/24]"} {
+		t.Run(order, func(t *testing.T) {
+			two := strings.Replace(harnessGroup, "addresses: [192.168.20.15/24]", "addresses: "+order, 1)
+			h := newHarness(t, nil, "web-node-1", two)
+			h.hold()
+			_, rev := h.leader()
+			h.noRenew = true
+			for i := 0; i < 30 && !h.g.held.Lapsed; i++ {
+				h.clk.Advance(100 * time.Millisecond)
+				h.step()
+			}
+			if !h.g.held.Lapsed || h.host.Has(hvip) {
+				t.Fatalf("setup: lapsed %v, bound %v", h.g.held.Lapsed, h.host.Has(hvip))
+			}
+			h.lease.renew()
+			h.noRenew = false
+			h.until("bound again", 3*time.Second, func() bool { return h.host.Has(hvip) })
+			if _, rev2 := h.leader(); rev2 != rev {
+				t.Fatalf("the intact claim (rev %d) was released after a lapse; now rev %d", rev, rev2)
+			}
+		})
+	}
+}
+
+// A bind that fails for a moment (a netlink buffer overrun) does not stand
+// a lone node down: nobody else could hold the group.
+func TestPassingBindFailureDoesNotStrandALoneNode(t *testing.T) {
+	h := newHarness(t, nil, "web-node-1", "")
+	fails := 0
+	h.host.Intercept(func(op fakenet.Op) error {
+		if op.Kind == "bind" && fails < 3 {
+			fails++
+			return errors.New("no buffer space available")
+		}
+		return nil
+	})
+	start := h.clk.Now()
+	h.until("bound", 10*time.Second, func() bool { return h.host.Has(hvip) && h.g.vips.bound() })
+	if took := h.clk.Now().Sub(start); took > ExpiryGrace+2*time.Second {
+		t.Fatalf("bound %v after three passing bind failures", took)
+	}
+}
+
+// A handover whose first VIP removal fails is still carried out: the
+// request counts as done only once the resign is sent.
+func TestHandoverSurvivesAFailedRemoval(t *testing.T) {
+	m := etcdtest.Start(t)
+	a := newHarness(t, m, "web-node-1", "")
+	b := newHarness(t, m, "web-node-2", "")
+	a.hold()
+	b.until("b standby, its record published", 5*time.Second, func() bool { return b.g.rec.Lease != 0 && b.g.held.Claim == nil })
+	a.step()
+	failed := false
+	a.host.Intercept(func(op fakenet.Op) error {
+		if op.Kind == "unbind" && !failed {
+			failed = true
+			return errors.New("transient netlink failure")
+		}
+		return nil
+	})
+	handoverFrom(t, a, "web-node-1")
+	for range 40 {
+		for _, x := range []*harness{a, b} {
+			x.clk.Advance(50 * time.Millisecond)
+			x.lease.renew()
+			x.step()
+		}
+		if b.host.Has(hvip) {
+			if a.host.Has(hvip) {
+				t.Fatal("two holders")
+			}
+			return
+		}
+	}
+	n, _ := a.leader()
+	t.Fatalf("handover not carried out after one failed removal: leader %q, web-node-1 bound %v", n, a.host.Has(hvip))
+}

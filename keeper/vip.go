@@ -160,7 +160,7 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 		v.removing, dirty = false, true
 	}
 	end := LifetimeEnd(lease.ServerExpiry)
-	lifetime, ok := netif.LifetimeUntil(now, end)
+	lifetime, ok := netif.LifetimeUntil(now, end.Add(-netif.AckAllowance))
 	if v.present() && !dirty && v.on == lease.ID {
 		exp := v.expiresFrom()
 		extends := ok && now.Add(lifetime).After(exp.Add(250*time.Millisecond))

@@ -28,6 +28,14 @@ const KernelExpiryLag = 2500 * time.Millisecond
 // and 30 ms at HZ=100 (measured: 22.5 ms).
 const KernelEarlyExpiry = 35 * time.Millisecond
 
+// AckAllowance is how much of the time to the caller's end Bind and
+// Extend leave for the request's round trip: the lifetime counts from when
+// the kernel applies it, somewhere before the answer, so a lifetime
+// computed at issue to end exactly at end would run past it by the round
+// trip whenever the whole seconds happen to fit closely. Only a request
+// slower than this (a stall) makes Binding.Ends pass end.
+const AckAllowance = 50 * time.Millisecond
+
 // LifetimeUntil is the valid_lft to give an address at now so that the
 // lifetime has run out by end: whole seconds, rounded down. ok is false
 // when that is less than one second: the address must then not be added
@@ -75,7 +83,7 @@ func (h *Handle) Bind(ifname string, p netip.Prefix, end time.Time, o AddrOption
 	if err := o.check(ifname, p); err != nil {
 		return Binding{}, err
 	}
-	return h.bind(ifname, p, func(issued time.Time) (time.Duration, bool) { return LifetimeUntil(issued, end) }, o, false)
+	return h.bind(ifname, p, func(issued time.Time) (time.Duration, bool) { return LifetimeUntil(issued, end.Add(-AckAllowance)) }, o, false)
 }
 
 // Extend resets the lifetime of p, which the caller knows is bound, as
@@ -86,7 +94,7 @@ func (h *Handle) Extend(ifname string, p netip.Prefix, end time.Time, o AddrOpti
 	if err := o.check(ifname, p); err != nil {
 		return Binding{}, err
 	}
-	return h.bind(ifname, p, func(issued time.Time) (time.Duration, bool) { return LifetimeUntil(issued, end) }, o, true)
+	return h.bind(ifname, p, func(issued time.Time) (time.Duration, bool) { return LifetimeUntil(issued, end.Add(-AckAllowance)) }, o, true)
 }
 
 // Unbind removes p from ifname and makes sure no address with p's IP is
@@ -109,6 +117,11 @@ func (h *Handle) Unbind(ifname string, p netip.Prefix) (removed int, err error) 
 			removed = 1
 			delete(h.boundOn, p)
 			return
+		}
+		if ok {
+			if on := h.boundOn[p]; on != nil {
+				delete(on, idx)
+			}
 		}
 		// Not there under that name, the request failed, or the address
 		// was bound on another link too: find the IP wherever it is.
@@ -162,11 +175,6 @@ func (h *Handle) removeIPs(ips []netip.Addr) ([]netip.Prefix, error) {
 	}
 	var gone []netip.Prefix
 	var errs []error
-	for p := range h.boundOn {
-		if want[p.Addr()] {
-			delete(h.boundOn, p) // what is left is found below
-		}
-	}
 	for _, a := range as {
 		p, ok := prefixOf(a.IPNet)
 		if !ok || !want[p.Addr()] {
@@ -185,6 +193,21 @@ func (h *Handle) removeIPs(ips []netip.Addr) ([]netip.Prefix, error) {
 			// Gone meanwhile (expired, or its link was deleted).
 		default:
 			errs = append(errs, fmt.Errorf("netif: remove %v from interface index %d: %w", p, a.LinkIndex, err))
+			continue // still bound there: keep that link in boundOn
+		}
+		if on := h.boundOn[p]; on != nil {
+			delete(on, a.LinkIndex)
+			if len(on) == 0 {
+				delete(h.boundOn, p)
+			}
+		}
+	}
+	if len(errs) == 0 {
+		// Every address with these IPs is gone: nothing is bound anywhere.
+		for p := range h.boundOn {
+			if want[p.Addr()] {
+				delete(h.boundOn, p)
+			}
 		}
 	}
 	return gone, errors.Join(errs...)

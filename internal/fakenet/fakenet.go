@@ -231,7 +231,7 @@ func (h *Host) Extend(ifname string, p netip.Prefix, goneBy time.Time, _ netif.A
 
 func (h *Host) bind(kind, ifname string, p netip.Prefix, goneBy time.Time) (netif.Binding, error) {
 	issued := h.clk.Now()
-	lifetime, ok := netif.LifetimeUntil(issued, goneBy)
+	lifetime, ok := netif.LifetimeUntil(issued, goneBy.Add(-netif.AckAllowance))
 	if !ok {
 		return netif.Binding{}, netif.ErrLifetimeTooShort
 	}
