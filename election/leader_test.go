@@ -3,6 +3,7 @@ package election
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"testing"
@@ -350,5 +351,50 @@ func TestViewTellsHowThePriorClaimEnded(t *testing.T) {
 	acquire(n1, grant(t, cli))
 	if st := v.Group("A", addrs); st.Prior.Graceful {
 		t.Fatalf("after a resign of a claim never bound: prior %+v, want not graceful", st.Prior)
+	}
+}
+
+// failingKV fails every transaction: a broken connection.
+type failingKV struct{ clientv3.KV }
+
+func (failingKV) Txn(ctx context.Context) clientv3.Txn { return failingTxn{} }
+
+type failingTxn struct{}
+
+func (t failingTxn) If(...clientv3.Cmp) clientv3.Txn  { return t }
+func (t failingTxn) Then(...clientv3.Op) clientv3.Txn { return t }
+func (t failingTxn) Else(...clientv3.Op) clientv3.Txn { return t }
+func (failingTxn) Commit() (*clientv3.TxnResponse, error) {
+	return nil, errors.New("connection broken")
+}
+
+// A node whose group connection is broken while its lease connection
+// works still deletes its keys: resign and unpublish fall back to it.
+func TestResignAndUnpublishFallBack(t *testing.T) {
+	cli := etcdtest.Start(t).Client(t)
+	ctx := t.Context()
+	good := newLeadership(t, cli, "n1")
+	lease := grant(t, cli)
+	a := netip.MustParseAddr("10.0.0.1")
+	r, err := good.Acquire(ctx, "A", []netip.Addr{a}, lease)
+	if err != nil || !r.Won {
+		t.Fatal(r, err)
+	}
+	if _, err := good.Publish(ctx, "A", Candidate{Node: "n1", State: StateBackup}, lease, 0); err != nil {
+		t.Fatal(err)
+	}
+	broken := &Leadership{KV: failingKV{}, Batch: NewBatcher(failingKV{}, time.Second, 0, 0, nil), Keys: good.Keys, Node: "n1", RequestTimeout: time.Second}
+	if err := broken.Resign(ctx, r.Claim, true); err == nil {
+		t.Fatal("resign over a broken connection succeeded without a fallback")
+	}
+	broken.Fallback = cli.KV
+	if err := broken.Resign(ctx, r.Claim, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := broken.Unpublish(ctx, "A", lease); err != nil {
+		t.Fatal(err)
+	}
+	if n := keyCount(t, cli, "/vipd/groups/A/leader") + keyCount(t, cli, "/vipd/addresses/") + keyCount(t, cli, "/vipd/groups/A/candidates/"); n != 0 {
+		t.Fatalf("%d keys left", n)
 	}
 }
