@@ -497,3 +497,37 @@ func TestHandoverSurvivesAFailedRemoval(t *testing.T) {
 	n, _ := a.leader()
 	t.Fatalf("handover not carried out after one failed removal: leader %q, web-node-1 bound %v", n, a.host.Has(hvip))
 }
+
+// A bind that fails although the address is on the host (added, then the
+// refresh of it failed; or there already): the release must still confirm
+// it gone before the keys go, or a peer would bind next to it.
+func TestFailedBindOfAPresentAddressIsRemovedBeforeRelease(t *testing.T) {
+	m := etcdtest.Start(t)
+	h := newHarness(t, m, "web-node-1", "")
+	h2 := newHarness(t, m, "web-node-2", strings.Replace(harnessGroup, "priority: 101", "priority: 100", 1))
+	h.host.Intercept(func(op fakenet.Op) error {
+		if op.Kind == "bind" {
+			h.host.AddByHand("eth0", hvip) // the kernel has it; the request still fails
+			return errors.New("refresh failed")
+		}
+		return nil
+	})
+	for range 100 {
+		h.step()
+		if n, _ := h.leader(); n == "" && h.g.held.Resigned != 0 && h.host.Has(hvip) {
+			t.Fatal("keys released while the address a failed bind left is still on the host")
+		}
+		h2.step()
+		if h.host.Has(hvip) && h2.host.Has(hvip) {
+			t.Fatal("two holders")
+		}
+		for _, x := range []*harness{h, h2} {
+			x.clk.Advance(100 * time.Millisecond)
+			x.lease.renew()
+		}
+		if h2.host.Has(hvip) {
+			return
+		}
+	}
+	t.Fatalf("the peer never took over: web-node-1 %s, web-node-2 %s", h.g.currentState(), h2.g.currentState())
+}

@@ -46,7 +46,11 @@ type vips struct {
 	// removal. Empty: provably nothing of ours.
 	iface string
 	set   map[netip.Prefix]netif.Binding // each address's last bind
-	on    clientv3.LeaseID               // the lease whose fence the lifetimes are under
+	// maybe holds addresses a failed bind may have left on the host (or
+	// found there: EEXIST, then a failed refresh), with no lifetime known:
+	// only a confirmed removal clears them.
+	maybe map[netip.Prefix]struct{}
+	on    clientv3.LeaseID // the lease whose fence the lifetimes are under
 	// removing: a removal failed; the VIPs count as present until removed
 	// or until their kernel lifetime has run out.
 	removing bool
@@ -64,11 +68,11 @@ type gateState struct {
 }
 
 // present reports whether a VIP of ours may be on the host.
-func (v *vips) present() bool { return len(v.set) > 0 }
+func (v *vips) present() bool { return len(v.set) > 0 || len(v.maybe) > 0 }
 
-// bound reports whether the VIPs are bound as a holder's (not leftovers
-// being removed).
-func (v *vips) bound() bool { return v.present() && !v.removing }
+// bound reports whether VIPs are bound as a holder's (not leftovers being
+// removed, nor only addresses a failed bind may have left).
+func (v *vips) bound() bool { return len(v.set) > 0 && !v.removing }
 
 // ends is the latest time a lifetime set runs out.
 func (v *vips) ends() time.Time {
@@ -102,9 +106,14 @@ func (v *vips) expiresFrom() time.Time {
 }
 
 func (v *vips) prefixes() []netip.Prefix {
-	out := make([]netip.Prefix, 0, len(v.set))
+	out := make([]netip.Prefix, 0, len(v.set)+len(v.maybe))
 	for p := range v.set {
 		out = append(out, p)
+	}
+	for p := range v.maybe {
+		if _, ok := v.set[p]; !ok {
+			out = append(out, p)
+		}
 	}
 	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
 	return out
@@ -161,7 +170,7 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 	}
 	end := LifetimeEnd(lease.ServerExpiry)
 	lifetime, ok := netif.LifetimeUntil(now, end.Add(-netif.AckAllowance))
-	if v.present() && !dirty && v.on == lease.ID {
+	if v.present() && len(v.maybe) == 0 && !dirty && v.on == lease.ID {
 		exp := v.expiresFrom()
 		extends := ok && now.Add(lifetime).After(exp.Add(250*time.Millisecond))
 		due := !now.Before(exp.Add(-refreshAhead))
@@ -188,7 +197,7 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 		v.log.Error("bad scope; binding with the default", "err", err)
 	}
 	opts := netif.AddrOptions{Label: cfg.Label, Scope: scope}
-	refresh := v.present() && !dirty && v.on == lease.ID
+	refresh := len(v.set) > 0 && len(v.maybe) == 0 && !dirty && v.on == lease.ID
 	out, added := bindOK, false
 	for _, p := range cfg.Prefixes {
 		var b netif.Binding
@@ -210,6 +219,15 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 		case err != nil:
 			v.log.Error("cannot bind VIP", "address", p, "interface", cfg.Interface, "err", err)
 			out = bindFailed
+			// It may be on the host all the same: removing it must be
+			// confirmed before anything counts as released.
+			if _, known := v.set[p]; !known {
+				if v.maybe == nil {
+					v.maybe = map[netip.Prefix]struct{}{}
+				}
+				v.maybe[p] = struct{}{}
+				v.iface = cfg.Interface
+			}
 			continue
 		}
 		// Record what is on the host at once, so whatever happens next
@@ -218,6 +236,7 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 			v.set = map[netip.Prefix]netif.Binding{}
 		}
 		v.iface, v.on, v.set[p] = cfg.Interface, lease.ID, b
+		delete(v.maybe, p)
 		added = added || b.Added
 	}
 	if fc := v.fenceCheck(); fc != bindOK {
@@ -241,8 +260,8 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 // LifetimeEnd (counted from the request's end, it outlasts what peers
 // allow for). Either way the VIPs come off at once.
 func (v *vips) fenceCheck() bindOutcome {
-	if !v.present() {
-		return bindOK
+	if len(v.set) == 0 {
+		return bindOK // nothing bound under a known lifetime
 	}
 	now := v.clk.Now()
 	l := v.lease.Current()
@@ -278,11 +297,12 @@ func (v *vips) unbind(reason string) bool {
 		}
 		removed += n
 		delete(v.set, p)
+		delete(v.maybe, p)
 	}
 	switch {
 	case !v.present():
 		v.log.Info("VIP removed", "addresses", prefixStrings(ps), "interface", v.iface, "reason", reason, "removed", removed)
-	case !v.clk.Now().Before(v.goneBy()):
+	case len(v.maybe) == 0 && !v.clk.Now().Before(v.goneBy()):
 		v.log.Warn("VIP removal not confirmed, but its kernel lifetime has run out: it is gone", "addresses", prefixStrings(v.prefixes()), "interface", v.iface)
 		clear(v.set)
 	default:
