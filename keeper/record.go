@@ -38,10 +38,14 @@ type publishPlan struct {
 // is written again as soon as the view sees the delete, and a write is not
 // repeated while its own watch event is on the way.
 func planPublish(want election.Candidate, lease clientv3.LeaseID, rs recordState, v election.GroupState) publishPlan {
-	if lease == 0 {
+	if lease == 0 || !v.Synced {
+		// Not while the view is not synced: a node that publishes a better
+		// record before it can see the group would make the holder yield
+		// to it and then win a claim it could not confirm (docs/design.md
+		// §2.3): after a partition heals, say, its watch still re-listing.
 		return publishPlan{}
 	}
-	if !v.Synced || v.Rev < rs.ModRev {
+	if v.Rev < rs.ModRev {
 		if rs.Lease != lease || !candidateEqual(rs.Written, want) {
 			return publishPlan{Write: true, Expect: rs.ModRev, Reason: "record changed"}
 		}

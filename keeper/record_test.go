@@ -1,0 +1,49 @@
+package keeper
+
+import (
+	"testing"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/vipd/vipd/election"
+)
+
+func TestPlanPublish(t *testing.T) {
+	const ours, old, other = clientv3.LeaseID(7), clientv3.LeaseID(5), clientv3.LeaseID(9)
+	want := election.Candidate{Node: "n1", Priority: 103, State: election.StateMaster, Preempt: true}
+	rec := func(prio int, lease clientv3.LeaseID, modRev int64) election.Candidate {
+		c := want
+		c.Priority, c.Lease, c.ModRev = prio, int64(lease), modRev
+		return c
+	}
+	view := func(rev int64, cands ...election.Candidate) election.GroupState {
+		return election.GroupState{Synced: true, Rev: rev, Candidates: cands}
+	}
+	written := recordState{Written: want, Lease: ours, ModRev: 40}
+	cases := []struct {
+		name      string
+		rs        recordState
+		v         election.GroupState
+		write     bool
+		expect    int64
+		contested bool
+	}{
+		{"in etcd as wanted", written, view(50, rec(103, ours, 40)), false, 0, false},
+		{"deleted behind our back", written, view(50), true, 0, false},
+		{"changed (priority)", written, view(50, rec(101, ours, 40)), true, 40, false},
+		{"view not caught up with our write: trust the write", written, view(39), false, 0, false},
+		{"view not caught up, and we want another record", recordState{Written: rec(101, ours, 0), Lease: ours, ModRev: 40}, view(39), true, 40, false},
+		{"after a lease change: the record is on the old lease", recordState{Written: want, Lease: old, ModRev: 30}, view(50, rec(103, old, 30)), true, 30, false},
+		{"another process writes this node's record", written, view(50, rec(103, other, 45)), true, 45, true},
+		{"view not synced: nothing (re-listing after a partition)", recordState{}, election.GroupState{Rev: 50}, false, 0, false},
+	}
+	for _, c := range cases {
+		p := planPublish(want, ours, c.rs, c.v)
+		if p.Write != c.write || (c.write && p.Expect != c.expect) || p.Contested != c.contested {
+			t.Errorf("%s: plan %+v, want write %v expect %d contested %v", c.name, p, c.write, c.expect, c.contested)
+		}
+	}
+	if p := planPublish(want, 0, written, view(50)); p.Write {
+		t.Error("a plan to write without a lease")
+	}
+}
