@@ -138,6 +138,7 @@ type Host struct {
 	// a stall inside the call.
 	intercept func(op Op) error
 	Garps     atomic.Int64
+	garpTimes []time.Time // host-clock time of each counted round, read before its gate check
 }
 
 type hostAddr struct {
@@ -346,11 +347,33 @@ func (h *Host) Watch(ctx context.Context, _ []string) (<-chan netif.Event, error
 
 // Announce counts announcement rounds sent while gate is open.
 func (h *Host) Announce(_ string, ip netip.Addr, gate netif.Gate) error {
+	// The time is read before the gate: a clock advanced in between
+	// closes the gate rather than stamping an open-gate round late, so a
+	// stamp at or past a fence means the gate really was open there.
+	at := h.clk.Now()
 	if gate != nil && !gate() {
 		return fmt.Errorf("%w: %v", netif.ErrGateClosed, ip)
 	}
+	h.mu.Lock()
+	h.garpTimes = append(h.garpTimes, at)
+	h.mu.Unlock()
 	h.Garps.Add(1)
 	return nil
+}
+
+// GarpsFrom counts the announcement rounds sent at or after t on the
+// host's clock. Unlike a difference of Garps it does not race with an
+// announcer that passed its gate just before a test advanced the clock.
+func (h *Host) GarpsFrom(t time.Time) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, at := range h.garpTimes {
+		if !at.Before(t) {
+			n++
+		}
+	}
+	return n
 }
 
 // Has reports whether p is bound on the host (its lifetime not run out).
