@@ -28,16 +28,18 @@ type SessionConfig struct {
 	// Margin is subtracted from TTL to get the fence deadline.
 	// Zero value: TTL/6, at least 100ms.
 	Margin time.Duration
-	// RenewEvery is the period between successful renewals. Zero value:
-	// TTL/6 (500ms for 3s), so the last good renewal before an etcd
-	// outage is recent and the holder rides through a leader election.
+	// RenewEvery is the period between the sends of successful renewals
+	// (counted from the send, not the answer: the fence and the VIP's
+	// kernel lifetime count from the send). Zero value: TTL/6 (500ms for
+	// 3s), so the last good renewal before an etcd outage is recent and
+	// the holder rides through a leader election.
 	RenewEvery time.Duration
 	// RequestTimeout bounds one Grant or KeepAliveOnce, so a stuck etcd
 	// member is abandoned for another endpoint quickly.
 	RequestTimeout time.Duration
 	// RetryEvery is the wait after a failed renewal before the next try.
 	// While the member answers "no leader" the wait doubles up to
-	// 4×RetryEvery (see failWait). Zero value: 100ms.
+	// 2×RetryEvery (see failWait). Zero value: 100ms.
 	RetryEvery time.Duration
 	// HedgeAfter is how long a renewal may go unanswered before another
 	// attempt is sent beside it. Zero value: 150ms.
@@ -115,8 +117,10 @@ type Session struct {
 	OnRenew func(RenewResult, time.Duration)
 
 	// noLeaderRun counts the attempts in a row that failed with "no
-	// leader"; it paces the retries. Only the Run goroutine (step) uses it.
-	noLeaderRun int
+	// leader"; it paces the retries. failedRun counts the failed renewals
+	// since the last good one, for the recovery log line. Only the Run
+	// goroutine (step) uses them.
+	noLeaderRun, failedRun int
 
 	mu      sync.Mutex
 	lease   Lease
@@ -264,7 +268,7 @@ func (s *Session) step(ctx context.Context) time.Duration {
 			s.Current()
 			return 0
 		}
-		return s.cfg.RenewEvery
+		return s.nextAfter(sent)
 	}
 
 	a := s.renew(ctx, cur.ID)
@@ -291,15 +295,24 @@ func (s *Session) step(ctx context.Context) time.Duration {
 			return s.cfg.RenewEvery
 		}
 		s.set(Lease{ID: cur.ID, Renewed: sent, Deadline: deadline, ServerExpiry: sent.Add(ttl), SuspendedAtRenewal: a.suspended})
-		return s.cfg.RenewEvery
+		if s.failedRun > 0 {
+			// The gap is what an etcd election cost the holder: compare it
+			// with the ride-through budget (design §3).
+			s.log.Info("lease renewed again", "lease", fmt.Sprintf("%x", int64(cur.ID)), "failures", s.failedRun,
+				"gap", sent.Sub(cur.Renewed).Round(time.Millisecond))
+			s.failedRun = 0
+		}
+		return s.nextAfter(sent)
 	case errors.Is(err, rpctypes.ErrLeaseNotFound):
 		s.noLeaderRun = 0
 		s.report(RenewLost, RenewLost, err, sent)
 		s.log.Warn("lease expired at the server; granting a new one", "lease", fmt.Sprintf("%x", int64(cur.ID)))
 		s.set(Lease{})
+		s.failedRun = 0
 		return 0
 	default:
 		s.report(RenewFailed, RenewOK, err, sent)
+		s.failedRun++
 		wait := s.failWait(err)
 		if ctx.Err() == nil {
 			s.log.Warn("lease renewal failed", "lease", fmt.Sprintf("%x", int64(cur.ID)),
@@ -309,19 +322,30 @@ func (s *Session) step(ctx context.Context) time.Duration {
 	}
 }
 
+// nextAfter is the wait before the renewal that follows a good one sent at
+// sent: RenewEvery after that send, at once if the answer took longer.
+// Pacing from the answer would let a slow round trip age the last good
+// renewal before an outage by RenewEvery plus the round trip, and the
+// holder's ride-through budget runs from that send.
+func (s *Session) nextAfter(sent time.Time) time.Duration {
+	return max(s.cfg.RenewEvery-s.clk.Now().Sub(sent), 0)
+}
+
 // failWait returns the wait before the next attempt after a failed one.
 //
 // A member that lost its leader answers a request carrying
 // WithRequireLeader at once with "no leader", so retrying every RetryEvery
 // would be a tight loop of instantly failing requests against a cluster
 // busy electing. While that is the answer, the wait doubles from RetryEvery
-// up to noLeaderMaxWaits×RetryEvery (100, 200, 400, 400… ms with the
-// defaults). The cap is small on purpose: a holder has about 2 s of fence
-// budget (TTL − margin − the time since its last renewal) and must renew at
-// the first moment a leader exists again; 400 ms between tries costs it at
-// most that. Any other error (a timeout, a broken connection: a stuck or
-// unreachable member, not a quick "no") resets the pace to RetryEvery, as
-// does a success.
+// up to noLeaderMaxWaits×RetryEvery (100, 200, 200… ms with the defaults).
+// The cap is small on purpose: a holder's VIP outlives its last good
+// renewal's send by only about 1.8 s at lease_ttl 3s (the last safe kernel
+// lifetime; the fence is at 2.5 s), an election of 0.5–0.9 s eats half of
+// that, and the holder must renew at the first moment a leader exists
+// again; the last wait of the backoff is paid after the election ends.
+// Any other error (a timeout, a broken connection: a stuck or unreachable
+// member, not a quick "no") resets the pace to RetryEvery, as does a
+// success.
 func (s *Session) failWait(err error) time.Duration {
 	if !isNoLeader(err) {
 		s.noLeaderRun = 0
@@ -336,7 +360,7 @@ func (s *Session) failWait(err error) time.Duration {
 }
 
 // noLeaderMaxWaits caps the no-leader backoff at this many RetryEvery.
-const noLeaderMaxWaits = 4
+const noLeaderMaxWaits = 2
 
 // isNoLeader reports whether err is a member's "no leader" answer. The
 // client turns the gRPC status into rpctypes.ErrNoLeader (an EtcdError,

@@ -101,8 +101,8 @@ func newLoggedSession(rtt time.Duration, cfg SessionConfig, logTo io.Writer) (*S
 func TestSessionLateRenewalCountsFromSendTime(t *testing.T) {
 	s, lc, clk := newTestSession(10 * time.Millisecond)
 	ctx := context.Background()
-	if wait := s.step(ctx); wait != 500*time.Millisecond {
-		t.Fatalf("after grant, next renewal in %v, want TTL/6 = 500ms", wait)
+	if wait := s.step(ctx); wait != 490*time.Millisecond {
+		t.Fatalf("after grant, next renewal in %v, want TTL/6 = 500ms after the send, 490ms after the answer", wait)
 	}
 	l := s.Current()
 	if l.ID == 0 || !l.Deadline.Equal(t0.Add(2500*time.Millisecond)) {
@@ -126,6 +126,62 @@ func TestSessionLateRenewalCountsFromSendTime(t *testing.T) {
 	}
 	if left := l.Deadline.Sub(clk.Now()); left != 600*time.Millisecond {
 		t.Errorf("time left when the answer arrived = %v, want 600ms", left)
+	}
+}
+
+// Renewals are paced from their send times, not their answers: a holder's
+// ride-through budget runs from the last good renewal's send, so a slow
+// answer (an etcd member under load, 150 ms here) must not age the last
+// good renewal before an election by RenewEvery plus the round trip.
+func TestSessionRenewalsPacedFromSend(t *testing.T) {
+	const rtt = 150 * time.Millisecond
+	s, lc, clk := newTestSession(rtt)
+	ctx := context.Background()
+	for range 5 {
+		clk.Advance(s.step(ctx))
+	}
+	sent := lc.sent()
+	for i := 1; i < len(sent); i++ {
+		if gap := sent[i].Sub(sent[i-1]); gap != 500*time.Millisecond {
+			t.Errorf("renewal %d sent %v after the previous one, want RenewEvery = 500ms (round trip %v)", i, gap, rtt)
+		}
+	}
+	// A grant is paced the same way: the first renewal goes RenewEvery
+	// after the grant was sent.
+	if first := sent[0].Sub(t0); first != 500*time.Millisecond {
+		t.Errorf("first renewal %v after the grant was sent, want 500ms", first)
+	}
+	// An answer slower than RenewEvery: the next renewal goes at once.
+	lc.rtt = 700 * time.Millisecond
+	if wait := s.step(ctx); wait != 0 {
+		t.Errorf("after a 700ms round trip, next renewal in %v, want 0", wait)
+	}
+}
+
+// The first success after failed renewals is logged with the failures and
+// the gap since the previous good renewal's send: the number to compare
+// with the holder's ride-through budget (≈1.8 s at lease_ttl 3s).
+func TestSessionLogsRenewalRecovery(t *testing.T) {
+	var logs syncBuffer
+	s, lc, clk := newLoggedSession(0, SessionConfig{}, &logs)
+	ctx := context.Background()
+	clk.Advance(s.step(ctx)) // grant at t0
+	clk.Advance(s.step(ctx)) // renewal at t0+500ms
+	if strings.Contains(logs.String(), "renewed again") {
+		t.Fatalf("recovery logged without a failure:\n%s", logs.String())
+	}
+	lc.fail = context.DeadlineExceeded
+	clk.Advance(s.step(ctx)) // t0+1s
+	clk.Advance(s.step(ctx)) // t0+1.1s
+	lc.fail = nil
+	s.step(ctx) // t0+1.2s
+	want := `msg="lease renewed again" lease=65 failures=2 gap=700ms`
+	if got := logs.String(); strings.Count(got, "renewed again") != 1 || !strings.Contains(got, want) {
+		t.Fatalf("log:\n%s\nwant one line with %s", got, want)
+	}
+	clk.Advance(s.step(ctx))
+	if strings.Count(logs.String(), "renewed again") != 1 {
+		t.Errorf("recovery logged again after an ordinary renewal:\n%s", logs.String())
 	}
 }
 
@@ -266,7 +322,7 @@ func TestSessionNoLeaderBacksOff(t *testing.T) {
 	}
 
 	var want []time.Duration // offsets from start
-	for at, wait := time.Duration(0), 100*time.Millisecond; at < 5*time.Second; at, wait = at+wait, min(2*wait, 400*time.Millisecond) {
+	for at, wait := time.Duration(0), 100*time.Millisecond; at < 5*time.Second; at, wait = at+wait, min(2*wait, 200*time.Millisecond) {
 		want = append(want, at)
 	}
 	var got []time.Duration
@@ -274,7 +330,7 @@ func TestSessionNoLeaderBacksOff(t *testing.T) {
 		got = append(got, at.Sub(start))
 	}
 	if !slices.Equal(got, want) {
-		t.Errorf("attempts at %v,\nwant %v (waits 100, 200, then 400 ms)", got, want)
+		t.Errorf("attempts at %v,\nwant %v (waits 100, then 200 ms)", got, want)
 	}
 }
 
@@ -291,14 +347,14 @@ func TestSessionNoLeaderBackoffResets(t *testing.T) {
 		name  string
 		steps []step
 	}{
-		{"a success resets", []step{{nil, 500 * ms}, {noLeader, 100 * ms}, {noLeader, 200 * ms}, {noLeader, 400 * ms},
-			{noLeader, 400 * ms}, {nil, 500 * ms}, {noLeader, 100 * ms}, {noLeader, 200 * ms}}},
+		{"a success resets", []step{{nil, 500 * ms}, {noLeader, 100 * ms}, {noLeader, 200 * ms}, {noLeader, 200 * ms},
+			{noLeader, 200 * ms}, {nil, 500 * ms}, {noLeader, 100 * ms}, {noLeader, 200 * ms}}},
 		{"ordinary errors keep the 100ms pace", []step{{nil, 500 * ms}, {timeout, 100 * ms}, {timeout, 100 * ms}, {timeout, 100 * ms}}},
 		{"an ordinary error resets", []step{{nil, 500 * ms}, {noLeader, 100 * ms}, {noLeader, 200 * ms}, {timeout, 100 * ms},
 			{noLeader, 100 * ms}}},
 		{"a lost lease resets", []step{{nil, 500 * ms}, {noLeader, 100 * ms}, {noLeader, 200 * ms}, {rpctypes.ErrLeaseNotFound, 0},
 			{noLeader, 100 * ms}}},
-		{"grants back off too", []step{{noLeader, 100 * ms}, {noLeader, 200 * ms}, {noLeader, 400 * ms}, {noLeader, 400 * ms},
+		{"grants back off too", []step{{noLeader, 100 * ms}, {noLeader, 200 * ms}, {noLeader, 200 * ms}, {noLeader, 200 * ms},
 			{nil, 500 * ms}, {noLeader, 100 * ms}}},
 		{"the status error and wrapped errors count", []step{{nil, 500 * ms}, {rpctypes.ErrGRPCNoLeader, 100 * ms},
 			{fmt.Errorf("renew: %w", rpctypes.ErrNoLeader), 200 * ms}}},
@@ -408,8 +464,8 @@ func TestSessionSuspendVoidsFence(t *testing.T) {
 	ctx := context.Background()
 	s.step(ctx) // grant
 	clk.Advance(500 * time.Millisecond)
-	if wait := s.step(ctx); wait != 500*time.Millisecond {
-		t.Fatalf("renewal: next in %v, want 500ms", wait)
+	if wait := s.step(ctx); wait != 499*time.Millisecond {
+		t.Fatalf("renewal: next in %v, want 500ms after the send (499ms after the 1ms round trip)", wait)
 	}
 	before := s.Current()
 	if !before.Live(clk.Now()) {
@@ -454,8 +510,8 @@ func TestSessionSuspendVoidsFence(t *testing.T) {
 	// lease alive since then.
 	clk.Advance(500 * time.Millisecond)
 	sent := clk.Now()
-	if wait := s.step(ctx); wait != 500*time.Millisecond {
-		t.Errorf("renewal after the resume: next in %v, want 500ms", wait)
+	if wait := s.step(ctx); wait != 499*time.Millisecond {
+		t.Errorf("renewal after the resume: next in %v, want 500ms after the send", wait)
 	}
 	l = s.Current()
 	if !l.Live(clk.Now()) {
