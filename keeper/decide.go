@@ -493,6 +493,36 @@ func NextRefresh(now, serverExpiry, expiresFrom time.Time) time.Duration {
 	return last
 }
 
+// refreshMinGain is how much later a lifetime refresh must end than the
+// current lifetime to be worth a netlink request per VIP at a renewal.
+const refreshMinGain = 250 * time.Millisecond
+
+// RefreshNeeded reports whether a holder whose bound VIPs may be removed
+// by the kernel from expiresFrom (their lifetime's end less
+// netif.KernelEarlyExpiry) should refresh their lifetime now, given
+// the lifetime a refresh would set (ending at newEnd; zero if none is
+// safe) and the lease's serverExpiry:
+//   - the VIPs expire soon (within refreshAhead): always;
+//   - the refresh moves the end by more than refreshMinGain: yes, so
+//     renewals every 0.5 s do not each cost a request when the end barely
+//     moves;
+//   - this is the last safe refresh (LastRefresh has come) and it moves the
+//     end at all: yes. No later refresh can set a lifetime under this
+//     lease, so skipping a small gain here would let the kernel remove a
+//     VIP that the lease still covers during an etcd election.
+func RefreshNeeded(now, expiresFrom, newEnd, serverExpiry time.Time) bool {
+	if !now.Before(expiresFrom.Add(-refreshAhead)) {
+		return true
+	}
+	if newEnd.IsZero() {
+		return false
+	}
+	if newEnd.After(expiresFrom.Add(refreshMinGain)) {
+		return true
+	}
+	return !now.Before(LastRefresh(serverExpiry)) && newEnd.After(expiresFrom.Add(netif.KernelEarlyExpiry))
+}
+
 // RetryBackoff is the wait before retrying a failed etcd request of a
 // group's for the failures-th time in a row: 100ms doubling up to 3.2s,
 // plus up to 100ms spread by the group's name, so a thousand groups that

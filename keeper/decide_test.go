@@ -623,6 +623,37 @@ func TestNextRefresh(t *testing.T) {
 	}
 }
 
+func TestRefreshNeeded(t *testing.T) {
+	const ms = time.Millisecond
+	expiry := t0.Add(3 * time.Second) // renewal sent at t0: LastRefresh at +0.8s
+	early := netif.KernelEarlyExpiry
+	cases := []struct {
+		name         string
+		now, expires time.Duration // after t0
+		newEnd       time.Duration // after t0; 0 = no safe lifetime
+		want         bool
+	}{
+		{"a renewal that moves the end by 500ms", 0, 500*ms - early, 1000 * ms, true},
+		{"a renewal that moves the end by 200ms", 0, 800*ms - early, 1000 * ms, false},
+		{"expiring within 300ms", 600 * ms, 900*ms - early, 1600 * ms, true},
+		{"expiring within 300ms, no safe lifetime", 600 * ms, 900*ms - early, 0, true},
+		{"the last safe refresh, a 36ms gain", 800 * ms, 1764*ms - early, 1800 * ms, true},
+		{"just before the last safe refresh, a 36ms gain", 799 * ms, 1764*ms - early, 1799 * ms, false},
+		{"the last safe refresh, no gain", 800 * ms, 1800*ms - early, 1800 * ms, false},
+		{"the last safe refresh would shorten the lifetime", 850 * ms, 1900*ms - early, 1850 * ms, false},
+		{"past the last safe refresh, no safe lifetime", 950 * ms, 1800*ms - early, 0, false},
+	}
+	for _, c := range cases {
+		var newEnd time.Time
+		if c.newEnd > 0 {
+			newEnd = t0.Add(c.newEnd)
+		}
+		if got := RefreshNeeded(t0.Add(c.now), t0.Add(c.expires), newEnd, expiry); got != c.want {
+			t.Errorf("%s: RefreshNeeded = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
 func TestReportedState(t *testing.T) {
 	M, B, F := election.StateMaster, election.StateBackup, election.StateFault
 	cases := []struct {

@@ -2,6 +2,7 @@ package keeper
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"sync/atomic"
 	"testing"
@@ -192,6 +193,45 @@ func TestStallInsideRefreshPastServerExpiry(t *testing.T) {
 	h.step()
 	if h.host.Has(hvip) {
 		t.Fatalf("VIP bound with a lifetime ending past the server expiry")
+	}
+}
+
+// Renewals stop (an etcd leader election): the holder keeps its VIP in the
+// kernel for as long as the last good renewal allows, the last safe
+// refresh at LastRefresh ending the lifetime at LifetimeEnd less the round
+// trip allowance (send + 1.8 s at lease_ttl 3s). An earlier refresh made
+// to keep the address from expiring must not use up that last one,
+// whatever the phase of the renewal against the previous refresh and
+// however long its answer took.
+func TestHolderKeepsVIPThroughRenewalGap(t *testing.T) {
+	for _, since := range []time.Duration{0, 250 * time.Millisecond, 500 * time.Millisecond} {
+		for _, rtt := range []time.Duration{0, 50 * time.Millisecond, 100 * time.Millisecond, 150 * time.Millisecond} {
+			t.Run(fmt.Sprintf("renewal %v after the bind, answered in %v", since, rtt), func(t *testing.T) {
+				h := newHarness(t, nil, "web-node-1", "")
+				h.hold()
+				h.clk.Advance(since)
+				sent := h.clk.Now()
+				h.clk.Advance(rtt)
+				h.lease.renewSentAt(sent)
+				// Just before the kernel may remove the address given its
+				// lifetime at the last safe refresh.
+				keep := LastRefresh(sent.Add(3 * time.Second)).Add(time.Second - netif.KernelEarlyExpiry - time.Millisecond)
+				for {
+					w := h.step()
+					if !h.host.Has(hvip) {
+						t.Fatalf("VIP gone %v after the last good renewal's send; the lease allows it until %v",
+							h.clk.Now().Sub(sent), keep.Sub(sent))
+					}
+					if !h.clk.Now().Before(keep) {
+						break
+					}
+					if w <= 0 || w > 50*time.Millisecond {
+						w = 50 * time.Millisecond
+					}
+					h.clk.Advance(min(w, keep.Sub(h.clk.Now())))
+				}
+			})
+		}
 	}
 }
 

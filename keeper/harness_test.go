@@ -62,9 +62,12 @@ func (l *testLease) Changed() <-chan struct{} {
 }
 
 // renew records a successful renewal sent now.
-func (l *testLease) renew() {
+func (l *testLease) renew() { l.renewSentAt(l.clk.Now()) }
+
+// renewSentAt records a successful renewal sent at sent, answered now.
+func (l *testLease) renewSentAt(sent time.Time) {
 	l.mu.Lock()
-	now := l.clk.Now()
+	now := sent
 	l.cur.Renewed, l.cur.Deadline, l.cur.ServerExpiry = now, now.Add(l.ttl-l.ttl/6), now.Add(l.ttl)
 	l.suspended = false
 	close(l.changed)

@@ -171,10 +171,11 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 	end := LifetimeEnd(lease.ServerExpiry)
 	lifetime, ok := netif.LifetimeUntil(now, end.Add(-netif.AckAllowance))
 	if v.present() && len(v.maybe) == 0 && !dirty && v.on == lease.ID {
-		exp := v.expiresFrom()
-		extends := ok && now.Add(lifetime).After(exp.Add(250*time.Millisecond))
-		due := !now.Before(exp.Add(-refreshAhead))
-		if !extends && !due {
+		var newEnd time.Time
+		if ok {
+			newEnd = now.Add(lifetime)
+		}
+		if !RefreshNeeded(now, v.expiresFrom(), newEnd, lease.ServerExpiry) {
 			return bindOK
 		}
 	}
