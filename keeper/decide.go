@@ -506,10 +506,11 @@ const refreshMinGain = 250 * time.Millisecond
 //   - the refresh moves the end by more than refreshMinGain: yes, so
 //     renewals every 0.5 s do not each cost a request when the end barely
 //     moves;
-//   - this is the last safe refresh (LastRefresh has come) and it moves the
-//     end at all: yes. No later refresh can set a lifetime under this
-//     lease, so skipping a small gain here would let the kernel remove a
-//     VIP that the lease still covers during an etcd election.
+//   - LastRefresh has come and the current lifetime was set before it:
+//     yes, for any gain. Later refreshes can add at most LastRefresh's
+//     timer margin, so skipping a small gain here would let the kernel
+//     remove a VIP that the lease still covers during an etcd election.
+//     Once made, this last refresh is not repeated at every pass.
 func RefreshNeeded(now, expiresFrom, newEnd, serverExpiry time.Time) bool {
 	if !now.Before(expiresFrom.Add(-refreshAhead)) {
 		return true
@@ -520,7 +521,9 @@ func RefreshNeeded(now, expiresFrom, newEnd, serverExpiry time.Time) bool {
 	if newEnd.After(expiresFrom.Add(refreshMinGain)) {
 		return true
 	}
-	return !now.Before(LastRefresh(serverExpiry)) && newEnd.After(expiresFrom.Add(netif.KernelEarlyExpiry))
+	last := LastRefresh(serverExpiry)
+	end := expiresFrom.Add(netif.KernelEarlyExpiry)
+	return !now.Before(last) && end.Before(last.Add(time.Second)) && newEnd.After(end)
 }
 
 // RetryBackoff is the wait before retrying a failed etcd request of a

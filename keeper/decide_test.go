@@ -642,6 +642,8 @@ func TestRefreshNeeded(t *testing.T) {
 		{"the last safe refresh, no gain", 800 * ms, 1800*ms - early, 1800 * ms, false},
 		{"the last safe refresh would shorten the lifetime", 850 * ms, 1900*ms - early, 1850 * ms, false},
 		{"past the last safe refresh, no safe lifetime", 950 * ms, 1800*ms - early, 0, false},
+		{"already refreshed at the last safe refresh: no repeat 10ms later", 810 * ms, 1800*ms - early, 1810 * ms, false},
+		{"already refreshed at the last safe refresh: no repeat 90ms later", 890 * ms, 1800*ms - early, 1890 * ms, false},
 	}
 	for _, c := range cases {
 		var newEnd time.Time
