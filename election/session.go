@@ -292,14 +292,16 @@ func (s *Session) step(ctx context.Context) time.Duration {
 		// and then any answer sent after the resume (this one, as the
 		// check above shows) may set a fresh one.
 		if deadline.Before(cur.Deadline) {
-			return s.cfg.RenewEvery
+			return s.nextAfter(cur.Renewed)
 		}
 		s.set(Lease{ID: cur.ID, Renewed: sent, Deadline: deadline, ServerExpiry: sent.Add(ttl), SuspendedAtRenewal: a.suspended})
-		if s.failedRun > 0 {
-			// The gap is what an etcd election cost the holder: compare it
-			// with the ride-through budget (design §3).
+		if gap := sent.Sub(cur.Renewed); s.failedRun > 0 || gap >= 2*s.cfg.RenewEvery {
+			// The gap is what an etcd election cost the holder, whether
+			// rounds failed or one round's attempt hung until the new
+			// leader answered: compare it with the ride-through budget
+			// (design §3).
 			s.log.Info("lease renewed again", "lease", fmt.Sprintf("%x", int64(cur.ID)), "failures", s.failedRun,
-				"gap", sent.Sub(cur.Renewed).Round(time.Millisecond))
+				"gap", gap.Round(time.Millisecond))
 			s.failedRun = 0
 		}
 		return s.nextAfter(sent)

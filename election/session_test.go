@@ -183,6 +183,17 @@ func TestSessionLogsRenewalRecovery(t *testing.T) {
 	if strings.Count(logs.String(), "renewed again") != 1 {
 		t.Errorf("recovery logged again after an ordinary renewal:\n%s", logs.String())
 	}
+	// An election that ends inside one round (a stuck attempt, answered
+	// once the new leader is up) costs the holder as much: a gap of two
+	// RenewEvery or more is logged without failures too.
+	lc.rtt = 1100 * time.Millisecond
+	clk.Advance(s.step(ctx)) // answered 1.1 s after its send: the next goes at once
+	lc.rtt = 0
+	s.step(ctx)
+	want = `msg="lease renewed again" lease=65 failures=0 gap=1.1s`
+	if got := logs.String(); strings.Count(got, "renewed again") != 2 || !strings.Contains(got, want) {
+		t.Fatalf("log:\n%s\nwant a second line with %s", got, want)
+	}
 }
 
 func TestSessionFailedRenewalKeepsDeadline(t *testing.T) {
