@@ -28,6 +28,10 @@ type Candidate struct {
 	Failing []string `json:"failing,omitempty"`
 	// Drained means the operator asked this node not to stand.
 	Drained bool `json:"drained,omitempty"`
+	// Peer is the node's peer channel endpoint (host:port), where peers
+	// ask it to relay their lease renewals and writes; empty when the
+	// channel is off (docs/design.md §2.8).
+	Peer string `json:"peer,omitempty"`
 	// Lease is the node's lease ID and ModRev the record's ModRevision,
 	// filled from the key's metadata.
 	Lease  int64 `json:"-"`

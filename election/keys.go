@@ -13,6 +13,7 @@ import (
 //	<prefix>/groups/<group>/released           value: JSON Released, no lease: the last graceful release
 //	<prefix>/nodes/<node>/drained              value: anything; present = drained (no lease: survives restarts)
 //	<prefix>/addresses/<ip>                    value: JSON AddressClaim, on the holder's lease
+//	<prefix>/members/<ip>                      value: JSON Members, no lease: who may claim the address next
 //
 // A leader key and the address keys of its group's VIPs are created in one
 // transaction, on one lease, only if all are absent, so they share one
@@ -54,6 +55,12 @@ func (k Keys) Addresses() string { return k.Prefix + "/addresses/" }
 // without prefix length or zone).
 func (k Keys) Address(ip netip.Addr) string { return k.Addresses() + ip.Unmap().String() }
 
+// MembersPrefix is the prefix of every address membership key.
+func (k Keys) MembersPrefix() string { return k.Prefix + "/members/" }
+
+// Members is the membership key of one VIP address (see Members).
+func (k Keys) Members(ip netip.Addr) string { return k.MembersPrefix() + ip.Unmap().String() }
+
 // KeyKind says what a parsed key is.
 type KeyKind int
 
@@ -66,6 +73,7 @@ const (
 	KeyDrained
 	KeyAddress
 	KeyReleased
+	KeyMembers
 )
 
 // Parse splits a key under All() into group, kind and (for candidates and
@@ -74,6 +82,9 @@ const (
 func (k Keys) Parse(key string) (group string, kind KeyKind, node string) {
 	if _, ok := k.ParseAddress(key); ok {
 		return "", KeyAddress, ""
+	}
+	if _, ok := k.ParseMembers(key); ok {
+		return "", KeyMembers, ""
 	}
 	if rest, ok := strings.CutPrefix(key, k.Prefix+"/nodes/"); ok {
 		if n, ok := strings.CutSuffix(rest, "/drained"); ok && n != "" && !strings.Contains(n, "/") {
@@ -100,8 +111,13 @@ func (k Keys) Parse(key string) (group string, kind KeyKind, node string) {
 }
 
 // ParseAddress returns the address of an address claim key.
-func (k Keys) ParseAddress(key string) (netip.Addr, bool) {
-	rest, ok := strings.CutPrefix(key, k.Addresses())
+func (k Keys) ParseAddress(key string) (netip.Addr, bool) { return parseIPKey(key, k.Addresses()) }
+
+// ParseMembers returns the address of an address membership key.
+func (k Keys) ParseMembers(key string) (netip.Addr, bool) { return parseIPKey(key, k.MembersPrefix()) }
+
+func parseIPKey(key, prefix string) (netip.Addr, bool) {
+	rest, ok := strings.CutPrefix(key, prefix)
 	if !ok {
 		return netip.Addr{}, false
 	}

@@ -105,6 +105,11 @@ type Leadership struct {
 	// connection is broken while its lease is renewed must still be able
 	// to delete its keys, or they would block the group for good.
 	Fallback clientv3.KV
+	// Relay, if set, carries a resign or a candidate record write through
+	// a peer when this node's own requests fail; PreferRelay says when to
+	// try it first (the lease itself is renewed only through peers).
+	Relay       Relayer
+	PreferRelay func() bool
 }
 
 // withFallback sends ops through the fallback connection after err.
@@ -137,7 +142,14 @@ type AcquireResult struct {
 // address on lease if, and only if, all of them are absent. A lost answer
 // (err != nil) leaves the outcome unknown: the keys may exist; Inspect
 // tells.
-func (l *Leadership) Acquire(ctx context.Context, group string, addrs []netip.Addr, lease clientv3.LeaseID) (AcquireResult, error) {
+//
+// The same transaction writes each address's membership record (members;
+// nil deletes it), if the record is still the one the caller saw (seen,
+// by address: its ModRevision, 0 for none). The caller has checked that
+// the record it saw admits this node (Members.Admits); the guard makes
+// sure that is still the record (docs/design.md §2.9).
+func (l *Leadership) Acquire(ctx context.Context, group string, addrs []netip.Addr, lease clientv3.LeaseID,
+	members map[string]string, seen map[netip.Addr]int64) (AcquireResult, error) {
 	if lease == 0 {
 		return AcquireResult{}, fmt.Errorf("election: acquire %s: no lease", group)
 	}
@@ -155,6 +167,11 @@ func (l *Leadership) Acquire(ctx context.Context, group string, addrs []netip.Ad
 		then = append(then, clientv3.OpPut(k, string(val), clientv3.WithLease(lease)))
 		els = append(els, clientv3.OpGet(k))
 	}
+	mcmps, mops, err := l.Keys.membersOps(addrs, members, seen)
+	if err != nil {
+		return AcquireResult{}, fmt.Errorf("election: acquire %s: %w", group, err)
+	}
+	cmps, then = append(cmps, mcmps...), append(then, mops...)
 	rctx, cancel := l.ctx(ctx)
 	defer cancel()
 	resp, err := l.Batch.Txn(rctx, cmps, then, els)
@@ -198,27 +215,71 @@ type Released struct {
 // call deleted it or it was already gone; the guards make a retry, or a
 // late duplicate, harmless.
 func (l *Leadership) Resign(ctx context.Context, c Claim, graceful bool) error {
-	mark, err := json.Marshal(Released{Node: l.Node, CreateRev: c.CreateRev})
+	then, err := l.Keys.ResignOps(l.Node, c, graceful)
 	if err != nil {
-		return fmt.Errorf("election: resign %s: %w", c.Group, err)
+		return err
 	}
-	leader := l.Keys.Leader(c.Group)
-	guard := func(k string) clientv3.Cmp { return clientv3.Compare(clientv3.CreateRevision(k), "=", c.CreateRev) }
-	onLeader := []clientv3.Op{clientv3.OpDelete(leader)}
-	if graceful {
-		onLeader = append(onLeader, clientv3.OpPut(l.Keys.Released(c.Group), string(mark)))
-	}
-	then := []clientv3.Op{clientv3.OpTxn([]clientv3.Cmp{guard(leader)}, onLeader, nil)}
-	for _, k := range l.addressKeys(c.Addrs) {
-		then = append(then, clientv3.OpTxn([]clientv3.Cmp{guard(k)}, []clientv3.Op{clientv3.OpDelete(k)}, nil))
+	if l.preferRelay() {
+		if rerr := l.Relay.RelayResign(ctx, c, graceful); rerr == nil {
+			return nil
+		}
 	}
 	rctx, cancel := l.ctx(ctx)
 	defer cancel()
 	_, err = l.Batch.Txn(rctx, nil, then, nil)
-	if err := l.withFallback(ctx, err, nil, then); err != nil {
+	err = l.withFallback(ctx, err, nil, then)
+	if err != nil && l.Relay != nil && !l.preferRelay() && ctx.Err() == nil {
+		if rerr := l.Relay.RelayResign(ctx, c, graceful); rerr == nil {
+			return nil
+		} else {
+			err = errors.Join(err, rerr)
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("election: resign %s: %w", c.Group, err)
 	}
 	return nil
+}
+
+// ResignOps are the operations of node's resign of c (see
+// Leadership.Resign): one guarded delete per key, and with graceful the
+// release record beside the leader key's delete. A peer relaying the
+// resign (docs/design.md §2.8) sends exactly these.
+func (k Keys) ResignOps(node string, c Claim, graceful bool) ([]clientv3.Op, error) {
+	mark, err := json.Marshal(Released{Node: node, CreateRev: c.CreateRev})
+	if err != nil {
+		return nil, fmt.Errorf("election: resign %s: %w", c.Group, err)
+	}
+	leader := k.Leader(c.Group)
+	guard := func(key string) clientv3.Cmp { return clientv3.Compare(clientv3.CreateRevision(key), "=", c.CreateRev) }
+	onLeader := []clientv3.Op{clientv3.OpDelete(leader)}
+	if graceful {
+		onLeader = append(onLeader, clientv3.OpPut(k.Released(c.Group), string(mark)))
+	}
+	then := []clientv3.Op{clientv3.OpTxn([]clientv3.Cmp{guard(leader)}, onLeader, nil)}
+	for _, a := range c.Addrs {
+		// The membership record goes with the claim: the VIPs are gone, so
+		// no failsafe hold can rely on it, and any node may claim next.
+		key := k.Address(a)
+		then = append(then, clientv3.OpTxn([]clientv3.Cmp{guard(key)}, []clientv3.Op{clientv3.OpDelete(key), clientv3.OpDelete(k.Members(a))}, nil))
+	}
+	return then, nil
+}
+
+// Relayer carries a node's resign or candidate record write through a
+// peer, when the node cannot reach etcd itself but its lease is renewed
+// through peers (docs/design.md §2.8). The writes are the node's own,
+// guarded as always, so a relayed write that lands late, or twice, is
+// harmless.
+type Relayer interface {
+	RelayResign(ctx context.Context, c Claim, graceful bool) error
+	RelayPublish(ctx context.Context, group string, c Candidate, lease clientv3.LeaseID, expectModRev int64) (PublishResult, error)
+}
+
+// preferRelay: the node's lease is renewed only through peers, so its own
+// requests would only time out first.
+func (l *Leadership) preferRelay() bool {
+	return l.Relay != nil && l.PreferRelay != nil && l.PreferRelay()
 }
 
 func (l *Leadership) addressKeys(addrs []netip.Addr) []string {
@@ -287,28 +348,52 @@ type PublishResult struct {
 // finds the record changed and is dropped, instead of overwriting a newer
 // record with a stale priority.
 func (l *Leadership) Publish(ctx context.Context, group string, c Candidate, lease clientv3.LeaseID, expectModRev int64) (PublishResult, error) {
-	b, err := json.Marshal(c)
+	cmps, then, els, err := l.Keys.PublishTxn(l.Node, group, c, lease, expectModRev)
 	if err != nil {
-		return PublishResult{}, fmt.Errorf("election: publish %s: %w", group, err)
+		return PublishResult{}, err
 	}
-	key := l.Keys.Candidate(group, l.Node)
+	if l.preferRelay() {
+		if r, rerr := l.Relay.RelayPublish(ctx, group, c, lease, expectModRev); rerr == nil {
+			return r, nil
+		}
+	}
 	rctx, cancel := l.ctx(ctx)
 	defer cancel()
-	resp, err := l.Batch.Txn(rctx,
-		[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", expectModRev)},
-		[]clientv3.Op{clientv3.OpPut(key, string(b), clientv3.WithLease(lease))},
-		[]clientv3.Op{clientv3.OpGet(key, clientv3.WithKeysOnly())})
+	resp, err := l.Batch.Txn(rctx, cmps, then, els)
 	if err != nil {
+		if l.Relay != nil && !l.preferRelay() && ctx.Err() == nil {
+			if r, rerr := l.Relay.RelayPublish(ctx, group, c, lease, expectModRev); rerr == nil {
+				return r, nil
+			}
+		}
 		return PublishResult{}, fmt.Errorf("election: publish %s: %w", group, err)
 	}
+	return PublishResultOf(resp), nil
+}
+
+// PublishTxn is the transaction of node's Publish (see Leadership.Publish);
+// a peer relaying the write sends exactly it.
+func (k Keys) PublishTxn(node, group string, c Candidate, lease clientv3.LeaseID, expectModRev int64) (cmps []clientv3.Cmp, then, els []clientv3.Op, err error) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("election: publish %s: %w", group, err)
+	}
+	key := k.Candidate(group, node)
+	return []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", expectModRev)},
+		[]clientv3.Op{clientv3.OpPut(key, string(b), clientv3.WithLease(lease))},
+		[]clientv3.Op{clientv3.OpGet(key, clientv3.WithKeysOnly())}, nil
+}
+
+// PublishResultOf reads the outcome of a PublishTxn.
+func PublishResultOf(resp TxnResult) PublishResult {
 	if resp.Succeeded {
-		return PublishResult{Written: true, ModRev: resp.Revision}, nil
+		return PublishResult{Written: true, ModRev: resp.Revision}
 	}
 	var cur int64
 	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
 		cur = kvs[0].ModRevision
 	}
-	return PublishResult{ModRev: cur}, nil
+	return PublishResult{ModRev: cur}
 }
 
 // Unpublish deletes this node's candidate record for group if it is on

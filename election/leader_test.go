@@ -50,7 +50,7 @@ func TestAcquireClaimsEveryAddress(t *testing.T) {
 	l1, l2 := grant(t, cli), grant(t, cli)
 	a, b, c := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.3")
 
-	r, err := n1.Acquire(ctx, "A", []netip.Addr{a, b}, l1)
+	r, err := n1.Acquire(ctx, "A", []netip.Addr{a, b}, l1, nil, nil)
 	if err != nil || !r.Won {
 		t.Fatalf("first acquire: %+v, %v", r, err)
 	}
@@ -63,7 +63,7 @@ func TestAcquireClaimsEveryAddress(t *testing.T) {
 	}
 
 	// Group B on n2 shares address b with A: it must not win.
-	r2, err := n2.Acquire(ctx, "B", []netip.Addr{b, c}, l2)
+	r2, err := n2.Acquire(ctx, "B", []netip.Addr{b, c}, l2, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestAcquireClaimsEveryAddress(t *testing.T) {
 	if n := keyCount(t, cli, "/vipd/addresses/") + keyCount(t, cli, "/vipd/groups/A/leader"); n != 0 {
 		t.Fatalf("%d keys left after resign", n)
 	}
-	if r2, err = n2.Acquire(ctx, "B", []netip.Addr{b, c}, l2); err != nil || !r2.Won {
+	if r2, err = n2.Acquire(ctx, "B", []netip.Addr{b, c}, l2, nil, nil); err != nil || !r2.Won {
 		t.Fatalf("B after A resigned: %+v, %v", r2, err)
 	}
 }
@@ -100,7 +100,7 @@ func TestResignIsGuardedPerKey(t *testing.T) {
 	a := netip.MustParseAddr("10.0.0.1")
 	keys := Keys{Prefix: "/vipd"}
 
-	r, err := n1.Acquire(ctx, "A", []netip.Addr{a}, l1)
+	r, err := n1.Acquire(ctx, "A", []netip.Addr{a}, l1, nil, nil)
 	if err != nil || !r.Won {
 		t.Fatal(r, err)
 	}
@@ -120,7 +120,7 @@ func TestResignIsGuardedPerKey(t *testing.T) {
 
 	// n2 wins the group; n1's stale resign (same claim, retried) must not
 	// touch n2's keys.
-	r2, err := n2.Acquire(ctx, "A", []netip.Addr{a}, l2)
+	r2, err := n2.Acquire(ctx, "A", []netip.Addr{a}, l2, nil, nil)
 	if err != nil || !r2.Won {
 		t.Fatal(r2, err)
 	}
@@ -239,7 +239,7 @@ func TestViewMirrorsAddressClaims(t *testing.T) {
 		}
 	}
 	waitFor("")
-	r, err := n1.Acquire(ctx, "A", []netip.Addr{a}, l1)
+	r, err := n1.Acquire(ctx, "A", []netip.Addr{a}, l1, nil, nil)
 	if err != nil || !r.Won {
 		t.Fatal(r, err)
 	}
@@ -296,7 +296,7 @@ func TestViewTellsHowThePriorClaimEnded(t *testing.T) {
 	listed := clk.Now()
 	acquire := func(l *Leadership, lease clientv3.LeaseID) Claim {
 		t.Helper()
-		r, err := l.Acquire(ctx, "A", addrs, lease)
+		r, err := l.Acquire(ctx, "A", addrs, lease, nil, nil)
 		if err != nil || !r.Won {
 			t.Fatal(r, err)
 		}
@@ -376,7 +376,7 @@ func TestResignAndUnpublishFallBack(t *testing.T) {
 	good := newLeadership(t, cli, "n1")
 	lease := grant(t, cli)
 	a := netip.MustParseAddr("10.0.0.1")
-	r, err := good.Acquire(ctx, "A", []netip.Addr{a}, lease)
+	r, err := good.Acquire(ctx, "A", []netip.Addr{a}, lease, nil, nil)
 	if err != nil || !r.Won {
 		t.Fatal(r, err)
 	}

@@ -88,6 +88,14 @@ type Lease struct {
 	// grant) that set Deadline was sent. Current compares it with the meter
 	// now; see there.
 	SuspendedAtRenewal time.Duration
+	// Relayed: the renewal that set Deadline was made by a peer on this
+	// node's behalf; this node's own connection to etcd is failing.
+	Relayed bool
+	// Failsafe: Deadline and ServerExpiry come from peers' promises not to
+	// claim (a failsafe hold, docs/design.md §2.9), not from a renewal:
+	// the lease itself may have expired at the server. Set by the keeper,
+	// per claim; the session never sets it.
+	Failsafe bool
 }
 
 // Live reports whether the lease may be relied on at now.
@@ -103,7 +111,15 @@ const (
 	RenewLost     RenewResult = "lost" // lease not found: expired at the server
 	RenewGranted  RenewResult = "granted"
 	RenewGrantErr RenewResult = "grant_error"
+	RenewRelayed  RenewResult = "relayed" // renewed by a peer on this node's behalf
 )
+
+// RelayFunc asks peers to renew lease id on this node's behalf (a lease
+// keepalive needs only the ID). It answers as KeepAliveOnce would: the
+// response of the peer's renewal, or an error wrapping
+// rpctypes.ErrLeaseNotFound when a peer found the lease gone. A peer never
+// renews a lease on its own initiative.
+type RelayFunc func(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseKeepAliveResponse, error)
 
 // Session keeps one etcd lease for the node alive with synchronous
 // KeepAliveOnce calls and tracks its fence deadline. All of a node's groups
@@ -115,12 +131,18 @@ type Session struct {
 	log *slog.Logger
 	// OnRenew, if set, is called after every attempt (for metrics).
 	OnRenew func(RenewResult, time.Duration)
+	// Relay, if set, asks peers to renew the lease when this node's own
+	// renewals fail (see renew). Set before Run.
+	Relay RelayFunc
 
 	// noLeaderRun counts the attempts in a row that failed with "no
 	// leader"; it paces the retries. failedRun counts the failed renewals
 	// since the last good one, for the recovery log line. Only the Run
 	// goroutine (step) uses them.
 	noLeaderRun, failedRun int
+	// relayedLast: the last good renewal came through a peer, so the next
+	// round asks the peers at once. Only the Run goroutine uses it.
+	relayedLast bool
 
 	mu      sync.Mutex
 	lease   Lease
@@ -276,7 +298,19 @@ func (s *Session) step(ctx context.Context) time.Duration {
 	switch {
 	case err == nil:
 		s.noLeaderRun = 0
-		s.report(RenewFailed, RenewOK, nil, sent)
+		ok := RenewOK
+		if a.relayed {
+			ok = RenewRelayed
+		}
+		s.report(RenewFailed, ok, nil, sent)
+		if a.relayed != s.relayedLast {
+			if a.relayed {
+				s.log.Warn("lease renewed through a peer; this node's own etcd requests fail", "lease", fmt.Sprintf("%x", int64(cur.ID)))
+			} else {
+				s.log.Info("lease renewed directly again", "lease", fmt.Sprintf("%x", int64(cur.ID)))
+			}
+			s.relayedLast = a.relayed
+		}
 		if s.suspendedSince(a.suspended) {
 			// Sent before a suspend, answered after it: it says nothing
 			// about the lease after the resume. Do not store it (its fence
@@ -294,7 +328,8 @@ func (s *Session) step(ctx context.Context) time.Duration {
 		if deadline.Before(cur.Deadline) {
 			return s.nextAfter(cur.Renewed)
 		}
-		s.set(Lease{ID: cur.ID, Renewed: sent, Deadline: deadline, ServerExpiry: sent.Add(ttl), SuspendedAtRenewal: a.suspended})
+		s.set(Lease{ID: cur.ID, Renewed: sent, Deadline: deadline, ServerExpiry: sent.Add(ttl), SuspendedAtRenewal: a.suspended,
+			Relayed: a.relayed})
 		if gap := sent.Sub(cur.Renewed); s.failedRun > 0 || gap >= 2*s.cfg.RenewEvery {
 			// The gap is what an etcd election cost the holder, whether
 			// rounds failed or one round's attempt hung until the new
@@ -310,7 +345,7 @@ func (s *Session) step(ctx context.Context) time.Duration {
 		s.report(RenewLost, RenewLost, err, sent)
 		s.log.Warn("lease expired at the server; granting a new one", "lease", fmt.Sprintf("%x", int64(cur.ID)))
 		s.set(Lease{})
-		s.failedRun = 0
+		s.failedRun, s.relayedLast = 0, false
 		return 0
 	default:
 		s.report(RenewFailed, RenewOK, err, sent)
@@ -393,23 +428,36 @@ func (s *Session) report(onErr, onOK RenewResult, err error, sent time.Time) {
 // costs the holder a whole timeout of its fence budget. The first success
 // wins and is dated by its own send time (and suspend reading).
 //
+// With a Relay, the round also asks peers to renew the lease (design
+// §2.8): at once if the previous good renewal came through a peer (this
+// node's own path is known broken), else as soon as an own attempt fails
+// or goes unanswered for HedgeAfter. One relayed attempt per round. Its
+// send time is when this node sent the request to the peers: the peer's
+// keepalive leaves after it, so the server renewed at or after it.
+//
 // Hedging is for stuck requests only. An attempt that fails fast ends the
 // round if nothing else is in flight; but a "no leader" answer ends the
-// round even while an earlier attempt is still stuck: otherwise the round
-// would go on hedging (a third attempt HedgeAfter later, against a cluster
-// that just said it cannot serve) instead of leaving the pace to step's
-// no-leader backoff. The stuck attempts are cancelled; the next round
-// sends a fresh one, which is no worse: a later send gives a later fence.
-// Otherwise the last error is returned.
+// round even while an earlier own attempt is still stuck: otherwise the
+// round would go on hedging (a third attempt HedgeAfter later, against a
+// cluster that just said it cannot serve) instead of leaving the pace to
+// step's no-leader backoff. Only a relayed attempt in flight is still
+// waited for: this node's member may have lost its leader while the
+// peers' members have one. The stuck attempts are cancelled; the next
+// round sends a fresh one, which is no worse: a later send gives a later
+// fence. Otherwise the last own error is returned (it paces the retries),
+// or the relay's if it said the lease is gone.
 func (s *Session) renew(ctx context.Context, id clientv3.LeaseID) attempt {
 	actx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel() // ends attempts still in flight
-	results := make(chan attempt, maxAttempts)
+	results := make(chan attempt, maxAttempts+1)
+	// Both readings are taken before the request leaves: a suspend after
+	// them is seen by the meter, and one before them delays the send,
+	// which only makes the server renew later than sent says.
+	stamp := func(relayed bool) attempt {
+		return attempt{suspended: s.cfg.SuspendMeter(), sent: s.clk.Now(), relayed: relayed}
+	}
 	launch := func() {
-		// Both readings are taken before the request leaves: a suspend
-		// after them is seen by the meter, and one before them delays the
-		// send, which only makes the server renew later than sent says.
-		a := attempt{suspended: s.cfg.SuspendMeter(), sent: s.clk.Now()}
+		a := stamp(false)
 		go func() {
 			rctx, done := context.WithTimeout(actx, s.cfg.RequestTimeout)
 			defer done()
@@ -417,29 +465,73 @@ func (s *Session) renew(ctx context.Context, id clientv3.LeaseID) attempt {
 			results <- a
 		}()
 	}
+	relay := s.Relay
+	relaying := false
+	launchRelay := func() bool {
+		if relay == nil || relaying {
+			return false
+		}
+		relaying = true
+		a := stamp(true)
+		go func() {
+			// The peer's own request has RequestTimeout; allow it that
+			// and the way there and back.
+			rctx, done := context.WithTimeout(ctx, 2*s.cfg.RequestTimeout)
+			defer done()
+			a.resp, a.err = relay(rctx, id)
+			results <- a
+		}()
+		return true
+	}
 	launch()
 	launched, pending := 1, 1
+	if s.relayedLast && launchRelay() {
+		pending++
+	}
+	relayPending := relaying
 	hedge := s.clk.NewTimer(s.cfg.HedgeAfter)
 	defer hedge.Stop()
-	var last attempt
+	var last, relayLast attempt
+	noLeader := false
 	for pending > 0 {
 		select {
 		case r := <-results:
 			pending--
-			if r.err == nil || errors.Is(r.err, rpctypes.ErrLeaseNotFound) || isNoLeader(r.err) {
+			if r.err == nil || errors.Is(r.err, rpctypes.ErrLeaseNotFound) {
 				return r
 			}
-			last = r
+			if r.relayed {
+				relayPending, relayLast = false, r
+			} else {
+				last = r
+				noLeader = noLeader || isNoLeader(r.err)
+				if launchRelay() {
+					pending++
+					relayPending = true
+				}
+			}
+			if noLeader && !relayPending {
+				return last
+			}
 		case <-hedge.C():
-			if launched < maxAttempts {
+			if !noLeader && launched < maxAttempts {
 				launch()
 				launched++
 				pending++
+			}
+			if launchRelay() {
+				pending++
+				relayPending = true
+			}
+			if launched < maxAttempts {
 				hedge.Reset(s.cfg.HedgeAfter)
 			}
 		case <-ctx.Done():
 			return attempt{sent: s.clk.Now(), err: ctx.Err()}
 		}
+	}
+	if last.err == nil {
+		return relayLast
 	}
 	return last
 }
@@ -451,6 +543,9 @@ type attempt struct {
 	sent      time.Time
 	suspended time.Duration
 	err       error
+	// relayed: sent through peers (Session.Relay), not this node's own
+	// connection.
+	relayed bool
 }
 
 // maxAttempts bounds the renewal attempts in flight at once.

@@ -163,7 +163,9 @@ func TestSessionRenewalsPacedFromSend(t *testing.T) {
 // with the holder's ride-through budget (≈1.8 s at lease_ttl 3s).
 func TestSessionLogsRenewalRecovery(t *testing.T) {
 	var logs syncBuffer
-	s, lc, clk := newLoggedSession(0, SessionConfig{}, &logs)
+	// No hedging: a hedged attempt left over from the slow round below
+	// would advance the virtual clock after the round ended.
+	s, lc, clk := newLoggedSession(0, SessionConfig{HedgeAfter: time.Hour}, &logs)
 	ctx := context.Background()
 	clk.Advance(s.step(ctx)) // grant at t0
 	clk.Advance(s.step(ctx)) // renewal at t0+500ms

@@ -34,6 +34,9 @@ type GroupState struct {
 	// Addresses holds the claim of each address asked for that is
 	// claimed; an address absent from it is unclaimed.
 	Addresses map[netip.Addr]AddressClaim
+	// Members holds the membership record of each address asked for that
+	// has one (docs/design.md §2.9).
+	Members map[netip.Addr]Members
 	// Prior is, while a leader key is present, the vacancy its claim
 	// replaced: the latest end of an earlier claim of the leader key or
 	// of any address claimed with it, as this view saw it (see Vacancy).
@@ -111,6 +114,7 @@ type View struct {
 	groups  map[string]*groupView
 	drained map[string]bool
 	addrs   map[netip.Addr]AddressClaim
+	members map[netip.Addr]Members
 	// addrEnded is how each address's last claim ended; addrPrior how the
 	// claim before the current one ended (recorded at its creation).
 	addrEnded map[netip.Addr]ended
@@ -135,6 +139,7 @@ func (v *View) resetLocked() {
 	v.groups = map[string]*groupView{}
 	v.drained = map[string]bool{}
 	v.addrs = map[netip.Addr]AddressClaim{}
+	v.members = map[netip.Addr]Members{}
 	v.addrEnded = map[netip.Addr]ended{}
 	v.addrPrior = map[netip.Addr]Vacancy{}
 	v.byGroup = map[string]map[netip.Addr]struct{}{}
@@ -145,11 +150,15 @@ func (v *View) resetLocked() {
 func (v *View) Group(name string, addrs []netip.Addr) GroupState {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	st := GroupState{Rev: v.rev, Synced: v.synced, Addresses: make(map[netip.Addr]AddressClaim, len(addrs))}
+	st := GroupState{Rev: v.rev, Synced: v.synced, Addresses: make(map[netip.Addr]AddressClaim, len(addrs)),
+		Members: map[netip.Addr]Members{}}
 	for _, a := range addrs {
 		a = a.Unmap()
 		if c, ok := v.addrs[a]; ok {
 			st.Addresses[a] = c
+		}
+		if m, ok := v.members[a]; ok {
+			st.Members[a] = m
 		}
 	}
 	if g := v.groups[name]; g != nil {
@@ -166,6 +175,24 @@ func (v *View) Group(name string, addrs []netip.Addr) GroupState {
 		}
 	}
 	return st
+}
+
+// Endpoints returns the peer channel endpoint of every node with one in
+// any candidate record the view holds (node name -> host:port). The view
+// keeps what it last listed while its watch is broken, which is when the
+// endpoints are needed.
+func (v *View) Endpoints() map[string]string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := map[string]string{}
+	for _, g := range v.groups {
+		for _, c := range g.candidates {
+			if c.Peer != "" {
+				out[c.Node] = c.Peer
+			}
+		}
+	}
+	return out
 }
 
 // Claims returns the addresses claimed for group by node on lease, sorted.
@@ -360,6 +387,13 @@ func (v *View) watch(ctx context.Context, fromRev int64) error {
 			if kind == KeyLeader && ev.IsCreate() {
 				v.wonAt[string(ev.Kv.Value)] = now
 			}
+			if kind == KeyMembers {
+				// The groups with this address (whatever their name here)
+				// re-check who may claim it.
+				if ip, ok := v.keys.ParseMembers(string(ev.Kv.Key)); ok {
+					addrs = append(addrs, ip)
+				}
+			}
 			if kind == KeyAddress {
 				if ip, ok := v.keys.ParseAddress(string(ev.Kv.Key)); ok {
 					addrs = append(addrs, ip)
@@ -464,6 +498,20 @@ func (v *View) applyLocked(t mvccpb.Event_EventType, kv *mvccpb.KeyValue) (strin
 		}
 		g.lastAddrs[ip] = struct{}{}
 		return a.Group, kind
+	case KeyMembers:
+		ip, _ := v.keys.ParseMembers(key)
+		if t == mvccpb.DELETE {
+			delete(v.members, ip)
+			return "", kind
+		}
+		m, err := parseMembers(kv.Value, kv.ModRevision)
+		if err != nil {
+			// Still a record: it keeps out every node (none is listed),
+			// until a member's claim or an operator replaces it.
+			v.log.Warn("malformed address membership record; it admits no node", "key", key, "value", truncate(kv.Value, 80), "err", err)
+		}
+		v.members[ip] = m
+		return "", kind
 	case KeyUnknown:
 		v.log.Debug("ignoring unknown key", "key", key)
 		return "", kind

@@ -111,7 +111,7 @@ func TestViewRevNeverAheadOfAppliedEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := lc.Acquire(ctx, "A", addrs, l.ID)
+	r, err := lc.Acquire(ctx, "A", addrs, l.ID, nil, nil)
 	if err != nil || !r.Won {
 		t.Fatal(r, err)
 	}
