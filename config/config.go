@@ -13,6 +13,10 @@ type Config struct {
 	Etcd Etcd `yaml:"etcd"`
 	// Metrics configures the Prometheus/health HTTP listener.
 	Metrics Metrics `yaml:"metrics"`
+	// Peer configures the peer channel, through which a node cut from
+	// etcd has its peers renew its lease and relay its writes. Zero
+	// value: off.
+	Peer Peer `yaml:"peer"`
 	// Checks are the named health checks groups may track.
 	Checks map[string]Check `yaml:"checks"`
 	// Groups are the VIP groups this node stands for. At least one.
@@ -47,6 +51,37 @@ type TLS struct {
 	CAFile   string `yaml:"ca_file"`
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+}
+
+// Peer configures the authenticated channel between vipd nodes
+// (docs/design.md §2.8). Every node of a group needs it for a holder cut
+// from etcd to keep its VIPs.
+type Peer struct {
+	// Listen is host:port to serve peers on. Zero value: the channel is
+	// off. Requires KeyFile.
+	Listen string `yaml:"listen"`
+	// Advertise is host:port as peers reach this node, published in its
+	// candidate records. Zero value: Listen, which must then name a
+	// specific address (not 0.0.0.0 or ::).
+	Advertise string `yaml:"advertise"`
+	// KeyFile holds the cluster's shared key (at least 32 bytes, readable
+	// only by its owner), the same file on every node. Requires Listen.
+	KeyFile string `yaml:"key_file"`
+	// Failsafe lets a holder keep its VIPs while nobody can reach etcd,
+	// for as long as every other member of the group (as last recorded in
+	// etcd) answers on the peer channel that it cannot reach etcd either
+	// and promises not to claim them. Zero value: false (the holder
+	// removes its VIPs at its fence when its lease cannot be renewed, as
+	// without the peer channel). Requires Listen.
+	Failsafe bool `yaml:"failsafe"`
+}
+
+// Endpoint is where peers reach this node: Advertise, else Listen.
+func (p Peer) Endpoint() string {
+	if p.Advertise != "" {
+		return p.Advertise
+	}
+	return p.Listen
 }
 
 // Metrics configures the HTTP listener for /metrics, /healthz and /readyz.

@@ -83,6 +83,7 @@ func (c *Config) Validate() error {
 			bad("metrics.listen", "%q is not host:port: %v", l, err)
 		}
 	}
+	c.validatePeer(bad)
 	c.validateChecks(bad)
 	c.validateGroups(bad)
 
@@ -90,6 +91,34 @@ func (c *Config) Validate() error {
 		return nil
 	}
 	return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+}
+
+func (c *Config) validatePeer(bad func(key, format string, args ...any)) {
+	p := c.Peer
+	switch {
+	case p.Listen == "" && p.KeyFile == "" && p.Advertise == "" && !p.Failsafe:
+		return // off
+	case p.Listen == "":
+		bad("peer.listen", "required when peer.key_file %q, peer.advertise %q or peer.failsafe %v is set (the peer channel is off without it)", p.KeyFile, p.Advertise, p.Failsafe)
+	case p.KeyFile == "":
+		bad("peer.key_file", "required with peer.listen %q: peers authenticate with a shared key (head -c 32 /dev/urandom | base64 > /etc/vipd/peer.key; chmod 600)", p.Listen)
+	}
+	if p.Listen != "" {
+		host, _, err := net.SplitHostPort(p.Listen)
+		if err != nil {
+			bad("peer.listen", "%q is not host:port: %v", p.Listen, err)
+		} else if ip, perr := netip.ParseAddr(host); p.Advertise == "" && (host == "" || (perr == nil && ip.IsUnspecified())) {
+			bad("peer.advertise", "required when peer.listen %q does not name one address: peers must know where to reach this node", p.Listen)
+		}
+	}
+	if p.Advertise != "" {
+		host, port, err := net.SplitHostPort(p.Advertise)
+		if err != nil || host == "" || port == "" || port == "0" {
+			bad("peer.advertise", "%q is not host:port", p.Advertise)
+		} else if ip, perr := netip.ParseAddr(host); perr == nil && ip.IsUnspecified() {
+			bad("peer.advertise", "%q: peers cannot reach an unspecified address", p.Advertise)
+		}
+	}
 }
 
 func (c *Config) validateEtcd(bad func(key, format string, args ...any)) {

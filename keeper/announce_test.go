@@ -111,6 +111,10 @@ func (nopObs) CheckRun(string, bool, time.Duration)         {}
 func (nopObs) Renewal(string, time.Duration)                {}
 func (nopObs) Notified(string, string, string)              {}
 func (nopObs) Conflict(string)                              {}
+func (nopObs) PeerRelay(string, string, string)             {}
+func (nopObs) PeerServed(string, string, string)            {}
+func (nopObs) PeerRefused(string)                           {}
+func (nopObs) HolderMode(string, string)                    {}
 
 // startAnn runs one keeper named web-node-1 with group lines (YAML,
 // indented four spaces); its probes report conflicts.

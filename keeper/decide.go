@@ -43,10 +43,14 @@ const (
 	// Leave: a group removed by a reload that holds nothing: delete its
 	// candidate record, then stop.
 	Leave
+	// Reclaim: a claim held under a failsafe whose lease expired at the
+	// server, with etcd reachable again: claim the keys anew on the new
+	// lease while the VIPs stay bound (docs/design.md §2.9).
+	Reclaim
 )
 
 func (a Action) String() string {
-	return [...]string{"idle", "acquire", "inspect", "hold", "drop", "forget", "release", "await", "leave"}[a]
+	return [...]string{"idle", "acquire", "inspect", "hold", "drop", "forget", "release", "await", "leave", "reclaim"}[a]
 }
 
 // Held is what a group loop holds in etcd, as far as it knows.
@@ -110,7 +114,16 @@ type Memory struct {
 type Inputs struct {
 	Now   time.Time
 	Group string
-	Lease election.Lease
+	// Lease is the lease the held claim may be relied on under: the
+	// session's, or, while peers' promises cover the claim for longer, a
+	// failsafe one (Failsafe set, the claim's lease ID, the promises'
+	// horizon as fence). Session is the session's own lease.
+	Lease   election.Lease
+	Session election.Lease
+	// PromisedUntil is when this node's latest promise not to claim
+	// (given to a peer's failsafe, or assumed after a start) ends.
+	PromisedUntil time.Time
+
 	// Self is this node's candidacy as it would be published now.
 	Self election.Candidate
 	// Ready is false until every tracked check has a first result and the
@@ -202,6 +215,12 @@ func decide(in Inputs, mem *Memory) Decision {
 
 	if c := h.Claim; c != nil {
 		// 1. Safety first: the lease identity and the fence.
+		if in.Lease.Failsafe && in.Session.ID != c.Lease && in.Session.Live(in.Now) && !h.Resigning {
+			// etcd is back, the claim's lease is gone, and the peers'
+			// promises still cover it: nobody else can have claimed.
+			return Decision{Action: Reclaim, State: election.StateMaster, Reason: "etcd reachable again, lease expired during a failsafe hold: claiming anew",
+				Wake: in.Lease.Deadline.Sub(in.Now)}
+		}
 		if in.Lease.ID != c.Lease {
 			return Decision{Action: Forget, State: state, Reason: "lease changed: the old lease expired at the server"}
 		}
@@ -278,6 +297,16 @@ func decide(in Inputs, mem *Memory) Decision {
 	if l := in.View.Leader; l.Present {
 		return Decision{Action: Idle, State: state, Reason: "standby for " + l.Node}
 	}
+	if in.Now.Before(in.PromisedUntil) {
+		// A peer holding under a failsafe relies on this node not claiming
+		// anything until then (or this node restarted and cannot know).
+		return Decision{Action: Idle, State: state, Reason: "vacant; promised a peer's failsafe not to claim yet",
+			Wake: in.PromisedUntil.Sub(in.Now)}
+	}
+	if a, m, ok := notAMember(in); ok {
+		return Decision{Action: Idle, State: state, Wake: blockedRecheck,
+			Reason: fmt.Sprintf("address %s may be claimed only by %v, its last holder's recorded members", a, m.Names())}
+	}
 	if b := blockingClaim(in); b != "" {
 		// Another group (a rename during a rolling reload, or the same
 		// VIP configured twice) holds an address: wait for it. Its
@@ -342,7 +371,10 @@ func awaitFresh(in Inputs) (Decision, bool) {
 			Wake: awaitViewMax - in.Now.Sub(in.Held.FreshSince)}, true
 	}
 	if p := in.View.Prior; !p.Graceful {
-		if open := p.At.Add(ExpiryGrace); in.Now.Before(open) {
+		// A failsafe holder's VIP may outlive its promises' horizon as an
+		// expiring lease's does its server expiry: this node's promise
+		// ended no earlier than that horizon, so count from it too.
+		if open := later(p.At, in.PromisedUntil).Add(ExpiryGrace); in.Now.Before(open) {
 			return Decision{Action: Await, State: election.StateBackup, Wake: open.Sub(in.Now),
 				Reason: "won a group vacated without a graceful release; waiting out the previous holder's kernel expiry lag"}, true
 		}
@@ -392,6 +424,17 @@ func ownKeysVisible(in Inputs) bool {
 		}
 	}
 	return false
+}
+
+// notAMember returns a configured address whose membership record (its
+// last holder's, docs/design.md §2.9) does not admit this node.
+func notAMember(in Inputs) (netip.Addr, election.Members, bool) {
+	for _, ip := range in.Addrs {
+		if m := in.View.Members[ip]; !m.Admits(in.Self.Node) {
+			return ip, m, true
+		}
+	}
+	return netip.Addr{}, election.Members{}, false
 }
 
 // blockingClaim describes a configured address of the group claimed by

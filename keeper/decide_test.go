@@ -378,6 +378,72 @@ func TestDecide(t *testing.T) {
 			in.Mem.Snubbed, in.Mem.SnubUntil = "web-node-1", t0.Add(time.Second)
 			return in
 		}, Release, election.StateBackup, 0, "preempted by web-node-0"},
+
+		// The failsafe (docs/design.md §2.9).
+		{"vacant, but promised a peer's failsafe not to claim yet", func() Inputs {
+			in := base()
+			in.PromisedUntil = t0.Add(1200 * time.Millisecond)
+			return in
+		}, Idle, election.StateBackup, 1200 * time.Millisecond, "promised"},
+		{"vacant, the promise has ended", func() Inputs {
+			in := base()
+			in.PromisedUntil = t0
+			return in
+		}, Acquire, election.StateBackup, 0, "rank 0"},
+		{"vacant, the address's membership record does not list this node", func() Inputs {
+			in := base()
+			in.View.Members = map[netip.Addr]election.Members{vip: {Nodes: map[string]string{"web-node-1": "10.0.0.1:9843", "web-node-3": ""}, ModRev: 80}}
+			return in
+		}, Idle, election.StateBackup, blockedRecheck, "its last holder's recorded members"},
+		{"vacant, the membership record lists this node", func() Inputs {
+			in := base()
+			in.View.Members = map[netip.Addr]election.Members{vip: {Nodes: map[string]string{"web-node-1": "", "web-node-2": ""}, ModRev: 80}}
+			return in
+		}, Acquire, election.StateBackup, 0, "rank 0"},
+		{"holding under the failsafe: the session's fence passed, the promises' has not", func() Inputs {
+			in := holding(base())
+			in.Session = election.Lease{ID: lease, Deadline: t0.Add(-time.Second), ServerExpiry: t0.Add(-500 * time.Millisecond)}
+			in.Lease = election.Lease{ID: lease, Deadline: t0.Add(1500 * time.Millisecond), ServerExpiry: t0.Add(2 * time.Second), Failsafe: true}
+			return in
+		}, Hold, election.StateMaster, 1500 * time.Millisecond, "holder"},
+		{"under the failsafe, etcd back, the claim's lease gone: claim anew, VIPs kept", func() Inputs {
+			in := holding(base())
+			in.Session = election.Lease{ID: lease + 1, Deadline: t0.Add(2500 * time.Millisecond), ServerExpiry: t0.Add(3 * time.Second)}
+			in.Lease = election.Lease{ID: lease, Deadline: t0.Add(1500 * time.Millisecond), ServerExpiry: t0.Add(2 * time.Second), Failsafe: true}
+			return in
+		}, Reclaim, election.StateMaster, 1500 * time.Millisecond, "claiming anew"},
+		{"under the failsafe, no new lease yet: hold", func() Inputs {
+			in := holding(base())
+			in.Session = election.Lease{}
+			in.Lease = election.Lease{ID: lease, Deadline: t0.Add(1500 * time.Millisecond), ServerExpiry: t0.Add(2 * time.Second), Failsafe: true}
+			return in
+		}, Hold, election.StateMaster, 1500 * time.Millisecond, "holder"},
+		{"the promises' fence passed too: drop", func() Inputs {
+			in := holding(base())
+			in.Session = election.Lease{}
+			in.Lease = election.Lease{ID: lease, Deadline: t0.Add(-time.Millisecond), ServerExpiry: t0.Add(500 * time.Millisecond), Failsafe: true}
+			return in
+		}, Drop, election.StateBackup, 0, "fence deadline passed"},
+		{"lease changed without a failsafe: forget", func() Inputs {
+			in := holding(base())
+			in.Session = election.Lease{ID: lease + 1, Deadline: t0.Add(2500 * time.Millisecond)}
+			in.Lease = in.Session
+			return in
+		}, Forget, election.StateBackup, 0, "lease changed"},
+		{"a claim being resigned is not claimed anew", func() Inputs {
+			in := holding(base())
+			in.Held.Resigning = true
+			in.Session = election.Lease{ID: lease + 1, Deadline: t0.Add(2500 * time.Millisecond)}
+			in.Lease = election.Lease{ID: lease, Deadline: t0.Add(1500 * time.Millisecond), ServerExpiry: t0.Add(2 * time.Second), Failsafe: true}
+			return in
+		}, Release, election.StateBackup, 0, "finishing a release"},
+		{"won after a vacancy by expiry: the grace counts from the end of this node's promise", func() Inputs {
+			in := holding(base())
+			in.Held.Fresh, in.Held.FreshSince = true, t0
+			in.View.Prior = election.Vacancy{At: t0.Add(-5 * time.Second)}
+			in.PromisedUntil = t0.Add(-time.Second)
+			return in
+		}, Await, election.StateBackup, 450 * time.Millisecond, "kernel expiry lag"},
 	}...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -674,6 +740,82 @@ func TestReportedState(t *testing.T) {
 	for _, c := range cases {
 		if got := ReportedState(c.decided, c.bound, c.claimed); got != c.want {
 			t.Errorf("ReportedState(%s, bound %v, claimed %v) = %s, want %s", c.decided, c.bound, c.claimed, got, c.want)
+		}
+	}
+}
+
+func TestFailsafeLease(t *testing.T) {
+	const old, fresh = clientv3.LeaseID(7), clientv3.LeaseID(8)
+	margin := 500 * time.Millisecond
+	live := election.Lease{ID: old, Renewed: t0, Deadline: t0.Add(2500 * time.Millisecond), ServerExpiry: t0.Add(3 * time.Second)}
+	cases := []struct {
+		name     string
+		session  election.Lease
+		horizon  time.Time
+		failsafe bool
+		deadline time.Time
+	}{
+		{"no promises: the session's", live, time.Time{}, false, live.Deadline},
+		{"the lease covers longer: the session's", live, t0.Add(2 * time.Second), false, live.Deadline},
+		{"the lease covers exactly as long: the session's", live, t0.Add(3 * time.Second), false, live.Deadline},
+		{"the promises cover longer: failsafe", live, t0.Add(4 * time.Second), true, t0.Add(3500 * time.Millisecond)},
+		{"the lease is gone (new one): failsafe on the claim's lease", election.Lease{ID: fresh, Deadline: t0.Add(9 * time.Second), ServerExpiry: t0.Add(10 * time.Second)},
+			t0.Add(time.Second), true, t0.Add(500 * time.Millisecond)},
+		{"no lease at all: failsafe", election.Lease{}, t0.Add(time.Second), true, t0.Add(500 * time.Millisecond)},
+	}
+	for _, c := range cases {
+		l := failsafeLease(c.session, old, c.horizon, margin)
+		if l.Failsafe != c.failsafe || !l.Deadline.Equal(c.deadline) {
+			t.Errorf("%s: %+v, want failsafe %v deadline %v", c.name, l, c.failsafe, c.deadline)
+		}
+		if c.failsafe && (l.ID != old || !l.ServerExpiry.Equal(c.horizon)) {
+			t.Errorf("%s: %+v, want the claim's lease %v and the horizon as server expiry", c.name, l, old)
+		}
+	}
+}
+
+func TestHorizon(t *testing.T) {
+	p := func(s int, susp time.Duration) promise {
+		return promise{Until: t0.Add(time.Duration(s) * time.Second), Suspended: susp}
+	}
+	both := map[string]string{"n1": "a", "n2": "b", "n3": "c"}
+	cases := []struct {
+		name    string
+		members map[string]string
+		got     map[string]promise
+		meter   time.Duration
+		want    time.Time
+	}{
+		{"every other member promised: the earliest end", both, map[string]promise{"n2": p(3, 0), "n3": p(2, 0)}, 0, t0.Add(2 * time.Second)},
+		{"our own promise is not needed", both, map[string]promise{"n1": p(1, 0), "n2": p(3, 0), "n3": p(4, 0)}, 0, t0.Add(3 * time.Second)},
+		{"one member missing: none", both, map[string]promise{"n2": p(3, 0)}, 0, time.Time{}},
+		{"no other member: none", map[string]string{"n1": "a"}, map[string]promise{}, 0, time.Time{}},
+		{"no members at all: none", nil, nil, 0, time.Time{}},
+		{"a suspend since a promise was asked voids it", both, map[string]promise{"n2": p(3, 0), "n3": p(4, time.Second)}, 2 * time.Second, time.Time{}},
+		{"suspend readings that did not move count", both, map[string]promise{"n2": p(3, time.Second), "n3": p(4, time.Second)}, time.Second + 5*time.Millisecond, t0.Add(3 * time.Second)},
+	}
+	for _, c := range cases {
+		if got := horizon("n1", c.members, c.got, c.meter); !got.Equal(c.want) {
+			t.Errorf("%s: horizon %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestHolderMode(t *testing.T) {
+	fs, relayed := election.Lease{Failsafe: true}, election.Lease{Relayed: true}
+	cases := []struct {
+		state          election.State
+		lease, session election.Lease
+		want           string
+	}{
+		{election.StateMaster, election.Lease{}, election.Lease{}, ""},
+		{election.StateMaster, election.Lease{}, relayed, "relay"},
+		{election.StateMaster, fs, relayed, "failsafe"},
+		{election.StateBackup, fs, relayed, ""},
+	}
+	for _, c := range cases {
+		if got := HolderMode(c.state, c.lease, c.session); got != c.want {
+			t.Errorf("HolderMode(%v, %+v, %+v) = %q, want %q", c.state, c.lease, c.session, got, c.want)
 		}
 	}
 }

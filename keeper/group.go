@@ -34,7 +34,8 @@ type groupView interface {
 
 // leadership is the part of election.Leadership a group loop uses.
 type leadership interface {
-	Acquire(ctx context.Context, group string, addrs []netip.Addr, lease clientv3.LeaseID) (election.AcquireResult, error)
+	Acquire(ctx context.Context, group string, addrs []netip.Addr, lease clientv3.LeaseID, members map[string]string, seen map[netip.Addr]int64) (election.AcquireResult, error)
+	WriteMembers(ctx context.Context, c election.Claim, want map[string]string, seen map[netip.Addr]int64) (written bool, rev int64, err error)
 	Resign(ctx context.Context, c election.Claim, graceful bool) error
 	Inspect(ctx context.Context, group string, addrs []netip.Addr) (election.Ownership, error)
 	Publish(ctx context.Context, group string, c election.Candidate, lease clientv3.LeaseID, expectModRev int64) (election.PublishResult, error)
@@ -61,6 +62,11 @@ type groupEnv struct {
 	// leave is asked by a retiring group that has released everything:
 	// true means it is gone from the keeper and its loop ends.
 	leave func(*group) bool
+	// peerEndpoint is this node's peer channel endpoint, published in its
+	// candidate records ("" when the channel is off).
+	peerEndpoint string
+	// fs is the node's failsafe part; nil when the peer channel is off.
+	fs *failsafe
 }
 
 // hookRunner runs notify hooks in the background.
@@ -98,6 +104,69 @@ type group struct {
 	vacantAtWin time.Time
 	bindFault   bindFault
 	seenUpdates int // g.updates as the loop last took the config
+	// ms tracks the membership records of the held claim.
+	ms membersState
+	// fsClaim is the held claim and the member set its failsafe hold
+	// needs (nil members: none), for groupLease, which the announcer
+	// reads too.
+	fsClaim atomic.Pointer[fsClaim]
+	// mode is the holder mode last reported ("", "relay", "failsafe").
+	mode string
+}
+
+// membersState is what the loop knows of its claim's membership records
+// (docs/design.md §2.9): base, the set etcd had under the claim when last
+// known (ok false: not known yet, no failsafe hold possible), and sent, the
+// sets written since whose outcome is unknown. etcd holds base or one of
+// sent: a failsafe hold asks their union.
+type membersState struct {
+	claimRev int64
+	base     map[string]string
+	ok       bool
+	sent     []map[string]string
+}
+
+func (m membersState) union() map[string]string {
+	if !m.ok {
+		return nil
+	}
+	return unionMembers(append([]map[string]string{m.base}, m.sent...)...)
+}
+
+type fsClaim struct {
+	claim   election.Claim
+	members map[string]string
+}
+
+// groupLease is the lease a group's claim may be relied on under (see
+// Inputs.Lease): the session's, or a failsafe one while the peers'
+// promises cover the held claim for longer.
+type groupLease struct {
+	env *groupEnv
+	g   *group
+}
+
+func (gl groupLease) Changed() <-chan struct{} { return gl.env.lease.Changed() }
+
+func (gl groupLease) Current() election.Lease {
+	l := gl.env.lease.Current()
+	fc := gl.g.fsClaim.Load()
+	if fc == nil || fc.members == nil || gl.env.fs == nil {
+		return l
+	}
+	return failsafeLease(l, fc.claim.Lease, gl.env.fs.Horizon(fc.members), gl.env.fs.margin)
+}
+
+// failsafeLease is the lease a claim on lease claimLease may be held
+// under, given the session's lease l and the horizon of the peers'
+// promises (zero: none): l when it is the claim's and covers at least as
+// long, else a failsafe lease on the claim's lease ID with the horizon as
+// its server expiry and the horizon less margin as its fence.
+func failsafeLease(l election.Lease, claimLease clientv3.LeaseID, horizon time.Time, margin time.Duration) election.Lease {
+	if horizon.IsZero() || (l.ID == claimLease && !l.ServerExpiry.Before(horizon)) {
+		return l
+	}
+	return election.Lease{ID: claimLease, Deadline: horizon.Add(-margin), Renewed: l.Renewed, ServerExpiry: horizon, Failsafe: true}
 }
 
 // bindFault stands a node down when it cannot bind its VIPs (a netlink
@@ -153,12 +222,13 @@ func othersEligible(in Inputs) bool {
 
 func newGroup(env *groupEnv, gc config.Group, cancel context.CancelFunc) *group {
 	log := env.log.With("group", gc.Name)
-	return &group{
+	g := &group{
 		env: env, name: gc.Name, log: log,
 		wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{}),
 		shared: gc, cfg: gc, state: election.StateInit, heartbeat: env.clk.Now(),
-		vips: vips{clk: env.clk, log: log, obs: env.obs, links: env.links, announce: env.announce, lease: env.lease},
 	}
+	g.vips = vips{clk: env.clk, log: log, obs: env.obs, links: env.links, announce: env.announce, lease: groupLease{env: env, g: g}}
+	return g
 }
 
 // update hands the loop a new configuration, and takes back a retirement
@@ -296,12 +366,26 @@ func (g *group) reconcile(ctx context.Context, retiring string) (wake time.Durat
 		d, mem := Decide(in)
 		g.mem = mem
 		again, w, left := g.apply(ctx, in, d)
+		g.trackClaim()
 		if left {
 			return 0, true
 		}
-		g.report(d, in.Self.Priority)
+		g.report(d, in)
+		// The writes below may take a request timeout; the wake-up asked
+		// for (a lifetime refresh, say) counts from now, not from after
+		// them.
+		var due time.Time
+		if w > 0 {
+			due = g.env.clk.Now().Add(w)
+		}
 		if pw := g.publish(ctx, in); pw > 0 && (w <= 0 || pw < w) {
-			w = pw
+			w, due = pw, time.Time{}
+		}
+		if d.Action == Hold && g.vips.bound() {
+			g.updateMembers(ctx, in)
+		}
+		if !due.IsZero() {
+			w = max(due.Sub(g.env.clk.Now()), time.Millisecond)
 		}
 		if !again {
 			return w, false
@@ -320,7 +404,7 @@ func (g *group) inputs(retiring string) Inputs {
 		hl.Failing = append(hl.Failing, "binding the VIPs failed")
 	}
 	self := election.Candidate{Node: env.node, Priority: hl.Priority, Preempt: g.cfg.Preempt, PreemptDelay: g.cfg.PreemptDelay,
-		Failing: hl.Failing, State: election.StateBackup, Drained: env.view.Drained(env.node)}
+		Failing: hl.Failing, State: election.StateBackup, Drained: env.view.Drained(env.node), Peer: env.peerEndpoint}
 	switch {
 	case hl.Fault:
 		self.State = election.StateFault
@@ -328,12 +412,13 @@ func (g *group) inputs(retiring string) Inputs {
 		self.State = election.StateMaster
 	}
 	addrs := groupAddrs(g.cfg)
-	lease := env.lease.Current()
-	view := env.view.Group(g.cfg.Name, g.watched(lease.ID))
+	session := env.lease.Current()
+	lease := groupLease{env: env, g: g}.Current()
+	view := env.view.Group(g.cfg.Name, g.watched(session.ID))
 	var betterWonAt time.Time
 	selfVisible := false
 	for _, c := range view.Candidates {
-		if c.Node == self.Node && clientv3.LeaseID(c.Lease) == lease.ID {
+		if c.Node == self.Node && clientv3.LeaseID(c.Lease) == session.ID {
 			selfVisible = true
 		}
 		if c.Node != self.Node && c.Eligible() && election.Better(c, self) {
@@ -343,7 +428,8 @@ func (g *group) inputs(retiring string) Inputs {
 		}
 	}
 	return Inputs{
-		Now: now, Group: g.cfg.Name, Lease: lease, Self: self, Ready: hl.Ready, View: view,
+		Now: now, Group: g.cfg.Name, Lease: lease, Session: session, PromisedUntil: env.fs.PromisedUntil(addrs),
+		Self: self, Ready: hl.Ready, View: view,
 		Addrs: addrs, Held: g.held, Retiring: retiring, SelfVisible: selfVisible, BetterWonAt: betterWonAt,
 		BackoffStep: g.cfg.BackoffStep, TTL: env.ttl, Mem: g.mem,
 	}
@@ -386,12 +472,25 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 		}
 		return false, d.Wake, false
 
-	case Acquire:
+	case Acquire, Reclaim:
+		lease, addrs := in.Session.ID, in.Addrs
+		if d.Action == Reclaim {
+			addrs = g.held.Claim.Addrs
+		}
+		if !g.env.fs.beginAcquire(g.name, addrs) {
+			// A promise given since Decide read its inputs.
+			return false, max(g.env.fs.PromisedUntil(addrs).Sub(g.env.clk.Now()), retryBase), false
+		}
+		members := g.wantMembers(in)
+		seen := map[netip.Addr]int64{}
+		for _, a := range addrs {
+			seen[a] = in.View.Members[a].ModRev
+		}
 		var res election.AcquireResult
 		sent := false
-		w, ok := g.retry.call(g, in.Now, "acquire", func() (err error) {
+		w, ok := g.retry.call(g, in.Now, d.Action.String(), func() (err error) {
 			sent = true
-			res, err = g.env.etcd.Acquire(ctx, g.cfg.Name, in.Addrs, in.Lease.ID)
+			res, err = g.env.etcd.Acquire(ctx, g.cfg.Name, addrs, lease, members, seen)
 			return err
 		})
 		if !ok {
@@ -400,15 +499,35 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 			// addresses (a reload may change the configured ones).
 			if sent {
 				g.held.Unsure = true
-				g.held.UnsureAddrs = slices.Clone(in.Addrs)
+				g.held.UnsureAddrs = slices.Clone(addrs)
+			} else {
+				g.env.fs.endAcquire(g.name)
 			}
 			return false, w, false
+		}
+		g.env.fs.endAcquire(g.name)
+		if d.Action == Reclaim {
+			if !res.Won {
+				// Someone holds it: that cannot be while the promises
+				// stand, unless the membership was not what this node
+				// believed. The VIPs come off at once.
+				g.log.Error("reclaim after a failsafe hold lost; removing the VIPs", "holder", res.Holder)
+				g.held = Held{}
+				g.vips.unbind("reclaim after a failsafe hold lost to " + res.Holder)
+				return true, 0, false
+			}
+			g.held = Held{Claim: &res.Claim}
+			g.ms = membersState{claimRev: res.Claim.CreateRev, base: members, ok: members != nil}
+			g.markDirty() // rebind under the new lease
+			g.log.Info("claimed anew after a failsafe hold; the VIPs stayed bound", "rev", res.Claim.CreateRev)
+			return true, 0, false
 		}
 		if !res.Won {
 			g.log.Debug("acquire lost the race", "holder", res.Holder)
 			return false, retryBase, false
 		}
 		g.held = Held{Claim: &res.Claim, Fresh: true, FreshSince: in.Now}
+		g.ms = membersState{claimRev: res.Claim.CreateRev, base: members, ok: members != nil}
 		g.vacantAtWin = in.Mem.VacantSince
 		g.log.Info("won leadership", "rev", res.Claim.CreateRev, "reason", d.Reason)
 		return true, 0, false
@@ -423,6 +542,7 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 		if !ok {
 			return false, w, false
 		}
+		g.env.fs.endAcquire(g.name)
 		c, complete, found := o.ClaimOf(g.cfg.Name, g.env.node, in.Lease.ID, addrs)
 		if g.held.Claim != nil && found && c.CreateRev != g.held.Claim.CreateRev {
 			// Keys of ours, but from another claim than the lapsed one:
@@ -526,13 +646,13 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 		if !g.vips.unbind(d.Reason) {
 			return false, g.vips.removalWait(retryBase), false
 		}
-		if in.Lease.Live(in.Now) {
+		if in.Session.Live(in.Now) {
 			// A record on our lease would stand (and be yielded to) until
 			// the node stops; delete it whatever the loop last wrote (a
 			// write whose answer was lost may have landed). Guarded by the
 			// lease: nothing else is touched. Without a live lease the
 			// keeper's sweep deletes it once there is one again.
-			w, ok := g.retry.call(g, in.Now, "unpublish", func() error { return g.env.etcd.Unpublish(ctx, g.cfg.Name, in.Lease.ID) })
+			w, ok := g.retry.call(g, in.Now, "unpublish", func() error { return g.env.etcd.Unpublish(ctx, g.cfg.Name, in.Session.ID) })
 			if !ok {
 				return false, w, false
 			}
@@ -548,17 +668,25 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 }
 
 // report logs and exports the state, and runs its notify hook on a change.
-func (g *group) report(d Decision, prio int) {
+func (g *group) report(d Decision, in Inputs) {
+	prio := in.Self.Priority
 	state := ReportedState(d.State, g.vips.bound(), g.held.Claim != nil)
+	mode := HolderMode(state, in.Lease, in.Session)
 	g.env.obs.GroupState(g.cfg.Name, state, prio, g.vips.present())
+	g.env.obs.HolderMode(g.cfg.Name, mode)
 	g.mu.Lock()
-	from := g.state
-	g.state = state
+	from, fromMode := g.state, g.mode
+	g.state, g.mode = state, mode
 	g.mu.Unlock()
 	if state == from {
+		if mode != fromMode {
+			// Same state, new footing: logged like a state change, as
+			// keepalived's operators read MASTER lines.
+			g.log.Warn("state change", "from", withMode(from, fromMode), "to", withMode(state, mode), "reason", d.Reason, "priority", prio)
+		}
 		return
 	}
-	g.log.Info("state change", "from", from, "to", state, "reason", d.Reason, "priority", prio)
+	g.log.Info("state change", "from", withMode(from, fromMode), "to", withMode(state, mode), "reason", d.Reason, "priority", prio)
 	g.env.obs.Transition(g.cfg.Name, state)
 	hook := map[election.State][]string{
 		election.StateMaster: g.cfg.Notify.Master,
@@ -566,6 +694,36 @@ func (g *group) report(d Decision, prio int) {
 		election.StateFault:  g.cfg.Notify.Fault,
 	}[state]
 	g.env.hooks.run(hook, g.cfg.Notify.Timeout, g.hookEnv(state, from, prio))
+}
+
+// HolderMode is what a holder's claim rests on, beyond its own renewals:
+// "relay" (its lease renewed by peers: this node cannot reach etcd),
+// "failsafe" (peers' promises: nobody can renew it), or "".
+func HolderMode(state election.State, lease, session election.Lease) string {
+	switch {
+	case state != election.StateMaster:
+		return ""
+	case lease.Failsafe:
+		return "failsafe"
+	case session.Relayed:
+		return "relay"
+	}
+	return ""
+}
+
+// withMode is a state as logs and status show it: MASTER (relay).
+func withMode(s election.State, mode string) string {
+	if mode == "" {
+		return string(s)
+	}
+	return string(s) + " (" + mode + ")"
+}
+
+// stateAndMode returns the state last reported and its holder mode.
+func (g *group) stateAndMode() (election.State, string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.state, g.mode
 }
 
 func (g *group) hookEnv(state, from election.State, prio int) hookEnv {
@@ -576,7 +734,7 @@ func (g *group) hookEnv(state, from election.State, prio int) hookEnv {
 // publish writes the candidate record when etcd does not have the one
 // this node wants (planPublish). It returns a wait when it must try again.
 func (g *group) publish(ctx context.Context, in Inputs) time.Duration {
-	if in.Retiring != "" || !in.Lease.Live(in.Now) {
+	if in.Retiring != "" || !in.Session.Live(in.Now) {
 		return 0
 	}
 	want := in.Self
@@ -584,7 +742,7 @@ func (g *group) publish(ctx context.Context, in Inputs) time.Duration {
 	if want.State == election.StateInit {
 		want.State = election.StateBackup
 	}
-	plan := planPublish(want, in.Lease.ID, g.rec, in.View)
+	plan := planPublish(want, in.Session.ID, in.Session.Relayed, g.rec, in.View)
 	if !plan.Write {
 		return 0
 	}
@@ -673,4 +831,77 @@ func (r *etcdRetry) failed(g *group, now time.Time) time.Duration {
 	w := RetryBackoff(r.failures, g.name)
 	r.after = now.Add(w)
 	return w
+}
+
+// wantMembers is the membership record a claim of this node writes: every
+// candidate in the view and this node, with their endpoints; nil (delete
+// the record) when this node does not hold under a failsafe.
+func (g *group) wantMembers(in Inputs) map[string]string {
+	if g.env.fs == nil || !g.env.fs.holds {
+		return nil
+	}
+	return membersOf(g.env.node, g.env.peerEndpoint, in.View.Candidates)
+}
+
+// updateMembers keeps the held claim's membership records current (the
+// candidates come and go), and learns what etcd holds from the view.
+func (g *group) updateMembers(ctx context.Context, in Inputs) {
+	c := g.held.Claim
+	want := g.wantMembers(in)
+	if want == nil || c == nil || !in.View.Synced || in.View.Rev < c.CreateRev {
+		return
+	}
+	var shown map[string]string
+	consistent := true
+	seen := map[netip.Addr]int64{}
+	for i, a := range c.Addrs {
+		m := in.View.Members[a]
+		seen[a] = m.ModRev
+		switch {
+		case m.ModRev < c.CreateRev:
+			consistent = false // not written under this claim (deleted by hand?)
+		case i == 0:
+			shown = m.Nodes
+		case !election.SameNodes(shown, m.Nodes):
+			consistent = false
+		}
+	}
+	if consistent && len(g.ms.sent) == 0 {
+		g.ms.base, g.ms.ok = shown, true
+	}
+	if consistent && election.SameNodes(shown, want) {
+		return
+	}
+	g.ms.sent = append(g.ms.sent, want)
+	written, _, err := g.env.etcd.WriteMembers(ctx, *c, want, seen)
+	switch {
+	case err != nil:
+		g.log.Debug("membership record not written; the outcome is unknown", "err", err)
+	case written:
+		g.ms.base, g.ms.ok, g.ms.sent = want, true, nil
+		g.log.Debug("membership record written", "members", memberNames(want))
+	default:
+		g.ms.sent = g.ms.sent[:len(g.ms.sent)-1] // not written: etcd's record changed meanwhile
+	}
+}
+
+// trackClaim shares the held claim, and the member set its failsafe hold
+// needs, with groupLease and the node's failsafe part.
+func (g *group) trackClaim() {
+	c := g.held.Claim
+	if c == nil {
+		g.ms = membersState{}
+		g.fsClaim.Store(nil)
+		g.env.fs.setClaim(g.name, nil, nil)
+		return
+	}
+	if g.ms.claimRev != c.CreateRev {
+		g.ms = membersState{claimRev: c.CreateRev}
+	}
+	var members map[string]string
+	if !g.held.Fresh && !g.held.Resigning && !g.held.Lapsed && !g.held.Partial && !g.held.Unsure {
+		members = g.ms.union()
+	}
+	g.fsClaim.Store(&fsClaim{claim: *c, members: members})
+	g.env.fs.setClaim(g.name, c.Addrs, members)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"reflect"
 	"sort"
@@ -19,6 +20,7 @@ import (
 	"github.com/vipd/vipd/election"
 	"github.com/vipd/vipd/internal/clock"
 	"github.com/vipd/vipd/netif"
+	"github.com/vipd/vipd/peer"
 )
 
 // IPRemover removes addresses by IP wherever they are bound.
@@ -56,6 +58,26 @@ type Options struct {
 	// KV, if set, carries the group writes and reads instead of Client's
 	// (tests inject faults here). Default: Client.KV.
 	KV clientv3.KV
+	// Peer, if set, turns the peer channel on (docs/design.md §2.8).
+	Peer *PeerOptions
+}
+
+// PeerOptions wires the peer channel.
+type PeerOptions struct {
+	// Listener is where peers' requests are served; Run closes it.
+	Listener net.Listener
+	// Advertise is this node's endpoint (host:port) as peers reach it,
+	// published in its candidate records.
+	Advertise string
+	// Key is the cluster's shared key (peer.LoadKey).
+	Key []byte
+	// Timeout bounds one call to a peer. Zero value: 2 × the etcd
+	// request timeout (the peer makes one etcd request of its own).
+	Timeout time.Duration
+	// Failsafe lets this node keep its VIPs, while neither it nor a peer
+	// can renew its lease, for as long as every member of the group
+	// promises not to claim them (docs/design.md §2.9).
+	Failsafe bool
 }
 
 // Keeper runs one reconcile loop per group on a shared lease and watch:
@@ -78,6 +100,11 @@ type Keeper struct {
 	groupCtx context.Context // set by Run; parent of group loops
 	stopping bool            // set once Run stops: no group starts after
 	groupWG  sync.WaitGroup
+
+	peers      *peers
+	fs         *failsafe
+	peerServer *peer.Server
+	peerLn     net.Listener
 }
 
 // ErrNeedsRestart is returned by Reload for changes it cannot apply live.
@@ -127,6 +154,24 @@ func New(opt Options) *Keeper {
 		lead.Fallback = leases.KV
 	}
 	k.view = election.NewView(opt.Client, keys, k.clk, log, k.poke)
+	var advertise string
+	if po := opt.Peer; po != nil {
+		timeout := po.Timeout
+		if timeout == 0 {
+			timeout = 2 * cfg.Etcd.RequestTimeout
+		}
+		k.peers = &peers{node: cfg.Node, log: log, obs: opt.Observer, timeout: cfg.Etcd.RequestTimeout,
+			client: peer.NewClient(peer.ClientConfig{Node: cfg.Node, Key: po.Key, Timeout: timeout, Log: log, Clock: k.clk}),
+			leases: leases.Lease, kv: kv, keys: keys, endpoints: k.view.Endpoints}
+		k.peerServer = peer.NewServer(peer.ServerConfig{Key: po.Key, Handler: k.peers.serve, Log: log, Clock: k.clk,
+			OnRefused: opt.Observer.PeerRefused})
+		k.peerLn, advertise = po.Listener, po.Advertise
+		k.session.Relay = k.peers.Renew
+		lead.Relay = k.peers
+		lead.PreferRelay = func() bool { return k.session.Current().Relayed }
+		k.fs = newFailsafe(cfg.Node, k.clk, log, opt.Observer, k.peers, k.session, po.Failsafe, k.poke)
+		k.peers.promise = k.fs.servePromise
+	}
 	k.view.OnAddress = k.pokeAddr
 	k.health = newHealth(k.clk, log, opt.Observer, opt.Probes, opt.Ifaces)
 	k.health.onCheck = k.checkChanged
@@ -136,7 +181,7 @@ func New(opt Options) *Keeper {
 		node: cfg.Node, clk: k.clk, log: log, obs: opt.Observer,
 		lease: k.session, ttl: k.session.Config().TTL, view: k.view, etcd: lead,
 		links: opt.Ifaces, announce: opt.Announce, health: k.health.Of,
-		timeout: 2 * cfg.Etcd.RequestTimeout, leave: k.leave,
+		timeout: 2 * cfg.Etcd.RequestTimeout, leave: k.leave, peerEndpoint: advertise, fs: k.fs,
 	}
 	return k
 }
@@ -267,6 +312,15 @@ func (k *Keeper) Run(ctx context.Context) error {
 	defer func() { stopSession(); sessWG.Wait() }()
 	sessWG.Go(func() { k.session.Run(sessCtx) })
 	bgWG.Go(func() { k.view.Run(bg) })
+	if k.peerServer != nil {
+		bgWG.Go(func() {
+			if err := k.peerServer.Serve(bg, k.peerLn); err != nil {
+				k.log.Error("peer channel stopped", "err", err)
+			}
+		})
+		defer k.peers.client.Close()
+		bgWG.Go(func() { k.fs.run(bg) })
+	}
 	bgWG.Go(func() { k.sweepLoop(bg) })
 	if err := k.health.apply(k.cfg); err != nil {
 		return err
@@ -396,15 +450,32 @@ func (k *Keeper) Ready() (bool, string) {
 	return true, ""
 }
 
+// GroupMode returns a running group's holder mode ("relay", "failsafe" or
+// ""; see HolderMode), and whether the group runs.
+func (k *Keeper) GroupMode(name string) (string, bool) {
+	k.mu.Lock()
+	g := k.groups[name]
+	k.mu.Unlock()
+	if g == nil {
+		return "", false
+	}
+	_, mode := g.stateAndMode()
+	return mode, true
+}
+
 // Summary is a one-line status for systemd's STATUS=.
 func (k *Keeper) Summary() string {
 	var parts []string
 	for _, g := range k.groupList() {
-		parts = append(parts, g.name+"="+string(g.currentState()))
+		st, mode := g.stateAndMode()
+		parts = append(parts, g.name+"="+withMode(st, mode))
 	}
 	lease := "lease live"
-	if !k.session.Current().Live(k.clk.Now()) {
+	switch l := k.session.Current(); {
+	case !l.Live(k.clk.Now()):
 		lease = "no lease"
+	case l.Relayed:
+		lease = "lease live (renewed by peers)"
 	}
 	return strings.Join(parts, " ") + "; " + lease
 }

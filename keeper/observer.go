@@ -24,6 +24,19 @@ type Observer interface {
 	// Conflict reports another host answering for one of the group's
 	// VIPs, seen by the ARP probe before binding (garp.probe).
 	Conflict(group string)
+	// HolderMode reports what a group's hold rests on beyond its own
+	// renewals: "relay", "failsafe" or "" (see HolderMode).
+	HolderMode(group, mode string)
+	// PeerRelay reports one peer's answer to a request this node asked it
+	// to relay (op: renew, resign, publish; result: ok, refused,
+	// refused_auth, bad_response, error, unreachable).
+	PeerRelay(peer, op, result string)
+	// PeerServed reports a request this node relayed for a peer.
+	PeerServed(peer, op, result string)
+	// PeerRefused reports a peer request refused for failing
+	// authentication (reason: malformed, bad_mac, unknown_nonce,
+	// unknown_op).
+	PeerRefused(reason string)
 }
 
 type nopObserver struct{}
@@ -37,3 +50,7 @@ func (nopObserver) CheckRun(string, bool, time.Duration)         {}
 func (nopObserver) Renewal(string, time.Duration)                {}
 func (nopObserver) Notified(string, string, string)              {}
 func (nopObserver) Conflict(string)                              {}
+func (nopObserver) PeerRelay(string, string, string)             {}
+func (nopObserver) HolderMode(string, string)                    {}
+func (nopObserver) PeerServed(string, string, string)            {}
+func (nopObserver) PeerRefused(string)                           {}

@@ -37,7 +37,19 @@ type publishPlan struct {
 // loop's back (etcdctl del, a second process with this node name exiting)
 // is written again as soon as the view sees the delete, and a write is not
 // repeated while its own watch event is on the way.
-func planPublish(want election.Candidate, lease clientv3.LeaseID, rs recordState, v election.GroupState) publishPlan {
+//
+// While the view is not synced nothing is written, with one exception: a
+// node whose lease is renewed only through peers (relayed; its own etcd
+// requests fail, so its view cannot sync) still updates a record it wrote
+// on that lease, guarded by the ModRevision of its own last write, so
+// that peers see its health change (docs/design.md §2.8).
+func planPublish(want election.Candidate, lease clientv3.LeaseID, relayed bool, rs recordState, v election.GroupState) publishPlan {
+	if lease != 0 && !v.Synced && relayed && rs.Lease == lease && rs.ModRev != 0 {
+		if !candidateEqual(rs.Written, want) {
+			return publishPlan{Write: true, Expect: rs.ModRev, Reason: "record changed (relayed)"}
+		}
+		return publishPlan{}
+	}
 	if lease == 0 || !v.Synced {
 		// Not while the view is not synced: a node that publishes a better
 		// record before it can see the group would make the holder yield
@@ -74,5 +86,5 @@ func planPublish(want election.Candidate, lease clientv3.LeaseID, rs recordState
 
 func candidateEqual(a, b election.Candidate) bool {
 	return a.Node == b.Node && a.Priority == b.Priority && a.State == b.State && a.Preempt == b.Preempt &&
-		a.PreemptDelay == b.PreemptDelay && a.Drained == b.Drained && slices.Equal(a.Failing, b.Failing)
+		a.PreemptDelay == b.PreemptDelay && a.Drained == b.Drained && a.Peer == b.Peer && slices.Equal(a.Failing, b.Failing)
 }

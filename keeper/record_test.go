@@ -22,28 +22,33 @@ func TestPlanPublish(t *testing.T) {
 	written := recordState{Written: want, Lease: ours, ModRev: 40}
 	cases := []struct {
 		name      string
+		relayed   bool
 		rs        recordState
 		v         election.GroupState
 		write     bool
 		expect    int64
 		contested bool
 	}{
-		{"in etcd as wanted", written, view(50, rec(103, ours, 40)), false, 0, false},
-		{"deleted behind our back", written, view(50), true, 0, false},
-		{"changed (priority)", written, view(50, rec(101, ours, 40)), true, 40, false},
-		{"view not caught up with our write: trust the write", written, view(39), false, 0, false},
-		{"view not caught up, and we want another record", recordState{Written: rec(101, ours, 0), Lease: ours, ModRev: 40}, view(39), true, 40, false},
-		{"after a lease change: the record is on the old lease", recordState{Written: want, Lease: old, ModRev: 30}, view(50, rec(103, old, 30)), true, 30, false},
-		{"another process writes this node's record", written, view(50, rec(103, other, 45)), true, 45, true},
-		{"view not synced: nothing (re-listing after a partition)", recordState{}, election.GroupState{Rev: 50}, false, 0, false},
+		{"in etcd as wanted", false, written, view(50, rec(103, ours, 40)), false, 0, false},
+		{"deleted behind our back", false, written, view(50), true, 0, false},
+		{"changed (priority)", false, written, view(50, rec(101, ours, 40)), true, 40, false},
+		{"view not caught up with our write: trust the write", false, written, view(39), false, 0, false},
+		{"view not caught up, and we want another record", false, recordState{Written: rec(101, ours, 0), Lease: ours, ModRev: 40}, view(39), true, 40, false},
+		{"after a lease change: the record is on the old lease", false, recordState{Written: want, Lease: old, ModRev: 30}, view(50, rec(103, old, 30)), true, 30, false},
+		{"another process writes this node's record", false, written, view(50, rec(103, other, 45)), true, 45, true},
+		{"view not synced: nothing (re-listing after a partition)", false, recordState{}, election.GroupState{Rev: 50}, false, 0, false},
+		{"not synced, relayed, our record on this lease changed: write it guarded by our last write", true, recordState{Written: rec(101, ours, 0), Lease: ours, ModRev: 40}, election.GroupState{Rev: 50}, true, 40, false},
+		{"not synced, relayed, nothing changed", true, written, election.GroupState{Rev: 50}, false, 0, false},
+		{"not synced, relayed, never written on this lease: nothing", true, recordState{Written: want, Lease: old, ModRev: 30}, election.GroupState{Rev: 50}, false, 0, false},
+		{"not synced, not relayed, record changed: nothing", false, recordState{Written: rec(101, ours, 0), Lease: ours, ModRev: 40}, election.GroupState{Rev: 50}, false, 0, false},
 	}
 	for _, c := range cases {
-		p := planPublish(want, ours, c.rs, c.v)
+		p := planPublish(want, ours, c.relayed, c.rs, c.v)
 		if p.Write != c.write || (c.write && p.Expect != c.expect) || p.Contested != c.contested {
 			t.Errorf("%s: plan %+v, want write %v expect %d contested %v", c.name, p, c.write, c.expect, c.contested)
 		}
 	}
-	if p := planPublish(want, 0, written, view(50)); p.Write {
+	if p := planPublish(want, 0, false, written, view(50)); p.Write {
 		t.Error("a plan to write without a lease")
 	}
 }

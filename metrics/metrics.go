@@ -26,6 +26,10 @@ type Metrics struct {
 	acquire       *prometheus.HistogramVec
 	notifyRuns    *prometheus.CounterVec
 	conflicts     *prometheus.CounterVec
+	peerRelayed   *prometheus.CounterVec
+	peerServed    *prometheus.CounterVec
+	peerRefused   *prometheus.CounterVec
+	holderMode    *prometheus.GaugeVec
 }
 
 // New creates the metrics and registers them, the build info and the Go and
@@ -53,7 +57,7 @@ func New(reg prometheus.Registerer, version string, fenceRemaining func() float6
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"check"}),
 		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "vipd_lease_renewals_total", Help: "Lease grant and renewal attempts by result (ok, error, lost, granted, grant_error).",
+			Name: "vipd_lease_renewals_total", Help: "Lease grant and renewal attempts by result (ok, relayed, error, lost, granted, grant_error).",
 		}, []string{"result"}),
 		renewDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "vipd_lease_renewal_duration_seconds", Help: "Round trip of lease grant and renewal attempts.",
@@ -72,6 +76,20 @@ func New(reg prometheus.Registerer, version string, fenceRemaining func() float6
 		conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vipd_address_conflicts_total", Help: "Times another host was seen answering for a VIP before it was claimed.",
 		}, []string{"group"}),
+		peerRelayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vipd_peer_relayed_total",
+			Help: "Requests this node asked a peer to carry out (op: renew, resign, publish, promise), by peer and result (ok, promised, refused, refused_auth, bad_response, error, unreachable).",
+		}, []string{"peer", "op", "result"}),
+		peerServed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vipd_peer_served_total", Help: "Requests this node carried out for a peer, by peer, op and result (ok, error; promise: promised, refused).",
+		}, []string{"peer", "op", "result"}),
+		holderMode: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vipd_failsafe_active",
+			Help: "1 while this node holds the group's VIPs on its peers' promises alone (MASTER (failsafe): nobody can renew its etcd lease), else 0.",
+		}, []string{"group"}),
+		peerRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vipd_peer_refused_total", Help: "Peer channel requests refused for failing authentication, by reason (malformed, bad_mac, unknown_nonce, unknown_op).",
+		}, []string{"reason"}),
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "vipd_build_info", Help: "vipd build information; always 1.",
@@ -82,7 +100,7 @@ func New(reg prometheus.Registerer, version string, fenceRemaining func() float6
 		Help: "Seconds until the fence deadline: VIPs must be gone by then unless the lease is renewed. Negative or 0 when no live lease.",
 	}, fenceRemaining)
 	reg.MustRegister(m.groupHolder, m.groupPriority, m.groupState, m.transitions, m.checkUp, m.checkDuration,
-		m.renewals, m.renewDuration, m.announcements, m.acquire, m.notifyRuns, m.conflicts, buildInfo, fence,
+		m.renewals, m.renewDuration, m.announcements, m.acquire, m.notifyRuns, m.conflicts, m.peerRelayed, m.peerServed, m.peerRefused, m.holderMode, buildInfo, fence,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -152,3 +170,26 @@ func (m *Metrics) Notified(group, state, result string) {
 
 // Conflict counts an address conflict seen before claiming.
 func (m *Metrics) Conflict(group string) { m.conflicts.WithLabelValues(group).Inc() }
+
+// PeerRelay counts one peer's answer to a request this node asked it to
+// relay.
+func (m *Metrics) PeerRelay(peer, op, result string) {
+	m.peerRelayed.WithLabelValues(peer, op, result).Inc()
+}
+
+// PeerServed counts a request relayed for a peer.
+func (m *Metrics) PeerServed(peer, op, result string) {
+	m.peerServed.WithLabelValues(peer, op, result).Inc()
+}
+
+// PeerRefused counts a peer request refused for failing authentication.
+func (m *Metrics) PeerRefused(reason string) { m.peerRefused.WithLabelValues(reason).Inc() }
+
+// HolderMode records whether the group is held on the failsafe.
+func (m *Metrics) HolderMode(group, mode string) {
+	v := 0.0
+	if mode == "failsafe" {
+		v = 1
+	}
+	m.holderMode.WithLabelValues(group).Set(v)
+}

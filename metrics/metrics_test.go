@@ -37,6 +37,14 @@ func TestMetricsAfterScriptedTransitions(t *testing.T) {
 	m.Renewal("ok", time.Millisecond)
 	m.Renewal("error", 500*time.Millisecond)
 	m.Notified("VI_1", "MASTER", "timeout")
+	// Cut from etcd: renewed by a peer, then held on promises.
+	m.Renewal("relayed", 2*time.Millisecond)
+	m.PeerRelay("web-node-2", "renew", "ok")
+	m.PeerRelay("web-node-2", "promise", "promised")
+	m.PeerServed("web-node-2", "renew", "error")
+	m.PeerRefused("bad_mac")
+	m.HolderMode("VI_1", "failsafe")
+	m.HolderMode("VI_2", "relay")
 
 	want := `
 # HELP vipd_group_holder 1 if this node has the group's VIPs bound, else 0.
@@ -62,10 +70,11 @@ vipd_announcements_total{group="VI_1",kind="na"} 1
 # HELP vipd_check_up 1 if the health check is up (after rise/fall), else 0.
 # TYPE vipd_check_up gauge
 vipd_check_up{check="haproxy"} 0
-# HELP vipd_lease_renewals_total Lease grant and renewal attempts by result (ok, error, lost, granted, grant_error).
+# HELP vipd_lease_renewals_total Lease grant and renewal attempts by result (ok, relayed, error, lost, granted, grant_error).
 # TYPE vipd_lease_renewals_total counter
 vipd_lease_renewals_total{result="error"} 1
 vipd_lease_renewals_total{result="ok"} 2
+vipd_lease_renewals_total{result="relayed"} 1
 # HELP vipd_lease_fence_remaining_seconds Seconds until the fence deadline: VIPs must be gone by then unless the lease is renewed. Negative or 0 when no live lease.
 # TYPE vipd_lease_fence_remaining_seconds gauge
 vipd_lease_fence_remaining_seconds 1.75
@@ -74,10 +83,24 @@ vipd_lease_fence_remaining_seconds 1.75
 vipd_notify_runs_total{group="VI_1",result="timeout",state="MASTER"} 1
 # HELP vipd_build_info vipd build information; always 1.
 # TYPE vipd_build_info gauge
+# HELP vipd_failsafe_active 1 while this node holds the group's VIPs on its peers' promises alone (MASTER (failsafe): nobody can renew its etcd lease), else 0.
+# TYPE vipd_failsafe_active gauge
+vipd_failsafe_active{group="VI_1"} 1
+vipd_failsafe_active{group="VI_2"} 0
+# HELP vipd_peer_relayed_total Requests this node asked a peer to carry out (op: renew, resign, publish, promise), by peer and result (ok, promised, refused, refused_auth, bad_response, error, unreachable).
+# TYPE vipd_peer_relayed_total counter
+vipd_peer_relayed_total{op="promise",peer="web-node-2",result="promised"} 1
+vipd_peer_relayed_total{op="renew",peer="web-node-2",result="ok"} 1
+# HELP vipd_peer_served_total Requests this node carried out for a peer, by peer, op and result (ok, error; promise: promised, refused).
+# TYPE vipd_peer_served_total counter
+vipd_peer_served_total{op="renew",peer="web-node-2",result="error"} 1
+# HELP vipd_peer_refused_total Peer channel requests refused for failing authentication, by reason (malformed, bad_mac, unknown_nonce, unknown_op).
+# TYPE vipd_peer_refused_total counter
+vipd_peer_refused_total{reason="bad_mac"} 1
 `
 	names := []string{"vipd_group_holder", "vipd_group_priority", "vipd_group_state", "vipd_group_transitions_total",
 		"vipd_announcements_total", "vipd_check_up", "vipd_lease_renewals_total", "vipd_lease_fence_remaining_seconds",
-		"vipd_notify_runs_total"}
+		"vipd_notify_runs_total", "vipd_failsafe_active", "vipd_peer_relayed_total", "vipd_peer_served_total", "vipd_peer_refused_total"}
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), names...); err != nil {
 		t.Error(err)
 	}

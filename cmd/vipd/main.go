@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -29,6 +30,7 @@ import (
 	"github.com/vipd/vipd/keeper"
 	"github.com/vipd/vipd/metrics"
 	"github.com/vipd/vipd/netif"
+	"github.com/vipd/vipd/peer"
 )
 
 // version is set by the linker (make build).
@@ -107,7 +109,20 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 
 	switch cmd {
 	case "check":
+		if cfg.Peer.Listen != "" {
+			if _, err := peer.LoadKey(cfg.Peer.KeyFile); err != nil {
+				fmt.Fprintf(stderr, "vipd: %s: peer.key_file: %v\n", *cfgPath, err)
+				return 1
+			}
+		}
 		fmt.Fprintf(stdout, "%s: ok (%d groups, %d checks, node %s)\n", *cfgPath, len(cfg.Groups), len(cfg.Checks), cfg.Node)
+		if cfg.Peer.Listen == "" {
+			fmt.Fprintln(stdout, "peer channel: off. A holder cut from etcd drops its VIPs at its fence, even when its peers"+
+				" reach etcd; set peer.listen and peer.key_file on every node to have them renew its lease (docs/design.md §2.8).")
+		} else {
+			fmt.Fprintf(stdout, "peer channel: on, serving %s, advertised to peers as %s; failsafe %s\n", cfg.Peer.Listen, cfg.Peer.Endpoint(),
+				map[bool]string{true: "on", false: "off (a holder drops its VIPs when nobody can reach etcd; peer.failsafe: true keeps them while every member promises)"}[cfg.Peer.Failsafe])
+		}
 		return 0
 	case "cleanup":
 		return cleanup(cfg, log, stdout)
@@ -213,9 +228,22 @@ func run(cfgPath string, cfg config.Config, log *slog.Logger) error {
 		}
 		return l.Deadline.Sub(clk.Now()).Seconds()
 	})
+	var po *keeper.PeerOptions
+	if cfg.Peer.Listen != "" {
+		key, err := peer.LoadKey(cfg.Peer.KeyFile)
+		if err != nil {
+			return fmt.Errorf("peer.key_file: %w", err)
+		}
+		ln, err := net.Listen("tcp", cfg.Peer.Listen)
+		if err != nil {
+			return fmt.Errorf("peer.listen: %w", err)
+		}
+		defer ln.Close()
+		po = &keeper.PeerOptions{Listener: ln, Advertise: cfg.Peer.Endpoint(), Key: key, Failsafe: cfg.Peer.Failsafe}
+	}
 	k = keeper.New(keeper.Options{
 		Config: cfg, Client: cli, Clock: clk, Log: log,
-		Ifaces: h, Announce: ann.Announce, Observer: m, LeaseClient: leaseCli,
+		Ifaces: h, Announce: ann.Announce, Observer: m, LeaseClient: leaseCli, Peer: po,
 	})
 
 	var wg sync.WaitGroup

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -59,7 +60,15 @@ type Spec struct {
 	// 192.168.20.15/24).
 	Group     string
 	Addresses string
+	// Via, if set, is the node's way to etcd (a proxy the test can cut).
+	Via *etcdtest.Proxy
+	// Peer turns the peer channel on, on a loopback port, with PeerKey;
+	// Failsafe the failsafe too.
+	Peer, Failsafe bool
 }
+
+// PeerKey is the peer channel key of test nodes.
+var PeerKey = []byte("keepertest-peer-key-0123456789abcdef")
 
 // Config returns the YAML config of a test node on endpoint.
 func Config(t testing.TB, endpoint string, s Spec) config.Config {
@@ -100,12 +109,24 @@ func Logger(t testing.TB) *slog.Logger {
 // Start runs a node until the test ends (or Stop).
 func Start(t testing.TB, m *etcdtest.Member, rec *fakenet.Recorder, s Spec) *Node {
 	t.Helper()
-	cfg := Config(t, m.Endpoint, s)
+	endpoint, cli := m.Endpoint, m.Client(t)
+	if s.Via != nil {
+		endpoint, cli = s.Via.Endpoint, s.Via.Client(t)
+	}
+	cfg := Config(t, endpoint, s)
 	host := fakenet.NewHost(s.Name, rec)
 	healthy := &atomic.Bool{}
 	healthy.Store(true)
+	var po *keeper.PeerOptions
+	if s.Peer {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		po = &keeper.PeerOptions{Listener: ln, Advertise: ln.Addr().String(), Key: PeerKey, Failsafe: s.Failsafe}
+	}
 	k := keeper.New(keeper.Options{
-		Config: cfg, Client: m.Client(t), Clock: clock.Real{}, Log: Logger(t),
+		Config: cfg, Client: cli, Clock: clock.Real{}, Log: Logger(t), Peer: po,
 		Ifaces: host, Announce: host.Announce,
 		Probes: func(string, config.Check) (checks.Probe, error) {
 			return func(ctx context.Context) error {

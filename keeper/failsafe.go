@@ -1,0 +1,389 @@
+package keeper
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/vipd/vipd/election"
+	"github.com/vipd/vipd/internal/clock"
+)
+
+// opPromise asks a peer to promise not to claim anything for a while
+// (docs/design.md §2.9).
+const opPromise = "promise"
+
+type promiseRequest struct {
+	// Lease is the caller's lease: the peer first tries to renew it, to
+	// see whether it can reach etcd itself.
+	Lease int64 `json:"lease"`
+	// Addrs are the addresses the caller holds under the failsafe.
+	Addrs []netip.Addr `json:"addrs"`
+}
+
+type promiseReply struct {
+	// Promised is how long, from the peer's receipt of the request, it
+	// will claim nothing (nanoseconds). Zero: refused.
+	Promised time.Duration `json:"promised,omitempty"`
+	// Refused says why not.
+	Refused string `json:"refused,omitempty"`
+}
+
+// promise is one peer's promise as the holder counts it: the peer claims
+// nothing before Until (the holder's send time plus the promise's length:
+// the peer's own count starts later), unless a system suspend since
+// Suspended (the SuspendMeter at the send) voids it.
+type promise struct {
+	Until     time.Time
+	Suspended time.Duration
+}
+
+// failsafe is this node's part of the failsafe: the promises it gives, the
+// acquires they forbid, and the promises it collects for the claims it
+// holds. Promising is always on with the peer channel; holding on promises
+// only with peer.failsafe.
+type failsafe struct {
+	node    string
+	clk     clock.Clock
+	log     *slog.Logger
+	obs     Observer
+	peers   *peers
+	session *election.Session
+	// length is how long a promise lasts: the lease TTL.
+	length time.Duration
+	// holds: this node holds its claims under promises when its lease
+	// cannot be renewed (peer.failsafe).
+	holds   bool
+	margin  time.Duration
+	suspend clock.SuspendMeter
+	// poke wakes every group (promises changed).
+	poke func(string)
+
+	mu sync.Mutex
+	// startedUntil: this node claims nothing before it (it may have
+	// promised before a restart); promised: each address it promised not
+	// to claim, until when.
+	startedUntil time.Time
+	promised     map[netip.Addr]time.Time
+	// acquiring are the addresses of each group with an acquire in
+	// flight, or one whose answer was lost and is not yet resolved: no
+	// promise on them while it is.
+	acquiring map[string][]netip.Addr
+	// claimed are the addresses this node has claims on, by group.
+	claimed map[string][]netip.Addr
+	// got is the latest promise from each peer.
+	got map[string]promise
+	// holding are the member sets (node -> endpoint) of the claims held,
+	// by group: whom a promise round asks.
+	holding map[string]map[string]string
+}
+
+func newFailsafe(node string, clk clock.Clock, log *slog.Logger, obs Observer, p *peers, s *election.Session, holds bool, poke func(string)) *failsafe {
+	cfg := s.Config()
+	return &failsafe{
+		node: node, clk: clk, log: log, obs: obs, peers: p, session: s, length: cfg.TTL, holds: holds,
+		margin: cfg.Margin, suspend: cfg.SuspendMeter, poke: poke,
+		// A node that starts cannot remember the promises it gave before:
+		// it waits out the longest one.
+		startedUntil: clk.Now().Add(cfg.TTL), promised: map[netip.Addr]time.Time{},
+		acquiring: map[string][]netip.Addr{}, claimed: map[string][]netip.Addr{}, got: map[string]promise{},
+		holding: map[string]map[string]string{},
+	}
+}
+
+// PromisedUntil is when this node's latest promise not to claim any of
+// addrs ends.
+func (f *failsafe) PromisedUntil(addrs []netip.Addr) time.Time {
+	if f == nil {
+		return time.Time{}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.promisedUntilLocked(addrs)
+}
+
+func (f *failsafe) promisedUntilLocked(addrs []netip.Addr) time.Time {
+	t := f.startedUntil
+	for _, a := range addrs {
+		t = later(t, f.promised[a.Unmap()])
+	}
+	return t
+}
+
+// beginAcquire registers an acquire of group's addrs about to be sent,
+// unless a promise forbids it now. Atomic with giving a promise: a promise
+// is never given while an acquire of its addresses may be on its way.
+func (f *failsafe) beginAcquire(group string, addrs []netip.Addr) bool {
+	if f == nil {
+		return true
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.clk.Now().Before(f.promisedUntilLocked(addrs)) {
+		return false
+	}
+	f.acquiring[group] = addrs
+	return true
+}
+
+// endAcquire records that group's acquire is resolved: answered, or a lost
+// answer's outcome read back.
+func (f *failsafe) endAcquire(group string) {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	delete(f.acquiring, group)
+	f.mu.Unlock()
+}
+
+// setClaim records the addresses group has claimed (nil: none), and the
+// member set a failsafe hold of the claim needs (nil: no failsafe hold).
+func (f *failsafe) setClaim(group string, addrs []netip.Addr, members map[string]string) {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if addrs == nil {
+		delete(f.claimed, group)
+	} else {
+		f.claimed[group] = addrs
+	}
+	if members == nil || !f.holds {
+		delete(f.holding, group)
+	} else {
+		f.holding[group] = members
+	}
+}
+
+// Horizon is the time until which no member of members but this node may
+// claim, by the promises collected: the earliest of their ends. Zero if a
+// member has given none (or one voided by a suspend), or there is no other
+// member: a failsafe needs every other member's promise, and at least one.
+func (f *failsafe) Horizon(members map[string]string) time.Time {
+	if f == nil || !f.holds {
+		return time.Time{}
+	}
+	meter := f.suspend()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return horizon(f.node, members, f.got, meter)
+}
+
+// horizon is Horizon's decision, pure: the earliest promise end of the
+// members other than self, zero if one is missing or voided by a suspend
+// (the meter grew by more than suspendThreshold since its send), or if
+// there is no other member.
+func horizon(self string, members map[string]string, got map[string]promise, meter time.Duration) time.Time {
+	var h time.Time
+	others := 0
+	for m := range members {
+		if m == self {
+			continue
+		}
+		others++
+		p, ok := got[m]
+		if !ok || meter-p.Suspended > suspendThreshold {
+			return time.Time{}
+		}
+		if h.IsZero() || p.Until.Before(h) {
+			h = p.Until
+		}
+	}
+	if others == 0 {
+		return time.Time{}
+	}
+	return h
+}
+
+// suspendThreshold: as election's (a suspend shorter than this is absorbed
+// by the margin).
+const suspendThreshold = 10 * time.Millisecond
+
+// run collects promises while this node holds claims and its lease is not
+// being renewed: a round every RenewEvery, each peer asked at once.
+func (f *failsafe) run(ctx context.Context) {
+	cfg := f.session.Config()
+	t := f.clk.NewTimer(cfg.RenewEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		t.Reset(cfg.RenewEvery)
+		l := f.session.Current()
+		now := f.clk.Now()
+		// Renewals every RenewEvery: one missing (plus a hedge) means the
+		// lease's fence may not move again soon.
+		if l.ID != 0 && now.Sub(l.Renewed) < cfg.RenewEvery+cfg.HedgeAfter && l.Live(now) {
+			continue
+		}
+		f.round(ctx, l.ID)
+	}
+}
+
+// round asks every member of every held claim for a promise.
+func (f *failsafe) round(ctx context.Context, lease clientv3.LeaseID) {
+	f.mu.Lock()
+	targets := map[string]string{}
+	var addrs []netip.Addr
+	for g, ms := range f.holding {
+		for n, ep := range ms {
+			if n != f.node {
+				targets[n] = ep
+			}
+		}
+		addrs = append(addrs, f.claimed[g]...)
+	}
+	f.mu.Unlock()
+	if len(targets) == 0 {
+		return
+	}
+	req := promiseRequest{Lease: int64(lease), Addrs: addrs}
+	var wg sync.WaitGroup
+	changed := false
+	var cmu sync.Mutex
+	for n, ep := range targets {
+		if ep == "" {
+			continue // no peer channel: its promise cannot be had
+		}
+		wg.Go(func() {
+			p := promise{Suspended: f.suspend()}
+			sent := f.clk.Now()
+			var r promiseReply
+			err := f.peers.client.Call(ctx, ep, opPromise, req, &r)
+			result := "promised"
+			switch {
+			case err != nil:
+				result = relayErrorLabel(err)
+			case r.Promised <= 0:
+				result = "refused"
+			}
+			f.obs.PeerRelay(n, opPromise, result)
+			if err != nil || r.Promised <= 0 {
+				f.log.Debug("no failsafe promise", "peer", n, "err", err, "refused", r.Refused)
+				return
+			}
+			p.Until = sent.Add(min(r.Promised, f.length))
+			f.mu.Lock()
+			if old, ok := f.got[n]; !ok || p.Until.After(old.Until) {
+				f.got[n] = p
+			}
+			f.mu.Unlock()
+			cmu.Lock()
+			changed = true
+			cmu.Unlock()
+		})
+	}
+	wg.Wait()
+	if changed {
+		f.poke("")
+	}
+}
+
+// servePromise answers a peer's promise request: refused if this node can
+// reach etcd (it renews the peer's lease instead: a relay), if an acquire
+// of its own may be on its way, or if it claims one of the addresses;
+// else it promises to claim nothing for the promise length.
+func (f *failsafe) servePromise(ctx context.Context, from string, body json.RawMessage) (any, error) {
+	var req promiseRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, fmt.Errorf("keeper: promise: bad request: %w", err)
+	}
+	if req.Lease != 0 {
+		rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), f.peers.timeout)
+		_, err := f.peers.leases.KeepAliveOnce(rctx, clientv3.LeaseID(req.Lease))
+		cancel()
+		switch {
+		case err == nil:
+			f.obs.PeerServed(from, opPromise, "refused")
+			return promiseReply{Refused: "this node reaches etcd (it renewed your lease)"}, nil
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			f.obs.PeerServed(from, opPromise, "refused")
+			return promiseReply{Refused: "this node reaches etcd: your lease is gone"}, nil
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	overlap := func(as []netip.Addr) (netip.Addr, bool) {
+		for _, a := range as {
+			for _, b := range req.Addrs {
+				if a.Unmap() == b.Unmap() {
+					return a, true
+				}
+			}
+		}
+		return netip.Addr{}, false
+	}
+	for g, as := range f.acquiring {
+		if a, ok := overlap(as); ok {
+			f.obs.PeerServed(from, opPromise, "refused")
+			return promiseReply{Refused: fmt.Sprintf("an acquire of %s (group %s) by this node may still land", a, g)}, nil
+		}
+	}
+	for g, as := range f.claimed {
+		if a, ok := overlap(as); ok {
+			f.obs.PeerServed(from, opPromise, "refused")
+			return promiseReply{Refused: fmt.Sprintf("this node claims %s for group %s", a, g)}, nil
+		}
+	}
+	now := f.clk.Now()
+	until := now.Add(f.length)
+	fresh := false
+	for _, a := range req.Addrs {
+		a = a.Unmap()
+		if !now.Before(f.promised[a]) {
+			fresh = true
+		}
+		f.promised[a] = later(f.promised[a], until)
+	}
+	if fresh {
+		f.log.Warn("promised a peer's failsafe hold not to claim its addresses", "peer", from, "addresses", req.Addrs, "for", f.length)
+	}
+	f.obs.PeerServed(from, opPromise, "promised")
+	return promiseReply{Promised: f.length}, nil
+}
+
+// membersOf is the member set a claim's failsafe hold asks: this node and
+// every candidate with its endpoint, sorted for stable output.
+func membersOf(self, endpoint string, cands []election.Candidate) map[string]string {
+	m := map[string]string{self: endpoint}
+	for _, c := range cands {
+		m[c.Node] = c.Peer
+	}
+	return m
+}
+
+// unionMembers returns the union of member sets.
+func unionMembers(sets ...map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, s := range sets {
+		for n, ep := range s {
+			if old, ok := out[n]; !ok || old == "" {
+				out[n] = ep
+			}
+		}
+	}
+	return out
+}
+
+func memberNames(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for n := range m {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
