@@ -21,7 +21,8 @@ func metricNames() map[string]bool {
 	m := map[string]bool{}
 	for _, n := range []string{"vipd_group_holder", "vipd_group_priority", "vipd_group_state",
 		"vipd_group_transitions_total", "vipd_check_up", "vipd_lease_renewals_total",
-		"vipd_lease_fence_remaining_seconds", "vipd_announcements_total", "vipd_build_info"} {
+		"vipd_lease_fence_remaining_seconds", "vipd_announcements_total", "vipd_build_info",
+		"vipd_failsafe_active", "vipd_peer_relayed_total", "vipd_peer_served_total", "vipd_peer_refused_total"} {
 		m[n] = true
 	}
 	for _, h := range []string{"vipd_check_duration_seconds", "vipd_acquire_seconds"} {
@@ -202,7 +203,8 @@ func TestAlertRulesNames(t *testing.T) {
 			t.Errorf("vipd-alerts.yml uses unknown metric %s", n)
 		}
 	}
-	for _, a := range []string{"VipdGroupNoHolder", "VipdGroupTwoHolders", "VipdFenceMarginLow", "VipdFlapping", "VipdCheckDown", "VipdLeaseRenewErrors"} {
+	for _, a := range []string{"VipdGroupNoHolder", "VipdGroupTwoHolders", "VipdFenceMarginLow", "VipdFlapping", "VipdCheckDown", "VipdLeaseRenewErrors",
+		"VipdHoldingWithoutEtcd", "VipdLeaseRelayed"} {
 		if !strings.Contains(string(data), "alert: "+a+"\n") {
 			t.Errorf("alert %s missing", a)
 		}

@@ -19,7 +19,10 @@ type Candidate struct {
 	Node     string `json:"node"`
 	Priority int    `json:"priority"` // effective priority
 	State    State  `json:"state"`    // MASTER, BACKUP or FAULT
-	Preempt  bool   `json:"preempt"`  // may this node take over from a worse holder
+	// Mode is what a MASTER's hold rests on beyond its own lease renewals:
+	// "relay" (peers renew its lease) or "" (keeper.HolderMode).
+	Mode    string `json:"mode,omitempty"`
+	Preempt bool   `json:"preempt"` // may this node take over from a worse holder
 	// PreemptDelay is how long this node must have been a better candidate
 	// before the holder yields to it (keepalived applies preempt_delay on
 	// the node taking over). Nanoseconds in JSON.

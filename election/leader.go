@@ -219,8 +219,9 @@ func (l *Leadership) Resign(ctx context.Context, c Claim, graceful bool) error {
 	if err != nil {
 		return err
 	}
+	var relayErr error
 	if l.preferRelay() {
-		if rerr := l.Relay.RelayResign(ctx, c, graceful); rerr == nil {
+		if relayErr = l.Relay.RelayResign(ctx, c, graceful); relayErr == nil {
 			return nil
 		}
 	}
@@ -228,12 +229,14 @@ func (l *Leadership) Resign(ctx context.Context, c Claim, graceful bool) error {
 	defer cancel()
 	_, err = l.Batch.Txn(rctx, nil, then, nil)
 	err = l.withFallback(ctx, err, nil, then)
-	if err != nil && l.Relay != nil && !l.preferRelay() && ctx.Err() == nil {
-		if rerr := l.Relay.RelayResign(ctx, c, graceful); rerr == nil {
+	if err != nil && l.Relay != nil && relayErr == nil && ctx.Err() == nil {
+		relayErr = l.Relay.RelayResign(ctx, c, graceful)
+		if relayErr == nil {
 			return nil
-		} else {
-			err = errors.Join(err, rerr)
 		}
+	}
+	if err != nil {
+		err = errors.Join(err, relayErr)
 	}
 	if err != nil {
 		return fmt.Errorf("election: resign %s: %w", c.Group, err)
@@ -352,21 +355,26 @@ func (l *Leadership) Publish(ctx context.Context, group string, c Candidate, lea
 	if err != nil {
 		return PublishResult{}, err
 	}
+	var relayErr error
 	if l.preferRelay() {
-		if r, rerr := l.Relay.RelayPublish(ctx, group, c, lease, expectModRev); rerr == nil {
+		r, rerr := l.Relay.RelayPublish(ctx, group, c, lease, expectModRev)
+		if rerr == nil {
 			return r, nil
 		}
+		relayErr = rerr
 	}
 	rctx, cancel := l.ctx(ctx)
 	defer cancel()
 	resp, err := l.Batch.Txn(rctx, cmps, then, els)
 	if err != nil {
-		if l.Relay != nil && !l.preferRelay() && ctx.Err() == nil {
-			if r, rerr := l.Relay.RelayPublish(ctx, group, c, lease, expectModRev); rerr == nil {
+		if l.Relay != nil && relayErr == nil && ctx.Err() == nil {
+			r, rerr := l.Relay.RelayPublish(ctx, group, c, lease, expectModRev)
+			if rerr == nil {
 				return r, nil
 			}
+			relayErr = rerr
 		}
-		return PublishResult{}, fmt.Errorf("election: publish %s: %w", group, err)
+		return PublishResult{}, fmt.Errorf("election: publish %s: %w", group, errors.Join(err, relayErr))
 	}
 	return PublishResultOf(resp), nil
 }

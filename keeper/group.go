@@ -738,7 +738,7 @@ func (g *group) publish(ctx context.Context, in Inputs) time.Duration {
 		return 0
 	}
 	want := in.Self
-	want.State = g.currentState()
+	want.State, want.Mode = g.stateAndMode()
 	if want.State == election.StateInit {
 		want.State = election.StateBackup
 	}

@@ -226,6 +226,15 @@ func installCycle(t *testing.T, deb string, next func() string) {
 	if v := run(t, "/usr/bin/vipd", "check", "--config", "/etc/vipd/vipd.yaml"); !strings.Contains(v, "ok") {
 		t.Errorf("vipd check on the installed config: %q", v)
 	}
+	// The peer channel's key: created at install, readable by vipd only.
+	if fi, err := os.Stat("/etc/vipd/peer.key"); err != nil {
+		t.Errorf("peer key not created: %v", err)
+	} else if fi.Mode().Perm() != 0o600 || fi.Size() < 32 {
+		t.Errorf("/etc/vipd/peer.key: mode %v, %d bytes; want 0600 and at least 32", fi.Mode().Perm(), fi.Size())
+	}
+	if owner := strings.TrimSpace(run(t, "stat", "-c", "%U:%G", "/etc/vipd/peer.key")); owner != "vipd:vipd" {
+		t.Errorf("/etc/vipd/peer.key owned by %s, want vipd:vipd", owner)
+	}
 	pw := strings.Split(strings.TrimSpace(run(t, "getent", "passwd", "vipd")), ":")
 	if len(pw) != 7 || pw[6] != "/usr/sbin/nologin" || pw[5] != "/var/lib/vipd" {
 		t.Errorf("vipd user = %q, want a nologin system user with home /var/lib/vipd", pw)

@@ -171,6 +171,7 @@ type CandidateStatus struct {
 	Node     string   `json:"node"`
 	Priority int      `json:"priority"`
 	State    string   `json:"state"`
+	Mode     string   `json:"mode,omitempty"` // "relay": its peers renew its lease
 	Failing  []string `json:"failing"`
 	Drained  bool     `json:"drained"`
 }
@@ -202,7 +203,7 @@ func Status(ctx context.Context, cli *clientv3.Client, keys election.Keys) ([]Gr
 				c = election.Candidate{Node: node, State: "INVALID"}
 			}
 			g := get(group)
-			g.Candidates = append(g.Candidates, CandidateStatus{Node: node, Priority: c.Priority, State: string(c.State), Failing: orEmpty(c.Failing), Drained: c.Drained})
+			g.Candidates = append(g.Candidates, CandidateStatus{Node: node, Priority: c.Priority, State: string(c.State), Mode: c.Mode, Failing: orEmpty(c.Failing), Drained: c.Drained})
 		}
 	}
 	var out []GroupStatus
@@ -250,6 +251,9 @@ func printStatus(w io.Writer, st []GroupStatus) {
 				failing = "-"
 			}
 			state := c.State
+			if c.Mode != "" {
+				state += " (" + c.Mode + ")"
+			}
 			if c.Drained {
 				state += " (drained)"
 			}

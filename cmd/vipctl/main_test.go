@@ -298,3 +298,23 @@ func TestHandoverRetryAfterFailure(t *testing.T) {
 	// and then holds.
 	rec.WaitFor(t, "web-node-2", 5*time.Second)
 }
+
+// A holder cut from etcd whose peer renews its lease shows as MASTER
+// (relay): its record is written through the peer.
+func TestStatusShowsARelayedHolder(t *testing.T) {
+	m := etcdtest.Start(t)
+	cut := etcdtest.NewProxy(t, m)
+	rec := fakenet.NewRecorder()
+	keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-1", Priority: 101, Via: cut, Peer: true})
+	keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-2", Priority: 100, Peer: true})
+	rec.WaitFor(t, "web-node-1", 10*time.Second)
+	waitStatus(t, m, func(g GroupStatus) bool { return g.Holder == "web-node-1" && len(g.Candidates) == 2 })
+	cut.Cut()
+	waitStatus(t, m, func(g GroupStatus) bool {
+		return g.Holder == "web-node-1" && len(g.Candidates) == 2 && g.Candidates[0].Mode == "relay"
+	})
+	code, out, errs := run(t, "status", "--endpoints", m.Endpoint)
+	if code != 0 || !strings.Contains(out, "MASTER (relay)") {
+		t.Errorf("status exit %d, %s\n%s: want MASTER (relay)", code, errs, out)
+	}
+}

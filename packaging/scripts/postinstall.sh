@@ -14,6 +14,14 @@ if ! getent passwd vipd >/dev/null; then
 		--shell /usr/sbin/nologin --comment "vipd floating IP manager" vipd
 fi
 
+# The peer channel's shared key (peer.key_file in the example config).
+# Every node of a cluster needs the same one: this creates a key only where
+# none exists; copy one node's to the others (docs/install.md).
+if [ ! -e /etc/vipd/peer.key ]; then
+	(umask 077 && head -c 32 /dev/urandom | base64 >/etc/vipd/peer.key)
+	chown vipd:vipd /etc/vipd/peer.key
+fi
+
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || true
 	# Not enabled or started on first install: /etc/vipd/vipd.yaml is an

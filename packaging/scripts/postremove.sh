@@ -8,5 +8,6 @@ if [ -d /run/systemd/system ]; then
 fi
 if [ "$1" = purge ]; then
 	rm -rf /var/lib/vipd
+	rm -f /etc/vipd/peer.key
 fi
 exit 0
