@@ -412,6 +412,13 @@ func TestDecide(t *testing.T) {
 			in.Lease = election.Lease{ID: lease, Deadline: t0.Add(1500 * time.Millisecond), ServerExpiry: t0.Add(2 * time.Second), Failsafe: true}
 			return in
 		}, Reclaim, election.StateMaster, 1500 * time.Millisecond, "claiming anew"},
+		{"under the failsafe, etcd back but the view not synced yet: hold", func() Inputs {
+			in := holding(base())
+			in.View.Synced = false
+			in.Session = election.Lease{ID: lease + 1, Deadline: t0.Add(2500 * time.Millisecond), ServerExpiry: t0.Add(3 * time.Second)}
+			in.Lease = election.Lease{ID: lease, Deadline: t0.Add(1500 * time.Millisecond), ServerExpiry: t0.Add(2 * time.Second), Failsafe: true}
+			return in
+		}, Hold, election.StateMaster, 1500 * time.Millisecond, "holder"},
 		{"under the failsafe, no new lease yet: hold", func() Inputs {
 			in := holding(base())
 			in.Session = election.Lease{}

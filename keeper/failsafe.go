@@ -302,18 +302,23 @@ func (f *failsafe) servePromise(ctx context.Context, from string, body json.RawM
 	if err := json.Unmarshal(body, &req); err != nil {
 		return nil, fmt.Errorf("keeper: promise: bad request: %w", err)
 	}
+	rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), f.peers.timeout)
+	var err error
 	if req.Lease != 0 {
-		rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), f.peers.timeout)
-		_, err := f.peers.leases.KeepAliveOnce(rctx, clientv3.LeaseID(req.Lease))
-		cancel()
-		switch {
-		case err == nil:
-			f.obs.PeerServed(from, opPromise, "refused")
-			return promiseReply{Refused: "this node reaches etcd (it renewed your lease)"}, nil
-		case errors.Is(err, rpctypes.ErrLeaseNotFound):
-			f.obs.PeerServed(from, opPromise, "refused")
-			return promiseReply{Refused: "this node reaches etcd: your lease is gone"}, nil
-		}
+		_, err = f.peers.leases.KeepAliveOnce(rctx, clientv3.LeaseID(req.Lease))
+	} else {
+		// No lease to renew (the caller's was found gone and it has no
+		// new one yet): a linearizable read tells whether etcd answers.
+		_, err = f.peers.kv.Get(rctx, f.peers.keys.All()+"failsafe-probe", clientv3.WithCountOnly())
+	}
+	cancel()
+	switch {
+	case err == nil:
+		f.obs.PeerServed(from, opPromise, "refused")
+		return promiseReply{Refused: "this node reaches etcd"}, nil
+	case errors.Is(err, rpctypes.ErrLeaseNotFound):
+		f.obs.PeerServed(from, opPromise, "refused")
+		return promiseReply{Refused: "this node reaches etcd: your lease is gone"}, nil
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

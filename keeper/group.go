@@ -507,6 +507,11 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 		}
 		g.env.fs.endAcquire(g.name)
 		if d.Action == Reclaim {
+			if !res.Won && res.Holder == "" {
+				// Only a membership record's guard failed: the view had
+				// not seen its latest version. Look again once it has.
+				return false, retryBase, false
+			}
 			if !res.Won {
 				// Someone holds it: that cannot be while the promises
 				// stand, unless the membership was not what this node
