@@ -13,10 +13,77 @@ func TestCheckShippedExamples(t *testing.T) {
 	if len(files) == 0 {
 		t.Fatal("no example configs found")
 	}
+	// The examples name /etc/vipd/peer.key, which the package creates:
+	// check them against a key of the test's own.
+	dir := t.TempDir()
+	key := filepath.Join(dir, "peer.key")
+	if err := os.WriteFile(key, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	peers := 0
 	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "key_file: /etc/vipd/peer.key") {
+			peers++
+		}
+		path := filepath.Join(dir, filepath.Base(f))
+		if err := os.WriteFile(path, []byte(strings.ReplaceAll(string(b), "/etc/vipd/peer.key", key)), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		var out, errb bytes.Buffer
-		if code := realMain([]string{"check", "--config", f}, &out, &errb); code != 0 {
+		if code := realMain([]string{"check", "--config", path}, &out, &errb); code != 0 {
 			t.Errorf("vipd check %s: exit %d: %s", f, code, errb.String())
+		}
+	}
+	if peers < 2 {
+		t.Errorf("%d example configs turn the peer channel on, want the seed pair", peers)
+	}
+}
+
+// vipd check says whether the peer channel and the failsafe are on, and
+// fails on a peer key it cannot use, naming the key and the file.
+func TestCheckPeerChannel(t *testing.T) {
+	dir := t.TempDir()
+	base := "node: n\netcd: {endpoints: [http://127.0.0.1:2379]}\ngroups: [{name: g, interface: eth0, addresses: [10.0.0.3/24]}]\n"
+	good, short, open := filepath.Join(dir, "good.key"), filepath.Join(dir, "short.key"), filepath.Join(dir, "open.key")
+	for p, c := range map[string]struct {
+		body string
+		mode os.FileMode
+	}{good: {"0123456789abcdef0123456789abcdef", 0o600}, short: {"tooshort", 0o600}, open: {"0123456789abcdef0123456789abcdef", 0o644}} {
+		if err := os.WriteFile(p, []byte(c.body), c.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, c.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		peer    string
+		code    int
+		out     string
+		errWant string
+	}{
+		{"", 0, "peer channel: off", ""},
+		{"peer: {listen: 10.0.0.1:9843, key_file: " + good + "}\n", 0, "peer channel: on, serving 10.0.0.1:9843, advertised to peers as 10.0.0.1:9843; failsafe off", ""},
+		{"peer: {listen: 0.0.0.0:9843, advertise: 10.0.0.1:9843, key_file: " + good + ", failsafe: true}\n", 0, "advertised to peers as 10.0.0.1:9843; failsafe on", ""},
+		{"peer: {listen: 10.0.0.1:9843, key_file: " + short + "}\n", 1, "", "peer.key_file"},
+		{"peer: {listen: 10.0.0.1:9843, key_file: " + open + "}\n", 1, "", open},
+		{"peer: {listen: 10.0.0.1:9843}\n", 1, "", "peer.key_file"},
+		{"peer: {listen: 0.0.0.0:9843, key_file: " + good + "}\n", 1, "", "peer.advertise"},
+		{"peer: {failsafe: true}\n", 1, "", "peer.listen"},
+	}
+	for i, c := range cases {
+		path := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(path, []byte(base+c.peer), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var out, errb bytes.Buffer
+		code := realMain([]string{"check", "--config", path}, &out, &errb)
+		if code != c.code || !strings.Contains(out.String(), c.out) || !strings.Contains(errb.String(), c.errWant) {
+			t.Errorf("case %d (%q): exit %d, stdout %q, stderr %q; want exit %d, %q, %q", i, c.peer, code, out.String(), errb.String(), c.code, c.out, c.errWant)
 		}
 	}
 }
