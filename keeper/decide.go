@@ -215,7 +215,7 @@ func decide(in Inputs, mem *Memory) Decision {
 
 	if c := h.Claim; c != nil {
 		// 1. Safety first: the lease identity and the fence.
-		if in.Lease.Failsafe && in.Session.ID != c.Lease && in.Session.Live(in.Now) && in.View.Synced && !h.Resigning {
+		if in.Lease.Failsafe && in.Lease.Live(in.Now) && in.Session.ID != c.Lease && in.Session.Live(in.Now) && in.View.Synced && !h.Resigning {
 			// etcd is back, the claim's lease is gone, and the peers'
 			// promises still cover it: nobody else can have claimed.
 			return Decision{Action: Reclaim, State: election.StateMaster, Reason: "etcd reachable again, lease expired during a failsafe hold: claiming anew",

@@ -425,6 +425,12 @@ func TestDecide(t *testing.T) {
 			in.Lease = election.Lease{ID: lease, Deadline: t0.Add(1500 * time.Millisecond), ServerExpiry: t0.Add(2 * time.Second), Failsafe: true}
 			return in
 		}, Hold, election.StateMaster, 1500 * time.Millisecond, "holder"},
+		{"etcd back, but the promises' fence passed: no reclaim, the claim is gone", func() Inputs {
+			in := holding(base())
+			in.Session = election.Lease{ID: lease + 1, Deadline: t0.Add(2500 * time.Millisecond), ServerExpiry: t0.Add(3 * time.Second)}
+			in.Lease = election.Lease{ID: lease, Deadline: t0.Add(-time.Millisecond), ServerExpiry: t0.Add(500 * time.Millisecond), Failsafe: true}
+			return in
+		}, Drop, election.StateBackup, 0, "fence deadline passed"},
 		{"the promises' fence passed too: drop", func() Inputs {
 			in := holding(base())
 			in.Session = election.Lease{}
