@@ -135,12 +135,13 @@ func TestSessionRelaysWhenOwnRenewalFails(t *testing.T) {
 }
 
 // An own attempt that hangs (a partition that drops packets): the peer is
-// asked after HedgeAfter, and the fence counts from that send.
+// asked after RelayAfter (not at the first hedge: a merely slow etcd would
+// get every peer's renewal on top), and the fence counts from that send.
 func TestSessionRelaysWhenOwnRenewalHangs(t *testing.T) {
 	clk := clock.NewFake(t0)
 	lc := &hangingLeases{scriptedLeases: scriptedLeases{clk: clk, ttl: 3}, then: errRefused, hanging: make(chan struct{})}
 	s := NewSession(lc, clk, SessionConfig{TTL: 3 * time.Second, Margin: 500 * time.Millisecond, RequestTimeout: time.Hour,
-		SuspendMeter: clk.Suspended, HedgeAfter: 150 * time.Millisecond},
+		SuspendMeter: clk.Suspended, HedgeAfter: time.Hour, RelayAfter: 250 * time.Millisecond},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	rl := &scriptedRelay{clk: clk, rtt: 10 * time.Millisecond}
 	s.Relay = rl.relay
@@ -149,20 +150,28 @@ func TestSessionRelaysWhenOwnRenewalHangs(t *testing.T) {
 
 	done := make(chan time.Duration, 1)
 	go func() { done <- s.step(context.Background()) }()
-	if !clk.WaitForTimers(1, 5*time.Second) {
-		t.Fatal("no hedge timer armed")
+	if !clk.WaitForTimers(2, 5*time.Second) {
+		t.Fatal("no hedge and relay timers armed")
 	}
 	<-lc.hanging
-	hedgeAt := clk.Now().Add(150 * time.Millisecond)
-	clk.Advance(150 * time.Millisecond)
+	relayAt := clk.Now().Add(250 * time.Millisecond)
+	clk.Advance(150 * time.Millisecond) // HedgeAfter's worth: no relay yet
+	time.Sleep(20 * time.Millisecond)
+	rl.mu.Lock()
+	asked := len(rl.sent)
+	rl.mu.Unlock()
+	if asked != 0 {
+		t.Fatal("peers asked before RelayAfter")
+	}
+	clk.Advance(100 * time.Millisecond) // RelayAfter
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the round did not end through the relay")
 	}
 	l := s.Current()
-	if !l.Relayed || !l.Renewed.Equal(hedgeAt) {
-		t.Errorf("lease %+v: want Relayed, renewed at the relay's send %v", l, hedgeAt)
+	if !l.Relayed || !l.Renewed.Equal(relayAt) {
+		t.Errorf("lease %+v: want Relayed, renewed at the relay's send %v", l, relayAt)
 	}
 }
 

@@ -44,6 +44,12 @@ type SessionConfig struct {
 	// HedgeAfter is how long a renewal may go unanswered before another
 	// attempt is sent beside it. Zero value: 150ms.
 	HedgeAfter time.Duration
+	// RelayAfter is how long a renewal may go unanswered before peers are
+	// asked to renew the lease too (Session.Relay), unless an attempt
+	// failed first. Longer than HedgeAfter: a merely slow etcd should not
+	// get every peer's renewal on top of the node's own. Zero value:
+	// RequestTimeout/2, at least HedgeAfter.
+	RelayAfter time.Duration
 	// SuspendMeter reports how long the system has been suspended, to see
 	// the fence slip through a suspend (see Session.Current). Zero value:
 	// clock.BootSuspend(), the system's own; tests pass (*clock.Fake).Suspended.
@@ -65,6 +71,9 @@ func (c SessionConfig) withDefaults() SessionConfig {
 	}
 	if c.HedgeAfter == 0 {
 		c.HedgeAfter = 150 * time.Millisecond
+	}
+	if c.RelayAfter == 0 {
+		c.RelayAfter = max(c.RequestTimeout/2, c.HedgeAfter)
 	}
 	if c.SuspendMeter == nil {
 		c.SuspendMeter = clock.BootSuspend()
@@ -431,7 +440,9 @@ func (s *Session) report(onErr, onOK RenewResult, err error, sent time.Time) {
 // With a Relay, the round also asks peers to renew the lease (design
 // §2.8): at once if the previous good renewal came through a peer (this
 // node's own path is known broken), else as soon as an own attempt fails
-// or goes unanswered for HedgeAfter. One relayed attempt per round. Its
+// or the round goes unanswered for RelayAfter (longer than HedgeAfter: a
+// merely slow etcd is not sent the peers' renewals too). One relayed
+// attempt per round. Its
 // send time is when this node sent the request to the peers: the peer's
 // keepalive leaves after it, so the server renewed at or after it.
 //
@@ -491,6 +502,12 @@ func (s *Session) renew(ctx context.Context, id clientv3.LeaseID) attempt {
 	relayPending := relaying
 	hedge := s.clk.NewTimer(s.cfg.HedgeAfter)
 	defer hedge.Stop()
+	var relayAfter <-chan time.Time
+	if relay != nil && !relaying {
+		rt := s.clk.NewTimer(s.cfg.RelayAfter)
+		defer rt.Stop()
+		relayAfter = rt.C()
+	}
 	var last, relayLast attempt
 	noLeader := false
 	for pending > 0 {
@@ -519,12 +536,14 @@ func (s *Session) renew(ctx context.Context, id clientv3.LeaseID) attempt {
 				launched++
 				pending++
 			}
+			if launched < maxAttempts {
+				hedge.Reset(s.cfg.HedgeAfter)
+			}
+		case <-relayAfter:
+			relayAfter = nil
 			if launchRelay() {
 				pending++
 				relayPending = true
-			}
-			if launched < maxAttempts {
-				hedge.Reset(s.cfg.HedgeAfter)
 			}
 		case <-ctx.Done():
 			return attempt{sent: s.clk.Now(), err: ctx.Err()}

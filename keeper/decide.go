@@ -257,6 +257,21 @@ func decide(in Inputs, mem *Memory) Decision {
 			}
 			return Decision{Action: Release, State: state, Reason: reason}
 		}
+		if in.Lease.Failsafe {
+			// Nobody can claim while the members' promises stand, and the
+			// view is what it was before etcd went away: a handover or a
+			// preemption by another's priority now would only take the VIP
+			// down until etcd is back. This node's own health still rules:
+			// a tracked check that is down (a weight, not only a FAULT)
+			// releases, as it would hand over with etcd.
+			if len(self.Failing) > 0 {
+				return Decision{Action: Release, State: state, Reason: fmt.Sprintf("check down during a failsafe hold: %v", self.Failing)}
+			}
+			if d, await := awaitFresh(in); await {
+				return d
+			}
+			return Decision{Action: Hold, State: election.StateMaster, Reason: "holder on its members' failsafe promises", Wake: in.Lease.Deadline.Sub(in.Now)}
+		}
 		if hv := in.View.Handover; hv != nil && hv.From == self.Node && hv.Rev != mem.HandoverDone {
 			if target, ok := election.HandoverTarget(hv, in.View.Candidates); ok {
 				return Decision{Action: Release, State: election.StateBackup, Reason: "planned handover to " + target, Handover: hv.Rev}

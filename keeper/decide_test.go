@@ -419,6 +419,21 @@ func TestDecide(t *testing.T) {
 			in.Lease = election.Lease{ID: lease, Deadline: t0.Add(1500 * time.Millisecond), ServerExpiry: t0.Add(2 * time.Second), Failsafe: true}
 			return in
 		}, Hold, election.StateMaster, 1500 * time.Millisecond, "holder"},
+		{"under the failsafe, a tracked check down (a weight, not a FAULT): release", func() Inputs {
+			in := holding(base())
+			in.Self.Failing = []string{"haproxy"}
+			in.View.Candidates = []election.Candidate{n1}
+			in.Session = election.Lease{}
+			in.Lease = election.Lease{ID: lease, Deadline: t0.Add(1500 * time.Millisecond), ServerExpiry: t0.Add(2 * time.Second), Failsafe: true}
+			return in
+		}, Release, election.StateBackup, 0, "check down during a failsafe hold"},
+		{"under the failsafe, a better challenger seen before the outage: hold", func() Inputs {
+			in := holding(base())
+			in.View.Candidates = []election.Candidate{n1}
+			in.Session = election.Lease{}
+			in.Lease = election.Lease{ID: lease, Deadline: t0.Add(1500 * time.Millisecond), ServerExpiry: t0.Add(2 * time.Second), Failsafe: true}
+			return in
+		}, Hold, election.StateMaster, 1500 * time.Millisecond, "failsafe"},
 		{"under the failsafe, no new lease yet: hold", func() Inputs {
 			in := holding(base())
 			in.Session = election.Lease{}
@@ -788,8 +803,9 @@ func TestFailsafeLease(t *testing.T) {
 }
 
 func TestHorizon(t *testing.T) {
+	covered := map[netip.Addr]bool{vip: true}
 	p := func(s int, susp time.Duration) promise {
-		return promise{Until: t0.Add(time.Duration(s) * time.Second), Suspended: susp}
+		return promise{Until: t0.Add(time.Duration(s) * time.Second), Suspended: susp, Addrs: covered}
 	}
 	both := map[string]string{"n1": "a", "n2": "b", "n3": "c"}
 	cases := []struct {
@@ -806,9 +822,11 @@ func TestHorizon(t *testing.T) {
 		{"no members at all: none", nil, nil, 0, time.Time{}},
 		{"a suspend since a promise was asked voids it", both, map[string]promise{"n2": p(3, 0), "n3": p(4, time.Second)}, 2 * time.Second, time.Time{}},
 		{"suspend readings that did not move count", both, map[string]promise{"n2": p(3, time.Second), "n3": p(4, time.Second)}, time.Second + 5*time.Millisecond, t0.Add(3 * time.Second)},
+		{"a promise that does not cover the claim's address: none", both, map[string]promise{"n2": p(3, 0),
+			"n3": {Until: t0.Add(4 * time.Second), Addrs: map[netip.Addr]bool{netip.MustParseAddr("192.168.20.16"): true}}}, 0, time.Time{}},
 	}
 	for _, c := range cases {
-		if got := horizon("n1", c.members, c.got, c.meter); !got.Equal(c.want) {
+		if got := horizon("n1", c.members, []netip.Addr{vip}, c.got, c.meter); !got.Equal(c.want) {
 			t.Errorf("%s: horizon %v, want %v", c.name, got, c.want)
 		}
 	}
@@ -829,6 +847,33 @@ func TestHolderMode(t *testing.T) {
 	for _, c := range cases {
 		if got := HolderMode(c.state, c.lease, c.session); got != c.want {
 			t.Errorf("HolderMode(%v, %+v, %+v) = %q, want %q", c.state, c.lease, c.session, got, c.want)
+		}
+	}
+}
+
+func TestMayRelease(t *testing.T) {
+	const old, cur = clientv3.LeaseID(7), clientv3.LeaseID(8)
+	got := map[string]promise{"n2": {Until: t0.Add(3 * time.Second)}}
+	covering := election.Lease{ID: cur, ServerExpiry: t0.Add(3 * time.Second)}
+	short := election.Lease{ID: cur, ServerExpiry: t0.Add(2 * time.Second)}
+	cases := []struct {
+		name      string
+		got       map[string]promise
+		claims    map[string]clientv3.LeaseID
+		lingering bool
+		l         election.Lease
+		want      bool
+	}{
+		{"no promises: nothing to release", nil, nil, false, covering, false},
+		{"no claim, no VIP left: release", got, nil, false, short, true},
+		{"no claim, but a VIP may linger: keep", got, nil, true, covering, false},
+		{"claims on the lease, which covers the promises: release", got, map[string]clientv3.LeaseID{"VI_1": cur}, false, covering, true},
+		{"claims on the lease, which ends before the promises: keep", got, map[string]clientv3.LeaseID{"VI_1": cur}, false, short, false},
+		{"a claim on a lost lease (to be claimed anew): keep", got, map[string]clientv3.LeaseID{"VI_1": old}, false, covering, false},
+	}
+	for _, c := range cases {
+		if r := mayRelease(c.got, c.claims, c.lingering, c.l); r != c.want {
+			t.Errorf("%s: %v, want %v", c.name, r, c.want)
 		}
 	}
 }

@@ -23,6 +23,9 @@ import (
 const opPromise = "promise"
 
 type promiseRequest struct {
+	// To is the member asked: a node answering at an endpoint recorded
+	// for another refuses (the endpoint may have moved).
+	To string `json:"to"`
 	// Lease is the caller's lease: the peer first tries to renew it, to
 	// see whether it can reach etcd itself.
 	Lease int64 `json:"lease"`
@@ -31,11 +34,22 @@ type promiseRequest struct {
 }
 
 type promiseReply struct {
+	// Node is the member that answers.
+	Node string `json:"node"`
 	// Promised is how long, from the peer's receipt of the request, it
-	// will claim nothing (nanoseconds). Zero: refused.
+	// will claim none of the addresses (nanoseconds). Zero: refused.
 	Promised time.Duration `json:"promised,omitempty"`
 	// Refused says why not.
 	Refused string `json:"refused,omitempty"`
+}
+
+// opUnpromise tells a member that the caller no longer relies on its
+// promises (its lease is renewed again): the member may claim those
+// addresses at once, e.g. when the caller then releases them gracefully.
+const opUnpromise = "unpromise"
+
+type unpromiseRequest struct {
+	Addrs []netip.Addr `json:"addrs"`
 }
 
 // promise is one peer's promise as the holder counts it: the peer claims
@@ -45,6 +59,8 @@ type promiseReply struct {
 type promise struct {
 	Until     time.Time
 	Suspended time.Duration
+	// Addrs are the addresses it covers.
+	Addrs map[netip.Addr]bool
 }
 
 // failsafe is this node's part of the failsafe: the promises it gives, the
@@ -67,6 +83,8 @@ type failsafe struct {
 	suspend clock.SuspendMeter
 	// poke wakes every group (promises changed).
 	poke func(string)
+	// file remembers the promises given across restarts ("" = not kept).
+	file promiseFile
 
 	mu sync.Mutex
 	// startedUntil: this node claims nothing before it (it may have
@@ -74,17 +92,25 @@ type failsafe struct {
 	// to claim, until when.
 	startedUntil time.Time
 	promised     map[netip.Addr]time.Time
+	// promisedTo is the node each address was last promised to.
+	promisedTo map[netip.Addr]string
 	// acquiring are the addresses of each group with an acquire in
 	// flight, or one whose answer was lost and is not yet resolved: no
 	// promise on them while it is.
 	acquiring map[string][]netip.Addr
 	// claimed are the addresses this node has claims on, by group.
 	claimed map[string][]netip.Addr
-	// got is the latest promise from each peer.
-	got map[string]promise
+	// got is the latest promise from each peer, gotFrom the endpoint it
+	// came from.
+	got     map[string]promise
+	gotFrom map[string]string
 	// holding are the member sets (node -> endpoint) of the claims held,
 	// by group: whom a promise round asks.
 	holding map[string]map[string]string
+	// claimLease is the lease of each group's claim.
+	claimLease map[string]clientv3.LeaseID
+	// lingering are the groups without a claim whose VIPs may still be up.
+	lingering map[string]bool
 }
 
 func newFailsafe(node string, clk clock.Clock, log *slog.Logger, obs Observer, p *peers, s *election.Session, holds bool, poke func(string)) *failsafe {
@@ -94,9 +120,10 @@ func newFailsafe(node string, clk clock.Clock, log *slog.Logger, obs Observer, p
 		margin: cfg.Margin, suspend: cfg.SuspendMeter, poke: poke,
 		// A node that starts cannot remember the promises it gave before:
 		// it waits out the longest one.
-		startedUntil: clk.Now().Add(cfg.TTL), promised: map[netip.Addr]time.Time{},
+		startedUntil: clk.Now().Add(cfg.TTL), promised: map[netip.Addr]time.Time{}, promisedTo: map[netip.Addr]string{},
 		acquiring: map[string][]netip.Addr{}, claimed: map[string][]netip.Addr{}, got: map[string]promise{},
-		holding: map[string]map[string]string{},
+		gotFrom: map[string]string{}, holding: map[string]map[string]string{}, claimLease: map[string]clientv3.LeaseID{},
+		lingering: map[string]bool{},
 	}
 }
 
@@ -148,16 +175,27 @@ func (f *failsafe) endAcquire(group string) {
 
 // setClaim records the addresses group has claimed (nil: none), and the
 // member set a failsafe hold of the claim needs (nil: no failsafe hold).
-func (f *failsafe) setClaim(group string, addrs []netip.Addr, members map[string]string) {
+//
+// lingering says that group holds no claim but a VIP of its may still be
+// on the host (a removal not yet confirmed): its lifetime may rest on
+// promises, which are then not released early.
+func (f *failsafe) setClaim(group string, addrs []netip.Addr, lease clientv3.LeaseID, members map[string]string, lingering bool) {
 	if f == nil {
 		return
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if lingering {
+		f.lingering[group] = true
+	} else {
+		delete(f.lingering, group)
+	}
 	if addrs == nil {
 		delete(f.claimed, group)
+		delete(f.claimLease, group)
 	} else {
 		f.claimed[group] = addrs
+		f.claimLease[group] = lease
 	}
 	if members == nil || !f.holds {
 		delete(f.holding, group)
@@ -167,24 +205,25 @@ func (f *failsafe) setClaim(group string, addrs []netip.Addr, members map[string
 }
 
 // Horizon is the time until which no member of members but this node may
-// claim, by the promises collected: the earliest of their ends. Zero if a
-// member has given none (or one voided by a suspend), or there is no other
-// member: a failsafe needs every other member's promise, and at least one.
-func (f *failsafe) Horizon(members map[string]string) time.Time {
+// claim addrs, by the promises collected: the earliest of their ends. Zero
+// if a member has given none covering addrs (or one voided by a suspend),
+// or there is no other member: a failsafe needs every other member's
+// promise, and at least one.
+func (f *failsafe) Horizon(members map[string]string, addrs []netip.Addr) time.Time {
 	if f == nil || !f.holds {
 		return time.Time{}
 	}
 	meter := f.suspend()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return horizon(f.node, members, f.got, meter)
+	return horizon(f.node, members, addrs, f.got, meter)
 }
 
 // horizon is Horizon's decision, pure: the earliest promise end of the
-// members other than self, zero if one is missing or voided by a suspend
-// (the meter grew by more than suspendThreshold since its send), or if
-// there is no other member.
-func horizon(self string, members map[string]string, got map[string]promise, meter time.Duration) time.Time {
+// members other than self, zero if one is missing, does not cover every
+// address of addrs, or is voided by a suspend (the meter grew by more than
+// suspendThreshold since its send), or if there is no other member.
+func horizon(self string, members map[string]string, addrs []netip.Addr, got map[string]promise, meter time.Duration) time.Time {
 	var h time.Time
 	others := 0
 	for m := range members {
@@ -195,6 +234,11 @@ func horizon(self string, members map[string]string, got map[string]promise, met
 		p, ok := got[m]
 		if !ok || meter-p.Suspended > suspendThreshold {
 			return time.Time{}
+		}
+		for _, a := range addrs {
+			if !p.Addrs[a.Unmap()] {
+				return time.Time{}
+			}
 		}
 		if h.IsZero() || p.Until.Before(h) {
 			h = p.Until
@@ -211,27 +255,99 @@ func horizon(self string, members map[string]string, got map[string]promise, met
 const suspendThreshold = 10 * time.Millisecond
 
 // run collects promises while this node holds claims and its lease is not
-// being renewed: a round every RenewEvery, each peer asked at once.
+// being renewed: a round every RenewEvery, each member asked at once. Once
+// renewals cover every claim again it tells the members it no longer
+// relies on their promises, so they need not wait them out.
 func (f *failsafe) run(ctx context.Context) {
 	cfg := f.session.Config()
 	t := f.clk.NewTimer(cfg.RenewEvery)
 	defer t.Stop()
 	for {
+		tick := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C():
+			tick = true
+			t.Reset(cfg.RenewEvery)
+		case <-f.session.Changed(): // a renewal: release at once
 		}
-		t.Reset(cfg.RenewEvery)
 		l := f.session.Current()
 		now := f.clk.Now()
 		// Renewals every RenewEvery: one missing (plus a hedge) means the
 		// lease's fence may not move again soon.
 		if l.ID != 0 && now.Sub(l.Renewed) < cfg.RenewEvery+cfg.HedgeAfter && l.Live(now) {
+			f.release(ctx, l)
 			continue
 		}
-		f.round(ctx, l.ID)
+		if tick {
+			f.round(ctx, l.ID)
+		}
 	}
+}
+
+// release drops the promises collected, and tells their givers, once
+// nothing relies on them: no VIP without a claim may linger, and every
+// claim held is on lease l, which covers at least as long as the promises
+// do (a kernel lifetime set on their horizon ends within the lease's
+// guarantee); or no claim is held at all.
+func (f *failsafe) release(ctx context.Context, l election.Lease) {
+	f.mu.Lock()
+	if !mayRelease(f.got, f.claimLease, len(f.lingering) > 0, l) {
+		f.mu.Unlock()
+		return
+	}
+	nodes := make([]string, 0, len(f.got))
+	covered := map[string][]netip.Addr{}
+	for n, p := range f.got {
+		nodes = append(nodes, n)
+		for a := range p.Addrs {
+			covered[n] = append(covered[n], a)
+		}
+	}
+	f.got = map[string]promise{}
+	eps := map[string]string{}
+	for n, ep := range f.gotFrom {
+		eps[n] = ep
+	}
+	f.gotFrom = map[string]string{}
+	f.mu.Unlock()
+	f.log.Info("lease renewed again; releasing the peers' failsafe promises", "peers", nodes)
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		if ep := eps[n]; ep != "" {
+			wg.Go(func() {
+				err := f.peers.client.Call(ctx, ep, opUnpromise, unpromiseRequest{Addrs: covered[n]}, nil)
+				result := "ok"
+				if err != nil {
+					result = relayErrorLabel(err)
+				}
+				f.obs.PeerRelay(n, opUnpromise, result)
+			})
+		}
+	}
+	wg.Wait()
+}
+
+// mayRelease is release's decision, pure (see there).
+func mayRelease(got map[string]promise, claimLease map[string]clientv3.LeaseID, lingering bool, l election.Lease) bool {
+	if len(got) == 0 || lingering {
+		return false
+	}
+	if len(claimLease) == 0 {
+		return true
+	}
+	for _, cl := range claimLease {
+		if cl != l.ID {
+			return false // a claim on a lost lease: it still needs them (to claim anew)
+		}
+	}
+	for _, p := range got {
+		if l.ServerExpiry.Before(p.Until) {
+			return false
+		}
+	}
+	return true
 }
 
 // round asks every member of every held claim for a promise.
@@ -251,7 +367,10 @@ func (f *failsafe) round(ctx context.Context, lease clientv3.LeaseID) {
 	if len(targets) == 0 {
 		return
 	}
-	req := promiseRequest{Lease: int64(lease), Addrs: addrs}
+	covered := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		covered[a.Unmap()] = true
+	}
 	var wg sync.WaitGroup
 	changed := false
 	var cmu sync.Mutex
@@ -260,14 +379,16 @@ func (f *failsafe) round(ctx context.Context, lease clientv3.LeaseID) {
 			continue // no peer channel: its promise cannot be had
 		}
 		wg.Go(func() {
-			p := promise{Suspended: f.suspend()}
+			p := promise{Suspended: f.suspend(), Addrs: covered}
 			sent := f.clk.Now()
 			var r promiseReply
-			err := f.peers.client.Call(ctx, ep, opPromise, req, &r)
+			err := f.peers.client.Call(ctx, ep, opPromise, promiseRequest{To: n, Lease: int64(lease), Addrs: addrs}, &r)
 			result := "promised"
 			switch {
 			case err != nil:
 				result = relayErrorLabel(err)
+			case r.Node != n:
+				result, err = "wrong_node", fmt.Errorf("keeper: %s answered at %s, the endpoint recorded for %s", r.Node, ep, n)
 			case r.Promised <= 0:
 				result = "refused"
 			}
@@ -278,9 +399,7 @@ func (f *failsafe) round(ctx context.Context, lease clientv3.LeaseID) {
 			}
 			p.Until = sent.Add(min(r.Promised, f.length))
 			f.mu.Lock()
-			if old, ok := f.got[n]; !ok || p.Until.After(old.Until) {
-				f.got[n] = p
-			}
+			f.got[n], f.gotFrom[n] = p, ep
 			f.mu.Unlock()
 			cmu.Lock()
 			changed = true
@@ -302,6 +421,10 @@ func (f *failsafe) servePromise(ctx context.Context, from string, body json.RawM
 	if err := json.Unmarshal(body, &req); err != nil {
 		return nil, fmt.Errorf("keeper: promise: bad request: %w", err)
 	}
+	if req.To != f.node {
+		f.obs.PeerServed(from, opPromise, "refused")
+		return promiseReply{Node: f.node, Refused: fmt.Sprintf("this is %s, not %s", f.node, req.To)}, nil
+	}
 	rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), f.peers.timeout)
 	var err error
 	if req.Lease != 0 {
@@ -315,10 +438,10 @@ func (f *failsafe) servePromise(ctx context.Context, from string, body json.RawM
 	switch {
 	case err == nil:
 		f.obs.PeerServed(from, opPromise, "refused")
-		return promiseReply{Refused: "this node reaches etcd"}, nil
+		return promiseReply{Node: f.node, Refused: "this node reaches etcd"}, nil
 	case errors.Is(err, rpctypes.ErrLeaseNotFound):
 		f.obs.PeerServed(from, opPromise, "refused")
-		return promiseReply{Refused: "this node reaches etcd: your lease is gone"}, nil
+		return promiseReply{Node: f.node, Refused: "this node reaches etcd: your lease is gone"}, nil
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -335,14 +458,20 @@ func (f *failsafe) servePromise(ctx context.Context, from string, body json.RawM
 	for g, as := range f.acquiring {
 		if a, ok := overlap(as); ok {
 			f.obs.PeerServed(from, opPromise, "refused")
-			return promiseReply{Refused: fmt.Sprintf("an acquire of %s (group %s) by this node may still land", a, g)}, nil
+			return promiseReply{Node: f.node, Refused: fmt.Sprintf("an acquire of %s (group %s) by this node may still land", a, g)}, nil
 		}
 	}
 	for g, as := range f.claimed {
 		if a, ok := overlap(as); ok {
 			f.obs.PeerServed(from, opPromise, "refused")
-			return promiseReply{Refused: fmt.Sprintf("this node claims %s for group %s", a, g)}, nil
+			return promiseReply{Node: f.node, Refused: fmt.Sprintf("this node claims %s for group %s", a, g)}, nil
 		}
+	}
+	// Remembered before it is given: a restart must honour it.
+	if err := f.file.save(f.length); err != nil {
+		f.log.Error("cannot record a failsafe promise; refusing it", "peer", from, "err", err)
+		f.obs.PeerServed(from, opPromise, "refused")
+		return promiseReply{Node: f.node, Refused: "this node cannot record its promise"}, nil
 	}
 	now := f.clk.Now()
 	until := now.Add(f.length)
@@ -353,12 +482,39 @@ func (f *failsafe) servePromise(ctx context.Context, from string, body json.RawM
 			fresh = true
 		}
 		f.promised[a] = later(f.promised[a], until)
+		f.promisedTo[a] = from
 	}
 	if fresh {
 		f.log.Warn("promised a peer's failsafe hold not to claim its addresses", "peer", from, "addresses", req.Addrs, "for", f.length)
 	}
 	f.obs.PeerServed(from, opPromise, "promised")
-	return promiseReply{Promised: f.length}, nil
+	return promiseReply{Node: f.node, Promised: f.length}, nil
+}
+
+// serveUnpromise drops this node's promises on the caller's addresses: the
+// caller no longer relies on them.
+func (f *failsafe) serveUnpromise(_ context.Context, from string, body json.RawMessage) (any, error) {
+	var req unpromiseRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, fmt.Errorf("keeper: unpromise: bad request: %w", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	dropped := 0
+	for _, a := range req.Addrs {
+		a = a.Unmap()
+		if f.promisedTo[a] == from {
+			delete(f.promised, a)
+			delete(f.promisedTo, a)
+			dropped++
+		}
+	}
+	if dropped > 0 {
+		f.log.Info("a peer no longer needs this node's failsafe promise", "peer", from, "addresses", req.Addrs)
+		defer f.poke("") // groups waiting on the promise look again
+	}
+	f.obs.PeerServed(from, opUnpromise, "ok")
+	return struct{}{}, nil
 }
 
 // membersOf is the member set a claim's failsafe hold asks: this node and

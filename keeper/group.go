@@ -116,21 +116,45 @@ type group struct {
 
 // membersState is what the loop knows of its claim's membership records
 // (docs/design.md §2.9): base, the set etcd had under the claim when last
-// known (ok false: not known yet, no failsafe hold possible), and sent, the
-// sets written since whose outcome is unknown. etcd holds base or one of
-// sent: a failsafe hold asks their union.
+// known, as of baseRev (ok false: no record under the claim known, so no
+// failsafe hold), and sent, the writes sent since whose outcome is
+// unknown, each with the record ModRevision it was guarded by. etcd holds
+// base or one of sent: a failsafe hold asks their union, and none if any of
+// them deletes the record (then any node may claim).
 type membersState struct {
 	claimRev int64
 	base     map[string]string
+	baseRev  int64
 	ok       bool
-	sent     []map[string]string
+	sent     []sentMembers
+}
+
+type sentMembers struct {
+	nodes map[string]string // nil: the record deleted
+	guard int64
 }
 
 func (m membersState) union() map[string]string {
 	if !m.ok {
 		return nil
 	}
-	return unionMembers(append([]map[string]string{m.base}, m.sent...)...)
+	sets := []map[string]string{m.base}
+	for _, s := range m.sent {
+		if s.nodes == nil {
+			return nil
+		}
+		sets = append(sets, s.nodes)
+	}
+	return unionMembers(sets...)
+}
+
+// maxGuard is the latest ModRevision a pending write was guarded by.
+func (m membersState) maxGuard() int64 {
+	var g int64
+	for _, s := range m.sent {
+		g = max(g, s.guard)
+	}
+	return g
 }
 
 type fsClaim struct {
@@ -154,7 +178,7 @@ func (gl groupLease) Current() election.Lease {
 	if fc == nil || fc.members == nil || gl.env.fs == nil {
 		return l
 	}
-	return failsafeLease(l, fc.claim.Lease, gl.env.fs.Horizon(fc.members), gl.env.fs.margin)
+	return failsafeLease(l, fc.claim.Lease, gl.env.fs.Horizon(fc.members, fc.claim.Addrs), gl.env.fs.margin)
 }
 
 // failsafeLease is the lease a claim on lease claimLease may be held
@@ -348,6 +372,9 @@ func (g *group) run(ctx context.Context) {
 	}
 }
 
+// minWriteTime is the least time a pass gives its bookkeeping writes.
+const minWriteTime = 100 * time.Millisecond
+
 // caresAboutRenewals reports whether a lease renewal can change what this
 // loop does: a holder refreshes lifetimes and moves its fence; a group
 // without a live lease, or whose candidate record is on another lease,
@@ -374,16 +401,24 @@ func (g *group) reconcile(ctx context.Context, retiring string) (wake time.Durat
 		// The writes below may take a request timeout; the wake-up asked
 		// for (a lifetime refresh, say) counts from now, not from after
 		// them.
+		// They are bookkeeping: bounded by that wake-up, so that a slow
+		// etcd cannot make a holder miss its lifetime refresh (a write cut
+		// short is retried later; its guard makes a late landing harmless).
 		var due time.Time
+		wctx, cancel := ctx, context.CancelFunc(func() {})
 		if w > 0 {
 			due = g.env.clk.Now().Add(w)
+			// At least minWriteTime, or a wake-up due at once would cut
+			// every write short; refreshes are made refreshAhead early.
+			wctx, cancel = context.WithTimeout(ctx, max(w, minWriteTime))
 		}
-		if pw := g.publish(ctx, in); pw > 0 && (w <= 0 || pw < w) {
+		if pw := g.publish(wctx, in); pw > 0 && (w <= 0 || pw < w) {
 			w, due = pw, time.Time{}
 		}
 		if d.Action == Hold && g.vips.bound() {
-			g.updateMembers(ctx, in)
+			g.updateMembers(wctx, in)
 		}
+		cancel()
 		if !due.IsZero() {
 			w = max(due.Sub(g.env.clk.Now()), time.Millisecond)
 		}
@@ -522,7 +557,7 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 				return true, 0, false
 			}
 			g.held = Held{Claim: &res.Claim}
-			g.ms = membersState{claimRev: res.Claim.CreateRev, base: members, ok: members != nil}
+			g.ms = membersState{claimRev: res.Claim.CreateRev, base: members, baseRev: res.Claim.CreateRev, ok: members != nil}
 			g.markDirty() // rebind under the new lease
 			g.log.Info("claimed anew after a failsafe hold; the VIPs stayed bound", "rev", res.Claim.CreateRev)
 			return true, 0, false
@@ -532,14 +567,14 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 			return false, retryBase, false
 		}
 		g.held = Held{Claim: &res.Claim, Fresh: true, FreshSince: in.Now}
-		g.ms = membersState{claimRev: res.Claim.CreateRev, base: members, ok: members != nil}
+		g.ms = membersState{claimRev: res.Claim.CreateRev, base: members, baseRev: res.Claim.CreateRev, ok: members != nil}
 		g.vacantAtWin = in.Mem.VacantSince
 		g.log.Info("won leadership", "rev", res.Claim.CreateRev, "reason", d.Reason)
 		return true, 0, false
 
 	case Inspect:
 		var o election.Ownership
-		addrs := g.watched(in.Lease.ID)
+		addrs := g.watched(in.Session.ID)
 		w, ok := g.retry.call(g, in.Now, "inspect", func() (err error) {
 			o, err = g.env.etcd.Inspect(ctx, g.cfg.Name, addrs)
 			return err
@@ -548,7 +583,7 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 			return false, w, false
 		}
 		g.env.fs.endAcquire(g.name)
-		c, complete, found := o.ClaimOf(g.cfg.Name, g.env.node, in.Lease.ID, addrs)
+		c, complete, found := o.ClaimOf(g.cfg.Name, g.env.node, in.Session.ID, addrs)
 		if g.held.Claim != nil && found && c.CreateRev != g.held.Claim.CreateRev {
 			// Keys of ours, but from another claim than the lapsed one:
 			// the lapsed one is gone; delete what is there.
@@ -757,7 +792,7 @@ func (g *group) publish(ctx context.Context, in Inputs) time.Duration {
 	}
 	var res election.PublishResult
 	w, ok := g.retry.call(g, in.Now, "publish", func() (err error) {
-		res, err = g.env.etcd.Publish(ctx, g.cfg.Name, want, in.Lease.ID, plan.Expect)
+		res, err = g.env.etcd.Publish(ctx, g.cfg.Name, want, in.Session.ID, plan.Expect)
 		return err
 	})
 	if !ok {
@@ -769,7 +804,7 @@ func (g *group) publish(ctx context.Context, in Inputs) time.Duration {
 		g.rec.ModRev = res.ModRev
 		return retryBase
 	}
-	g.rec = recordState{Written: want, Lease: in.Lease.ID, ModRev: res.ModRev}
+	g.rec = recordState{Written: want, Lease: in.Session.ID, ModRev: res.ModRev}
 	return 0
 }
 
@@ -839,51 +874,81 @@ func (r *etcdRetry) failed(g *group, now time.Time) time.Duration {
 }
 
 // wantMembers is the membership record a claim of this node writes: every
-// candidate in the view and this node, with their endpoints; nil (delete
-// the record) when this node does not hold under a failsafe.
+// candidate in the view and this node, with their endpoints. nil (no
+// record: a claim deletes the one it finds) when this node does not hold
+// under a failsafe, or when no other member has a peer endpoint: such a
+// record could never support a failsafe hold (no promise can be had), and
+// it would keep out a node that comes back or is added later, were this
+// node to die.
 func (g *group) wantMembers(in Inputs) map[string]string {
 	if g.env.fs == nil || !g.env.fs.holds {
 		return nil
 	}
-	return membersOf(g.env.node, g.env.peerEndpoint, in.View.Candidates)
+	m := membersOf(g.env.node, g.env.peerEndpoint, in.View.Candidates)
+	for n, ep := range m {
+		if n != g.env.node && ep != "" {
+			return m
+		}
+	}
+	return nil
 }
 
-// updateMembers keeps the held claim's membership records current (the
-// candidates come and go), and learns what etcd holds from the view.
+// updateMembers keeps the held claim's membership records what this node
+// wants (candidates come and go), and learns from the view what etcd holds.
 func (g *group) updateMembers(ctx context.Context, in Inputs) {
 	c := g.held.Claim
-	want := g.wantMembers(in)
-	if want == nil || c == nil || !in.View.Synced || in.View.Rev < c.CreateRev {
+	if g.env.fs == nil || !g.env.fs.holds || c == nil || !in.View.Synced || in.View.Rev < c.CreateRev {
 		return
 	}
+	want := g.wantMembers(in)
+	// What the view shows: one record per address, all written together.
 	var shown map[string]string
-	consistent := true
+	var shownRev int64
+	present, consistent := false, true
 	seen := map[netip.Addr]int64{}
 	for i, a := range c.Addrs {
 		m := in.View.Members[a]
 		seen[a] = m.ModRev
 		switch {
-		case m.ModRev < c.CreateRev:
-			consistent = false // not written under this claim (deleted by hand?)
 		case i == 0:
-			shown = m.Nodes
-		case !election.SameNodes(shown, m.Nodes):
+			shown, shownRev, present = m.Nodes, m.ModRev, m.Present()
+		case m.ModRev != shownRev || !election.SameNodes(shown, m.Nodes):
 			consistent = false
 		}
 	}
-	if consistent && len(g.ms.sent) == 0 {
-		g.ms.base, g.ms.ok = shown, true
+	underClaim := consistent && present && shownRev >= c.CreateRev
+	// The view is at least as new as everything this loop knows when it
+	// has caught up with the last confirmed write and no pending write can
+	// still land (each is guarded by an older ModRevision than the record
+	// now has, or none is pending).
+	if in.View.Rev >= g.ms.baseRev && (len(g.ms.sent) == 0 || (present && shownRev > g.ms.maxGuard())) {
+		g.ms.sent = nil
+		if underClaim {
+			g.ms.base, g.ms.baseRev, g.ms.ok = shown, shownRev, true
+		} else {
+			// No record under this claim (deleted, or never written):
+			// any node may claim, so no failsafe until one is written.
+			g.ms.base, g.ms.baseRev, g.ms.ok = nil, in.View.Rev, false
+		}
 	}
-	if consistent && election.SameNodes(shown, want) {
+	if want == nil && !present && consistent {
 		return
 	}
-	g.ms.sent = append(g.ms.sent, want)
-	written, _, err := g.env.etcd.WriteMembers(ctx, *c, want, seen)
+	if want != nil && underClaim && election.SameNodes(shown, want) {
+		return
+	}
+	var guard int64
+	for _, r := range seen {
+		guard = max(guard, r)
+	}
+	g.ms.sent = append(g.ms.sent, sentMembers{nodes: want, guard: guard})
+	written, rev, err := g.env.etcd.WriteMembers(ctx, *c, want, seen)
 	switch {
 	case err != nil:
 		g.log.Debug("membership record not written; the outcome is unknown", "err", err)
 	case written:
-		g.ms.base, g.ms.ok, g.ms.sent = want, true, nil
+		g.ms.sent = nil
+		g.ms.base, g.ms.baseRev, g.ms.ok = want, rev, want != nil
 		g.log.Debug("membership record written", "members", memberNames(want))
 	default:
 		g.ms.sent = g.ms.sent[:len(g.ms.sent)-1] // not written: etcd's record changed meanwhile
@@ -897,7 +962,7 @@ func (g *group) trackClaim() {
 	if c == nil {
 		g.ms = membersState{}
 		g.fsClaim.Store(nil)
-		g.env.fs.setClaim(g.name, nil, nil)
+		g.env.fs.setClaim(g.name, nil, 0, nil, g.vips.present())
 		return
 	}
 	if g.ms.claimRev != c.CreateRev {
@@ -908,5 +973,5 @@ func (g *group) trackClaim() {
 		members = g.ms.union()
 	}
 	g.fsClaim.Store(&fsClaim{claim: *c, members: members})
-	g.env.fs.setClaim(g.name, c.Addrs, members)
+	g.env.fs.setClaim(g.name, c.Addrs, c.Lease, members, false)
 }

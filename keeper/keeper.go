@@ -60,6 +60,12 @@ type Options struct {
 	KV clientv3.KV
 	// Peer, if set, turns the peer channel on (docs/design.md §2.8).
 	Peer *PeerOptions
+	// PromiseFile, if set, is where the failsafe promises this node gives
+	// are remembered across restarts within a boot (the runtime
+	// directory's "promised"), so a restart honours them whatever its new
+	// configuration. "" remembers nothing: a restart with the peer channel
+	// on still waits a lease TTL, as always.
+	PromiseFile string
 }
 
 // PeerOptions wires the peer channel.
@@ -170,7 +176,30 @@ func New(opt Options) *Keeper {
 		lead.Relay = k.peers
 		lead.PreferRelay = func() bool { return k.session.Current().Relayed }
 		k.fs = newFailsafe(cfg.Node, k.clk, log, opt.Observer, k.peers, k.session, po.Failsafe, k.poke)
-		k.peers.promise = k.fs.servePromise
+		k.peers.promise, k.peers.unpromise = k.fs.servePromise, k.fs.serveUnpromise
+	}
+	pf := promiseFile(opt.PromiseFile)
+	left, err := pf.remaining()
+	if err != nil {
+		// A promise may stand that this run cannot read: wait as long as
+		// one of this configuration's would last.
+		log.Warn("cannot read the failsafe promise record; claiming nothing for a lease TTL", "err", err)
+		left = k.session.Config().TTL
+	}
+	if left > 0 {
+		if k.fs == nil {
+			// Promised in an earlier run with the peer channel on: the
+			// promise binds this run too.
+			k.fs = newFailsafe(cfg.Node, k.clk, log, opt.Observer, nil, k.session, false, k.poke)
+			k.fs.startedUntil = time.Time{}
+		}
+		if until := k.clk.Now().Add(left); until.After(k.fs.startedUntil) {
+			k.fs.startedUntil = until
+		}
+		log.Warn("a failsafe promise given before this start may still stand; claiming nothing until it ends", "for", left.Round(time.Millisecond))
+	}
+	if k.fs != nil {
+		k.fs.file = pf
 	}
 	k.view.OnAddress = k.pokeAddr
 	k.health = newHealth(k.clk, log, opt.Observer, opt.Probes, opt.Ifaces)

@@ -73,8 +73,8 @@ type peers struct {
 	// candidate records in the view.
 	endpoints func() map[string]string
 
-	// promise serves opPromise (the failsafe's).
-	promise func(ctx context.Context, from string, body json.RawMessage) (any, error)
+	// promise and unpromise serve the failsafe's ops.
+	promise, unpromise func(ctx context.Context, from string, body json.RawMessage) (any, error)
 
 	mu sync.Mutex
 	// good is the node that last relayed for us: asked first.
@@ -219,6 +219,9 @@ func (p *peers) RelayPublish(ctx context.Context, group string, c election.Candi
 func (p *peers) serve(ctx context.Context, from, op string, body json.RawMessage) (any, error) {
 	if op == opPromise && p.promise != nil {
 		return p.promise(ctx, from, body)
+	}
+	if op == opUnpromise && p.unpromise != nil {
+		return p.unpromise(ctx, from, body)
 	}
 	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), p.timeout)
 	defer cancel()

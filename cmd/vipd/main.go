@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -127,7 +128,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "cleanup":
 		return cleanup(cfg, log, stdout)
 	}
-	if err := run(*cfgPath, cfg, log); err != nil {
+	if err := run(*cfgPath, cfg, runlock.Dir(*runtimeDir, os.Getenv("RUNTIME_DIRECTORY")), log); err != nil {
 		log.Error("vipd failed", "err", err)
 		return 1
 	}
@@ -192,7 +193,19 @@ func cleanup(cfg config.Config, log *slog.Logger, stdout io.Writer) int {
 	return 0
 }
 
-func run(cfgPath string, cfg config.Config, log *slog.Logger) error {
+// promiseFile is where the failsafe promises this node gives are kept
+// across restarts (keeper.Options.PromiseFile): systemd's StateDirectory
+// (/var/lib/vipd, which survives a stop, unlike the runtime directory;
+// the record names its boot, so one left from an earlier boot means
+// nothing), else the runtime directory.
+func promiseFile(runDir string) string {
+	if d, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); d != "" {
+		return filepath.Join(d, "promised")
+	}
+	return filepath.Join(runDir, "promised")
+}
+
+func run(cfgPath string, cfg config.Config, runDir string, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	setGCPercent()
@@ -244,6 +257,7 @@ func run(cfgPath string, cfg config.Config, log *slog.Logger) error {
 	k = keeper.New(keeper.Options{
 		Config: cfg, Client: cli, Clock: clk, Log: log,
 		Ifaces: h, Announce: ann.Announce, Observer: m, LeaseClient: leaseCli, Peer: po,
+		PromiseFile: promiseFile(runDir),
 	})
 
 	var wg sync.WaitGroup
