@@ -47,8 +47,9 @@ type SessionConfig struct {
 	// RelayAfter is how long a renewal may go unanswered before peers are
 	// asked to renew the lease too (Session.Relay), unless an attempt
 	// failed first. Longer than HedgeAfter: a merely slow etcd should not
-	// get every peer's renewal on top of the node's own. Zero value:
-	// RequestTimeout/2, at least HedgeAfter.
+	// get every peer's renewal on top of the node's own. Zero value: half
+	// of RequestTimeout or of RenewEvery, whichever is less, at least
+	// HedgeAfter (250ms with the defaults).
 	RelayAfter time.Duration
 	// SuspendMeter reports how long the system has been suspended, to see
 	// the fence slip through a suspend (see Session.Current). Zero value:
@@ -73,7 +74,7 @@ func (c SessionConfig) withDefaults() SessionConfig {
 		c.HedgeAfter = 150 * time.Millisecond
 	}
 	if c.RelayAfter == 0 {
-		c.RelayAfter = max(c.RequestTimeout/2, c.HedgeAfter)
+		c.RelayAfter = max(min(c.RequestTimeout/2, c.RenewEvery/2), c.HedgeAfter)
 	}
 	if c.SuspendMeter == nil {
 		c.SuspendMeter = clock.BootSuspend()

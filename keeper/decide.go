@@ -263,8 +263,10 @@ func decide(in Inputs, mem *Memory) Decision {
 			// preemption by another's priority now would only take the VIP
 			// down until etcd is back. This node's own health still rules:
 			// a tracked check that is down (a weight, not only a FAULT)
-			// releases, as it would hand over with etcd.
-			if len(self.Failing) > 0 {
+			// releases where, with etcd, a better candidate would take
+			// over (as HAProxy failing does in the seed pair), though
+			// nobody can until etcd is back.
+			if _, better := election.Challenger(self, in.View.Candidates); better && len(self.Failing) > 0 {
 				return Decision{Action: Release, State: state, Reason: fmt.Sprintf("check down during a failsafe hold: %v", self.Failing)}
 			}
 			if d, await := awaitFresh(in); await {

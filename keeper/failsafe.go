@@ -41,6 +41,9 @@ type promiseReply struct {
 	Promised time.Duration `json:"promised,omitempty"`
 	// Refused says why not.
 	Refused string `json:"refused,omitempty"`
+	// Seq numbers the promise among the member's: an unpromise names the
+	// latest it releases, so a late one cannot release a newer promise.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // opUnpromise tells a member that the caller no longer relies on its
@@ -50,6 +53,8 @@ const opUnpromise = "unpromise"
 
 type unpromiseRequest struct {
 	Addrs []netip.Addr `json:"addrs"`
+	// Seq is the latest promise released (promiseReply.Seq).
+	Seq uint64 `json:"seq"`
 }
 
 // promise is one peer's promise as the holder counts it: the peer claims
@@ -59,8 +64,9 @@ type unpromiseRequest struct {
 type promise struct {
 	Until     time.Time
 	Suspended time.Duration
-	// Addrs are the addresses it covers.
+	// Addrs are the addresses it covers; Seq its number (promiseReply).
 	Addrs map[netip.Addr]bool
+	Seq   uint64
 }
 
 // failsafe is this node's part of the failsafe: the promises it gives, the
@@ -92,8 +98,11 @@ type failsafe struct {
 	// to claim, until when.
 	startedUntil time.Time
 	promised     map[netip.Addr]time.Time
-	// promisedTo is the node each address was last promised to.
-	promisedTo map[netip.Addr]string
+	// promisedTo is the node each address was last promised to, in the
+	// promise numbered promisedSeq; seq numbers the promises given.
+	promisedTo  map[netip.Addr]string
+	promisedSeq map[netip.Addr]uint64
+	seq         uint64
 	// acquiring are the addresses of each group with an acquire in
 	// flight, or one whose answer was lost and is not yet resolved: no
 	// promise on them while it is.
@@ -121,7 +130,8 @@ func newFailsafe(node string, clk clock.Clock, log *slog.Logger, obs Observer, p
 		// A node that starts cannot remember the promises it gave before:
 		// it waits out the longest one.
 		startedUntil: clk.Now().Add(cfg.TTL), promised: map[netip.Addr]time.Time{}, promisedTo: map[netip.Addr]string{},
-		acquiring: map[string][]netip.Addr{}, claimed: map[string][]netip.Addr{}, got: map[string]promise{},
+		promisedSeq: map[netip.Addr]uint64{},
+		acquiring:   map[string][]netip.Addr{}, claimed: map[string][]netip.Addr{}, got: map[string]promise{},
 		gotFrom: map[string]string{}, holding: map[string]map[string]string{}, claimLease: map[string]clientv3.LeaseID{},
 		lingering: map[string]bool{},
 	}
@@ -298,12 +308,14 @@ func (f *failsafe) release(ctx context.Context, l election.Lease) {
 		return
 	}
 	nodes := make([]string, 0, len(f.got))
-	covered := map[string][]netip.Addr{}
+	covered := map[string]unpromiseRequest{}
 	for n, p := range f.got {
 		nodes = append(nodes, n)
+		r := unpromiseRequest{Seq: p.Seq}
 		for a := range p.Addrs {
-			covered[n] = append(covered[n], a)
+			r.Addrs = append(r.Addrs, a)
 		}
+		covered[n] = r
 	}
 	f.got = map[string]promise{}
 	eps := map[string]string{}
@@ -317,7 +329,7 @@ func (f *failsafe) release(ctx context.Context, l election.Lease) {
 	for _, n := range nodes {
 		if ep := eps[n]; ep != "" {
 			wg.Go(func() {
-				err := f.peers.client.Call(ctx, ep, opUnpromise, unpromiseRequest{Addrs: covered[n]}, nil)
+				err := f.peers.client.Call(ctx, ep, opUnpromise, covered[n], nil)
 				result := "ok"
 				if err != nil {
 					result = relayErrorLabel(err)
@@ -397,7 +409,7 @@ func (f *failsafe) round(ctx context.Context, lease clientv3.LeaseID) {
 				f.log.Debug("no failsafe promise", "peer", n, "err", err, "refused", r.Refused)
 				return
 			}
-			p.Until = sent.Add(min(r.Promised, f.length))
+			p.Until, p.Seq = sent.Add(min(r.Promised, f.length)), r.Seq
 			f.mu.Lock()
 			f.got[n], f.gotFrom[n] = p, ep
 			f.mu.Unlock()
@@ -467,28 +479,35 @@ func (f *failsafe) servePromise(ctx context.Context, from string, body json.RawM
 			return promiseReply{Node: f.node, Refused: fmt.Sprintf("this node claims %s for group %s", a, g)}, nil
 		}
 	}
-	// Remembered before it is given: a restart must honour it.
-	if err := f.file.save(f.length); err != nil {
-		f.log.Error("cannot record a failsafe promise; refusing it", "peer", from, "err", err)
-		f.obs.PeerServed(from, opPromise, "refused")
-		return promiseReply{Node: f.node, Refused: "this node cannot record its promise"}, nil
-	}
+	// Taken at once (no acquire of these addresses can start from here),
+	// remembered on disk without the lock (every group pass takes it),
+	// then given: a restart must honour it.
 	now := f.clk.Now()
 	until := now.Add(f.length)
 	fresh := false
+	f.seq++
+	seq := f.seq
 	for _, a := range req.Addrs {
 		a = a.Unmap()
 		if !now.Before(f.promised[a]) {
 			fresh = true
 		}
 		f.promised[a] = later(f.promised[a], until)
-		f.promisedTo[a] = from
+		f.promisedTo[a], f.promisedSeq[a] = from, seq
+	}
+	f.mu.Unlock()
+	err = f.file.save(f.length)
+	f.mu.Lock()
+	if err != nil {
+		f.log.Error("cannot record a failsafe promise; refusing it", "peer", from, "err", err)
+		f.obs.PeerServed(from, opPromise, "refused")
+		return promiseReply{Node: f.node, Refused: "this node cannot record its promise"}, nil
 	}
 	if fresh {
 		f.log.Warn("promised a peer's failsafe hold not to claim its addresses", "peer", from, "addresses", req.Addrs, "for", f.length)
 	}
 	f.obs.PeerServed(from, opPromise, "promised")
-	return promiseReply{Node: f.node, Promised: f.length}, nil
+	return promiseReply{Node: f.node, Promised: f.length, Seq: seq}, nil
 }
 
 // serveUnpromise drops this node's promises on the caller's addresses: the
@@ -503,9 +522,10 @@ func (f *failsafe) serveUnpromise(_ context.Context, from string, body json.RawM
 	dropped := 0
 	for _, a := range req.Addrs {
 		a = a.Unmap()
-		if f.promisedTo[a] == from {
+		if f.promisedTo[a] == from && f.promisedSeq[a] <= req.Seq {
 			delete(f.promised, a)
 			delete(f.promisedTo, a)
+			delete(f.promisedSeq, a)
 			dropped++
 		}
 	}
@@ -517,12 +537,18 @@ func (f *failsafe) serveUnpromise(_ context.Context, from string, body json.RawM
 	return struct{}{}, nil
 }
 
-// membersOf is the member set a claim's failsafe hold asks: this node and
-// every candidate with its endpoint, sorted for stable output.
+// membersOf is the member set a claim records: this node and every
+// eligible candidate, with their endpoints. A candidate in FAULT or
+// drained is left out: it may not claim while the record stands (so a
+// failsafe hold need not ask it), and is added back when it is eligible
+// again; keeping it in would let a node that stays down keep a returning
+// one out after the holder dies.
 func membersOf(self, endpoint string, cands []election.Candidate) map[string]string {
 	m := map[string]string{self: endpoint}
 	for _, c := range cands {
-		m[c.Node] = c.Peer
+		if c.Eligible() {
+			m[c.Node] = c.Peer
+		}
 	}
 	return m
 }

@@ -931,6 +931,13 @@ func (g *group) updateMembers(ctx context.Context, in Inputs) {
 			g.ms.base, g.ms.baseRev, g.ms.ok = nil, in.View.Rev, false
 		}
 	}
+	if in.Lease.Failsafe {
+		// The hold rests on the promises of the set this loop knows; a
+		// new record (a member added, or the record deleted) would admit
+		// nodes that never promised. Learn only, write once renewals
+		// carry the claim again.
+		return
+	}
 	if want == nil && !present && consistent {
 		return
 	}
@@ -942,6 +949,9 @@ func (g *group) updateMembers(ctx context.Context, in Inputs) {
 		guard = max(guard, r)
 	}
 	g.ms.sent = append(g.ms.sent, sentMembers{nodes: want, guard: guard})
+	// The set a failsafe hold would ask includes this write before it
+	// leaves: it may land at any time.
+	g.trackClaim()
 	written, rev, err := g.env.etcd.WriteMembers(ctx, *c, want, seen)
 	switch {
 	case err != nil:

@@ -61,9 +61,9 @@ type Options struct {
 	// Peer, if set, turns the peer channel on (docs/design.md §2.8).
 	Peer *PeerOptions
 	// PromiseFile, if set, is where the failsafe promises this node gives
-	// are remembered across restarts within a boot (the runtime
-	// directory's "promised"), so a restart honours them whatever its new
-	// configuration. "" remembers nothing: a restart with the peer channel
+	// are remembered across restarts within a boot (vipd uses
+	// $STATE_DIRECTORY/promised, else the runtime directory's), so a
+	// restart honours them whatever its new configuration. "" remembers nothing: a restart with the peer channel
 	// on still waits a lease TTL, as always.
 	PromiseFile string
 }

@@ -55,7 +55,7 @@ func r13Failsafe(node string, p *peers) *failsafe {
 	return &failsafe{
 		node: node, clk: clock.Real{}, log: slog.New(slog.NewTextHandler(io.Discard, nil)), obs: nopObserver{}, peers: p,
 		length: 3 * time.Second, holds: true, margin: 500 * time.Millisecond, suspend: func() time.Duration { return 0 },
-		poke: func(string) {}, promised: map[netip.Addr]time.Time{}, promisedTo: map[netip.Addr]string{}, acquiring: map[string][]netip.Addr{},
+		poke: func(string) {}, promised: map[netip.Addr]time.Time{}, promisedTo: map[netip.Addr]string{}, promisedSeq: map[netip.Addr]uint64{}, acquiring: map[string][]netip.Addr{},
 		claimed: map[string][]netip.Addr{}, got: map[string]promise{}, holding: map[string]map[string]string{},
 		claimLease: map[string]clientv3.LeaseID{}, gotFrom: map[string]string{}, lingering: map[string]bool{},
 	}
@@ -146,7 +146,7 @@ func (l *r13Lead) WriteMembers(_ context.Context, c election.Claim, want map[str
 
 func r13Group(lead leadership) *group {
 	return &group{name: "VI_1", log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		env: &groupEnv{node: "A", peerEndpoint: "10.0.0.1:9843", etcd: lead, fs: &failsafe{holds: true}}}
+		env: &groupEnv{node: "A", peerEndpoint: "10.0.0.1:9843", etcd: lead, fs: r13Failsafe("A", nil)}}
 }
 
 func r13Cands(nodes ...string) []election.Candidate {
