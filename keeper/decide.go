@@ -237,6 +237,14 @@ func decide(in Inputs, mem *Memory) Decision {
 			return Decision{Action: Release, State: state, Reason: "keys of an incomplete claim found; deleting them"}
 		}
 		if lost, why := claimLost(in.View, *c); lost {
+			if in.Lease.Failsafe && in.Lease.Live(in.Now) && !claimTaken(in.View, *c) {
+				// The keys went with the lease, which expired while etcd
+				// was away (a frozen cluster resumes with it expired);
+				// nobody has claimed since, and the promises still cover
+				// the claim: claim anew once the session has a new lease.
+				return Decision{Action: Hold, State: election.StateMaster, Wake: in.Lease.Deadline.Sub(in.Now),
+					Reason: "keys expired with the lease during a failsafe hold; claiming anew on a new lease"}
+			}
 			return Decision{Action: Release, State: state, Reason: why}
 		}
 		if h.Lapsed {
@@ -422,6 +430,20 @@ func claimLost(v election.GroupState, c election.Claim) (bool, string) {
 		}
 	}
 	return false, ""
+}
+
+// claimTaken reports whether the view shows any key of c held by another
+// claim (the leader key, or an address claimed with another revision).
+func claimTaken(v election.GroupState, c election.Claim) bool {
+	if v.Leader.Present && v.Leader.CreateRev != c.CreateRev {
+		return true
+	}
+	for _, a := range c.Addrs {
+		if ac := v.Addresses[a]; ac.Present() && ac.CreateRev != c.CreateRev {
+			return true
+		}
+	}
+	return false
 }
 
 // ownKeysVisible reports whether the view shows a leader key or an address

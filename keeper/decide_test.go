@@ -434,6 +434,22 @@ func TestDecide(t *testing.T) {
 			in.Lease = election.Lease{ID: lease, Deadline: t0.Add(1500 * time.Millisecond), ServerExpiry: t0.Add(2 * time.Second), Failsafe: true}
 			return in
 		}, Hold, election.StateMaster, 1500 * time.Millisecond, "failsafe"},
+		{"under the failsafe, the view shows the keys gone with the expired lease: hold, to claim anew", func() Inputs {
+			in := holding(base())
+			in.View.Leader = election.LeaderInfo{}
+			in.View.Addresses = map[netip.Addr]election.AddressClaim{}
+			in.Session = election.Lease{ID: lease, Deadline: t0.Add(-5 * time.Second)}
+			in.Lease = election.Lease{ID: lease, Deadline: t0.Add(1500 * time.Millisecond), ServerExpiry: t0.Add(2 * time.Second), Failsafe: true}
+			return in
+		}, Hold, election.StateMaster, 1500 * time.Millisecond, "claiming anew"},
+		{"under the failsafe, the view shows the address claimed by another: release at once", func() Inputs {
+			in := holding(base())
+			in.View.Leader = election.LeaderInfo{Present: true, Node: "web-node-3", CreateRev: 120}
+			in.View.Addresses = map[netip.Addr]election.AddressClaim{vip: {Node: "web-node-3", Group: "VI_1", CreateRev: 120, Lease: 9}}
+			in.Session = election.Lease{ID: lease, Deadline: t0.Add(-5 * time.Second)}
+			in.Lease = election.Lease{ID: lease, Deadline: t0.Add(1500 * time.Millisecond), ServerExpiry: t0.Add(2 * time.Second), Failsafe: true}
+			return in
+		}, Release, election.StateBackup, 0, "leader key deleted or replaced"},
 		{"under the failsafe, no new lease yet: hold", func() Inputs {
 			in := holding(base())
 			in.Session = election.Lease{}
