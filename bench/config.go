@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/vipd/vipd/e2e/testbed"
@@ -15,15 +16,32 @@ var examplesDir = "deploy/examples/seed"
 // vipdConfig is the shipped example config of the node, adapted to the
 // testbed: interface ens160 → eth0, etcd endpoints → the testbed's members
 // (the same addresses as the example's). Everything else is as shipped
-// (metrics on 127.0.0.1:9842 inside the node's namespace).
+// (metrics on 127.0.0.1:9842 inside the node's namespace), plus the peer
+// channel: an example without a peer section gets the testbed's (listen
+// <node ip>:9843, the testbed's key file, failsafe on); one with a peer
+// section keeps it, with key_file pointed at the testbed's key file.
 func vipdConfig(n *testbed.Node) string {
 	b, err := os.ReadFile(filepath.Join(examplesDir, n.Name+".yaml"))
 	if err != nil {
 		panic(fmt.Sprintf("example config for %s: %v", n.Name, err))
 	}
-	s := strings.ReplaceAll(string(b), "interface: ens160", "interface: eth0")
-	return s
+	return withPeer(strings.ReplaceAll(string(b), "interface: ens160", "interface: eth0"), n.PeerConfig(), n.PeerKeyPath())
 }
+
+// withPeer gives config the peer section section if it has none, else
+// points its peer.key_file at keyPath.
+func withPeer(config, section, keyPath string) string {
+	if !peerSection.MatchString(config) {
+		return strings.TrimRight(config, "\n") + "\n" + section
+	}
+	return peerKeyFile.ReplaceAllString(config, "${1}"+keyPath)
+}
+
+var (
+	peerSection = regexp.MustCompile(`(?m)^peer:`)
+	// peerKeyFile matches key_file inside the top-level peer section.
+	peerKeyFile = regexp.MustCompile(`(?m)(^peer:(?:\n[ \t]+.*)*?\n[ \t]+key_file:[ \t]*).*$`)
+)
 
 // checkEndpoints verifies the example's endpoints are the testbed's.
 func checkEndpoints(tb *testbed.Testbed) error {

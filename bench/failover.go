@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"syscall"
@@ -59,6 +60,11 @@ type scenario struct {
 	fault func(b *bed) (restore func() error, err error)
 	// cut: the fault lasts b.cut, measured outage ends at the restore.
 	cut bool
+	// hold: nothing should move. The fault lasts hold (b.cut if zero),
+	// and the measured window runs from the event until steady again
+	// after the restore (so a VIP lost when the fault ends counts).
+	hold    bool
+	holdFor time.Duration
 }
 
 type bed struct {
@@ -92,22 +98,13 @@ var scenarios = []scenario{
 		fault: func(b *bed) (func() error, error) {
 			return func() error { return b.tb.SetLinkUp(&b.n1.Host, true) }, b.tb.SetLinkUp(&b.n1.Host, false)
 		}},
-	{key: "partition", title: "partition (keepalived: VRRP blocked between the nodes; vipd: holder cut from etcd)", cut: true,
+	{key: "partition", title: "partition (keepalived: VRRP blocked between the nodes; vipd: holder cut from etcd and from its peer)", cut: true,
 		fault: func(b *bed) (func() error, error) {
-			var nodes []*testbed.Node
-			var rule string
-			if strings.HasPrefix(b.im.key, "keepalived") {
-				nodes = []*testbed.Node{b.n1, b.n2}
-				rule = "ip protocol vrrp drop"
-			} else {
-				nodes = []*testbed.Node{b.n1}
-				var ips []string
-				for _, m := range b.tb.Etcd {
-					ips = append(ips, m.IP.String())
-				}
-				set := "{ " + strings.Join(ips, ", ") + " }"
-				rule = "ip saddr " + set + " drop; add rule inet vipdbench out ip daddr " + set + " drop"
+			if !strings.HasPrefix(b.im.key, "keepalived") {
+				f := testbed.Filter{Hosts: etcdIPs(b.tb), PeerChannel: []netip.Addr{b.n2.IP}}
+				return b.n1.Unblock, b.n1.Apply(f)
 			}
+			nodes := []*testbed.Node{b.n1, b.n2}
 			restore := func() error {
 				var errs []error
 				for _, n := range nodes {
@@ -121,7 +118,7 @@ var scenarios = []scenario{
 				script := "add table inet vipdbench\n" +
 					"add chain inet vipdbench in { type filter hook input priority 0; }\n" +
 					"add chain inet vipdbench out { type filter hook output priority 0; }\n" +
-					"add rule inet vipdbench in " + rule + "\n"
+					"add rule inet vipdbench in ip protocol vrrp drop\n"
 				cmd := n.NS.Command(context.Background(), "nft", "-f", "-")
 				cmd.Stdin = strings.NewReader(script)
 				if out, err := cmd.CombinedOutput(); err != nil {
@@ -131,12 +128,31 @@ var scenarios = []scenario{
 			}
 			return restore, nil
 		}},
+	// Rows where nothing should move. keepalived has no store: the same
+	// fault is applied and measured all the same.
+	{key: "etcd-frozen", title: "etcd unavailable 8 s (all members SIGSTOPped)", hold: true, holdFor: 8 * time.Second,
+		fault: func(b *bed) (func() error, error) {
+			return b.tb.ThawEtcd, b.tb.FreezeEtcd()
+		}},
+	{key: "etcd-cut", title: "holder cut from etcd (nft to the etcd members; its peer reachable)", hold: true,
+		fault: func(b *bed) (func() error, error) {
+			return b.n1.Unblock, b.n1.Block(etcdIPs(b.tb)...)
+		}},
 	// The operator's usual form, without --to: the best other candidate
 	// takes over (at rank 0, as with --to).
 	{key: "handover", title: "planned handover (vipctl handover, no --to)", only: "vipd",
 		fault: func(b *bed) (func() error, error) {
 			return func() error { return b.vipctlHandover(testbed.Node1, "1s") }, b.vipctlHandover("", "20s")
 		}},
+}
+
+// etcdIPs are the etcd members' addresses.
+func etcdIPs(tb *testbed.Testbed) []netip.Addr {
+	var ips []netip.Addr
+	for _, m := range tb.Etcd {
+		ips = append(ips, m.IP)
+	}
+	return ips
 }
 
 // vipctlHandover hands VI_1 over, to to if given.
@@ -194,6 +210,7 @@ type sample struct {
 	Dual     time.Duration // time with two holders, fault → steady again
 	DualBack time.Duration // of which after the restore (both reachable again)
 	PostOut  time.Duration // longest client outage from the restore until steady again
+	Changes  int           // VIP add/remove events from the event until steady again
 	Err      error
 }
 
@@ -211,6 +228,9 @@ func (b *bed) runOnce(sc scenario) sample {
 			restore()
 		}
 		return s
+	}
+	if sc.hold {
+		return b.holdOnce(sc, t0, restore, s)
 	}
 	// Wait for web-node-2 to hold the VIP (alone, unless both may hold).
 	_, werr := b.tb.Mon.WaitFor(func(hs []string) bool {
@@ -250,8 +270,43 @@ func (b *bed) runOnce(sc scenario) sample {
 	s.PostOut = b.tb.Probes().Window(tRestore, tSteady).LongestOutage().Duration
 	s.Dual = b.tb.Mon.Stats(t0, tSteady).TwoHolders
 	s.DualBack = b.tb.Mon.Stats(tRestore, tSteady).TwoHolders
+	s.Changes = b.tb.Mon.Stats(t0, tSteady).Changes
 	if werr != nil {
 		s.Err = errors.Join(s.Err, fmt.Errorf("web-node-2 never took the VIP: %w", werr))
+	}
+	return s
+}
+
+// holdAftermath is how long a hold row keeps measuring after the restore
+// before waiting for the steady state: a holder that loses the VIP when
+// the fault ends (a lease found expired) shows within it.
+const holdAftermath = 3 * time.Second
+
+// holdOnce finishes a run of a row where nothing should move: the fault
+// lasts its time, is undone, and the window runs until steady again.
+func (b *bed) holdOnce(sc scenario, t0 time.Time, restore func() error, s sample) sample {
+	d := sc.holdFor
+	if d == 0 {
+		d = b.cut
+	}
+	time.Sleep(time.Until(t0.Add(d)))
+	tRestore := time.Now()
+	if rerr := restore(); rerr != nil {
+		s.Err = fmt.Errorf("restore: %w", rerr)
+	}
+	time.Sleep(holdAftermath)
+	if err := b.steady(); err != nil {
+		s.Err = errors.Join(s.Err, fmt.Errorf("not steady after the run: %w", err))
+	}
+	tSteady := time.Now()
+	out := b.tb.Probes().Window(t0, tSteady).LongestOutage()
+	s.Outage, s.OutOver = out.Duration, out.Failed == 0 || !out.End.IsZero()
+	st := b.tb.Mon.Stats(t0, tSteady)
+	s.Dual, s.Changes = st.TwoHolders, st.Changes
+	s.DualBack = b.tb.Mon.Stats(tRestore, tSteady).TwoHolders
+	s.PostOut = b.tb.Probes().Window(tRestore, tSteady).LongestOutage().Duration
+	if add, ok := b.tb.Mon.EventAfter(testbed.Node2, true, t0); ok {
+		s.Failover = add.Time.Sub(t0)
 	}
 	return s
 }

@@ -59,7 +59,7 @@ func main() {
 	flag.IntVar(&o.n, "n", 10, "runs per cell")
 	flag.StringVar(&o.out, "out", "bench/RESULTS.md", "Markdown report to write (\"\" = none)")
 	flag.StringVar(&impls, "impls", "keepalived,vipd", "columns: keepalived, keepalived-tuned, vipd")
-	flag.StringVar(&scen, "scenarios", "haproxy,stop,lan-carrier,lan-linkdown,partition,handover", "rows (comma-separated; \"\" = none)")
+	flag.StringVar(&scen, "scenarios", "haproxy,stop,lan-carrier,lan-linkdown,partition,etcd-frozen,etcd-cut,handover", "rows (comma-separated; \"\" = none)")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "idle footprint window (0 = skip)")
 	flag.DurationVar(&o.cut, "cut", 6*time.Second, "how long a node stays cut off in the LAN-drop and partition rows")
 	flag.StringVar(&sizes, "scale", "10,100,1000", "group counts for the scale run (\"\" = skip)")
@@ -200,6 +200,10 @@ func runColumn(rep *report, im impl) (err error) {
 		if err := checkEndpoints(tb); err != nil {
 			return err
 		}
+	}
+	if im.key == "vipd" || o.scenarios["etcd-frozen"] {
+		// keepalived does not use etcd; the etcd-frozen row freezes it
+		// beside keepalived all the same.
 		if err := tb.StartEtcd(30 * time.Second); err != nil {
 			return err
 		}
@@ -223,9 +227,9 @@ func runColumn(rep *report, im impl) (err error) {
 			if s.Err != nil {
 				status = "ERROR " + s.Err.Error()
 			}
-			logf("%s %-12s run %d/%d: outage %v, VIP on web-node-2 after %v, two holders %v (after restore %v), outage after restore %v: %s",
+			logf("%s %-12s run %d/%d: outage %v, VIP on web-node-2 after %v, two holders %v (after restore %v), outage after restore %v, %d VIP events: %s",
 				im.key, sc.key, i+1, o.n, s.Outage.Round(time.Millisecond), s.Failover.Round(time.Millisecond), s.Dual.Round(time.Millisecond),
-				s.DualBack.Round(time.Millisecond), s.PostOut.Round(time.Millisecond), status)
+				s.DualBack.Round(time.Millisecond), s.PostOut.Round(time.Millisecond), s.Changes, status)
 		}
 		if rep.cells[sc.key] == nil {
 			rep.cells[sc.key] = map[string]cell{}

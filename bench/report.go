@@ -75,6 +75,8 @@ var targets = map[string]string{
 	"lan-carrier":  "outage ≤ lease TTL + 0.5 s + expiry grace 1.45 s = 4.95 s",
 	"lan-linkdown": "outage ≤ lease TTL + 0.5 s + expiry grace 1.45 s = 4.95 s",
 	"partition":    "0 ms two holders",
+	"etcd-frozen":  "0 outage, 0 VIP events (failsafe hold)",
+	"etcd-cut":     "0 outage, 0 VIP events (relayed renewals)",
 	"handover":     "outage max ≤ 20 ms without --to (contract: 50 ms)",
 }
 
@@ -94,7 +96,8 @@ func (r *report) markdown() string {
 	w("Cells: outage p50 / max over the runs that completed (ok/N) · time with two holders p50 / max. ")
 	w("Outage = longest run of unanswered probes after the event (fresh TCP connection per probe, 100 ms deadline). ")
 	w("Two holders = time the VIP was bound on both nodes (netlink address events), from the event until web-node-1 holds alone again (restore included). ")
-	w("Cut-off rows keep the node cut off for %v; the outage window ends when it is restored.\n\n", o.cut)
+	w("Cut-off rows keep the node cut off for %v; the outage window ends when it is restored. ", o.cut)
+	w("In the rows where nothing should move (etcd unavailable: 8 s; holder cut from etcd only: %v) the window runs from the event until steady again after the restore (%v after it at least), and the cell adds the VIP events: every add or removal of the VIP on either node (0 = it never left web-node-1).\n\n", o.cut, holdAftermath)
 	var cols []string
 	for _, k := range o.impls {
 		cols = append(cols, k)
@@ -133,12 +136,19 @@ func (r *report) markdown() string {
 			if notOver > 0 {
 				extra = fmt.Sprintf(", %d not over at restore", notOver)
 			}
+			if sc.hold {
+				maxCh := 0
+				for _, s := range okS {
+					maxCh = max(maxCh, s.Changes)
+				}
+				extra += fmt.Sprintf(", VIP events max %d", maxCh)
+			}
 			w(" %s / %s (%d/%d ok%s) | %s / %s |", ms(p50(out)), ms(maxOf(out)), len(okS), len(c.Samples), extra, ms(p50(dual)), ms(maxOf(dual)))
 		}
 		w(" %s |\n", targets[sc.key])
 	}
 	w("\nDetail per cell (p50 / max; all runs listed in run order in the log):\n\n")
-	w("| scenario | daemon | ok/N | outage p50 / max | outages (ms), run order | VIP added on web-node-2 after | two holders | of which after the restore | client outage from the restore until steady |\n|---|---|---|---|---|---|---|---|---|\n")
+	w("| scenario | daemon | ok/N | outage p50 / max | outages (ms), run order | VIP added on web-node-2 after | two holders | of which after the restore | client outage from the restore until steady | VIP events, run order |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, sc := range scenarios {
 		for _, k := range cols {
 			c, ok := r.cells[sc.key][k]
@@ -150,20 +160,21 @@ func (r *report) markdown() string {
 				v := pick(okS, get)
 				return ms(p50(v)) + " / " + ms(maxOf(v))
 			}
-			var all []string
+			var all, events []string
 			for _, s := range c.Samples {
 				if s.Err != nil {
-					all = append(all, "err")
+					all, events = append(all, "err"), append(events, "err")
 				} else {
 					all = append(all, fmt.Sprint(s.Outage.Round(time.Millisecond).Milliseconds()))
+					events = append(events, fmt.Sprint(s.Changes))
 				}
 			}
-			w("| %s | %s | %d/%d | %s | %s | %s | %s | %s | %s |\n", sc.key, k, len(okS), len(c.Samples),
+			w("| %s | %s | %d/%d | %s | %s | %s | %s | %s | %s | %s |\n", sc.key, k, len(okS), len(c.Samples),
 				f(func(s sample) time.Duration { return s.Outage }), strings.Join(all, " "),
 				f(func(s sample) time.Duration { return s.Failover }),
 				f(func(s sample) time.Duration { return s.Dual }),
 				f(func(s sample) time.Duration { return s.DualBack }),
-				f(func(s sample) time.Duration { return s.PostOut }))
+				f(func(s sample) time.Duration { return s.PostOut }), strings.Join(events, " "))
 		}
 	}
 	w("\n")

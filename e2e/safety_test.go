@@ -83,11 +83,16 @@ func TestSafety(t *testing.T) {
 			}
 		}
 	}
-	// back restores the steady state: every etcd member running and
-	// healthy, web-node-1's vipd running, web-node-1 the only holder and
-	// answering the client.
-	back := func(t *testing.T) {
+	// back restores the steady state: every etcd member running (thawed)
+	// and healthy, no packet filter on the nodes, HAProxy and vipd
+	// running on both nodes with the peer channel as mode says (a node
+	// whose vipd runs another mode is restarted), web-node-1 the only
+	// holder and answering the client.
+	back := func(t *testing.T, mode testbed.PeerMode) {
 		t.Helper()
+		if err := tb.ThawEtcd(); err != nil {
+			t.Fatal(err)
+		}
 		for _, m := range tb.Etcd {
 			if !m.Proc().Running() {
 				if err := m.Start(); err != nil {
@@ -96,14 +101,33 @@ func TestSafety(t *testing.T) {
 			}
 		}
 		waitHealthy(t, tb.Etcd, 15*time.Second)
-		for _, n := range tb.Nodes {
+		for _, n := range []*testbed.Node{n1, n2} {
+			if err := n.Unblock(); err != nil {
+				t.Fatal(err)
+			}
+			if !n.HAProxy().Running() {
+				if err := n.StartHAProxy(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for _, n := range []*testbed.Node{n2, n1} {
+			if n.Peer != mode {
+				t.Logf("restarting vipd on %s with the peer channel %v (was %v)", n.Name, mode, n.Peer)
+				n.Peer = mode
+				if err := n.StopVipd(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for _, n := range []*testbed.Node{n1, n2} {
 			if !n.Vipd().Running() {
 				if err := n.StartVipd(); err != nil {
 					t.Fatal(err)
 				}
 			}
 		}
-		if err := tb.WaitHolder(testbed.Node1, 15*time.Second); err != nil {
+		if err := tb.WaitHolder(testbed.Node1, 20*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := tb.WaitAnswer(testbed.Node1, time.Now(), 3*time.Second); err != nil {
@@ -111,11 +135,12 @@ func TestSafety(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	// scenario runs fn as a subtest after restoring the steady state, and
-	// records its row in the suite table (also when it fails).
-	scenario := func(name, title string, fn func(t *testing.T, s *scen)) {
+	// scenarioPeer runs fn as a subtest after restoring the steady state
+	// with the peer channel as mode says, and records its row in the
+	// suite table (also when it fails).
+	scenarioPeer := func(name, title string, mode testbed.PeerMode, fn func(t *testing.T, s *scen)) {
 		t.Run(name, func(t *testing.T) {
-			back(t)
+			back(t, mode)
 			s := &scen{from: time.Now()}
 			defer func() {
 				to := s.to
@@ -134,18 +159,36 @@ func TestSafety(t *testing.T) {
 				if s.hand {
 					s.note("stray VIP added by hand on the standby: %v with two holders (made by the test)", ms(s.byHand))
 				}
+				if mode != testbed.PeerFailsafe {
+					s.notes = append([]string{"peer channel: " + mode.String()}, s.notes...)
+				}
 				suiteAdd(suiteRow{scenario: title, dual: dual, noHolder: st.NoHolder, outage: out, result: resultOf(t), note: strings.Join(s.notes, "; ")})
 			}()
 			fn(t, s)
 		})
 	}
+	// scenario is scenarioPeer with the testbed's default: the peer
+	// channel on, failsafe on.
+	scenario := func(name, title string, fn func(t *testing.T, s *scen)) {
+		scenarioPeer(name, title, testbed.PeerFailsafe, fn)
+	}
+	env := &safetyEnv{tb: tb, res: res, cli: cli, n1: n1, n2: n2, scenario: scenario, scenarioPeer: scenarioPeer,
+		etcdIPs: etcdIPs, waitHealthy: waitHealthy}
 
-	// 1. The holder is cut from every etcd member by nftables in its own
-	// namespace; clients still reach it.
-	scenario("holder-cut-from-etcd", "holder cut from all etcd members (nft)", func(t *testing.T, s *scen) {
+	// 1a. The holder is cut from every etcd member, not from its peer:
+	// web-node-2 renews its lease (relay), nothing moves; HAProxy then
+	// stops on the holder and it hands over through the relay.
+	env.cutRelay()
+
+	// cutFailsClosed cuts web-node-1 off by the filter f (from every etcd
+	// member, and from its peer's relay unless the channel is off) and
+	// checks that it fails closed: the VIP is off by its fence, web-node-2
+	// takes over only after the lease can have expired, and web-node-1
+	// preempts back once after the heal.
+	cutFailsClosed := func(t *testing.T, s *scen, label string, f testbed.Filter) {
 		t.Cleanup(func() { n1.Unblock() })
 		t0 := time.Now()
-		if err := n1.Block(etcdIPs(tb.Etcd...)...); err != nil {
+		if err := n1.Apply(f); err != nil {
 			t.Fatal(err)
 		}
 		if err := tb.WaitHolder(testbed.Node2, 3*leaseTTL); err != nil {
@@ -163,9 +206,9 @@ func TestSafety(t *testing.T) {
 		}
 		expiry := deadline.Add(fenceMargin) // earliest server-side expiry: last renewal sent + TTL
 		late := del.Time.Sub(deadline)
-		res.add("cut: fence deadline (from vipd log) after cut", ms(deadline.Sub(t0)), fmt.Sprintf("%d renewal failures, spread %v", lines, ms(spread)))
-		res.add("cut: VIP removed on web-node-1 vs fence deadline", ms(late), "≤ +100ms (asserted); before server expiry (asserted)")
-		res.add("cut: web-node-2 added vs earliest lease expiry", ms(add.Time.Sub(expiry)), "≥ 0 (asserted)")
+		res.add(label+": fence deadline (from vipd log) after cut", ms(deadline.Sub(t0)), fmt.Sprintf("%d renewal failures, spread %v", lines, ms(spread)))
+		res.add(label+": VIP removed on web-node-1 vs fence deadline", ms(late), "≤ +100ms (asserted); before server expiry (asserted)")
+		res.add(label+": web-node-2 added vs earliest lease expiry", ms(add.Time.Sub(expiry)), "≥ 0 (asserted)")
 		if late > 100*time.Millisecond {
 			t.Errorf("VIP removed %v after the fence deadline", ms(late))
 		}
@@ -178,7 +221,7 @@ func TestSafety(t *testing.T) {
 			if ownLate > 100*time.Millisecond {
 				t.Errorf("vipd unbound %v after its fence deadline", ms(ownLate))
 			}
-			res.add("cut: vipd's own unbind vs fence deadline", ms(ownLate), "≤ +100ms (asserted); reason "+own.Attrs["reason"])
+			res.add(label+": vipd's own unbind vs fence deadline", ms(ownLate), "≤ +100ms (asserted); reason "+own.Attrs["reason"])
 			s.note("kernel lifetime removed the VIP %s before the fence, vipd unbound at fence %+dms", ms(-late), ownLate.Milliseconds())
 		}
 		if !del.Time.Before(expiry) {
@@ -206,7 +249,14 @@ func TestSafety(t *testing.T) {
 			t.Errorf("after heal: %d holder changes (max %d holders), want one move back", st.Changes, st.MaxHolders)
 		}
 		add1, _ := tb.Mon.EventAfter(testbed.Node1, true, tHeal)
-		res.add("cut: heal → web-node-1 back (preempt)", ms(add1.Time.Sub(tHeal)), fmt.Sprintf("%d holder changes after heal (≤ 2 asserted)", st.Changes))
+		res.add(label+": heal → web-node-1 back (preempt)", ms(add1.Time.Sub(tHeal)), fmt.Sprintf("%d holder changes after heal (≤ 2 asserted)", st.Changes))
+	}
+
+	// 1b. The holder is cut from every etcd member and from its peer
+	// (nftables in its own namespace; clients still reach it): no relay,
+	// no failsafe; it fails closed by its fence and web-node-2 takes over.
+	scenario("holder-cut-from-etcd", "holder cut from all etcd members and its peer (nft)", func(t *testing.T, s *scen) {
+		cutFailsClosed(t, s, "cut", testbed.Filter{Hosts: etcdIPs(tb.Etcd...), PeerChannel: []netip.Addr{n2.IP}})
 	})
 
 	// 4. The etcd leader is killed and restarted 20 times; the holder rides
@@ -320,75 +370,23 @@ func TestSafety(t *testing.T) {
 		}
 	})
 
-	// 5. Quorum lost: two of three members killed. The holder fails closed
-	// by its deadline; with quorum back some node holds within 1 s + TTL.
-	scenario("quorum-lost", "etcd quorum lost (2 of 3 killed), then back", func(t *testing.T, s *scen) {
-		down := []*testbed.EtcdMember{tb.Etcd[1], tb.Etcd[2]}
-		t.Cleanup(func() {
-			for _, m := range down {
-				if !m.Proc().Running() {
-					m.Start()
-				}
-			}
-		})
-		t0 := time.Now()
-		for _, m := range down {
-			if err := m.Kill(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if _, err := tb.Mon.WaitFor(func(hs []string) bool { return len(hs) == 0 }, 2*leaseTTL); err != nil {
-			t.Fatalf("holder did not release without quorum: %v", err)
-		}
-		del, _ := tb.Mon.EventAfter(testbed.Node1, false, t0)
-		deadline, lines, _ := fenceFromLog(n1, t0, del.Time)
-		if lines == 0 {
-			t.Fatalf("no failed renewal logged before the release\n%s", n1.Vipd().LogTail(30))
-		}
-		late := del.Time.Sub(deadline)
-		if late > 100*time.Millisecond {
-			t.Errorf("VIP removed %v after the fence deadline", ms(late))
-		}
-		res.add("quorum lost: VIP removed vs fence deadline", ms(late), "≤ +100ms (asserted)")
-		if own, ok := waitLog(n1, t0, "VIP removed", 2*time.Second); ok {
-			if d := own.Time.Sub(deadline); d > 100*time.Millisecond {
-				t.Errorf("vipd unbound %v after its fence deadline", ms(d))
-			}
-			res.add("quorum lost: vipd's own unbind vs fence deadline", ms(own.Time.Sub(deadline)), "≤ +100ms (asserted); reason "+own.Attrs["reason"])
-		} else {
-			t.Errorf("web-node-1's vipd never logged the VIP's removal")
-		}
-		// Nobody may take it while there is no quorum.
-		time.Sleep(time.Second)
-		if hs := tb.Holders(); len(hs) != 0 {
-			t.Errorf("holders without etcd quorum: %v", hs)
-		}
-		tBack := time.Now()
-		for _, m := range down {
-			if err := m.Start(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		hs, err := tb.Mon.WaitFor(func(hs []string) bool { return len(hs) == 1 }, time.Second+leaseTTL+2*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		add, _ := tb.Mon.EventAfter(hs[0], true, tBack)
-		took := add.Time.Sub(tBack)
-		if took > time.Second+leaseTTL {
-			t.Errorf("quorum back → holder after %v, want ≤ 1s + lease TTL", ms(took))
-		}
-		res.add("quorum back → "+hs[0]+" holds", ms(took), "≤ 1s + TTL = 4s (asserted)")
-		s.note("VIP gone %s after fence (kernel lifetime); quorum back → %s holds after %s", ms(late), hs[0], ms(took))
-		waitHealthy(t, tb.Etcd, 15*time.Second)
-	})
+	// 5. Quorum lost: two of three members killed. With the failsafe
+	// the holder keeps the VIP on web-node-2's promises (the variant with
+	// the failsafe off, at the end, fails closed).
+	env.quorumLostFailsafe()
+
+	// 5a–g. Nobody reaches etcd: frozen, killed, with the peer blocked,
+	// with HAProxy failing on the holder, a peer restarted during the
+	// hold, forged peer requests, and a newcomer outside the membership.
+	env.failsafeScenarios()
 
 	// 6. The holder's vipd talks to one member only, and that member is
-	// partitioned from the other two (nft in the member's namespace).
+	// partitioned from the other two (nft in the member's namespace); the
+	// peer channel between the nodes is blocked (no relay).
 	// Twice: the member is the etcd leader (it may keep answering until it
 	// notices it lost quorum), then a follower (it loses its leader).
 	for _, want := range []string{"leader", "follower"} {
-		scenario("single-endpoint-"+want+"-isolated", "holder's only etcd member ("+want+") isolated from peers", func(t *testing.T, s *scen) {
+		scenario("single-endpoint-"+want+"-isolated", "holder's only etcd member ("+want+") isolated, peer channel blocked", func(t *testing.T, s *scen) {
 			leader, _, err := tb.EtcdLeader(cli, 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
@@ -412,9 +410,16 @@ func TestSafety(t *testing.T) {
 			}
 			t.Cleanup(func() {
 				e1.Unblock()
+				n1.Unblock()
 				n1.StopVipd()
 				n1.StartVipd() // back to every endpoint
 			})
+			// Without its peer: web-node-2 reaches the majority and would
+			// renew web-node-1's lease for it (a relay, as in 1a); this
+			// scenario is about what the isolated member answers.
+			if err := n1.BlockPeerChannel(n2.IP); err != nil {
+				t.Fatal(err)
+			}
 			if err := n1.StopVipd(); err != nil {
 				t.Fatal(err)
 			}
@@ -595,7 +600,7 @@ func TestSafety(t *testing.T) {
 				t.Fatalf("put %s: %v", g.key, err)
 			}
 		}
-		for _, n := range tb.Nodes {
+		for _, n := range []*testbed.Node{n1, n2} {
 			if _, ok := waitLog(n, t0, "ignoring malformed candidate record", 3*time.Second); !ok {
 				t.Errorf("%s did not log the malformed candidate record", n.Name)
 			}
@@ -861,6 +866,77 @@ groups:
 			vipdBug(t, "reload with a changed tracked check resets it to unknown (counted as down): the holder is preempted",
 				"held VIP removed during reloads (%v, %d changes)\n%s", ev, st.Changes, strings.Join(lines, "\n"))
 		}
+	})
+
+	// 14. Quorum lost with the failsafe off (peer channel on for relays,
+	// failsafe: false): the holder fails closed by its deadline; with
+	// quorum back some node holds within 1 s + TTL.
+	scenarioPeer("quorum-lost-failsafe-off", "etcd quorum lost (2 of 3 killed), then back", testbed.PeerRelay, func(t *testing.T, s *scen) {
+		down := []*testbed.EtcdMember{tb.Etcd[1], tb.Etcd[2]}
+		t.Cleanup(func() {
+			for _, m := range down {
+				if !m.Proc().Running() {
+					m.Start()
+				}
+			}
+		})
+		t0 := time.Now()
+		for _, m := range down {
+			if err := m.Kill(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := tb.Mon.WaitFor(func(hs []string) bool { return len(hs) == 0 }, 2*leaseTTL); err != nil {
+			t.Fatalf("holder did not release without quorum: %v", err)
+		}
+		del, _ := tb.Mon.EventAfter(testbed.Node1, false, t0)
+		deadline, lines, _ := fenceFromLog(n1, t0, del.Time)
+		if lines == 0 {
+			t.Fatalf("no failed renewal logged before the release\n%s", n1.Vipd().LogTail(30))
+		}
+		late := del.Time.Sub(deadline)
+		if late > 100*time.Millisecond {
+			t.Errorf("VIP removed %v after the fence deadline", ms(late))
+		}
+		res.add("quorum lost: VIP removed vs fence deadline", ms(late), "≤ +100ms (asserted)")
+		if own, ok := waitLog(n1, t0, "VIP removed", 2*time.Second); ok {
+			if d := own.Time.Sub(deadline); d > 100*time.Millisecond {
+				t.Errorf("vipd unbound %v after its fence deadline", ms(d))
+			}
+			res.add("quorum lost: vipd's own unbind vs fence deadline", ms(own.Time.Sub(deadline)), "≤ +100ms (asserted); reason "+own.Attrs["reason"])
+		} else {
+			t.Errorf("web-node-1's vipd never logged the VIP's removal")
+		}
+		// Nobody may take it while there is no quorum.
+		time.Sleep(time.Second)
+		if hs := tb.Holders(); len(hs) != 0 {
+			t.Errorf("holders without etcd quorum: %v", hs)
+		}
+		tBack := time.Now()
+		for _, m := range down {
+			if err := m.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		hs, err := tb.Mon.WaitFor(func(hs []string) bool { return len(hs) == 1 }, time.Second+leaseTTL+2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		add, _ := tb.Mon.EventAfter(hs[0], true, tBack)
+		took := add.Time.Sub(tBack)
+		if took > time.Second+leaseTTL {
+			t.Errorf("quorum back → holder after %v, want ≤ 1s + lease TTL", ms(took))
+		}
+		res.add("quorum back → "+hs[0]+" holds", ms(took), "≤ 1s + TTL = 4s (asserted)")
+		s.note("VIP gone %s after fence (kernel lifetime); quorum back → %s holds after %s", ms(late), hs[0], ms(took))
+		waitHealthy(t, tb.Etcd, 15*time.Second)
+	})
+
+	// 15. The holder cut from etcd with the peer channel off (no peer
+	// section, as a config without one runs): it fails closed by its
+	// fence, as 1b with the channel blocked.
+	scenarioPeer("holder-cut-from-etcd-peer-off", "holder cut from all etcd members (nft)", testbed.PeerOff, func(t *testing.T, s *scen) {
+		cutFailsClosed(t, s, "cut, peer off", testbed.Filter{Hosts: etcdIPs(tb.Etcd...)})
 	})
 
 	t.Run("whole-run", func(t *testing.T) {

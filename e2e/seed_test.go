@@ -36,6 +36,7 @@ func needAll(t *testing.T) {
 func newTestbed(t *testing.T, opts testbed.Options) *testbed.Testbed {
 	t.Helper()
 	opts.BinDir, opts.Logf = binDir, t.Logf
+	opts.KeepDir = opts.KeepDir || os.Getenv("VIPD_E2E_KEEPDIR") != ""
 	tb, err := testbed.New(opts)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/vipd/vipd/e2e/nscheck"
 )
@@ -18,9 +19,9 @@ import (
 
 // AddNode creates one more node namespace on the LAN bridge (eth0 with ip/24
 // and the usual fixed MAC) and appends it to tb.Nodes, so Close stops its
-// vipd and deletes it. The holder monitor does not follow it (it follows the
-// seed VIP on web-node-1 and web-node-2 only). Call before starting
-// processes; not safe concurrently with other testbed calls.
+// vipd and deletes it. The holder monitor does not follow it unless Follow
+// is called. Not safe concurrently with other testbed calls that read
+// tb.Nodes.
 func (tb *Testbed) AddNode(name, short, ip string, priority int) (*Node, error) {
 	br, err := tb.LAN.NL.LinkByName("br0")
 	if err != nil {
@@ -40,6 +41,24 @@ func (tb *Testbed) AddNode(name, short, ip string, priority int) (*Node, error) 
 	n := &Node{Host: h, Priority: priority, tb: tb}
 	tb.Nodes = append(tb.Nodes, n)
 	return n, nil
+}
+
+// Follow makes the holder monitor follow the seed VIP on n, a node added
+// with AddNode (both views: the ordered one and a per-namespace
+// subscription). n holds no VIP yet.
+func (tb *Testbed) Follow(n *Node) error {
+	if err := tb.Mon.assignNSID(tb.LAN, n, 100+len(tb.Nodes)); err != nil {
+		return err
+	}
+	if err := tb.Mon.watch(n.Name, n.NS); err != nil {
+		return err
+	}
+	if has, err := n.HasVIP(); err != nil {
+		return err
+	} else if has {
+		tb.Mon.record(time.Now(), n.Name, true)
+	}
+	return nil
 }
 
 // Command returns a command that runs argv inside ns (through `ip netns

@@ -2,10 +2,12 @@ package testbed
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -108,4 +110,58 @@ func (tb *Testbed) StartEtcd(timeout time.Duration) error {
 	tb.EtcdStartup = time.Since(t0)
 	tb.logf("etcd cluster healthy after %v", tb.EtcdStartup.Round(time.Millisecond))
 	return nil
+}
+
+// Freeze sends SIGSTOP to the member; Thaw sends SIGCONT. A frozen member
+// keeps its sockets open and answers nothing, as a hung process would.
+func (m *EtcdMember) Freeze() error {
+	p := m.Proc()
+	if p == nil {
+		return fmt.Errorf("%s never started", m.Name)
+	}
+	return p.Signal(syscall.SIGSTOP)
+}
+
+// Thaw resumes a frozen member (no-op if it is not running).
+func (m *EtcdMember) Thaw() error {
+	p := m.Proc()
+	if !p.Running() {
+		return nil
+	}
+	return p.Signal(syscall.SIGCONT)
+}
+
+// FreezeEtcd SIGSTOPs every member, one right after the other: nobody can
+// reach etcd until ThawEtcd.
+func (tb *Testbed) FreezeEtcd() error {
+	var errs []error
+	for _, m := range tb.Etcd {
+		if err := m.Freeze(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ThawEtcd SIGCONTs every running member.
+func (tb *Testbed) ThawEtcd() error {
+	var errs []error
+	for _, m := range tb.Etcd {
+		if err := m.Thaw(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// KillEtcd SIGKILLs every member (a frozen one too) and waits for each to
+// be reaped; StartEtcd starts them again on their data.
+func (tb *Testbed) KillEtcd() error {
+	var errs []error
+	for _, m := range tb.Etcd {
+		if err := m.Kill(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -50,31 +50,74 @@ func (h *Host) ExecInput(ctx context.Context, stdin []byte, argv ...string) ([]b
 	return cmd.CombinedOutput()
 }
 
+// Filter is what Host.Apply drops in the host's namespace (both
+// directions; other traffic is untouched).
+type Filter struct {
+	// Hosts: every packet to or from these addresses.
+	Hosts []netip.Addr
+	// PeerChannel: the peer channel between this host and these nodes,
+	// both ways: TCP to or from port PeerPort on them, and TCP from them
+	// to or from port PeerPort here. Everything else between them flows.
+	PeerChannel []netip.Addr
+}
+
 // Block drops every packet between h and the given peers (both directions,
 // in h's namespace only), with nftables. Other traffic is untouched. Calling
-// it again replaces the peer set.
+// it again (or Apply) replaces the filter.
 func (h *Host) Block(peers ...netip.Addr) error {
 	if len(peers) == 0 {
 		return errors.New("block: no peers")
 	}
-	var set []string
-	for _, p := range peers {
-		set = append(set, p.String())
+	return h.Apply(Filter{Hosts: peers})
+}
+
+// BlockPeerChannel drops the peer channel (TCP port PeerPort, both ways)
+// between h and the given nodes, and nothing else. It replaces any filter
+// installed before.
+func (h *Host) BlockPeerChannel(nodes ...netip.Addr) error {
+	if len(nodes) == 0 {
+		return errors.New("block peer channel: no nodes")
 	}
-	s := strings.Join(set, ", ")
+	return h.Apply(Filter{PeerChannel: nodes})
+}
+
+// Apply installs f with nftables in h's namespace, replacing the filter
+// installed before (Unblock removes it).
+func (h *Host) Apply(f Filter) error {
+	if len(f.Hosts) == 0 && len(f.PeerChannel) == 0 {
+		return errors.New("filter: nothing to drop")
+	}
+	set := func(as []netip.Addr) string {
+		var ss []string
+		for _, a := range as {
+			ss = append(ss, a.String())
+		}
+		return "{ " + strings.Join(ss, ", ") + " }"
+	}
+	var in, out []string
+	if len(f.Hosts) > 0 {
+		s := set(f.Hosts)
+		in = append(in, "ip saddr "+s+" drop")
+		out = append(out, "ip daddr "+s+" drop")
+	}
+	if len(f.PeerChannel) > 0 {
+		s := set(f.PeerChannel)
+		in = append(in, fmt.Sprintf("ip saddr %s tcp sport %d drop", s, PeerPort), fmt.Sprintf("ip saddr %s tcp dport %d drop", s, PeerPort))
+		out = append(out, fmt.Sprintf("ip daddr %s tcp dport %d drop", s, PeerPort), fmt.Sprintf("ip daddr %s tcp sport %d drop", s, PeerPort))
+	}
 	script := fmt.Sprintf(`table inet %[1]s
 delete table inet %[1]s
 table inet %[1]s {
 	chain in {
 		type filter hook input priority -10; policy accept;
-		ip saddr { %[2]s } drop
+		%[2]s
 	}
 	chain out {
 		type filter hook output priority -10; policy accept;
-		ip daddr { %[2]s } drop
+		%[3]s
 	}
 }
-`, nftTable, s)
+`, nftTable, strings.Join(in, "\n\t\t"), strings.Join(out, "\n\t\t"))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if out, err := h.ExecInput(ctx, []byte(script), "nft", "-f", "-"); err != nil {

@@ -60,8 +60,9 @@ type Monitor struct {
 	start time.Time
 
 	mu      sync.Mutex
-	holding map[string]bool // ordered view
-	nsView  map[string]bool // per-namespace subscriptions
+	holding map[string]bool  // ordered view
+	byID    map[int32]string // node by its namespace's ID in the lan namespace
+	nsView  map[string]bool  // per-namespace subscriptions
 	events  []HolderEvent
 	errs    []error
 	changed chan struct{} // closed and replaced on every change

@@ -16,33 +16,16 @@ import (
 // (NETLINK_LISTEN_ALL_NSID), assigns IDs to the node namespaces, and feeds
 // the ordered view. It only receives: netlink messages never leave the host.
 func (m *Monitor) watchOrdered(lan *Netns, nodes []*Node) error {
-	byID := map[int32]string{}
 	for i, n := range nodes {
-		id, err := lan.NL.GetNetNsIdByFd(int(n.NS.Handle))
-		if err != nil {
-			return fmt.Errorf("get nsid of %s in %s: %w", n.NS.Name, lan.Name, err)
+		if err := m.assignNSID(lan, n, 100+i); err != nil {
+			return err
 		}
-		if id < 0 {
-			if err := lan.NL.SetNetNsIdByFd(int(n.NS.Handle), 100+i); err != nil {
-				return fmt.Errorf("set nsid of %s in %s: %w", n.NS.Name, lan.Name, err)
-			}
-			if id, err = lan.NL.GetNetNsIdByFd(int(n.NS.Handle)); err != nil || id < 0 {
-				return fmt.Errorf("nsid of %s in %s after set: %d %v", n.NS.Name, lan.Name, id, err)
-			}
-		}
-		byID[int32(id)] = n.Name
 	}
 
 	f, rc, err := allNSIDSocket(lan, unix.RTMGRP_IPV4_IFADDR, "netlink-listen-all-nsid")
 	if err != nil {
 		return err
 	}
-	m.mu.Lock()
-	for _, n := range nodes {
-		m.holding[n.Name] = false
-	}
-	m.mu.Unlock()
-
 	m.wg.Add(2)
 	go func() { defer m.wg.Done(); <-m.done; f.Close() }()
 	go func() {
@@ -68,7 +51,9 @@ func (m *Monitor) watchOrdered(lan *Netns, nodes []*Node) error {
 				}
 				return
 			}
-			node, ok := byID[nsidOf(oob[:oobn])]
+			m.mu.Lock()
+			node, ok := m.byID[nsidOf(oob[:oobn])]
+			m.mu.Unlock()
 			if !ok {
 				continue
 			}
@@ -88,6 +73,34 @@ func (m *Monitor) watchOrdered(lan *Netns, nodes []*Node) error {
 			}
 		}
 	}()
+	return nil
+}
+
+// assignNSID gives n's namespace a peer ID in lan (want, unless it has one
+// already) and maps it to n for the ordered view. The socket hears every
+// namespace with an ID, so a node added later is followed from here on.
+func (m *Monitor) assignNSID(lan *Netns, n *Node, want int) error {
+	id, err := lan.NL.GetNetNsIdByFd(int(n.NS.Handle))
+	if err != nil {
+		return fmt.Errorf("get nsid of %s in %s: %w", n.NS.Name, lan.Name, err)
+	}
+	if id < 0 {
+		if err := lan.NL.SetNetNsIdByFd(int(n.NS.Handle), want); err != nil {
+			return fmt.Errorf("set nsid of %s in %s: %w", n.NS.Name, lan.Name, err)
+		}
+		if id, err = lan.NL.GetNetNsIdByFd(int(n.NS.Handle)); err != nil || id < 0 {
+			return fmt.Errorf("nsid of %s in %s after set: %d %v", n.NS.Name, lan.Name, id, err)
+		}
+	}
+	m.mu.Lock()
+	if m.byID == nil {
+		m.byID = map[int32]string{}
+	}
+	m.byID[int32(id)] = n.Name
+	if _, ok := m.holding[n.Name]; !ok {
+		m.holding[n.Name] = false
+	}
+	m.mu.Unlock()
 	return nil
 }
 

@@ -16,6 +16,10 @@
 // The VIP 192.168.20.15/24 is bound by vipd on a node's eth0. MAC addresses
 // are fixed (02:00 + the IPv4 address) so they are easy to read in logs.
 //
+// Each node's vipd serves the peer channel on <node ip>:9843 (PeerPort) with
+// the testbed's key file (<dir>/peer.key, mode 0600) and the failsafe on,
+// unless its Node.Peer says otherwise (PeerRelay, PeerOff).
+//
 // etcd runs with the Raft timings of the shipped etcd example
 // (deploy/examples/etcd: heartbeat 50 ms, election timeout 500 ms, so a
 // leader change takes 0.5–1 s, inside what lease_ttl 3s rides through) and with
@@ -29,6 +33,8 @@ package testbed
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -93,7 +99,11 @@ type Host struct {
 type Node struct {
 	Host
 	Priority int
-	tb       *Testbed
+	// Peer is how VipdConfig sets up the peer channel (default: on, with
+	// the failsafe). Set it before StartVipd; a running vipd keeps the
+	// config it started with.
+	Peer PeerMode
+	tb   *Testbed
 
 	mu      sync.Mutex
 	haproxy *Proc
@@ -122,6 +132,7 @@ type Testbed struct {
 	EtcdStartup time.Duration
 
 	seq      int
+	peerKey  []byte
 	lock     *os.File
 	all      []*Netns
 	closeOne sync.Once
@@ -225,6 +236,9 @@ func New(opts Options) (_ *Testbed, err error) {
 	if err = os.MkdirAll(filepath.Join(tb.Dir, "logs"), 0o755); err != nil {
 		return nil, err
 	}
+	if err = tb.writePeerKey(); err != nil {
+		return nil, err
+	}
 	if tb.LAN, err = tb.newNetns("lan"); err != nil {
 		return nil, err
 	}
@@ -295,6 +309,28 @@ func New(opts Options) (_ *Testbed, err error) {
 	tb.logf("testbed %s%d-%d ready in %s", NamePrefix, os.Getpid(), seq, tb.Dir)
 	return tb, nil
 }
+
+// writePeerKey creates the cluster's shared peer key file (mode 0600, 32
+// random bytes as a base64 line, as the operator's recipe makes it).
+func (tb *Testbed) writePeerKey() error {
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return err
+	}
+	key := base64.StdEncoding.EncodeToString(raw)
+	if err := os.WriteFile(tb.PeerKeyPath(), []byte(key+"\n"), 0o600); err != nil {
+		return fmt.Errorf("peer key: %w", err)
+	}
+	tb.peerKey = []byte(key)
+	return nil
+}
+
+// PeerKeyPath is the peer key file every node's config names.
+func (tb *Testbed) PeerKeyPath() string { return filepath.Join(tb.Dir, "peer.key") }
+
+// PeerKey is the key as vipd reads it from PeerKeyPath (the base64 line,
+// trailing newline trimmed), for tests that build peer requests.
+func (tb *Testbed) PeerKey() []byte { return append([]byte(nil), tb.peerKey...) }
 
 func (tb *Testbed) newNetns(short string) (*Netns, error) {
 	n, err := createNetns(fmt.Sprintf("%s%d-%d%s", NamePrefix, os.Getpid(), tb.seq, short))

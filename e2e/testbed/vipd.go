@@ -3,6 +3,7 @@ package testbed
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +13,54 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// VipdConfig is the node's vipd configuration (the seed scenario).
+// PeerPort is the port of every node's peer channel (peer.listen).
+const PeerPort = 9843
+
+// PeerMode is how a node's vipd config sets up the peer channel
+// (docs/design.md §2.8, §2.9).
+type PeerMode int
+
+const (
+	// PeerFailsafe (the default): peer.listen <node ip>:9843, the
+	// testbed's key file, failsafe: true. Relayed renewals and the
+	// failsafe are on.
+	PeerFailsafe PeerMode = iota
+	// PeerRelay: the channel is on (relayed renewals, promises given to
+	// others), failsafe: false (this node never holds on promises).
+	PeerRelay
+	// PeerOff: no peer section. The node neither relays nor promises.
+	PeerOff
+)
+
+func (m PeerMode) String() string {
+	switch m {
+	case PeerFailsafe:
+		return "failsafe"
+	case PeerRelay:
+		return "relay only"
+	case PeerOff:
+		return "off"
+	}
+	return fmt.Sprintf("PeerMode(%d)", int(m))
+}
+
+// PeerEndpoint is where the node serves its peer channel: <ip>:9843.
+func (n *Node) PeerEndpoint() netip.AddrPort { return netip.AddrPortFrom(n.IP, PeerPort) }
+
+// PeerKeyPath is the testbed's peer key file, as the node's config names it.
+func (n *Node) PeerKeyPath() string { return n.tb.PeerKeyPath() }
+
+// PeerConfig is the peer section of the node's vipd config for its Peer
+// mode ("" for PeerOff).
+func (n *Node) PeerConfig() string {
+	if n.Peer == PeerOff {
+		return ""
+	}
+	return fmt.Sprintf("peer:\n  listen: %s\n  key_file: %s\n  failsafe: %v\n", n.PeerEndpoint(), n.tb.PeerKeyPath(), n.Peer == PeerFailsafe)
+}
+
+// VipdConfig is the node's vipd configuration (the seed scenario), with
+// the peer channel as n.Peer says (default: on, failsafe on).
 func (n *Node) VipdConfig() string {
 	return fmt.Sprintf(`node: %s
 etcd:
@@ -21,7 +69,7 @@ etcd:
   lease_ttl: 3s
   dial_timeout: 2s
 metrics: {listen: ""}
-checks:
+%schecks:
   haproxy:
     type: http
     url: http://127.0.0.1:8404/healthz
@@ -38,7 +86,7 @@ groups:
     preempt_delay: 0s
     track: [{check: haproxy, weight: 2}]
     garp: {count: 5, interval: 1s}
-`, n.Name, strings.Join(n.tb.Endpoints(), ", "), VIP, n.Priority)
+`, n.Name, strings.Join(n.tb.Endpoints(), ", "), n.PeerConfig(), VIP, n.Priority)
 }
 
 // VipdConfigPath is where StartVipd writes the config.
