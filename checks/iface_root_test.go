@@ -90,7 +90,7 @@ func TestInterfaceCheckNetns(t *testing.T) {
 
 	c := config.Check{Type: "interface", Name: "vc0", Interval: time.Hour, Timeout: time.Second}
 	r := NewRunner(clock.Real{}, testLogger(t))
-	r.Add("link", c, probe, WithTrigger(NewInterfaceTrigger("vc0", &ns)))
+	r.Add("link", c, probe, WithTrigger(NewInterfaceTrigger("vc0", &ns), SourceNetlink))
 	changes := make(chan Status, 16)
 	stop := start(t, r, func(s Status) { changes <- s })
 	next := func(what string, wantUp bool) Status {

@@ -112,6 +112,18 @@ func EffectivePriority(base int, tracked []Tracked) (prio int, fault bool, faili
 	return min(max(prio, MinPriority), MaxPriority), fault, failing
 }
 
+// Hurts reports whether the check's known state is its worse one: it
+// adds less to the priority than the other state would, or puts the group
+// in FAULT (for reverse, that is while up).
+func (t Tracked) Hurts() bool {
+	if !t.Known {
+		return false
+	}
+	add, f := t.contribution(t.Up)
+	other, _ := t.contribution(!t.Up)
+	return f || add < other
+}
+
 // TrackedChecks pairs a group's track list with the Runner's statuses (as
 // returned by Runner.Snapshot). A check missing from statuses is not Known
 // yet (see EffectivePriority).

@@ -71,18 +71,27 @@ func NewProbe(c config.Check) (Probe, error) {
 	}
 }
 
-// NewTrigger returns the event source of a configured check, for
-// WithTrigger: an inotify watch for a file check, a netlink link
-// subscription (in vipd's network namespace) for an interface check, and
-// nil for the polled types.
-func NewTrigger(c config.Check) Trigger {
+// NewTrigger returns the event source of a configured check and its name,
+// for WithTrigger: a pidfd watch of the process (and inotify on its
+// pidfile) for a process check, an inotify watch for a file check, a
+// netlink link subscription (in vipd's network namespace) for an
+// interface check, and nil for the polled types.
+func NewTrigger(c config.Check) (Trigger, string) {
 	switch c.Type {
+	case "process":
+		switch {
+		case c.Pidfile != "":
+			return NewPidfileTrigger(c.Pidfile), SourcePidfd
+		case c.Name != "":
+			return NewProcessNameTrigger(c.Name), SourcePidfd
+		}
+		return nil, SourceInterval
 	case "file":
-		return NewFileTrigger(c.Path)
+		return NewFileTrigger(c.Path), SourceInotify
 	case "interface":
-		return NewInterfaceTrigger(c.Name, nil)
+		return NewInterfaceTrigger(c.Name, nil), SourceNetlink
 	default:
-		return nil
+		return nil, SourceInterval
 	}
 }
 

@@ -43,6 +43,7 @@ func NewProcessName(name string) Probe { return newProcessName(ProcRoot, name) }
 
 func newPidfile(procRoot, pidfile string) Probe {
 	return func(ctx context.Context) error {
+		ReportPids(ctx, nil) // unless a live process is found below
 		b, err := os.ReadFile(pidfile)
 		if err != nil {
 			return fmt.Errorf("checks: process pidfile: %w", err)
@@ -62,16 +63,21 @@ func newPidfile(procRoot, pidfile string) Probe {
 		if !aliveState(state) {
 			return fmt.Errorf("checks: process %d from %s is a zombie or dead (state %c)", pid, pidfile, state)
 		}
+		ReportPids(ctx, []int{pid})
 		return nil
 	}
 }
 
 func newProcessName(procRoot, name string) Probe {
 	return func(ctx context.Context) error {
+		ReportPids(ctx, nil) // unless live processes are found below
 		ents, err := os.ReadDir(procRoot)
 		if err != nil {
 			return fmt.Errorf("checks: process %q: %w", name, err)
 		}
+		// Every live match, not the first: the event source watches all
+		// of them (a reload overlaps old and new processes).
+		var live []int
 		zombies := 0
 		for _, e := range ents {
 			if ctx.Err() != nil {
@@ -89,9 +95,14 @@ func newProcessName(procRoot, name string) Probe {
 				continue // exited meanwhile
 			}
 			if aliveState(state) {
-				return nil
+				live = append(live, pid)
+			} else {
+				zombies++
 			}
-			zombies++
+		}
+		if len(live) > 0 {
+			ReportPids(ctx, live)
+			return nil
 		}
 		if zombies > 0 {
 			return fmt.Errorf("checks: process %q: only zombies (%d)", name, zombies)

@@ -39,6 +39,10 @@ type Status struct {
 	// tracked check that is up, the value multiplies the track weight
 	// (see EffectivePriority).
 	Valued bool
+	// Since is when Up last changed (or the check first became known): the
+	// end of that run, on the Runner's clock. The daemon measures from it
+	// how long a check going down took to remove a VIP.
+	Since time.Time
 }
 
 // ErrInitFail is the Err of a check configured with init_fail until its
@@ -58,12 +62,12 @@ type Trigger func(ctx context.Context, kick func()) error
 type AddOption func(*check)
 
 // WithTrigger runs the check at once whenever t kicks, besides its
-// interval. A nil t is ignored, so callers may pass NewTrigger(c) for every
-// check type.
-func WithTrigger(t Trigger) AddOption {
+// interval; source names the events (SourcePidfd, …) for OnSource. A nil
+// t is ignored, so callers may pass NewTrigger(c) for every check type.
+func WithTrigger(t Trigger, source string) AddOption {
 	return func(c *check) {
 		if t != nil {
-			c.trigger = t
+			c.trigger, c.source = t, source
 		}
 	}
 }
@@ -75,9 +79,56 @@ type runKey struct{}
 // runInfo is what a Probe may hand back besides its error, and the logger
 // it may use.
 type runInfo struct {
-	log   *slog.Logger
-	value int
-	set   bool
+	log     *slog.Logger
+	value   int
+	set     bool
+	pids    []int
+	pidsSet bool
+}
+
+// ReportPids records the processes the current run found the service in
+// (the process check): the check's Trigger watches exactly those, so
+// that none the verdict rests on can exit unseen. ctx must be the context
+// the Runner passed to the Probe; elsewhere ReportPids does nothing.
+func ReportPids(ctx context.Context, pids []int) {
+	if ri, ok := ctx.Value(runKey{}).(*runInfo); ok {
+		ri.pids, ri.pidsSet = slices.Clone(pids), true
+	}
+}
+
+// reportKey is the context key under which the Runner passes a check's
+// *reported to its Trigger.
+type reportKey struct{}
+
+// reported is the latest set of PIDs a check's runs reported, handed from
+// the check's goroutine to its Trigger.
+type reported struct {
+	mu   sync.Mutex
+	pids []int
+	wake func() // set by the Trigger; called on each report
+}
+
+func (r *reported) publish(pids []int) {
+	r.mu.Lock()
+	r.pids = pids
+	wake := r.wake
+	r.mu.Unlock()
+	if wake != nil {
+		wake()
+	}
+}
+
+// latest returns the last report.
+func (r *reported) latest() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pids
+}
+
+func (r *reported) onReport(wake func()) {
+	r.mu.Lock()
+	r.wake = wake
+	r.mu.Unlock()
 }
 
 // ReportValue records v as the number the current run read (the file
@@ -116,19 +167,23 @@ type Runner struct {
 	byName  map[string]*check
 	started bool
 	onRun   func(name string, ok bool, took time.Duration)
+	onSrc   func(name, source string)
 }
 
 type check struct {
 	name     string
 	interval time.Duration
+	fast     time.Duration // re-check interval while falling
 	timeout  time.Duration
 	rise     int
 	fall     int
 	initFail bool
 	probe    Probe
 	trigger  Trigger
+	source   string        // what trigger listens to
 	log      *slog.Logger  // r.log with the check's name
 	kick     chan struct{} // buffered 1: pending immediate run
+	reports  *reported     // what runs reported with ReportPids
 
 	// Guarded by Runner.mu.
 	state  State
@@ -163,12 +218,14 @@ func (r *Runner) Add(name string, c config.Check, p Probe, opts ...AddOption) {
 	ck := &check{
 		name:     name,
 		interval: c.Interval,
+		fast:     c.FastInterval,
 		timeout:  c.Timeout,
 		rise:     c.Rise,
 		fall:     c.Fall,
 		initFail: c.InitFail,
 		probe:    p,
 		kick:     make(chan struct{}, 1),
+		reports:  &reported{},
 		log:      r.log.With("check", name),
 	}
 	for _, o := range opts {
@@ -183,6 +240,9 @@ func (r *Runner) Add(name string, c config.Check, p Probe, opts ...AddOption) {
 	}
 	if ck.timeout <= 0 {
 		ck.timeout = ck.interval
+	}
+	if ck.fast <= 0 || ck.fast > ck.interval {
+		ck.fast = ck.interval
 	}
 	if ck.rise <= 0 {
 		ck.rise = DefaultRise
@@ -214,6 +274,20 @@ func (r *Runner) OnRun(f func(name string, ok bool, took time.Duration)) {
 		panic("checks: OnRun after Run started")
 	}
 	r.onRun = f
+}
+
+// OnSource sets f to be called with each check's event source when Run
+// starts (SourceInterval for a check without a Trigger) and again with
+// SourceInterval when a Trigger fails: the daemon's log and its
+// vipd_check_events metric. f must not block. OnSource must be called
+// before Run; calling it later panics.
+func (r *Runner) OnSource(f func(name, source string)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.started {
+		panic("checks: OnSource after Run started")
+	}
+	r.onSrc = f
 }
 
 // Kick asks for an immediate run of the named check, e.g. when the daemon
@@ -259,15 +333,24 @@ func (r *Runner) Run(ctx context.Context, onChange func(Status)) {
 	}
 	r.started = true
 	checks := slices.Clone(r.checks)
-	onRun := r.onRun
+	onRun, onSrc := r.onRun, r.onSrc
 	r.mu.Unlock()
+	if onSrc == nil {
+		onSrc = func(string, string) {}
+	}
 
 	var wg sync.WaitGroup
 	for _, c := range checks {
-		if c.trigger != nil {
+		if c.trigger == nil {
+			onSrc(c.name, SourceInterval)
+		} else {
+			onSrc(c.name, c.source)
+			c.log.Debug("check events", "source", c.source)
 			wg.Go(func() {
-				if err := c.trigger(ctx, c.doKick); err != nil && ctx.Err() == nil {
-					r.log.Warn("check events unavailable; running on the interval only", "check", c.name, "err", err)
+				tctx := context.WithValue(ctx, reportKey{}, c.reports)
+				if err := c.trigger(tctx, c.doKick); err != nil && ctx.Err() == nil {
+					r.log.Warn("check events unavailable; running on the interval only", "check", c.name, "source", c.source, "err", err)
+					onSrc(c.name, SourceInterval)
 				}
 			})
 		}
@@ -299,11 +382,16 @@ func (r *Runner) loop(ctx context.Context, c *check, onChange func(Status), onRu
 			timer.Stop()
 		}
 	}()
-	if c.initFail && onChange != nil {
+	if c.initFail {
 		r.mu.Lock()
+		if c.status.Since.IsZero() {
+			c.status.Since = r.clk.Now()
+		}
 		st := c.status
 		r.mu.Unlock()
-		onChange(st)
+		if onChange != nil {
+			onChange(st)
+		}
 	}
 	due := r.clk.Now()
 	for {
@@ -315,7 +403,7 @@ func (r *Runner) loop(ctx context.Context, c *check, onChange func(Status), onRu
 		case <-c.kick:
 		default:
 		}
-		r.runOnce(ctx, c, onChange, onRun)
+		falling := r.runOnce(ctx, c, onChange, onRun)
 		now := r.clk.Now()
 		if !now.Before(due) {
 			// The run that was due (or a kicked run that reached the
@@ -324,6 +412,12 @@ func (r *Runner) loop(ctx context.Context, c *check, onChange func(Status), onRu
 			due = nextBoundary(due, now, c.interval)
 		}
 		wait := due.Sub(now)
+		if falling && c.fast < wait {
+			// An up check that failed: re-check soon (HAProxy's
+			// fastinter), so that fall failures take fall-1 fast
+			// intervals, not fall-1 intervals. The grid is kept.
+			wait = c.fast
+		}
 		if wait <= 0 {
 			continue // finished exactly on a boundary: that run is due now
 		}
@@ -360,7 +454,9 @@ func nextBoundary(last, now time.Time, interval time.Duration) time.Time {
 	return next
 }
 
-func (r *Runner) runOnce(ctx context.Context, c *check, onChange func(Status), onRun func(string, bool, time.Duration)) {
+// runOnce runs c once and folds the result in. falling reports an up
+// check that has failed fewer than fall times in a row.
+func (r *Runner) runOnce(ctx context.Context, c *check, onChange func(Status), onRun func(string, bool, time.Duration)) (falling bool) {
 	// The timeout is real time on purpose: it bounds real I/O (see doc.go).
 	sink := &runInfo{log: c.log}
 	runCtx, cancel := context.WithTimeout(context.WithValue(ctx, runKey{}, sink), c.timeout)
@@ -370,7 +466,7 @@ func (r *Runner) runOnce(ctx context.Context, c *check, onChange func(Status), o
 	cancel()
 	if ctx.Err() != nil {
 		// Shutting down: the failure says nothing about the service.
-		return
+		return false
 	}
 	if onRun != nil {
 		onRun(c.name, err == nil, took)
@@ -380,11 +476,19 @@ func (r *Runner) runOnce(ctx context.Context, c *check, onChange func(Status), o
 	prev := c.status
 	next, changed := c.state.Observe(err == nil, c.rise, c.fall)
 	c.state = next
-	c.status = Status{Name: c.name, Up: next.Up, Err: err, Duration: took, Value: sink.value, Valued: sink.set}
+	since := prev.Since
+	if changed {
+		since = begin.Add(took)
+	}
+	c.status = Status{Name: c.name, Up: next.Up, Err: err, Duration: took, Value: sink.value, Valued: sink.set, Since: since}
+	falling = next.Falling()
 	st := c.status
 	// A new value changes the priority even when up/down does not.
 	valueChanged := next.Up && st.Valued && (!prev.Valued || prev.Value != st.Value)
 	r.mu.Unlock()
+	if sink.pidsSet {
+		c.reports.publish(sink.pids)
+	}
 
 	if err != nil {
 		r.log.Debug("check failed", "check", c.name, "err", err, "duration", took)
@@ -394,10 +498,10 @@ func (r *Runner) runOnce(ctx context.Context, c *check, onChange func(Status), o
 		if onChange != nil {
 			onChange(st)
 		}
-		return
+		return falling
 	}
 	if !changed {
-		return
+		return falling
 	}
 	if st.Up {
 		r.log.Info("check up", "check", c.name, "duration", took)
@@ -407,4 +511,5 @@ func (r *Runner) runOnce(ctx context.Context, c *check, onChange func(Status), o
 	if onChange != nil {
 		onChange(st)
 	}
+	return falling
 }

@@ -166,7 +166,7 @@ func TestRunnerTrigger(t *testing.T) {
 	r.Add("c", config.Check{Interval: 10 * time.Second}, func(ctx context.Context) error {
 		defer func() { ran <- struct{}{} }()
 		return sc.probe(ctx)
-	}, WithTrigger(trig), WithTrigger(nil))
+	}, WithTrigger(trig, "test"), WithTrigger(nil, ""))
 	rec := &recorder{clk: clk}
 	stop := start(t, r, rec.onChange)
 	kick := recv(t, kicks, "the trigger to start")
@@ -199,7 +199,7 @@ func TestRunnerTriggerFailureKeepsInterval(t *testing.T) {
 	r := NewRunner(clk, testLogger(t))
 	r.Add("c", config.Check{Interval: 200 * ms}, sc.probe, WithTrigger(func(context.Context, func()) error {
 		return errors.New("no inotify")
-	}))
+	}, SourceInotify))
 	start(t, r, nil)
 	waitTimers(t, clk, 1)
 	clk.Advance(200 * ms)

@@ -56,3 +56,7 @@ func (s State) Observe(ok bool, rise, fall int) (next State, changed bool) {
 	}
 	return s, false
 }
+
+// Falling reports an up check that has failed at least once but fewer
+// than fall times in a row: the Runner re-checks it at its fast interval.
+func (s State) Falling() bool { return s.Known && s.Up && s.failures > 0 }

@@ -98,10 +98,18 @@ type Check struct {
 	Type string `yaml:"type"`
 	// URL is the http check's URL (e.g. HAProxy's monitor-uri). Required for http.
 	URL string `yaml:"url"`
-	// Interval between runs. Zero value: 1s. Minimum 10ms. The file and
-	// interface checks also run at once on an inotify or netlink event, so
-	// for them the interval is only a safety net.
+	// Interval between runs. Zero value: 1s. Minimum 10ms. The process,
+	// file and interface checks also run at once on an event (the watched
+	// process exiting, seen through a pidfd; inotify; netlink), so for
+	// them the interval is only a safety net.
 	Interval time.Duration `yaml:"interval"`
+	// FastInterval is the wait before re-checking an up check that has
+	// just failed, until it has failed Fall times in a row or passes
+	// (HAProxy's fastinter): with fall 2, a failure is confirmed after one
+	// FastInterval instead of one Interval. Must not exceed Interval;
+	// minimum 10ms. Zero value: Interval (keepalived's behaviour). Rise is
+	// always counted on the Interval.
+	FastInterval time.Duration `yaml:"fast_interval"`
 	// Timeout of one run; must not exceed Interval. Zero value: Interval.
 	Timeout time.Duration `yaml:"timeout"`
 	// Rise is the number of consecutive successes that turn a down check up.

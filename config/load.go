@@ -131,6 +131,9 @@ func (c *Config) applyDefaults() error {
 		if ch.Timeout == 0 {
 			ch.Timeout = ch.Interval
 		}
+		if ch.FastInterval == 0 {
+			ch.FastInterval = ch.Interval
+		}
 		if ch.Rise == 0 {
 			ch.Rise = 1
 		}

@@ -232,6 +232,11 @@ func (c *Config) validateChecks(bad func(key, format string, args ...any)) {
 		} else if ch.Timeout > ch.Interval {
 			bad(key+".timeout", "%v is longer than %s.interval %v", ch.Timeout, key, ch.Interval)
 		}
+		if ch.FastInterval < MinInterval {
+			bad(key+".fast_interval", "%v is below the minimum %v", ch.FastInterval, MinInterval)
+		} else if ch.FastInterval > ch.Interval {
+			bad(key+".fast_interval", "%v is longer than %s.interval %v", ch.FastInterval, key, ch.Interval)
+		}
 		if ch.Rise < 1 {
 			bad(key+".rise", "%d must be at least 1", ch.Rise)
 		}

@@ -108,6 +108,8 @@ func (nopObs) Acquired(string, time.Duration)               {}
 func (nopObs) Announced(string, netip.Addr)                 {}
 func (nopObs) CheckState(string, bool)                      {}
 func (nopObs) CheckRun(string, bool, time.Duration)         {}
+func (nopObs) CheckEvents(string, string)                   {}
+func (nopObs) CheckToRelease(string, time.Duration)         {}
 func (nopObs) Renewal(string, time.Duration)                {}
 func (nopObs) Notified(string, string, string)              {}
 func (nopObs) Conflict(string)                              {}

@@ -103,6 +103,8 @@ type group struct {
 	// vacancy-to-bound metric; zero once reported.
 	vacantAtWin time.Time
 	bindFault   bindFault
+	// boundSince is when the VIPs were last bound (observeRelease).
+	boundSince  time.Time
 	seenUpdates int // g.updates as the loop last took the config
 	// ms tracks the membership records of the held claim.
 	ms membersState
@@ -392,7 +394,9 @@ func (g *group) reconcile(ctx context.Context, retiring string) (wake time.Durat
 		in := g.inputs(retiring)
 		d, mem := Decide(in)
 		g.mem = mem
+		wasBound := g.vips.bound()
 		again, w, left := g.apply(ctx, in, d)
+		g.observeRelease(wasBound)
 		g.trackClaim()
 		if left {
 			return 0, true
@@ -427,6 +431,22 @@ func (g *group) reconcile(ctx context.Context, retiring string) (wake time.Durat
 		}
 	}
 	return retryBase, false
+}
+
+// observeRelease times a check going down to the VIPs coming off: when
+// the VIPs were bound before the pass and are not after it while a
+// tracked check that went down since they were bound still hurts.
+func (g *group) observeRelease(wasBound bool) {
+	bound := g.vips.bound()
+	switch {
+	case !wasBound && bound:
+		g.boundSince = g.env.clk.Now()
+	case wasBound && !bound:
+		down := g.env.health(g.cfg).DownSince
+		if !down.IsZero() && !down.Before(g.boundSince) {
+			g.env.obs.CheckToRelease(g.name, g.env.clk.Now().Sub(down))
+		}
+	}
 }
 
 // inputs gathers everything Decide needs. It changes nothing.

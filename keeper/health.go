@@ -38,6 +38,10 @@ type Health struct {
 	// Ready: every tracked check has a first result and the interface's
 	// state is known.
 	Ready bool
+	// DownSince is the earliest time one of the tracked checks that now
+	// lower the priority or cause the FAULT got into that state (its
+	// Status.Since); zero if none does.
+	DownSince time.Time
 }
 
 // health owns the tracked checks' runners and results and the interface
@@ -149,11 +153,19 @@ func (h *health) Of(gc config.Group) Health {
 	for _, t := range tracked {
 		ready = ready && t.Known
 	}
+	var downSince time.Time
+	for _, t := range tracked {
+		if t.Hurts() {
+			if s := h.statuses[t.Name].Since; downSince.IsZero() || s.Before(downSince) {
+				downSince = s
+			}
+		}
+	}
 	up, known := h.up[gc.Interface]
 	if !up {
 		failing = append(failing, "interface "+gc.Interface)
 	}
-	return Health{Priority: prio, Fault: fault || !up, Failing: failing, Ready: ready && known}
+	return Health{Priority: prio, Fault: fault || !up, Failing: failing, Ready: ready && known, DownSince: downSince}
 }
 
 // watch makes sure every interface used by groups is watched, and stops
@@ -298,6 +310,10 @@ func (h *health) runCheck(name string, c config.Check) error {
 	// events; the others are polled.
 	r.Add(name, c, probe, checks.WithTrigger(checks.NewTrigger(c)))
 	r.OnRun(func(name string, ok bool, took time.Duration) { h.obs.CheckRun(name, ok, took) })
+	r.OnSource(func(name, source string) {
+		h.log.Info("check events", "check", name, "source", source)
+		h.obs.CheckEvents(name, source)
+	})
 	cctx, cancel := context.WithCancel(ctx)
 	rc = &runningCheck{cfg: c, cancel: cancel, done: make(chan struct{})}
 	h.mu.Lock()

@@ -19,6 +19,13 @@ type Observer interface {
 	Announced(group string, ip netip.Addr)
 	CheckState(name string, up bool)
 	CheckRun(name string, ok bool, took time.Duration)
+	// CheckEvents reports the event source a check runs on besides its
+	// interval (checks.SourcePidfd, …; checks.SourceInterval: none).
+	CheckEvents(name, source string)
+	// CheckToRelease reports the time from the run that took a tracked
+	// check down to the removal of the group's VIPs, for a release while
+	// that check is still down.
+	CheckToRelease(group string, d time.Duration)
 	Renewal(result string, took time.Duration)
 	Notified(group, state, result string)
 	// Conflict reports another host answering for one of the group's
@@ -47,6 +54,8 @@ func (nopObserver) Acquired(string, time.Duration)               {}
 func (nopObserver) Announced(string, netip.Addr)                 {}
 func (nopObserver) CheckState(string, bool)                      {}
 func (nopObserver) CheckRun(string, bool, time.Duration)         {}
+func (nopObserver) CheckEvents(string, string)                   {}
+func (nopObserver) CheckToRelease(string, time.Duration)         {}
 func (nopObserver) Renewal(string, time.Duration)                {}
 func (nopObserver) Notified(string, string, string)              {}
 func (nopObserver) Conflict(string)                              {}

@@ -30,6 +30,8 @@ type Metrics struct {
 	peerServed    *prometheus.CounterVec
 	peerRefused   *prometheus.CounterVec
 	holderMode    *prometheus.GaugeVec
+	checkEvents   *prometheus.GaugeVec
+	checkRelease  *prometheus.HistogramVec
 }
 
 // New creates the metrics and registers them, the build info and the Go and
@@ -87,6 +89,15 @@ func New(reg prometheus.Registerer, version string, fenceRemaining func() float6
 			Name: "vipd_failsafe_active",
 			Help: "1 while this node holds the group's VIPs on its peers' promises alone (MASTER (failsafe): nobody can renew its etcd lease), else 0.",
 		}, []string{"group"}),
+		checkEvents: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vipd_check_events",
+			Help: "1 for the event source a check runs on besides its interval (pidfd, inotify, netlink; interval: polled only, for its type or because the events failed), 0 for the others.",
+		}, []string{"check", "source"}),
+		checkRelease: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "vipd_check_to_release_seconds",
+			Help: "Time from the check run that took a tracked check down (or into the state that lowers the priority) to the removal of the group's VIPs from this node, for releases while that check is still down.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"group"}),
 		peerRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vipd_peer_refused_total", Help: "Peer channel requests refused for failing authentication, by reason (malformed, bad_mac, unknown_nonce, unknown_op).",
 		}, []string{"reason"}),
@@ -100,7 +111,7 @@ func New(reg prometheus.Registerer, version string, fenceRemaining func() float6
 		Help: "Seconds until the fence deadline: VIPs must be gone by then unless the lease is renewed. Negative or 0 when no live lease.",
 	}, fenceRemaining)
 	reg.MustRegister(m.groupHolder, m.groupPriority, m.groupState, m.transitions, m.checkUp, m.checkDuration,
-		m.renewals, m.renewDuration, m.announcements, m.acquire, m.notifyRuns, m.conflicts, m.peerRelayed, m.peerServed, m.peerRefused, m.holderMode, buildInfo, fence,
+		m.renewals, m.renewDuration, m.announcements, m.acquire, m.notifyRuns, m.conflicts, m.peerRelayed, m.peerServed, m.peerRefused, m.holderMode, m.checkEvents, m.checkRelease, buildInfo, fence,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -155,6 +166,23 @@ func (m *Metrics) CheckState(name string, up bool) {
 // CheckRun records the duration of one check run.
 func (m *Metrics) CheckRun(name string, _ bool, d time.Duration) {
 	m.checkDuration.WithLabelValues(name).Observe(d.Seconds())
+}
+
+// CheckEvents records the event source a check now runs on.
+func (m *Metrics) CheckEvents(name, source string) {
+	for _, s := range []string{"interval", "pidfd", "inotify", "netlink"} {
+		v := 0.0
+		if s == source {
+			v = 1
+		}
+		m.checkEvents.WithLabelValues(name, s).Set(v)
+	}
+}
+
+// CheckToRelease records how long a check going down took to remove a
+// group's VIPs.
+func (m *Metrics) CheckToRelease(group string, d time.Duration) {
+	m.checkRelease.WithLabelValues(group).Observe(d.Seconds())
 }
 
 // Renewal counts a lease grant or renewal attempt.

@@ -65,6 +65,8 @@ type Spec struct {
 	// Peer turns the peer channel on, on a loopback port, with PeerKey;
 	// Failsafe the failsafe too.
 	Peer, Failsafe bool
+	// Observer receives the keeper's metrics events (nil: none).
+	Observer keeper.Observer
 }
 
 // PeerKey is the peer channel key of test nodes.
@@ -126,7 +128,7 @@ func Start(t testing.TB, m *etcdtest.Member, rec *fakenet.Recorder, s Spec) *Nod
 		po = &keeper.PeerOptions{Listener: ln, Advertise: ln.Addr().String(), Key: PeerKey, Failsafe: s.Failsafe}
 	}
 	k := keeper.New(keeper.Options{
-		Config: cfg, Client: cli, Clock: clock.Real{}, Log: Logger(t), Peer: po,
+		Config: cfg, Client: cli, Clock: clock.Real{}, Log: Logger(t), Peer: po, Observer: s.Observer,
 		Ifaces: host, Announce: host.Announce,
 		Probes: func(string, config.Check) (checks.Probe, error) {
 			return func(ctx context.Context) error {

@@ -1,0 +1,263 @@
+package checks
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Event sources of a check, as Runner.OnSource reports them (the source
+// label of vipd_check_events).
+const (
+	// SourceInterval: the check runs on its interval only.
+	SourceInterval = "interval"
+	// SourceInotify: also at once on inotify events (file checks, and the
+	// pidfile of a process check besides its pidfd).
+	SourceInotify = "inotify"
+	// SourceNetlink: also at once on netlink link events (interface).
+	SourceNetlink = "netlink"
+	// SourcePidfd: also at once when a watched process exits (process
+	// checks, pidfd_open(2) and poll(2), Linux ≥ 5.3).
+	SourcePidfd = "pidfd"
+)
+
+// NewPidfileTrigger returns a Trigger that kicks the moment the process
+// the check's last run found through pidfile exits (a pidfd, readable
+// once the process has exited), and whenever the pidfile is written,
+// replaced or removed (inotify on its directory), so that a reload
+// writing a new PID is looked at at once.
+//
+// It watches what the runs report (ReportPids), so it works only under a
+// Runner. It fails at once if this kernel has no pidfd_open (Linux < 5.3)
+// or a seccomp filter refuses it; the check then runs on its interval
+// only.
+func NewPidfileTrigger(pidfile string) Trigger {
+	return procTrigger{pidfile: pidfile, what: "pidfile " + pidfile,
+		still: func(pid int) bool { return slices.Equal(pidfileTarget(ProcRoot, pidfile), []int{pid}) }}.run
+}
+
+// NewProcessNameTrigger returns a Trigger that kicks the moment any of the
+// processes called name that the check's last run found exits. The run
+// it asks for finds every live match again (a reload that starts new
+// processes before the old ones exit, as HAProxy's master-worker reload
+// or `-sf`, thus keeps the check up), and those are watched from then on.
+//
+// It works only under a Runner, and fails at once if this kernel has no
+// pidfd_open; the check then runs on its interval only.
+func NewProcessNameTrigger(name string) Trigger {
+	return procTrigger{what: fmt.Sprintf("process %q", name),
+		still: func(pid int) bool { return liveNamed(ProcRoot, pid, name) }}.run
+}
+
+// procTrigger watches, with pidfds, the exit of the processes the check's
+// last run reported. Watching exactly those (and not a list of its own)
+// leaves no gap: a process the verdict rests on either is watched, or
+// had already exited when its pidfd was opened, which kicks too.
+type procTrigger struct {
+	what    string // for errors
+	pidfile string // watched with inotify if set
+	// still reports whether pid is still what the run found: checked once
+	// its pidfd is open, so that a PID reused since the run is not
+	// watched in place of the process that exited.
+	still func(pid int) bool
+	// open is pidfd_open(2); nil means unix.PidfdOpen.
+	open func(pid, flags int) (int, error)
+}
+
+func (t procTrigger) run(ctx context.Context, kick func()) error {
+	if t.open == nil {
+		t.open = unix.PidfdOpen
+	}
+	reports, ok := ctx.Value(reportKey{}).(*reported)
+	if !ok {
+		return fmt.Errorf("checks: %s: the process trigger runs only under a Runner", t.what)
+	}
+	// pidfd support, tried on ourselves: a kernel or sandbox without it
+	// fails here, before anything is relied on.
+	self, err := t.open(os.Getpid(), 0)
+	if err != nil {
+		return fmt.Errorf("checks: %s: pidfd_open: %w", t.what, err)
+	}
+	unix.Close(self)
+
+	// Two eventfds wake the poll: ctx's end, and a new report.
+	cancelFD, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return fmt.Errorf("checks: %s: eventfd: %w", t.what, err)
+	}
+	defer unix.Close(cancelFD)
+	reportFD, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return fmt.Errorf("checks: %s: eventfd: %w", t.what, err)
+	}
+	defer unix.Close(reportFD)
+	stop := context.AfterFunc(ctx, func() { signalEventfd(cancelFD) })
+	defer stop()
+	reports.onReport(func() { signalEventfd(reportFD) })
+	defer reports.onReport(nil)
+
+	inotifyFD, base := -1, ""
+	if t.pidfile != "" {
+		dir, b := filepath.Split(filepath.Clean(t.pidfile))
+		if dir == "" {
+			dir = "."
+		}
+		base = b
+		fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+		if err != nil {
+			return fmt.Errorf("checks: %s: inotify: %w", t.what, err)
+		}
+		defer unix.Close(fd)
+		if _, err := unix.InotifyAddWatch(fd, dir, inotifyMask); err != nil {
+			return fmt.Errorf("checks: %s: watch %s: %w", t.what, dir, err)
+		}
+		inotifyFD = fd
+		// The pidfile may have changed before the watch: look again.
+		kick()
+	}
+
+	buf := make([]byte, 64*(unix.SizeofInotifyEvent+unix.NAME_MAX+1))
+	var counter [8]byte
+	for {
+		pids := reports.latest()
+		pidfds, vanished := openPidfds(t.open, pids, t.still)
+		if vanished {
+			// A process the last verdict rests on exited before it was
+			// watched: an event like any other. The run reports anew.
+			kick()
+		}
+		fds := make([]unix.PollFd, 0, 3+len(pidfds))
+		fds = append(fds, unix.PollFd{Fd: int32(cancelFD), Events: unix.POLLIN}, unix.PollFd{Fd: int32(reportFD), Events: unix.POLLIN})
+		if inotifyFD >= 0 {
+			fds = append(fds, unix.PollFd{Fd: int32(inotifyFD), Events: unix.POLLIN})
+		}
+		first := len(fds)
+		for _, fd := range pidfds {
+			fds = append(fds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+		}
+		_, err := pollRetry(fds, -1)
+		for _, fd := range pidfds {
+			unix.Close(fd)
+		}
+		if ctx.Err() != nil || fds[0].Revents != 0 {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("checks: %s: poll: %w", t.what, err)
+		}
+		if fds[1].Revents != 0 {
+			unix.Read(reportFD, counter[:]) // a new report: watch it (loop)
+		}
+		event := false
+		if inotifyFD >= 0 && fds[2].Revents != 0 {
+			hit, gone, err := drainInotify(inotifyFD, buf, base)
+			if err != nil {
+				return fmt.Errorf("checks: %s: inotify read: %w", t.what, err)
+			}
+			if gone {
+				kick()
+				return fmt.Errorf("checks: %s: its directory was removed or moved", t.what)
+			}
+			event = event || hit
+		}
+		for _, p := range fds[first:] {
+			event = event || p.Revents != 0
+		}
+		if event {
+			kick()
+		}
+	}
+}
+
+// signalEventfd adds 1 to an eventfd's counter.
+func signalEventfd(fd int) {
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	unix.Write(fd, one[:])
+}
+
+// pollRetry is poll(2), retried on EINTR (the Go runtime's preemption
+// signals interrupt it).
+func pollRetry(fds []unix.PollFd, timeout int) (int, error) {
+	for {
+		n, err := unix.Poll(fds, timeout)
+		if !errors.Is(err, unix.EINTR) {
+			return n, err
+		}
+	}
+}
+
+// drainInotify reads every queued event and reports whether one concerns
+// base and whether the directory went away.
+func drainInotify(fd int, buf []byte, base string) (hit, gone bool, err error) {
+	for {
+		n, err := unix.Read(fd, buf)
+		if errors.Is(err, unix.EAGAIN) {
+			return hit, gone, nil
+		}
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return hit, gone, err
+		}
+		h, g := scanInotify(buf[:n], base)
+		hit, gone = hit || h, gone || g
+	}
+}
+
+// openPidfds opens a pidfd for each PID that still is a target once its
+// pidfd is open. vanished reports a PID that exited after it was listed.
+func openPidfds(open func(int, int) (int, error), pids []int, still func(int) bool) (fds []int, vanished bool) {
+	for _, pid := range pids {
+		fd, err := open(pid, 0)
+		if err != nil {
+			vanished = vanished || errors.Is(err, unix.ESRCH)
+			continue
+		}
+		if !still(pid) {
+			unix.Close(fd)
+			vanished = true
+			continue
+		}
+		fds = append(fds, fd)
+	}
+	return fds, vanished
+}
+
+// pidfileTarget is the live PID the pidfile names, if any.
+func pidfileTarget(procRoot, pidfile string) []int {
+	b, err := os.ReadFile(pidfile)
+	if err != nil {
+		return nil
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return nil
+	}
+	pid, err := strconv.Atoi(f[0])
+	if err != nil || pid <= 0 {
+		return nil
+	}
+	if s, err := procState(procRoot, pid); err != nil || !aliveState(s) {
+		return nil
+	}
+	return []int{pid}
+}
+
+// liveNamed reports whether pid is a live process called name.
+func liveNamed(procRoot string, pid int, name string) bool {
+	if !procNamed(procRoot, pid, name) {
+		return false
+	}
+	s, err := procState(procRoot, pid)
+	return err == nil && aliveState(s)
+}
