@@ -94,8 +94,8 @@ func New(reg prometheus.Registerer, version string, fenceRemaining func() float6
 			Help: "1 for the event source a check runs on besides its interval (pidfd, inotify, netlink; interval: polled only, for its type or because the events failed), 0 for the others.",
 		}, []string{"check", "source"}),
 		checkRelease: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "vipd_check_to_release_seconds",
-			Help: "Time from the check run that took a tracked check down (or into the state that lowers the priority) to the removal of the group's VIPs from this node, for releases while that check is still down.",
+			Name:    "vipd_check_to_release_seconds",
+			Help:    "Time from the check run that took a tracked check down (or into the state that lowers the priority) to the removal of the group's VIPs from this node, for releases while that check is still down.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"group"}),
 		peerRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
