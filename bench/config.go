@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -25,8 +26,30 @@ func vipdConfig(n *testbed.Node) string {
 	if err != nil {
 		panic(fmt.Sprintf("example config for %s: %v", n.Name, err))
 	}
-	return withPeer(strings.ReplaceAll(string(b), "interface: ens160", "interface: eth0"), n.PeerConfig(), n.PeerKeyPath())
+	conf := strings.ReplaceAll(string(b), "interface: ens160", "interface: eth0")
+	conf = strings.ReplaceAll(conf, "pidfile: /run/haproxy.pid", "pidfile: "+n.HAProxyPidfile())
+	return withPeer(conf, n.PeerConfig(), n.PeerKeyPath())
 }
+
+// seedConfig is the seed's keepalived.conf of the node converted by
+// `vipd import-keepalived`, adapted as vipdConfig adapts the example
+// (eth0, the testbed's etcd, the peer channel) and with the process name
+// haproxy → the node's HAProxyName (the testbed's nodes share one PID
+// namespace).
+func seedConfig(n *testbed.Node) string {
+	seed := map[string]string{testbed.Node1: "seed-keepalived-1.conf", testbed.Node2: "seed-keepalived-2.conf"}[n.Name]
+	out, err := exec.Command(filepath.Join(n.Bed().Opts.BinDir, "vipd"), "import-keepalived", "--node", n.Name,
+		"--etcd", strings.Join(n.Bed().Endpoints(), ","), filepath.Join(seedDir, seed)).Output()
+	if err != nil {
+		panic(fmt.Sprintf("import-keepalived %s: %v", seed, err))
+	}
+	conf := strings.ReplaceAll(string(out), "interface: ens160", "interface: eth0")
+	conf = strings.ReplaceAll(conf, "name: haproxy\n", "name: "+n.HAProxyName()+"\n")
+	return withPeer(conf, n.PeerConfig(), n.PeerKeyPath())
+}
+
+// seedDir holds the seed's keepalived.conf files.
+var seedDir = "internal/keepalived/testdata"
 
 // withPeer gives config the peer section section if it has none, else
 // points its peer.key_file at keyPath.

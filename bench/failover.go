@@ -22,7 +22,12 @@ type impl struct {
 	sigterm    func(n *testbed.Node) error
 	tree       bool // footprint over the process tree (keepalived's children)
 	settle     time.Duration
+	// rows limits the column to these scenarios (nil: all).
+	rows map[string]bool
 }
+
+// haproxyRows are the rows about HAProxy itself.
+var haproxyRows = map[string]bool{"haproxy": true, "haproxy-kill": true, "haproxy-reload": true, "haproxy-newpid": true}
 
 var impls = map[string]impl{
 	"keepalived": {
@@ -40,6 +45,25 @@ var impls = map[string]impl{
 		stop:    (*testbed.Node).StopKeepalived,
 		sigterm: func(n *testbed.Node) error { return n.SignalKeepalived(syscall.SIGTERM) },
 		tree:    true, settle: 2 * time.Second,
+	},
+	"keepalived-track": {
+		key: "keepalived-track", title: "keepalived tuned with vrrp_track_process",
+		start:   func(n *testbed.Node) error { return n.StartKeepalived(testbed.KeepalivedTrackProcess) },
+		proc:    (*testbed.Node).Keepalived,
+		stop:    (*testbed.Node).StopKeepalived,
+		sigterm: func(n *testbed.Node) error { return n.SignalKeepalived(syscall.SIGTERM) },
+		tree:    true, settle: 2 * time.Second, rows: haproxyRows,
+	},
+	// The seed's keepalived.conf through `vipd import-keepalived`: its
+	// `killall -0 haproxy` becomes a process check by name (interval 2s),
+	// now event-driven.
+	"vipd-seed": {
+		key: "vipd-seed", title: "vipd (seed config imported: process check by name)",
+		start:   func(n *testbed.Node) error { return n.StartVipdWithConfig(seedConfig(n)) },
+		proc:    (*testbed.Node).Vipd,
+		stop:    (*testbed.Node).StopVipd,
+		sigterm: func(n *testbed.Node) error { return n.SignalVipd(syscall.SIGTERM) },
+		settle:  time.Second, rows: haproxyRows,
 	},
 	"vipd": {
 		key: "vipd", title: "vipd (shipped example config)",
@@ -76,9 +100,22 @@ type bed struct {
 }
 
 var scenarios = []scenario{
-	{key: "haproxy", title: "HAProxy stopped on the holder",
+	{key: "haproxy", title: "HAProxy stopped on the holder (SIGTERM to the master)",
 		fault: func(b *bed) (func() error, error) {
 			return b.n1.StartHAProxy, b.n1.StopHAProxy()
+		}},
+	{key: "haproxy-kill", title: "HAProxy killed on the holder (SIGKILL to the master)",
+		fault: func(b *bed) (func() error, error) {
+			return b.n1.StartHAProxy, b.n1.KillHAProxy()
+		}},
+	// Reloads: nothing should move.
+	{key: "haproxy-reload", title: "HAProxy reloaded on the holder (master-worker, as systemctl reload)", hold: true, holdFor: time.Second,
+		fault: func(b *bed) (func() error, error) {
+			return func() error { return nil }, b.n1.ReloadHAProxy()
+		}},
+	{key: "haproxy-newpid", title: "HAProxy replaced on the holder (new PID written to the pidfile, old one finishing)", hold: true, holdFor: time.Second,
+		fault: func(b *bed) (func() error, error) {
+			return func() error { return nil }, b.n1.RestartHAProxyNewPID()
 		}},
 	{key: "stop", title: "holder daemon stopped gracefully (SIGTERM)",
 		fault: func(b *bed) (func() error, error) {

@@ -58,8 +58,8 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "bin", "directory with vipd, vipctl, etcd, vipd-probe")
 	flag.IntVar(&o.n, "n", 10, "runs per cell")
 	flag.StringVar(&o.out, "out", "bench/RESULTS.md", "Markdown report to write (\"\" = none)")
-	flag.StringVar(&impls, "impls", "keepalived,vipd", "columns: keepalived, keepalived-tuned, vipd")
-	flag.StringVar(&scen, "scenarios", "haproxy,stop,lan-carrier,lan-linkdown,partition,etcd-frozen,etcd-cut,handover", "rows (comma-separated; \"\" = none)")
+	flag.StringVar(&impls, "impls", "keepalived,keepalived-tuned,keepalived-track,vipd,vipd-seed", "columns: keepalived, keepalived-tuned, keepalived-track (haproxy rows), vipd, vipd-seed (haproxy rows)")
+	flag.StringVar(&scen, "scenarios", "haproxy,haproxy-kill,haproxy-reload,haproxy-newpid,stop,lan-carrier,lan-linkdown,partition,etcd-frozen,etcd-cut,handover", "rows (comma-separated; \"\" = none)")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "idle footprint window (0 = skip)")
 	flag.DurationVar(&o.cut, "cut", 6*time.Second, "how long a node stays cut off in the LAN-drop and partition rows")
 	flag.StringVar(&sizes, "scale", "10,100,1000", "group counts for the scale run (\"\" = skip)")
@@ -201,7 +201,7 @@ func runColumn(rep *report, im impl) (err error) {
 			return err
 		}
 	}
-	if im.key == "vipd" || o.scenarios["etcd-frozen"] {
+	if strings.HasPrefix(im.key, "vipd") || o.scenarios["etcd-frozen"] {
 		// keepalived does not use etcd; the etcd-frozen row freezes it
 		// beside keepalived all the same.
 		if err := tb.StartEtcd(30 * time.Second); err != nil {
@@ -215,8 +215,13 @@ func runColumn(rep *report, im impl) (err error) {
 	if err := b.steady(); err != nil {
 		return fmt.Errorf("first steady state: %w\n%s", err, tb.Logs(30))
 	}
+	if im.key == "keepalived-track" {
+		if log := b.n1.Keepalived().LogTail(200); strings.Contains(log, testbed.KeepalivedNoProcessEvents) {
+			return fmt.Errorf("keepalived logs %q: the kernel's process connector delivers process events only to sockets in the initial network namespace, and the testbed runs keepalived in each node's, so vrrp_track_process never sees HAProxy exit there (keepalived in a container with its own network namespace has the same limit)", testbed.KeepalivedNoProcessEvents)
+		}
+	}
 	for _, sc := range scenarios {
-		if !o.scenarios[sc.key] || (sc.only != "" && sc.only != im.key) {
+		if !o.scenarios[sc.key] || (sc.only != "" && sc.only != im.key) || (im.rows != nil && !im.rows[sc.key]) {
 			continue
 		}
 		var c cell

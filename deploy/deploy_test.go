@@ -22,10 +22,11 @@ func metricNames() map[string]bool {
 	for _, n := range []string{"vipd_group_holder", "vipd_group_priority", "vipd_group_state",
 		"vipd_group_transitions_total", "vipd_check_up", "vipd_lease_renewals_total",
 		"vipd_lease_fence_remaining_seconds", "vipd_announcements_total", "vipd_build_info",
-		"vipd_failsafe_active", "vipd_peer_relayed_total", "vipd_peer_served_total", "vipd_peer_refused_total"} {
+		"vipd_failsafe_active", "vipd_peer_relayed_total", "vipd_peer_served_total", "vipd_peer_refused_total",
+		"vipd_check_events"} {
 		m[n] = true
 	}
-	for _, h := range []string{"vipd_check_duration_seconds", "vipd_acquire_seconds"} {
+	for _, h := range []string{"vipd_check_duration_seconds", "vipd_acquire_seconds", "vipd_check_to_release_seconds"} {
 		for _, s := range []string{"", "_bucket", "_sum", "_count"} {
 			m[h+s] = true
 		}

@@ -17,10 +17,10 @@ import (
 // (ens160 → the testbed's eth0) is changed.
 //
 // The converted check is keepalived's `killall -0 haproxy` (a process
-// check by name). The testbed's nodes share one PID namespace, so, like
-// killall, it sees the other node's HAProxy too; stopping HAProxy is
-// therefore not a step here (TestSeedScenario covers it with the
-// recommended http check).
+// check by name). The testbed's nodes share one PID namespace and run
+// their HAProxy under node names (haproxy-1, haproxy-2), so that name is
+// the one change besides the interface. HAProxy dying with this check is
+// TestProcessCheckEvents' subject and the bench's vipd-seed column.
 func TestImportedSeedConfigs(t *testing.T) {
 	needAll(t)
 	tb := newTestbed(t, testbed.Options{})
@@ -39,6 +39,7 @@ func TestImportedSeedConfigs(t *testing.T) {
 			t.Fatalf("import-keepalived %s: %v", conf, err)
 		}
 		yaml := strings.Replace(string(out), "interface: ens160", "interface: eth0", 1)
+		yaml = strings.Replace(yaml, "name: haproxy\n", "name: "+n.HAProxyName()+"\n", 1)
 		converted[n.Name] = yaml
 		if err := n.StartVipdWithConfig(yaml); err != nil {
 			t.Fatalf("%s with the converted config: %v\n%s", n.Name, err, yaml)

@@ -3,7 +3,12 @@ package testbed
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 )
 
@@ -30,45 +35,190 @@ frontend health
 `, n.Name)
 }
 
-// StartHAProxy starts HAProxy (-db, foreground) and waits until its
-// monitor-uri answers inside the node.
+// HAProxyName is the name the node's HAProxy runs under: haproxy-1 on
+// web-node-1. The testbed's nodes share one PID namespace; each runs its
+// HAProxy from a copy of the binary named after the node, so that a
+// process check (or keepalived's killall) by name sees only its own, as on
+// a real host with one HAProxy.
+func (n *Node) HAProxyName() string {
+	return "haproxy-" + strings.TrimPrefix(n.Name, "web-node-")
+}
+
+// HAProxyPidfile is where the node's HAProxy master writes its PID (the
+// testbed's /run/haproxy.pid).
+func (n *Node) HAProxyPidfile() string { return filepath.Join(n.tb.Dir, n.Name+"-haproxy.pid") }
+
+// haproxyBinary copies the HAProxy binary to HAProxyName once.
+func (n *Node) haproxyBinary() (string, error) {
+	bin := filepath.Join(n.tb.Dir, "bin", n.HAProxyName())
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	b, err := os.ReadFile(n.tb.Opts.HAProxy)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		return "", err
+	}
+	tmp := bin + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		return "", err
+	}
+	return bin, os.Rename(tmp, bin)
+}
+
+// StartHAProxy starts HAProxy in master-worker mode in the foreground
+// (-W -db, as Debian's unit runs it with -Ws), writing the master's PID
+// to HAProxyPidfile, and waits until its monitor-uri answers inside the
+// node.
 func (n *Node) StartHAProxy() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.haproxy.Running() {
 		return fmt.Errorf("haproxy on %s already running", n.Name)
 	}
-	cfg := filepath.Join(n.tb.Dir, n.Name+"-haproxy.cfg")
-	if err := os.WriteFile(cfg, []byte(n.HAProxyConfig()), 0o644); err != nil {
-		return err
-	}
-	p, err := startProc(n.NS, "haproxy@"+n.Name, n.tb.logPath("haproxy-"+n.Name), nil, n.tb.Opts.HAProxy, "-db", "-f", cfg)
+	p, err := n.startHAProxy("-W", "-p", n.HAProxyPidfile())
 	if err != nil {
 		return err
 	}
 	n.haproxy = p
-	if err := pollHTTP(n.NS, "http://127.0.0.1:8404/healthz", 5*time.Second, func(c int, _ string) bool { return c == 200 }); err != nil {
-		return fmt.Errorf("haproxy on %s: %w\n%s", n.Name, err, p.LogTail(20))
-	}
 	return nil
 }
 
-// HAProxy is the node's current HAProxy process (nil if never started).
+func (n *Node) startHAProxy(args ...string) (*Proc, error) {
+	cfg := filepath.Join(n.tb.Dir, n.Name+"-haproxy.cfg")
+	if err := os.WriteFile(cfg, []byte(n.HAProxyConfig()), 0o644); err != nil {
+		return nil, err
+	}
+	bin, err := n.haproxyBinary()
+	if err != nil {
+		return nil, err
+	}
+	argv := append([]string{bin, "-db"}, args...)
+	p, err := startProc(n.NS, "haproxy@"+n.Name, n.tb.logPath("haproxy-"+n.Name), nil, append(argv, "-f", cfg)...)
+	if err != nil {
+		return nil, err
+	}
+	if err := pollHTTP(n.NS, "http://127.0.0.1:8404/healthz", 5*time.Second, func(c int, _ string) bool { return c == 200 }); err != nil {
+		p.Kill()
+		return nil, fmt.Errorf("haproxy on %s: %w\n%s", n.Name, err, p.LogTail(20))
+	}
+	return p, nil
+}
+
+// HAProxy is the node's current HAProxy process (nil if never started):
+// the master.
 func (n *Node) HAProxy() *Proc { n.mu.Lock(); defer n.mu.Unlock(); return n.haproxy }
 
-// StopHAProxy stops HAProxy with SIGTERM (immediate stop in -db mode: the
-// listeners close at once) and waits for it.
+// StopHAProxy stops HAProxy with SIGTERM to the master (immediate stop:
+// it stops its workers and exits) and waits until no process of it is
+// left.
 func (n *Node) StopHAProxy() error {
 	if p := n.HAProxy(); p != nil {
-		return p.Stop(5 * time.Second)
+		if err := p.Stop(5 * time.Second); err != nil {
+			return err
+		}
+	}
+	return n.waitHAProxyGone(5 * time.Second)
+}
+
+// KillHAProxy SIGKILLs the HAProxy master; its workers exit when they see
+// it gone. It waits until no process of it is left.
+func (n *Node) KillHAProxy() error {
+	if p := n.HAProxy(); p != nil {
+		if err := p.Kill(); err != nil {
+			return err
+		}
+	}
+	return n.waitHAProxyGone(5 * time.Second)
+}
+
+// waitHAProxyGone waits until no process runs under HAProxyName.
+func (n *Node) waitHAProxyGone(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		out, _ := exec.Command("pgrep", "-x", n.HAProxyName()).Output()
+		if len(strings.TrimSpace(string(out))) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("haproxy on %s: processes %s still running after %v", n.Name, strings.Fields(string(out)), timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ReloadHAProxy reloads HAProxy as `systemctl reload haproxy` does for
+// Debian's unit: SIGUSR2 to the master, which re-executes itself (same
+// PID) and replaces its workers. It waits until the old worker is gone.
+func (n *Node) ReloadHAProxy() error {
+	p := n.HAProxy()
+	if !p.Running() {
+		return fmt.Errorf("haproxy on %s not running", n.Name)
+	}
+	before := n.haproxyPids()
+	if err := p.Signal(syscall.SIGUSR2); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		now := n.haproxyPids()
+		old := 0
+		for _, pid := range before {
+			if slices.Contains(now, pid) && pid != p.Pid() {
+				old++
+			}
+		}
+		if old == 0 && len(now) >= 2 {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("haproxy on %s: reload did not replace the workers (before %v, now %v)", n.Name, before, n.haproxyPids())
+}
+
+// RestartHAProxyNewPID replaces HAProxy by a new process, the way a
+// service manager's restart with overlap does: the new HAProxy (one
+// process, no master) starts and serves beside the old one (SO_REUSEPORT),
+// its PID is written to the pidfile, and then the old one is told to
+// finish (SIGUSR1, what -sf sends) and waited for.
+func (n *Node) RestartHAProxyNewPID() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	old := n.haproxy
+	p, err := n.startHAProxy()
+	if err != nil {
+		return err
+	}
+	tmp := n.HAProxyPidfile() + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(p.Pid())+"\n"), 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, n.HAProxyPidfile()); err != nil {
+		return err
+	}
+	n.haproxy = p
+	if old.Running() {
+		if err := old.Signal(syscall.SIGUSR1); err != nil {
+			return err
+		}
+		return old.Wait(10 * time.Second)
 	}
 	return nil
 }
 
-// KillHAProxy SIGKILLs HAProxy.
-func (n *Node) KillHAProxy() error {
-	if p := n.HAProxy(); p != nil {
-		return p.Kill()
+// haproxyPids lists the processes running under HAProxyName.
+func (n *Node) haproxyPids() []int {
+	out, _ := exec.Command("pgrep", "-x", n.HAProxyName()).Output()
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
 	}
-	return nil
+	return pids
 }
+
+// Bed is the testbed the node belongs to.
+func (n *Node) Bed() *Testbed { return n.tb }

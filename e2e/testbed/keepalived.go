@@ -36,7 +36,17 @@ const (
 	// 0.1, check interval 1 (keepalived's smallest script interval), fall 1
 	// rise 1.
 	KeepalivedTuned
+	// KeepalivedTrackProcess is KeepalivedTuned with keepalived's own
+	// event-driven process tracking (vrrp_track_process, the kernel's
+	// process connector) in place of the killall script.
+	KeepalivedTrackProcess
 )
+
+// KeepalivedNoProcessEvents is what keepalived logs when the kernel's
+// process connector refuses it: the connector delivers only to sockets
+// in the initial network namespace, and the testbed runs keepalived in
+// the node's. vrrp_track_process then never sees a process exit.
+const KeepalivedNoProcessEvents = "Failed to set/clear process event listen"
 
 var (
 	kaMu    sync.Mutex
@@ -68,10 +78,16 @@ func (n *Node) KeepalivedConfig(t KeepalivedTuning) string {
 	}
 	killall := filepath.Join(n.tb.Dir, "killall")
 	global, advert, script := "", "", "  interval 2\n  weight 2\n"
-	if t == KeepalivedTuned {
+	if t == KeepalivedTuned || t == KeepalivedTrackProcess {
 		global = "  vrrp_version 3\n"
 		advert = "  advert_int 0.1\n"
 		script = "  interval 1\n  weight 2\n  fall 1\n  rise 1\n"
+	}
+	check := fmt.Sprintf("vrrp_script chk_haproxy {\n  script \"%s -0 %s\"\n%s}", killall, n.HAProxyName(), script)
+	track := "track_script"
+	if t == KeepalivedTrackProcess {
+		check = fmt.Sprintf("vrrp_track_process chk_haproxy {\n  process %s\n  weight 2\n  quorum 1\n}", n.HAProxyName())
+		track = "track_process"
 	}
 	return fmt.Sprintf(`! keepalived for %[1]s: the seed configuration adapted to the testbed
 global_defs {
@@ -79,9 +95,7 @@ global_defs {
   script_user root
 %[2]s}
 
-vrrp_script chk_haproxy {
-  script "%[3]s -0 haproxy"
-%[4]s}
+%[9]s
 
 vrrp_instance VI_1 {
   interface eth0
@@ -93,11 +107,11 @@ vrrp_instance VI_1 {
     %[8]s
   }
 
-  track_script {
+  %[10]s {
     chk_haproxy
   }
 }
-`, n.Name, global, killall, script, state, n.Priority, advert, VIP)
+`, n.Name, global, "", "", state, n.Priority, advert, VIP, check, track)
 }
 
 // StartKeepalived writes the config and runs keepalived (foreground, VRRP
