@@ -57,7 +57,7 @@ bench: build tools
 # Exercises every scenario and both daemons; never fails on timing.
 bench-smoke: build tools
 	$(GO) build -o $(BIN)/vipd-bench ./bench
-	$(BIN)/vipd-bench --bin $(BIN) --n 1 --cut 5s --settle 500ms --idle 1s --scale 10 --steady 1s --perf=false --out $(BIN)/bench-smoke.md
+	$(BIN)/vipd-bench --bin $(BIN) --n 1 --cut 5s --settle 500ms --idle 1s --scale 10 --steady 1s --perf=false --impls keepalived,keepalived-track,vipd,vipd-seed --out $(BIN)/bench-smoke.md
 
 clean:
 	rm -rf $(BIN)
