@@ -108,6 +108,23 @@ var scenarios = []scenario{
 		fault: func(b *bed) (func() error, error) {
 			return b.n1.StartHAProxy, b.n1.KillHAProxy()
 		}},
+	// HAProxy alive and serving, its health URL refusing (nft reset on
+	// the monitor port): only the http check can see it.
+	{key: "haproxy-health", title: "HAProxy's health URL failing on the holder (HAProxy alive; vipd's http check)", only: "vipd",
+		fault: func(b *bed) (func() error, error) {
+			script := "add table inet vipdhealth\n" +
+				"add chain inet vipdhealth out { type filter hook output priority 0; }\n" +
+				"add rule inet vipdhealth out tcp dport 8404 reject with tcp reset\n"
+			cmd := b.n1.NS.Command(context.Background(), "nft", "-f", "-")
+			cmd.Stdin = strings.NewReader(script)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return nil, fmt.Errorf("nft: %v: %s", err, out)
+			}
+			return func() error {
+				_, err := b.n1.NS.Run(context.Background(), "nft", "delete table inet vipdhealth")
+				return err
+			}, nil
+		}},
 	// Reloads: nothing should move.
 	{key: "haproxy-reload", title: "HAProxy reloaded on the holder (master-worker, as systemctl reload)", hold: true, holdFor: time.Second,
 		fault: func(b *bed) (func() error, error) {

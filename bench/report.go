@@ -72,6 +72,7 @@ func ms(d time.Duration) string {
 var targets = map[string]string{
 	"haproxy":        "outage max ≤ 50 ms (issue 14)",
 	"haproxy-kill":   "outage max ≤ 50 ms (issue 14)",
+	"haproxy-health": "VIP on web-node-2 ≤ interval + (fall − 1) × fast_interval + 20 ms = 240 ms (see the detail table)",
 	"haproxy-reload": "0 outage, 0 VIP events",
 	"haproxy-newpid": "0 outage, 0 VIP events",
 	"stop":           "outage max ≤ 0.1 s (contract: 50 ms)",
