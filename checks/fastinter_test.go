@@ -87,3 +87,42 @@ func TestRunnerOnSource(t *testing.T) {
 		}
 	}
 }
+
+// While a check is falling, kicks do not hurry the next failure: the
+// failures that take it down are fast_interval apart, so (fall − 1) fast
+// intervals are a real grace even when events fire in a burst.
+func TestRunnerFallingIgnoresKicks(t *testing.T) {
+	clk := clock.NewFake(t0)
+	sc := newScript(t, clk, "+ - - +")
+	r := NewRunner(clk, testLogger(t))
+	r.Add("c", config.Check{Interval: time.Second, FastInterval: 100 * ms, Fall: 2}, sc.probe)
+	rec := &recorder{clk: clk}
+	stop := start(t, r, rec.onChange)
+	waitTimers(t, clk, 1)
+	clk.Advance(time.Second) // fails: falling
+	waitTimers(t, clk, 1)
+	r.Kick("c")
+	r.Kick("c")
+	time.Sleep(50 * ms) // a kick that ran now would show below
+	if got := len(sc.runs()); got != 2 {
+		t.Fatalf("%d runs after kicks while falling, want 2 (kicks wait for the fast interval)", got)
+	}
+	clk.Advance(100 * ms) // second failure: down
+	waitTimers(t, clk, 1)
+	r.Kick("c") // down, not falling: a kick runs at once
+	waitTimers(t, clk, 1)
+	deadline := time.Now().Add(realWait)
+	for len(sc.runs()) < 4 && time.Now().Before(deadline) {
+		time.Sleep(ms)
+	}
+	stop()
+	want := []time.Duration{0, time.Second, 1100 * ms, 1100 * ms}
+	if got := sc.runs(); !slices.Equal(got, want) {
+		t.Fatalf("runs at %v, want %v", got, want)
+	}
+	events, _ := rec.get()
+	wantEv := []event{{0, "c", true}, {1100 * ms, "c", false}, {1100 * ms, "c", true}}
+	if !slices.Equal(events, wantEv) {
+		t.Fatalf("transitions %+v, want %+v", events, wantEv)
+	}
+}

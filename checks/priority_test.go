@@ -208,3 +208,26 @@ func TestTrackedChecksCarriesReverseAndValue(t *testing.T) {
 		t.Fatalf("EffectivePriority = %d, %v; want 105 (100 − 10 + 3×5), false", prio, fault)
 	}
 }
+
+func TestTrackedHurts(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tr   Tracked
+		want bool
+	}{
+		{"unknown", Tracked{Weight: 2}, false},
+		{"weight 2 up", Tracked{Weight: 2, Known: true, Up: true}, false},
+		{"weight 2 down", Tracked{Weight: 2, Known: true}, true},
+		{"weight -5 down", Tracked{Weight: -5, Known: true}, true},
+		{"weight -5 up", Tracked{Weight: -5, Known: true, Up: true}, false},
+		{"weight 0 down: FAULT", Tracked{Known: true}, true},
+		{"weight 0 up", Tracked{Known: true, Up: true}, false},
+		{"weight 2 reverse up", Tracked{Weight: 2, Reverse: true, Known: true, Up: true}, true},
+		{"weight 2 reverse down", Tracked{Weight: 2, Reverse: true, Known: true}, false},
+		{"weight 0 reverse up: FAULT", Tracked{Reverse: true, Known: true, Up: true}, true},
+	} {
+		if got := tc.tr.Hurts(); got != tc.want {
+			t.Errorf("%s: Hurts() = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

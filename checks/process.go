@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // ProcRoot is where the process check reads the process table.
@@ -42,30 +43,90 @@ func NewPidfile(pidfile string) Probe { return newPidfile(ProcRoot, pidfile) }
 func NewProcessName(name string) Probe { return newProcessName(ProcRoot, name) }
 
 func newPidfile(procRoot, pidfile string) Probe {
+	// last is the process the pidfile named when the check last passed
+	// (its PID and start time). HAProxy rewrites its pidfile by unlink,
+	// create and write, and a master-worker reload does so with the same
+	// PID: while the file is missing or empty, that process being alive
+	// is the answer.
+	var mu sync.Mutex
+	var last procID
 	return func(ctx context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
 		ReportPids(ctx, nil) // unless a live process is found below
-		b, err := os.ReadFile(pidfile)
-		if err != nil {
-			return fmt.Errorf("checks: process pidfile: %w", err)
+		pid, ferr := readPidfile(pidfile)
+		if ferr != nil {
+			if last.pid > 0 && last.alive(procRoot) {
+				logFrom(ctx).Debug("pidfile unreadable; the process it last named is alive", "pid", last.pid, "err", ferr)
+				ReportPids(ctx, []int{last.pid})
+				return nil
+			}
+			last = procID{}
+			return ferr
 		}
-		f := strings.Fields(string(b))
-		if len(f) == 0 {
-			return fmt.Errorf("checks: process pidfile %s is empty", pidfile)
-		}
-		pid, err := strconv.Atoi(f[0])
-		if err != nil || pid <= 0 {
-			return fmt.Errorf("checks: process pidfile %s: %q is not a PID", pidfile, f[0])
-		}
-		state, err := procState(procRoot, pid)
+		id, state, err := procIdentity(procRoot, pid)
 		if err != nil {
 			return fmt.Errorf("checks: process %d from %s: %w", pid, pidfile, err)
 		}
 		if !aliveState(state) {
 			return fmt.Errorf("checks: process %d from %s is a zombie or dead (state %c)", pid, pidfile, state)
 		}
+		last = id
 		ReportPids(ctx, []int{pid})
 		return nil
 	}
+}
+
+// readPidfile returns the PID in pidfile's first field.
+func readPidfile(pidfile string) (int, error) {
+	b, err := os.ReadFile(pidfile)
+	if err != nil {
+		return 0, fmt.Errorf("checks: process pidfile: %w", err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0, fmt.Errorf("checks: process pidfile %s is empty", pidfile)
+	}
+	pid, err := strconv.Atoi(f[0])
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("checks: process pidfile %s: %q is not a PID", pidfile, f[0])
+	}
+	return pid, nil
+}
+
+// procID names one process: a PID and the process's start time, so that
+// a PID reused by another process is not taken for it.
+type procID struct {
+	pid   int
+	start string // /proc/<pid>/stat field 22, clock ticks after boot
+}
+
+// alive reports whether the process is still running (not a zombie).
+func (p procID) alive(procRoot string) bool {
+	id, state, err := procIdentity(procRoot, p.pid)
+	return err == nil && id == p && aliveState(state)
+}
+
+// procIdentity reads pid's start time and state from /proc/<pid>/stat.
+func procIdentity(procRoot string, pid int) (procID, byte, error) {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return procID{}, 0, errors.New("no such process")
+	}
+	if err != nil {
+		return procID{}, 0, err
+	}
+	state, err := parseStatState(b)
+	if err != nil {
+		return procID{}, 0, err
+	}
+	// Fields after the comm: state is field 3, starttime field 22 (a
+	// short line, as some tests' fake /proc, identifies by PID alone).
+	id := procID{pid: pid}
+	if rest := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])); len(rest) >= 20 {
+		id.start = rest[19]
+	}
+	return id, state, nil
 }
 
 func newProcessName(procRoot, name string) Probe {

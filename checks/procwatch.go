@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -72,6 +74,19 @@ type procTrigger struct {
 	open func(pid, flags int) (int, error)
 }
 
+// Limits of the process trigger's own pace.
+const (
+	// rewatchEvery is how often a pidfile directory that cannot be
+	// watched (not created yet, removed by a stop) is tried again. The
+	// pidfds work meanwhile; only a new PID is seen on a run instead.
+	rewatchEvery = time.Second
+	// vanishedEvery bounds the runs asked for by processes found gone
+	// when their pidfd is opened: a run that keeps reporting a PID that
+	// pidfd_open cannot open (another PID namespace's /proc, EMFILE) must
+	// not spin.
+	vanishedEvery = 100 * time.Millisecond
+)
+
 func (t procTrigger) run(ctx context.Context, kick func()) error {
 	if t.open == nil {
 		t.open = unix.PidfdOpen
@@ -88,62 +103,67 @@ func (t procTrigger) run(ctx context.Context, kick func()) error {
 	}
 	unix.Close(self)
 
-	// Two eventfds wake the poll: ctx's end, and a new report.
-	cancelFD, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	// Two eventfds wake the poll: ctx's end, and a new report. Both are
+	// signalled from other goroutines, so they are closed only under
+	// their lock (a late signal must not write to a reused fd number).
+	cancelFD, err := newEventFD()
 	if err != nil {
-		return fmt.Errorf("checks: %s: eventfd: %w", t.what, err)
+		return fmt.Errorf("checks: %s: %w", t.what, err)
 	}
-	defer unix.Close(cancelFD)
-	reportFD, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	defer cancelFD.close()
+	reportFD, err := newEventFD()
 	if err != nil {
-		return fmt.Errorf("checks: %s: eventfd: %w", t.what, err)
+		return fmt.Errorf("checks: %s: %w", t.what, err)
 	}
-	defer unix.Close(reportFD)
-	stop := context.AfterFunc(ctx, func() { signalEventfd(cancelFD) })
+	defer reportFD.close()
+	stop := context.AfterFunc(ctx, cancelFD.signal)
 	defer stop()
-	reports.onReport(func() { signalEventfd(reportFD) })
+	reports.onReport(reportFD.signal)
 	defer reports.onReport(nil)
 
-	inotifyFD, base := -1, ""
-	if t.pidfile != "" {
-		dir, b := filepath.Split(filepath.Clean(t.pidfile))
-		if dir == "" {
-			dir = "."
-		}
-		base = b
-		fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
-		if err != nil {
-			return fmt.Errorf("checks: %s: inotify: %w", t.what, err)
-		}
-		defer unix.Close(fd)
-		if _, err := unix.InotifyAddWatch(fd, dir, inotifyMask); err != nil {
-			return fmt.Errorf("checks: %s: watch %s: %w", t.what, dir, err)
-		}
-		inotifyFD = fd
+	pw := pidfileWatch{path: t.pidfile, fd: -1}
+	defer pw.close()
+	if t.pidfile != "" && pw.watch() {
 		// The pidfile may have changed before the watch: look again.
 		kick()
 	}
 
 	buf := make([]byte, 64*(unix.SizeofInotifyEvent+unix.NAME_MAX+1))
 	var counter [8]byte
+	var lastVanished time.Time
 	for {
-		pids := reports.latest()
-		pidfds, vanished := openPidfds(t.open, pids, t.still)
+		timeout := -1
+		if t.pidfile != "" && pw.fd < 0 {
+			if pw.watch() {
+				kick() // the directory is back: the pidfile may be new
+			} else {
+				timeout = int(rewatchEvery / time.Millisecond)
+			}
+		}
+		pidfds, vanished := openPidfds(t.open, reports.latest(), t.still)
 		if vanished {
 			// A process the last verdict rests on exited before it was
-			// watched: an event like any other. The run reports anew.
-			kick()
+			// watched (or cannot be watched): an event like any other,
+			// at a bounded pace. The run reports anew.
+			if wait := vanishedEvery - time.Since(lastVanished); wait > 0 {
+				timeout = pollTimeout(timeout, wait)
+			} else {
+				lastVanished = time.Now()
+				kick()
+			}
 		}
 		fds := make([]unix.PollFd, 0, 3+len(pidfds))
-		fds = append(fds, unix.PollFd{Fd: int32(cancelFD), Events: unix.POLLIN}, unix.PollFd{Fd: int32(reportFD), Events: unix.POLLIN})
-		if inotifyFD >= 0 {
-			fds = append(fds, unix.PollFd{Fd: int32(inotifyFD), Events: unix.POLLIN})
+		fds = append(fds, unix.PollFd{Fd: int32(cancelFD.fd), Events: unix.POLLIN}, unix.PollFd{Fd: int32(reportFD.fd), Events: unix.POLLIN})
+		inotifyAt := -1
+		if pw.fd >= 0 {
+			inotifyAt = len(fds)
+			fds = append(fds, unix.PollFd{Fd: int32(pw.fd), Events: unix.POLLIN})
 		}
 		first := len(fds)
 		for _, fd := range pidfds {
 			fds = append(fds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
 		}
-		_, err := pollRetry(fds, -1)
+		_, err := pollRetry(fds, timeout)
 		for _, fd := range pidfds {
 			unix.Close(fd)
 		}
@@ -154,17 +174,16 @@ func (t procTrigger) run(ctx context.Context, kick func()) error {
 			return fmt.Errorf("checks: %s: poll: %w", t.what, err)
 		}
 		if fds[1].Revents != 0 {
-			unix.Read(reportFD, counter[:]) // a new report: watch it (loop)
+			unix.Read(reportFD.fd, counter[:]) // a new report: watch it (loop)
 		}
 		event := false
-		if inotifyFD >= 0 && fds[2].Revents != 0 {
-			hit, gone, err := drainInotify(inotifyFD, buf, base)
-			if err != nil {
-				return fmt.Errorf("checks: %s: inotify read: %w", t.what, err)
-			}
-			if gone {
-				kick()
-				return fmt.Errorf("checks: %s: its directory was removed or moved", t.what)
+		if inotifyAt >= 0 && fds[inotifyAt].Revents != 0 {
+			hit, gone, err := drainInotify(pw.fd, buf, pw.base())
+			if err != nil || gone {
+				// Removed with its directory (systemd's RuntimeDirectory=
+				// on a stop): watched again once it is back.
+				pw.close()
+				hit = true
 			}
 			event = event || hit
 		}
@@ -177,11 +196,80 @@ func (t procTrigger) run(ctx context.Context, kick func()) error {
 	}
 }
 
-// signalEventfd adds 1 to an eventfd's counter.
-func signalEventfd(fd int) {
-	var one [8]byte
-	binary.NativeEndian.PutUint64(one[:], 1)
-	unix.Write(fd, one[:])
+// pollTimeout is the shorter of a poll(2) timeout in ms (-1: none) and d.
+func pollTimeout(ms int, d time.Duration) int {
+	dm := max(int((d+time.Millisecond-1)/time.Millisecond), 1)
+	if ms < 0 || dm < ms {
+		return dm
+	}
+	return ms
+}
+
+// pidfileWatch is the inotify watch of a pidfile's directory; fd < 0
+// while there is none.
+type pidfileWatch struct {
+	path string
+	fd   int
+}
+
+func (w *pidfileWatch) base() string { return filepath.Base(filepath.Clean(w.path)) }
+
+// watch tries to watch the directory and reports whether it does now.
+func (w *pidfileWatch) watch() bool {
+	dir := filepath.Dir(filepath.Clean(w.path))
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return false
+	}
+	if _, err := unix.InotifyAddWatch(fd, dir, inotifyMask); err != nil {
+		unix.Close(fd)
+		return false
+	}
+	w.fd = fd
+	return true
+}
+
+func (w *pidfileWatch) close() {
+	if w.fd >= 0 {
+		unix.Close(w.fd)
+		w.fd = -1
+	}
+}
+
+// eventFD is an eventfd that other goroutines may signal at any time, up
+// to and during close.
+type eventFD struct {
+	mu     sync.Mutex
+	fd     int
+	closed bool
+}
+
+func newEventFD() (*eventFD, error) {
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	return &eventFD{fd: fd}, nil
+}
+
+// signal adds 1 to the counter, unless the eventfd is closed.
+func (e *eventFD) signal() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.closed {
+		var one [8]byte
+		binary.NativeEndian.PutUint64(one[:], 1)
+		unix.Write(e.fd, one[:])
+	}
+}
+
+func (e *eventFD) close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.closed {
+		e.closed = true
+		unix.Close(e.fd)
+	}
 }
 
 // pollRetry is poll(2), retried on EINTR (the Go runtime's preemption
@@ -215,12 +303,14 @@ func drainInotify(fd int, buf []byte, base string) (hit, gone bool, err error) {
 }
 
 // openPidfds opens a pidfd for each PID that still is a target once its
-// pidfd is open. vanished reports a PID that exited after it was listed.
+// pidfd is open. vanished reports a PID that is not watched: it exited
+// after it was listed, or pidfd_open failed for it (EMFILE, a PID of
+// another namespace) and only runs can see it.
 func openPidfds(open func(int, int) (int, error), pids []int, still func(int) bool) (fds []int, vanished bool) {
 	for _, pid := range pids {
 		fd, err := open(pid, 0)
 		if err != nil {
-			vanished = vanished || errors.Is(err, unix.ESRCH)
+			vanished = true
 			continue
 		}
 		if !still(pid) {

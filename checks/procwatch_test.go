@@ -79,6 +79,13 @@ type watched struct {
 
 func runProcessCheck(t *testing.T, c config.Check) *watched {
 	t.Helper()
+	return runProcessCheckOn(t, c, clock.NewFake(t0))
+}
+
+// runProcessCheckOn is runProcessCheck on clk (a real clock lets the fast
+// interval elapse).
+func runProcessCheckOn(t *testing.T, c config.Check, clk clock.Clock) *watched {
+	t.Helper()
 	p, err := NewProbe(c)
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +97,7 @@ func runProcessCheck(t *testing.T, c config.Check) *watched {
 		w.mu.Unlock()
 		return p(ctx)
 	}
-	r := NewRunner(clock.NewFake(t0), testLogger(t))
+	r := NewRunner(clk, testLogger(t))
 	c.Interval = time.Hour
 	r.Add("p", c, probe, WithTrigger(NewTrigger(c)))
 	r.OnSource(func(_, s string) { w.source.Store(s) })
@@ -247,4 +254,16 @@ func TestProcessTriggerNeedsRunner(t *testing.T) {
 	if err := NewProcessNameTrigger("x")(t.Context(), func() {}); err == nil {
 		t.Fatal("trigger outside a Runner returned nil, want an error")
 	}
+}
+
+// With fall 2 on a real clock the death is confirmed one fast interval
+// after the exit: the pacing of a falling check never hides a death.
+func TestPidfileTriggerExitFall2(t *testing.T) {
+	pf := filepath.Join(t.TempDir(), "haproxy.pid")
+	cmd := sleeper(t, "sleep")
+	writePidfile(t, pf, cmd.Process.Pid)
+	w := runProcessCheckOn(t, config.Check{Type: "process", Pidfile: pf, Fall: 2, FastInterval: 10 * ms}, clock.Real{})
+	w.expect(t, true)
+	cmd.Process.Kill()
+	w.expect(t, false)
 }

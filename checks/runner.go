@@ -426,11 +426,20 @@ func (r *Runner) loop(ctx context.Context, c *check, onChange func(Status), onRu
 		} else {
 			timer.Reset(wait)
 		}
+		kick := c.kick
+		if falling {
+			// Falling: the failures that take the check down are
+			// fast_interval apart, events or not, so that fall − 1 fast
+			// intervals are a real grace (a reload rewriting its pidfile
+			// fires several events within milliseconds). A kick now is
+			// covered by the run the timer starts.
+			kick = nil
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C():
-		case <-c.kick:
+		case <-kick:
 			// An event: run now. The interval grid is kept, so the next
 			// scheduled run is still at a boundary of the first run.
 			if !timer.Stop() {

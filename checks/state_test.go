@@ -145,3 +145,28 @@ func TestStateInitFail(t *testing.T) {
 		t.Errorf("NewState(false) = %+v, want the zero State", s)
 	}
 }
+
+func TestStateFalling(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		results string // '+' pass, '-' fail
+		fall    int
+		want    bool
+	}{
+		{"unknown", "", 2, false},
+		{"up", "+", 2, false},
+		{"up, one failure of two", "+ -", 2, true},
+		{"down after two", "+ - -", 2, false},
+		{"failure then pass", "+ - +", 2, false},
+		{"fall 1: down at once", "+ -", 1, false},
+		{"down, rising", "- +", 2, false},
+	} {
+		var s State
+		for _, r := range results(t, tc.results) {
+			s, _ = s.Observe(r, 2, tc.fall)
+		}
+		if got := s.Falling(); got != tc.want {
+			t.Errorf("%s: Falling() = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

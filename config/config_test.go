@@ -114,6 +114,12 @@ func TestValidationErrors(t *testing.T) {
 			return s + "  - {name: VI_2, interface: ens160, addresses: [192.168.20.15/24]}\n"
 		}, []string{"groups[1] (VI_2).addresses[0]", "192.168.20.15", "groups[0] (VI_1).addresses[0]"}},
 		{"timeout longer than interval", func(s string) string { return strings.Replace(s, "timeout: 150ms", "timeout: 300ms", 1) }, []string{"checks.haproxy.timeout", "300ms", "200ms"}},
+		{"fast_interval longer than interval", func(s string) string {
+			return strings.Replace(s, "timeout: 150ms", "timeout: 150ms\n    fast_interval: 250ms", 1)
+		}, []string{"checks.haproxy.fast_interval", "250ms", "200ms"}},
+		{"fast_interval below the minimum", func(s string) string {
+			return strings.Replace(s, "timeout: 150ms", "timeout: 150ms\n    fast_interval: 5ms", 1)
+		}, []string{"checks.haproxy.fast_interval", "5ms", "10ms"}},
 		{"priority out of range", func(s string) string { return strings.Replace(s, "priority: 101", "priority: 256", 1) }, []string{"priority", "256", "1..255"}},
 		{"weight out of range", func(s string) string { return strings.Replace(s, "weight: 2", "weight: 300", 1) }, []string{"weight", "300"}},
 		{"no endpoints", func(s string) string { return strings.Replace(s, "[http://192.168.20.2:2379]", "[]", 1) }, []string{"etcd.endpoints"}},

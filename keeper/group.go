@@ -103,8 +103,8 @@ type group struct {
 	// vacancy-to-bound metric; zero once reported.
 	vacantAtWin time.Time
 	bindFault   bindFault
-	// boundSince is when the VIPs were last bound (observeRelease).
-	boundSince  time.Time
+	// relTimer times a check going down to the VIPs coming off.
+	relTimer    releaseTimer
 	seenUpdates int // g.updates as the loop last took the config
 	// ms tracks the membership records of the held claim.
 	ms membersState
@@ -396,7 +396,7 @@ func (g *group) reconcile(ctx context.Context, retiring string) (wake time.Durat
 		g.mem = mem
 		wasBound := g.vips.bound()
 		again, w, left := g.apply(ctx, in, d)
-		g.observeRelease(wasBound)
+		g.observeRelease(wasBound, d)
 		g.trackClaim()
 		if left {
 			return 0, true
@@ -433,19 +433,16 @@ func (g *group) reconcile(ctx context.Context, retiring string) (wake time.Durat
 	return retryBase, false
 }
 
-// observeRelease times a check going down to the VIPs coming off: when
-// the VIPs were bound before the pass and are not after it while a
-// tracked check that went down since they were bound still hurts.
-func (g *group) observeRelease(wasBound bool) {
-	bound := g.vips.bound()
-	switch {
-	case !wasBound && bound:
-		g.boundSince = g.env.clk.Now()
-	case wasBound && !bound:
-		down := g.env.health(g.cfg).DownSince
-		if !down.IsZero() && !down.Before(g.boundSince) {
-			g.env.obs.CheckToRelease(g.name, g.env.clk.Now().Sub(down))
-		}
+// observeRelease feeds one pass to the check-to-release timer.
+func (g *group) observeRelease(wasBound bool, d Decision) {
+	var d2 time.Duration
+	var ok bool
+	g.relTimer, d2, ok = g.relTimer.next(releasePass{
+		Now: g.env.clk.Now(), DownSince: g.env.health(g.cfg).DownSince,
+		WasBound: wasBound, Present: g.vips.present(), Hold: d.Action == Hold,
+	})
+	if ok {
+		g.env.obs.CheckToRelease(g.name, d2)
 	}
 }
 

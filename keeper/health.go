@@ -38,9 +38,9 @@ type Health struct {
 	// Ready: every tracked check has a first result and the interface's
 	// state is known.
 	Ready bool
-	// DownSince is the earliest time one of the tracked checks that now
+	// DownSince is the latest time one of the tracked checks that now
 	// lower the priority or cause the FAULT got into that state (its
-	// Status.Since); zero if none does.
+	// Status.Since): the newest of the causes; zero if none does.
 	DownSince time.Time
 }
 
@@ -156,7 +156,7 @@ func (h *health) Of(gc config.Group) Health {
 	var downSince time.Time
 	for _, t := range tracked {
 		if t.Hurts() {
-			if s := h.statuses[t.Name].Since; downSince.IsZero() || s.Before(downSince) {
+			if s := h.statuses[t.Name].Since; s.After(downSince) {
 				downSince = s
 			}
 		}
@@ -306,8 +306,8 @@ func (h *health) runCheck(name string, c config.Check) error {
 		h.stopCheck(name, true)
 	}
 	r := checks.NewRunner(h.clk, h.log)
-	// File and interface checks also run at once on inotify/netlink
-	// events; the others are polled.
+	// Process, file and interface checks also run at once on pidfd,
+	// inotify and netlink events; the others are polled.
 	r.Add(name, c, probe, checks.WithTrigger(checks.NewTrigger(c)))
 	r.OnRun(func(name string, ok bool, took time.Duration) { h.obs.CheckRun(name, ok, took) })
 	r.OnSource(func(name, source string) {
