@@ -25,7 +25,7 @@ import (
 
 var version = "dev"
 
-const usage = `usage: vipctl <command> [flags]
+const usage = `usage: vipctl [flags] <command> [flags]
 
 commands:
   status [--json]                       every group: holder, lease time left, candidates
@@ -34,10 +34,11 @@ commands:
   undrain NODE                          NODE stands again
   version
 
-flags (all commands):
+flags (all commands; before or after the command, as etcdctl and kubectl take them):
   --config FILE       read etcd settings from a vipd config (default /etc/vipd/vipd.yaml)
   --endpoints URLS    comma-separated etcd endpoints (instead of --config)
   --prefix PREFIX     key prefix with --endpoints (default /vipd)
+  --timeout D         how long to wait for etcd and for the result (default 10s)
 `
 
 func main() { os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -47,21 +48,17 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "version", "--version":
+	switch args[0] {
+	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "vipctl", version)
 		return 0
-	case "help", "--help", "-h":
+	case "help", "--help", "-help", "-h":
 		fmt.Fprint(stdout, usage)
 		return 0
-	case "status", "handover", "drain", "undrain":
-	default:
-		fmt.Fprintf(stderr, "vipctl: unknown command %q\n%s", cmd, usage)
-		return 2
 	}
-	fs := flag.NewFlagSet("vipctl "+cmd, flag.ContinueOnError)
+	fs := flag.NewFlagSet("vipctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {} // printed below, on stdout for -h
 	cfgPath := fs.String("config", "/etc/vipd/vipd.yaml", "vipd config file")
 	endpoints := fs.String("endpoints", "", "comma-separated etcd endpoints")
 	prefix := fs.String("prefix", config.DefaultPrefix, "key prefix (with --endpoints)")
@@ -69,17 +66,35 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	to := fs.String("to", "", "handover target node (default: the best other candidate)")
 	hold := fs.Duration("hold", time.Minute, "handover: how long the old holder is kept from preempting back")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for etcd and for the result")
-	// Positional arguments may come before or after flags.
-	var pos []string
-	for {
-		if err := fs.Parse(rest); err != nil {
-			return 2
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	// Flags may come before the command, between the command and its
+	// arguments, or after them: `vipctl --config F status` and `vipctl
+	// status --config F` are the same. One flag set for all commands, so a
+	// flag's value (the F of --config F) is never taken for the command.
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, usage)
+		return 0
+	} else if err != nil {
+		fmt.Fprint(stderr, usage) // fs printed what was wrong
+		return 2
+	}
+	if len(pos) == 0 {
+		fmt.Fprintf(stderr, "vipctl: no command\n%s", usage)
+		return 2
+	}
+	cmd := pos[0]
+	pos = pos[1:]
+	switch cmd {
+	case "version":
+		fmt.Fprintln(stdout, "vipctl", version)
+		return 0
+	case "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "status", "handover", "drain", "undrain":
+	default:
+		fmt.Fprintf(stderr, "vipctl: unknown command %q\n%s", cmd, usage)
+		return 2
 	}
 	wantArgs := map[string]int{"status": 0, "handover": 1, "drain": 1, "undrain": 1}[cmd]
 	if len(pos) != wantArgs {
@@ -147,6 +162,28 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// parseInterspersed parses args with fs, taking flags wherever they are,
+// and returns the positional arguments (the command first) in order. A
+// lone "--" ends the flags: everything after it is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		// fs.Parse stops at the first non-flag, or after a "--" it consumed.
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
 }
 
 func orNone(s []string) string {

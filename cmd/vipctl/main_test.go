@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -316,5 +319,80 @@ func TestStatusShowsARelayedHolder(t *testing.T) {
 	code, out, errs := run(t, "status", "--endpoints", m.Endpoint)
 	if code != 0 || !strings.Contains(out, "MASTER (relay)") {
 		t.Errorf("status exit %d, %s\n%s: want MASTER (relay)", code, errs, out)
+	}
+}
+
+// Flags go before or after the command, as etcdctl and kubectl take them:
+// `vipctl --config F status` reads F (it used to fail with unknown command
+// "--config").
+func TestFlagsBeforeOrAfterTheCommand(t *testing.T) {
+	m, _, _, _ := pair(t)
+	cfg := filepath.Join(t.TempDir(), "vipd.yaml")
+	yaml := fmt.Sprintf(`node: web-node-9
+etcd:
+  endpoints: [%s]
+groups:
+  - name: VI_1
+    interface: eth0
+    addresses: [192.168.20.15/24]
+`, m.Endpoint)
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"--config", cfg, "status"},
+		{"status", "--config", cfg},
+		{"--config=" + cfg, "status", "--timeout", "5s"},
+		{"-config", cfg, "--json", "status"},
+		{"--endpoints", m.Endpoint, "status"},
+		{"--timeout", "5s", "status", "--endpoints", m.Endpoint},
+	} {
+		code, out, errs := run(t, args...)
+		if code != 0 || !strings.Contains(out, "web-node-1") {
+			t.Errorf("vipctl %s: exit %d, out %q, err %q", strings.Join(args, " "), code, out, errs)
+		}
+	}
+	// A command's argument may come after flags that precede the command.
+	code, out, errs := run(t, "--endpoints", m.Endpoint, "--hold", "1s", "handover", "--to", "web-node-2", "VI_1")
+	if code != 0 || !strings.Contains(out, "web-node-1 -> web-node-2") {
+		t.Errorf("handover with flags around it: exit %d, out %q, err %q", code, out, errs)
+	}
+}
+
+// The parse alone, without etcd: where the command is found, and the
+// errors for what is not a command line.
+func TestFlagParsing(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "absent.yaml")
+	for _, c := range []struct {
+		args     []string
+		code     int
+		inStderr string
+	}{
+		// The config is read (and is missing): the command was found.
+		{[]string{"--config", missing, "status"}, 1, missing},
+		{[]string{"status", "--config", missing}, 1, missing},
+		{[]string{"--config", missing, "drain", "web-node-1"}, 1, missing},
+		{[]string{"--config", missing, "--", "drain", "web-node-1"}, 1, missing},
+		{[]string{"--config", missing}, 2, "no command"},
+		{[]string{"--config", missing, "bogus"}, 2, `unknown command "bogus"`},
+		{[]string{"--bogus", "status"}, 2, "flag provided but not defined: -bogus"},
+		{[]string{"--config"}, 2, "flag needs an argument"},
+		{[]string{"--config", missing, "status", "extra"}, 2, "want 0 argument(s), got 1"},
+		{[]string{"--config", missing, "drain"}, 2, "want 1 argument(s), got 0"},
+	} {
+		code, _, errs := run(t, c.args...)
+		if code != c.code || !strings.Contains(errs, c.inStderr) {
+			t.Errorf("vipctl %s: exit %d, stderr %q; want exit %d and %q", strings.Join(c.args, " "), code, errs, c.code, c.inStderr)
+		}
+	}
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"help"}, {"--config", missing, "-h"}, {"status", "--help"}} {
+		if code, out, _ := run(t, args...); code != 0 || !strings.Contains(out, "usage: vipctl") {
+			t.Errorf("vipctl %s: exit %d, out %q; want the usage and exit 0", strings.Join(args, " "), code, out)
+		}
+	}
+	for _, args := range [][]string{{"version"}, {"--version"}, {"--config", missing, "version"}} {
+		if code, out, _ := run(t, args...); code != 0 || !strings.HasPrefix(out, "vipctl ") {
+			t.Errorf("vipctl %s: exit %d, out %q", strings.Join(args, " "), code, out)
+		}
 	}
 }
