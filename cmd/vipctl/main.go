@@ -28,7 +28,7 @@ var version = "dev"
 const usage = `usage: vipctl [flags] <command> [flags]
 
 commands:
-  status [--json]                       every group: holder, lease time left, candidates
+  status [--json]                       every group: holder, its addresses and interface, lease time left, candidates
   handover GROUP [--to NODE] [--hold D] planned switchover; waits for the new holder
   drain NODE                            NODE stops standing for every group (survives restarts)
   undrain NODE                          NODE stands again
@@ -198,7 +198,12 @@ type GroupStatus struct {
 	Group string `json:"group"`
 	// Holder is the node in the leader key, "" when vacant.
 	Holder string `json:"holder"`
-	// LeaseTTLSeconds is the holder lease's remaining TTL at the server.
+	// Addresses and Interface are the group's VIPs (CIDR form) and the
+	// interface they are bound on, as the holder's candidate record has
+	// them (a vacant group's: the best candidate's that has them). Empty
+	// when no record says (a vipd older than the fields).
+	Addresses       []string          `json:"addresses"`
+	Interface       string            `json:"interface"`
 	LeaseTTLSeconds int64             `json:"lease_ttl_seconds"`
 	Candidates      []CandidateStatus `json:"candidates"`
 }
@@ -211,6 +216,9 @@ type CandidateStatus struct {
 	Mode     string   `json:"mode,omitempty"` // "relay": its peers renew its lease
 	Failing  []string `json:"failing"`
 	Drained  bool     `json:"drained"`
+	// Interface and Addresses are the group as this node's config has it.
+	Interface string   `json:"interface,omitempty"`
+	Addresses []string `json:"addresses,omitempty"`
 }
 
 // Status reads every group under keys.
@@ -240,7 +248,8 @@ func Status(ctx context.Context, cli *clientv3.Client, keys election.Keys) ([]Gr
 				c = election.Candidate{Node: node, State: "INVALID"}
 			}
 			g := get(group)
-			g.Candidates = append(g.Candidates, CandidateStatus{Node: node, Priority: c.Priority, State: string(c.State), Mode: c.Mode, Failing: orEmpty(c.Failing), Drained: c.Drained})
+			g.Candidates = append(g.Candidates, CandidateStatus{Node: node, Priority: c.Priority, State: string(c.State), Mode: c.Mode, Failing: orEmpty(c.Failing), Drained: c.Drained,
+				Interface: c.Interface, Addresses: c.Addresses})
 		}
 	}
 	var out []GroupStatus
@@ -254,10 +263,28 @@ func Status(ctx context.Context, cli *clientv3.Client, keys election.Keys) ([]Gr
 			a, b := g.Candidates[i], g.Candidates[j]
 			return election.Better(election.Candidate{Node: a.Node, Priority: a.Priority}, election.Candidate{Node: b.Node, Priority: b.Priority})
 		})
+		g.Addresses, g.Interface = groupPlace(g)
 		out = append(out, *g)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Group < out[j].Group })
 	return out, nil
+}
+
+// groupPlace is the group's addresses and interface: from the holder's
+// record, or, vacant (or the holder's record predates the fields), from
+// the best-ranked candidate's that has them. Candidates are sorted.
+func groupPlace(g *GroupStatus) ([]string, string) {
+	for _, c := range g.Candidates {
+		if c.Node == g.Holder && len(c.Addresses) > 0 {
+			return c.Addresses, c.Interface
+		}
+	}
+	for _, c := range g.Candidates {
+		if len(c.Addresses) > 0 {
+			return c.Addresses, c.Interface
+		}
+	}
+	return []string{}, ""
 }
 
 func orEmpty(s []string) []string {
@@ -269,19 +296,26 @@ func orEmpty(s []string) []string {
 
 func printStatus(w io.Writer, st []GroupStatus) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "GROUP\tHOLDER\tLEASE\tNODE\tPRIORITY\tSTATE\tFAILING")
+	fmt.Fprintln(tw, "GROUP\tHOLDER\tADDRESSES\tINTERFACE\tLEASE\tNODE\tPRIORITY\tSTATE\tFAILING")
 	for _, g := range st {
 		holder, lease := g.Holder, fmt.Sprintf("%ds", g.LeaseTTLSeconds)
 		if holder == "" {
 			holder, lease = "(vacant)", "-"
 		}
+		addrs, iface := strings.Join(g.Addresses, ","), g.Interface
+		if addrs == "" {
+			addrs = "-"
+		}
+		if iface == "" {
+			iface = "-"
+		}
 		if len(g.Candidates) == 0 {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\n", g.Group, holder, lease)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\n", g.Group, holder, addrs, iface, lease)
 		}
 		for i, c := range g.Candidates {
-			name, h, l := g.Group, holder, lease
+			name, h, a, f, l := g.Group, holder, addrs, iface, lease
 			if i > 0 {
-				name, h, l = "", "", ""
+				name, h, a, f, l = "", "", "", "", ""
 			}
 			failing := strings.Join(c.Failing, ",")
 			if failing == "" {
@@ -294,7 +328,7 @@ func printStatus(w io.Writer, st []GroupStatus) {
 			if c.Drained {
 				state += " (drained)"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", name, h, l, c.Node, c.Priority, state, failing)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", name, h, a, f, l, c.Node, c.Priority, state, failing)
 		}
 	}
 	tw.Flush()

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,13 +73,24 @@ func TestStatusTableAndJSON(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
 	}
+	// The group's addresses and interface stand next to its holder, on
+	// the group's first line.
+	lines := strings.Split(out, "\n")
+	if f := strings.Fields(lines[0]); !slices.Equal(f[:4], []string{"GROUP", "HOLDER", "ADDRESSES", "INTERFACE"}) {
+		t.Errorf("header %q, want GROUP HOLDER ADDRESSES INTERFACE first", lines[0])
+	}
+	if f := strings.Fields(lines[1]); len(f) < 4 || !slices.Equal(f[:4], []string{"VI_1", "web-node-1", "192.168.20.15/24", "eth0"}) {
+		t.Errorf("first row %q, want VI_1 web-node-1 192.168.20.15/24 eth0 first", lines[1])
+	}
 	code, out, _ = run(t, "status", "--json", "--endpoints", m.Endpoint)
 	var st []GroupStatus
 	if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
 		t.Fatalf("status --json: exit %d, output %q", code, out)
 	}
 	if len(st) != 1 || st[0].Holder != "web-node-1" || st[0].LeaseTTLSeconds <= 0 || len(st[0].Candidates) != 2 ||
-		st[0].Candidates[0].Node != "web-node-1" || st[0].Candidates[0].Priority != 101 {
+		st[0].Candidates[0].Node != "web-node-1" || st[0].Candidates[0].Priority != 101 ||
+		!slices.Equal(st[0].Addresses, []string{"192.168.20.15/24"}) || st[0].Interface != "eth0" ||
+		st[0].Candidates[1].Interface != "eth0" || !slices.Equal(st[0].Candidates[1].Addresses, []string{"192.168.20.15/24"}) {
 		t.Errorf("unexpected JSON status: %+v", st)
 	}
 }
@@ -393,6 +405,55 @@ func TestFlagParsing(t *testing.T) {
 	for _, args := range [][]string{{"version"}, {"--version"}, {"--config", missing, "version"}} {
 		if code, out, _ := run(t, args...); code != 0 || !strings.HasPrefix(out, "vipctl ") {
 			t.Errorf("vipctl %s: exit %d, out %q", strings.Join(args, " "), code, out)
+		}
+	}
+}
+
+// The group's addresses and interface come from its holder's record; a
+// vacant group shows the best candidate's; a record without them (a vipd
+// older than the fields) is passed over, and with none the table says -.
+func TestGroupPlace(t *testing.T) {
+	a := []string{"10.0.0.1/24"}
+	b := []string{"10.0.0.1/24", "10.0.0.2/24"}
+	cases := []struct {
+		name  string
+		g     GroupStatus
+		addrs []string
+		iface string
+	}{
+		{"holder's, although worse ranked", GroupStatus{Holder: "n2", Candidates: []CandidateStatus{
+			{Node: "n1", Interface: "eth0", Addresses: a}, {Node: "n2", Interface: "ens3", Addresses: b}}}, b, "ens3"},
+		{"vacant: the best candidate's", GroupStatus{Candidates: []CandidateStatus{
+			{Node: "n1", Interface: "eth0", Addresses: a}, {Node: "n2", Interface: "ens3", Addresses: b}}}, a, "eth0"},
+		{"holder's record predates the fields", GroupStatus{Holder: "n1", Candidates: []CandidateStatus{
+			{Node: "n1"}, {Node: "n2", Interface: "ens3", Addresses: b}}}, b, "ens3"},
+		{"no record says", GroupStatus{Holder: "n1", Candidates: []CandidateStatus{{Node: "n1"}}}, []string{}, ""},
+	}
+	for _, c := range cases {
+		addrs, iface := groupPlace(&c.g)
+		if !slices.Equal(addrs, c.addrs) || iface != c.iface {
+			t.Errorf("%s: %v on %q, want %v on %q", c.name, addrs, iface, c.addrs, c.iface)
+		}
+	}
+	var out bytes.Buffer
+	printStatus(&out, []GroupStatus{
+		{Group: "VI_1", Holder: "n1", LeaseTTLSeconds: 3, Addresses: b, Interface: "ens3",
+			Candidates: []CandidateStatus{{Node: "n1", Priority: 101, State: "MASTER"}, {Node: "n2", Priority: 100, State: "BACKUP"}}},
+		{Group: "VI_2", Addresses: []string{}, Candidates: []CandidateStatus{}},
+	})
+	want := [][]string{
+		{"GROUP", "HOLDER", "ADDRESSES", "INTERFACE", "LEASE", "NODE", "PRIORITY", "STATE", "FAILING"},
+		{"VI_1", "n1", "10.0.0.1/24,10.0.0.2/24", "ens3", "3s", "n1", "101", "MASTER", "-"},
+		{"n2", "100", "BACKUP", "-"},
+		{"VI_2", "(vacant)", "-", "-", "-", "-", "-", "-", "-"},
+	}
+	got := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
+	if len(got) != len(want) {
+		t.Fatalf("table:\n%s\nwant %d lines", out.String(), len(want))
+	}
+	for i := range got {
+		if !slices.Equal(strings.Fields(got[i]), want[i]) {
+			t.Errorf("table line %d: %q, want %q", i, got[i], want[i])
 		}
 	}
 }
