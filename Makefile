@@ -54,8 +54,12 @@ e2e: deps build tools
 # Everything CI runs.
 test: deps lint unit e2e
 
+# The seed scenario, live (root). DEMO_FLAGS: --stay keeps the testbed up
+# after the steps until Enter (vipctl status against it), --keep keeps the
+# configs and logs, --hold D shows each steady state for D.
+DEMO_FLAGS ?=
 demo: deps-demo build tools
-	$(BIN)/vipd-demo --bin $(BIN)
+	$(BIN)/vipd-demo --bin $(BIN) $(DEMO_FLAGS)
 
 # Benchmarks (root; namespaces): keepalived vs vipd failover, idle footprint,
 # vipd at 10/100/1000 groups. Writes bench/RESULTS.md. Timings are reported,
