@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vipd/vipd/e2e/testbed"
+	"github.com/vipd/vipd/internal/prereq"
 	"github.com/vipd/vipd/netif"
 )
 
@@ -30,7 +31,7 @@ func TestNetlinkRefreshCost(t *testing.T) {
 		t.Skip("benchmark: set VIPD_BENCH=1 (root)")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
+		prereq.Missing(t, "needs root (network namespaces)")
 	}
 	tb, err := testbed.New(testbed.Options{Logf: t.Logf})
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vipd/vipd/config"
 	"github.com/vipd/vipd/internal/clock"
+	"github.com/vipd/vipd/internal/prereq"
 )
 
 // me is the user the test runs as, so exec tests can run without root.
@@ -121,7 +122,7 @@ func TestExecTimeoutKillsProcessGroup(t *testing.T) {
 func TestExecUser(t *testing.T) {
 	nobody, err := user.Lookup("nobody")
 	if err != nil {
-		t.Skipf("no nobody user: %v", err)
+		prereq.Missing(t, "no nobody user: %v", err)
 	}
 	if os.Geteuid() != 0 {
 		_, err := NewExec([]string{"/bin/true"}, "")

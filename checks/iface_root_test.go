@@ -12,6 +12,7 @@ import (
 
 	"github.com/vipd/vipd/config"
 	"github.com/vipd/vipd/internal/clock"
+	"github.com/vipd/vipd/internal/prereq"
 )
 
 // testNetns creates an unnamed network namespace for this test and a
@@ -20,7 +21,7 @@ import (
 func testNetns(t *testing.T) (netns.NsHandle, *netlink.Handle) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
+		prereq.Missing(t, "needs root (network namespaces)")
 	}
 	runtime.LockOSThread()
 	orig, err := netns.Get()

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vipd/vipd/internal/prereq"
 )
 
 func TestParseStatState(t *testing.T) {
@@ -184,7 +186,7 @@ func TestProcessRealProc(t *testing.T) {
 	bin := filepath.Join(dir, name)
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
-		t.Skip("no sleep binary")
+		prereq.Missing(t, "no sleep binary")
 	}
 	must(t, os.Symlink(sleep, bin)) // comm is the basename of the path run
 	sl := exec.Command(bin, "30")

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/vipd/vipd/internal/prereq"
 )
 
 // metricNames are the metrics vipd exports (metrics/); dashboards and alerts
@@ -40,7 +42,7 @@ func need(t *testing.T, tool string) string {
 	t.Helper()
 	p, err := exec.LookPath(tool)
 	if err != nil {
-		t.Skipf("%s not installed (Debian package: %s)", tool, map[string]string{"promtool": "prometheus", "systemd-analyze": "systemd"}[tool])
+		prereq.Missing(t, "%s not installed (Debian package: %s)", tool, map[string]string{"promtool": "prometheus", "systemd-analyze": "systemd"}[tool])
 	}
 	return p
 }

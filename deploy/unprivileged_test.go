@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vipd/vipd/internal/prereq"
 )
 
 // TestRunsUnprivilegedWithTwoCapabilities proves what the unit relies on:
@@ -25,11 +27,11 @@ import (
 // remove an address. Every packet stays inside the namespace.
 func TestRunsUnprivilegedWithTwoCapabilities(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
+		prereq.Missing(t, "needs root to create a network namespace")
 	}
 	for _, tool := range []string{"ip", "setpriv"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
+			prereq.Missing(t, "%s not installed", tool)
 		}
 	}
 	if testing.Short() {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vipd/vipd/e2e/testbed"
+	"github.com/vipd/vipd/internal/prereq"
 )
 
 // Timing of the testbed's vipd config (lease_ttl 3s; the fence margin is
@@ -48,7 +49,7 @@ func (s *scen) note(format string, args ...any) {
 func TestSafety(t *testing.T) {
 	needAll(t)
 	if _, err := os.Stat(filepath.Join(binDir, "vipctl")); err != nil {
-		t.Skipf("needs bin/vipctl (make build): %v", err)
+		prereq.Missing(t, "needs bin/vipctl (make build): %v", err)
 	}
 	tb := newTestbed(t, testbed.Options{KeepDir: os.Getenv("VIPD_E2E_KEEPDIR") != ""})
 	res := &results{t: t, title: "safety suite measurements"}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vipd/vipd/e2e/testbed"
+	"github.com/vipd/vipd/internal/prereq"
 )
 
 var binDir = func() string { d, _ := filepath.Abs("../bin"); return d }()
@@ -23,11 +24,11 @@ func TestMain(m *testing.M) {
 
 // needAll skips unless root with bin/vipd, bin/etcd, bin/vipd-probe and
 // haproxy present. `make e2e` runs as root in CI after building them, so
-// there this test always runs.
+// there this test always runs: under CI=true a missing one fails it.
 func needAll(t *testing.T) {
 	t.Helper()
 	if miss := testbed.Prereqs(binDir, ""); len(miss) > 0 {
-		t.Skipf("namespace e2e needs %v (run `make e2e` as root)", miss)
+		prereq.Missing(t, "namespace e2e needs %v (run `make e2e` as root)", miss)
 	}
 }
 

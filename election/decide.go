@@ -35,6 +35,11 @@ type Candidate struct {
 	// ask it to relay their lease renewals and writes; empty when the
 	// channel is off (docs/design.md §2.8).
 	Peer string `json:"peer,omitempty"`
+	// Interface and Addresses are the group as this node's config has it:
+	// the interface it binds the VIPs on and the VIPs in CIDR form. They
+	// are for vipctl status; no decision reads them.
+	Interface string   `json:"interface,omitempty"`
+	Addresses []string `json:"addresses,omitempty"`
 	// Lease is the node's lease ID and ModRev the record's ModRevision,
 	// filled from the key's metadata.
 	Lease  int64 `json:"-"`

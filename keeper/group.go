@@ -456,7 +456,8 @@ func (g *group) inputs(retiring string) Inputs {
 		hl.Failing = append(hl.Failing, "binding the VIPs failed")
 	}
 	self := election.Candidate{Node: env.node, Priority: hl.Priority, Preempt: g.cfg.Preempt, PreemptDelay: g.cfg.PreemptDelay,
-		Failing: hl.Failing, State: election.StateBackup, Drained: env.view.Drained(env.node), Peer: env.peerEndpoint}
+		Failing: hl.Failing, State: election.StateBackup, Drained: env.view.Drained(env.node), Peer: env.peerEndpoint,
+		Interface: g.cfg.Interface, Addresses: prefixStrings(g.cfg.Prefixes)}
 	switch {
 	case hl.Fault:
 		self.State = election.StateFault

@@ -86,5 +86,6 @@ func planPublish(want election.Candidate, lease clientv3.LeaseID, relayed bool, 
 
 func candidateEqual(a, b election.Candidate) bool {
 	return a.Node == b.Node && a.Priority == b.Priority && a.State == b.State && a.Preempt == b.Preempt &&
-		a.PreemptDelay == b.PreemptDelay && a.Drained == b.Drained && a.Peer == b.Peer && a.Mode == b.Mode && slices.Equal(a.Failing, b.Failing)
+		a.PreemptDelay == b.PreemptDelay && a.Drained == b.Drained && a.Peer == b.Peer && a.Mode == b.Mode && slices.Equal(a.Failing, b.Failing) &&
+		a.Interface == b.Interface && slices.Equal(a.Addresses, b.Addresses)
 }

@@ -10,7 +10,8 @@ import (
 
 func TestPlanPublish(t *testing.T) {
 	const ours, old, other = clientv3.LeaseID(7), clientv3.LeaseID(5), clientv3.LeaseID(9)
-	want := election.Candidate{Node: "n1", Priority: 103, State: election.StateMaster, Preempt: true}
+	want := election.Candidate{Node: "n1", Priority: 103, State: election.StateMaster, Preempt: true,
+		Interface: "eth0", Addresses: []string{"192.168.20.15/24"}}
 	rec := func(prio int, lease clientv3.LeaseID, modRev int64) election.Candidate {
 		c := want
 		c.Priority, c.Lease, c.ModRev = prio, int64(lease), modRev
@@ -32,6 +33,12 @@ func TestPlanPublish(t *testing.T) {
 		{"in etcd as wanted", false, written, view(50, rec(103, ours, 40)), false, 0, false},
 		{"deleted behind our back", false, written, view(50), true, 0, false},
 		{"changed (priority)", false, written, view(50, rec(101, ours, 40)), true, 40, false},
+		{"changed (interface, after a reload)", false, written, view(50, func() election.Candidate { c := rec(103, ours, 40); c.Interface = "eth1"; return c }()), true, 40, false},
+		{"changed (addresses, after a reload)", false, written, view(50, func() election.Candidate {
+			c := rec(103, ours, 40)
+			c.Addresses = []string{"192.168.20.16/24"}
+			return c
+		}()), true, 40, false},
 		{"view not caught up with our write: trust the write", false, written, view(39), false, 0, false},
 		{"view not caught up, and we want another record", false, recordState{Written: rec(101, ours, 0), Lease: ours, ModRev: 40}, view(39), true, 40, false},
 		{"after a lease change: the record is on the old lease", false, recordState{Written: want, Lease: old, ModRev: 30}, view(50, rec(103, old, 30)), true, 30, false},

@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/vipd/vipd/internal/prereq"
 )
 
 // buildBinaries builds vipd and vipctl with the given version into a temp
@@ -17,7 +19,7 @@ import (
 func buildBinaries(t *testing.T, version string) string {
 	t.Helper()
 	if _, err := exec.LookPath("make"); err != nil {
-		t.Skip("make not installed")
+		prereq.Missing(t, "make not installed")
 	}
 	bin := t.TempDir()
 	cmd := exec.Command("make", "--no-print-directory", "build", "BIN="+bin, "VERSION="+version)
@@ -112,7 +114,7 @@ func shipped(t *testing.T) map[string]string {
 // and, as root, installs, upgrades, removes and purges it for real.
 func TestPackages(t *testing.T) {
 	if _, err := exec.LookPath("dpkg-deb"); err != nil {
-		t.Skip("dpkg-deb not installed")
+		prereq.Missing(t, "dpkg-deb not installed")
 	}
 	bin := buildBinaries(t, "v9.8.7-test")
 	out := t.TempDir()
@@ -188,10 +190,10 @@ func TestPackages(t *testing.T) {
 // next builds the upgrade package.
 func installCycle(t *testing.T, deb string, next func() string) {
 	if os.Geteuid() != 0 {
-		t.Skip("installing with dpkg needs root")
+		prereq.Missing(t, "installing with dpkg needs root")
 	}
 	if _, err := exec.LookPath("dpkg"); err != nil {
-		t.Skip("dpkg not installed")
+		prereq.Missing(t, "dpkg not installed")
 	}
 	if err := exec.Command("dpkg-query", "-W", "vipd").Run(); err == nil {
 		t.Skip("a vipd package is already installed here; not touching it")

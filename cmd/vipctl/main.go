@@ -25,19 +25,20 @@ import (
 
 var version = "dev"
 
-const usage = `usage: vipctl <command> [flags]
+const usage = `usage: vipctl [flags] <command> [flags]
 
 commands:
-  status [--json]                       every group: holder, lease time left, candidates
+  status [--json]                       every group: holder, its addresses and interface, lease time left, candidates
   handover GROUP [--to NODE] [--hold D] planned switchover; waits for the new holder
   drain NODE                            NODE stops standing for every group (survives restarts)
   undrain NODE                          NODE stands again
   version
 
-flags (all commands):
+flags (all commands; before or after the command, as etcdctl and kubectl take them):
   --config FILE       read etcd settings from a vipd config (default /etc/vipd/vipd.yaml)
   --endpoints URLS    comma-separated etcd endpoints (instead of --config)
   --prefix PREFIX     key prefix with --endpoints (default /vipd)
+  --timeout D         how long to wait for etcd and for the result (default 10s)
 `
 
 func main() { os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -47,21 +48,17 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "version", "--version":
+	switch args[0] {
+	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "vipctl", version)
 		return 0
-	case "help", "--help", "-h":
+	case "help", "--help", "-help", "-h":
 		fmt.Fprint(stdout, usage)
 		return 0
-	case "status", "handover", "drain", "undrain":
-	default:
-		fmt.Fprintf(stderr, "vipctl: unknown command %q\n%s", cmd, usage)
-		return 2
 	}
-	fs := flag.NewFlagSet("vipctl "+cmd, flag.ContinueOnError)
+	fs := flag.NewFlagSet("vipctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {} // printed below, on stdout for -h
 	cfgPath := fs.String("config", "/etc/vipd/vipd.yaml", "vipd config file")
 	endpoints := fs.String("endpoints", "", "comma-separated etcd endpoints")
 	prefix := fs.String("prefix", config.DefaultPrefix, "key prefix (with --endpoints)")
@@ -69,17 +66,35 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	to := fs.String("to", "", "handover target node (default: the best other candidate)")
 	hold := fs.Duration("hold", time.Minute, "handover: how long the old holder is kept from preempting back")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for etcd and for the result")
-	// Positional arguments may come before or after flags.
-	var pos []string
-	for {
-		if err := fs.Parse(rest); err != nil {
-			return 2
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	// Flags may come before the command, between the command and its
+	// arguments, or after them: `vipctl --config F status` and `vipctl
+	// status --config F` are the same. One flag set for all commands, so a
+	// flag's value (the F of --config F) is never taken for the command.
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, usage)
+		return 0
+	} else if err != nil {
+		fmt.Fprint(stderr, usage) // fs printed what was wrong
+		return 2
+	}
+	if len(pos) == 0 {
+		fmt.Fprintf(stderr, "vipctl: no command\n%s", usage)
+		return 2
+	}
+	cmd := pos[0]
+	pos = pos[1:]
+	switch cmd {
+	case "version":
+		fmt.Fprintln(stdout, "vipctl", version)
+		return 0
+	case "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "status", "handover", "drain", "undrain":
+	default:
+		fmt.Fprintf(stderr, "vipctl: unknown command %q\n%s", cmd, usage)
+		return 2
 	}
 	wantArgs := map[string]int{"status": 0, "handover": 1, "drain": 1, "undrain": 1}[cmd]
 	if len(pos) != wantArgs {
@@ -149,6 +164,28 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// parseInterspersed parses args with fs, taking flags wherever they are,
+// and returns the positional arguments (the command first) in order. A
+// lone "--" ends the flags: everything after it is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		// fs.Parse stops at the first non-flag, or after a "--" it consumed.
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
 func orNone(s []string) string {
 	if len(s) == 0 {
 		return "none"
@@ -161,7 +198,12 @@ type GroupStatus struct {
 	Group string `json:"group"`
 	// Holder is the node in the leader key, "" when vacant.
 	Holder string `json:"holder"`
-	// LeaseTTLSeconds is the holder lease's remaining TTL at the server.
+	// Addresses and Interface are the group's VIPs (CIDR form) and the
+	// interface they are bound on, as the holder's candidate record has
+	// them (a vacant group's: the best candidate's that has them). Empty
+	// when no record says (a vipd older than the fields).
+	Addresses       []string          `json:"addresses"`
+	Interface       string            `json:"interface"`
 	LeaseTTLSeconds int64             `json:"lease_ttl_seconds"`
 	Candidates      []CandidateStatus `json:"candidates"`
 }
@@ -174,6 +216,9 @@ type CandidateStatus struct {
 	Mode     string   `json:"mode,omitempty"` // "relay": its peers renew its lease
 	Failing  []string `json:"failing"`
 	Drained  bool     `json:"drained"`
+	// Interface and Addresses are the group as this node's config has it.
+	Interface string   `json:"interface,omitempty"`
+	Addresses []string `json:"addresses,omitempty"`
 }
 
 // Status reads every group under keys.
@@ -203,7 +248,8 @@ func Status(ctx context.Context, cli *clientv3.Client, keys election.Keys) ([]Gr
 				c = election.Candidate{Node: node, State: "INVALID"}
 			}
 			g := get(group)
-			g.Candidates = append(g.Candidates, CandidateStatus{Node: node, Priority: c.Priority, State: string(c.State), Mode: c.Mode, Failing: orEmpty(c.Failing), Drained: c.Drained})
+			g.Candidates = append(g.Candidates, CandidateStatus{Node: node, Priority: c.Priority, State: string(c.State), Mode: c.Mode, Failing: orEmpty(c.Failing), Drained: c.Drained,
+				Interface: c.Interface, Addresses: c.Addresses})
 		}
 	}
 	var out []GroupStatus
@@ -217,10 +263,28 @@ func Status(ctx context.Context, cli *clientv3.Client, keys election.Keys) ([]Gr
 			a, b := g.Candidates[i], g.Candidates[j]
 			return election.Better(election.Candidate{Node: a.Node, Priority: a.Priority}, election.Candidate{Node: b.Node, Priority: b.Priority})
 		})
+		g.Addresses, g.Interface = groupPlace(g)
 		out = append(out, *g)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Group < out[j].Group })
 	return out, nil
+}
+
+// groupPlace is the group's addresses and interface: from the holder's
+// record, or, vacant (or the holder's record predates the fields), from
+// the best-ranked candidate's that has them. Candidates are sorted.
+func groupPlace(g *GroupStatus) ([]string, string) {
+	for _, c := range g.Candidates {
+		if c.Node == g.Holder && len(c.Addresses) > 0 {
+			return c.Addresses, c.Interface
+		}
+	}
+	for _, c := range g.Candidates {
+		if len(c.Addresses) > 0 {
+			return c.Addresses, c.Interface
+		}
+	}
+	return []string{}, ""
 }
 
 func orEmpty(s []string) []string {
@@ -232,19 +296,26 @@ func orEmpty(s []string) []string {
 
 func printStatus(w io.Writer, st []GroupStatus) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "GROUP\tHOLDER\tLEASE\tNODE\tPRIORITY\tSTATE\tFAILING")
+	fmt.Fprintln(tw, "GROUP\tHOLDER\tADDRESSES\tINTERFACE\tLEASE\tNODE\tPRIORITY\tSTATE\tFAILING")
 	for _, g := range st {
 		holder, lease := g.Holder, fmt.Sprintf("%ds", g.LeaseTTLSeconds)
 		if holder == "" {
 			holder, lease = "(vacant)", "-"
 		}
+		addrs, iface := strings.Join(g.Addresses, ","), g.Interface
+		if addrs == "" {
+			addrs = "-"
+		}
+		if iface == "" {
+			iface = "-"
+		}
 		if len(g.Candidates) == 0 {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\n", g.Group, holder, lease)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\n", g.Group, holder, addrs, iface, lease)
 		}
 		for i, c := range g.Candidates {
-			name, h, l := g.Group, holder, lease
+			name, h, a, f, l := g.Group, holder, addrs, iface, lease
 			if i > 0 {
-				name, h, l = "", "", ""
+				name, h, a, f, l = "", "", "", "", ""
 			}
 			failing := strings.Join(c.Failing, ",")
 			if failing == "" {
@@ -257,7 +328,7 @@ func printStatus(w io.Writer, st []GroupStatus) {
 			if c.Drained {
 				state += " (drained)"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", name, h, l, c.Node, c.Priority, state, failing)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", name, h, a, f, l, c.Node, c.Priority, state, failing)
 		}
 	}
 	tw.Flush()

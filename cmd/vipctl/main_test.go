@@ -5,7 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -69,13 +73,24 @@ func TestStatusTableAndJSON(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
 	}
+	// The group's addresses and interface stand next to its holder, on
+	// the group's first line.
+	lines := strings.Split(out, "\n")
+	if f := strings.Fields(lines[0]); !slices.Equal(f[:4], []string{"GROUP", "HOLDER", "ADDRESSES", "INTERFACE"}) {
+		t.Errorf("header %q, want GROUP HOLDER ADDRESSES INTERFACE first", lines[0])
+	}
+	if f := strings.Fields(lines[1]); len(f) < 4 || !slices.Equal(f[:4], []string{"VI_1", "web-node-1", "192.168.20.15/24", "eth0"}) {
+		t.Errorf("first row %q, want VI_1 web-node-1 192.168.20.15/24 eth0 first", lines[1])
+	}
 	code, out, _ = run(t, "status", "--json", "--endpoints", m.Endpoint)
 	var st []GroupStatus
 	if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
 		t.Fatalf("status --json: exit %d, output %q", code, out)
 	}
 	if len(st) != 1 || st[0].Holder != "web-node-1" || st[0].LeaseTTLSeconds <= 0 || len(st[0].Candidates) != 2 ||
-		st[0].Candidates[0].Node != "web-node-1" || st[0].Candidates[0].Priority != 101 {
+		st[0].Candidates[0].Node != "web-node-1" || st[0].Candidates[0].Priority != 101 ||
+		!slices.Equal(st[0].Addresses, []string{"192.168.20.15/24"}) || st[0].Interface != "eth0" ||
+		st[0].Candidates[1].Interface != "eth0" || !slices.Equal(st[0].Candidates[1].Addresses, []string{"192.168.20.15/24"}) {
 		t.Errorf("unexpected JSON status: %+v", st)
 	}
 }
@@ -316,5 +331,129 @@ func TestStatusShowsARelayedHolder(t *testing.T) {
 	code, out, errs := run(t, "status", "--endpoints", m.Endpoint)
 	if code != 0 || !strings.Contains(out, "MASTER (relay)") {
 		t.Errorf("status exit %d, %s\n%s: want MASTER (relay)", code, errs, out)
+	}
+}
+
+// Flags go before or after the command, as etcdctl and kubectl take them:
+// `vipctl --config F status` reads F (it used to fail with unknown command
+// "--config").
+func TestFlagsBeforeOrAfterTheCommand(t *testing.T) {
+	m, _, _, _ := pair(t)
+	cfg := filepath.Join(t.TempDir(), "vipd.yaml")
+	yaml := fmt.Sprintf(`node: web-node-9
+etcd:
+  endpoints: [%s]
+groups:
+  - name: VI_1
+    interface: eth0
+    addresses: [192.168.20.15/24]
+`, m.Endpoint)
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"--config", cfg, "status"},
+		{"status", "--config", cfg},
+		{"--config=" + cfg, "status", "--timeout", "5s"},
+		{"-config", cfg, "--json", "status"},
+		{"--endpoints", m.Endpoint, "status"},
+		{"--timeout", "5s", "status", "--endpoints", m.Endpoint},
+	} {
+		code, out, errs := run(t, args...)
+		if code != 0 || !strings.Contains(out, "web-node-1") {
+			t.Errorf("vipctl %s: exit %d, out %q, err %q", strings.Join(args, " "), code, out, errs)
+		}
+	}
+	// A command's argument may come after flags that precede the command.
+	code, out, errs := run(t, "--endpoints", m.Endpoint, "--hold", "1s", "handover", "--to", "web-node-2", "VI_1")
+	if code != 0 || !strings.Contains(out, "web-node-1 -> web-node-2") {
+		t.Errorf("handover with flags around it: exit %d, out %q, err %q", code, out, errs)
+	}
+}
+
+// The parse alone, without etcd: where the command is found, and the
+// errors for what is not a command line.
+func TestFlagParsing(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "absent.yaml")
+	for _, c := range []struct {
+		args     []string
+		code     int
+		inStderr string
+	}{
+		// The config is read (and is missing): the command was found.
+		{[]string{"--config", missing, "status"}, 1, missing},
+		{[]string{"status", "--config", missing}, 1, missing},
+		{[]string{"--config", missing, "drain", "web-node-1"}, 1, missing},
+		{[]string{"--config", missing, "--", "drain", "web-node-1"}, 1, missing},
+		{[]string{"--config", missing}, 2, "no command"},
+		{[]string{"--config", missing, "bogus"}, 2, `unknown command "bogus"`},
+		{[]string{"--bogus", "status"}, 2, "flag provided but not defined: -bogus"},
+		{[]string{"--config"}, 2, "flag needs an argument"},
+		{[]string{"--config", missing, "status", "extra"}, 2, "want 0 argument(s), got 1"},
+		{[]string{"--config", missing, "drain"}, 2, "want 1 argument(s), got 0"},
+	} {
+		code, _, errs := run(t, c.args...)
+		if code != c.code || !strings.Contains(errs, c.inStderr) {
+			t.Errorf("vipctl %s: exit %d, stderr %q; want exit %d and %q", strings.Join(c.args, " "), code, errs, c.code, c.inStderr)
+		}
+	}
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"help"}, {"--config", missing, "-h"}, {"status", "--help"}} {
+		if code, out, _ := run(t, args...); code != 0 || !strings.Contains(out, "usage: vipctl") {
+			t.Errorf("vipctl %s: exit %d, out %q; want the usage and exit 0", strings.Join(args, " "), code, out)
+		}
+	}
+	for _, args := range [][]string{{"version"}, {"--version"}, {"--config", missing, "version"}} {
+		if code, out, _ := run(t, args...); code != 0 || !strings.HasPrefix(out, "vipctl ") {
+			t.Errorf("vipctl %s: exit %d, out %q", strings.Join(args, " "), code, out)
+		}
+	}
+}
+
+// The group's addresses and interface come from its holder's record; a
+// vacant group shows the best candidate's; a record without them (a vipd
+// older than the fields) is passed over, and with none the table says -.
+func TestGroupPlace(t *testing.T) {
+	a := []string{"10.0.0.1/24"}
+	b := []string{"10.0.0.1/24", "10.0.0.2/24"}
+	cases := []struct {
+		name  string
+		g     GroupStatus
+		addrs []string
+		iface string
+	}{
+		{"holder's, although worse ranked", GroupStatus{Holder: "n2", Candidates: []CandidateStatus{
+			{Node: "n1", Interface: "eth0", Addresses: a}, {Node: "n2", Interface: "ens3", Addresses: b}}}, b, "ens3"},
+		{"vacant: the best candidate's", GroupStatus{Candidates: []CandidateStatus{
+			{Node: "n1", Interface: "eth0", Addresses: a}, {Node: "n2", Interface: "ens3", Addresses: b}}}, a, "eth0"},
+		{"holder's record predates the fields", GroupStatus{Holder: "n1", Candidates: []CandidateStatus{
+			{Node: "n1"}, {Node: "n2", Interface: "ens3", Addresses: b}}}, b, "ens3"},
+		{"no record says", GroupStatus{Holder: "n1", Candidates: []CandidateStatus{{Node: "n1"}}}, []string{}, ""},
+	}
+	for _, c := range cases {
+		addrs, iface := groupPlace(&c.g)
+		if !slices.Equal(addrs, c.addrs) || iface != c.iface {
+			t.Errorf("%s: %v on %q, want %v on %q", c.name, addrs, iface, c.addrs, c.iface)
+		}
+	}
+	var out bytes.Buffer
+	printStatus(&out, []GroupStatus{
+		{Group: "VI_1", Holder: "n1", LeaseTTLSeconds: 3, Addresses: b, Interface: "ens3",
+			Candidates: []CandidateStatus{{Node: "n1", Priority: 101, State: "MASTER"}, {Node: "n2", Priority: 100, State: "BACKUP"}}},
+		{Group: "VI_2", Addresses: []string{}, Candidates: []CandidateStatus{}},
+	})
+	want := [][]string{
+		{"GROUP", "HOLDER", "ADDRESSES", "INTERFACE", "LEASE", "NODE", "PRIORITY", "STATE", "FAILING"},
+		{"VI_1", "n1", "10.0.0.1/24,10.0.0.2/24", "ens3", "3s", "n1", "101", "MASTER", "-"},
+		{"n2", "100", "BACKUP", "-"},
+		{"VI_2", "(vacant)", "-", "-", "-", "-", "-", "-", "-"},
+	}
+	got := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
+	if len(got) != len(want) {
+		t.Fatalf("table:\n%s\nwant %d lines", out.String(), len(want))
+	}
+	for i := range got {
+		if !slices.Equal(strings.Fields(got[i]), want[i]) {
+			t.Errorf("table line %d: %q, want %q", i, got[i], want[i])
+		}
 	}
 }

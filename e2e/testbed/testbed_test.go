@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vipd/vipd/internal/prereq"
 )
 
 // binDir is the repository's bin/ (make build tools).
@@ -34,14 +36,14 @@ func needTestbed(t *testing.T) {
 		}
 	}
 	if len(miss) > 0 {
-		t.Skipf("namespace testbed needs %v (run as root after `make tools`)", miss)
+		prereq.Missing(t, "namespace testbed needs %v (run as root after `make tools`)", miss)
 	}
 }
 
 func TestProbeRefusesHostNamespace(t *testing.T) {
 	probe := filepath.Join(binDir, "vipd-probe")
 	if _, err := os.Stat(probe); err != nil {
-		t.Skip("bin/vipd-probe not built")
+		prereq.Missing(t, "bin/vipd-probe not built (make tools)")
 	}
 	// It checks its namespace before sending anything; the URL is on
 	// loopback anyway, so even a broken check could not send off the host.
@@ -56,7 +58,7 @@ func TestProbeRefusesHostNamespace(t *testing.T) {
 
 func TestSweepRemovesLeftovers(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		prereq.Missing(t, "needs root")
 	}
 	// A PID far above pid_max's default is never alive.
 	name := NamePrefix + "4194999-0zz"
