@@ -22,13 +22,11 @@ var examplesDir = "deploy/examples/seed"
 // <node ip>:9843, the testbed's key file, failsafe on); one with a peer
 // section keeps it, with key_file pointed at the testbed's key file.
 func vipdConfig(n *testbed.Node) string {
-	b, err := os.ReadFile(filepath.Join(examplesDir, n.Name+".yaml"))
+	conf, err := n.ExampleConfig(examplesDir)
 	if err != nil {
-		panic(fmt.Sprintf("example config for %s: %v", n.Name, err))
+		panic(err)
 	}
-	conf := strings.ReplaceAll(string(b), "interface: ens160", "interface: eth0")
-	conf = strings.ReplaceAll(conf, "pidfile: /run/haproxy.pid", "pidfile: "+n.HAProxyPidfile())
-	return withPeer(conf, n.PeerConfig(), n.PeerKeyPath())
+	return conf
 }
 
 // seedConfig is the seed's keepalived.conf of the node converted by

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -222,3 +223,29 @@ func (tb *Testbed) Holders() []string { return tb.Mon.Holders() }
 func (tb *Testbed) WaitHolder(node string, timeout time.Duration) error {
 	return tb.Mon.WaitHolder(node, timeout)
 }
+
+// ExampleConfig is the shipped example config of the node
+// (dir/<node>.yaml, e.g. deploy/examples/seed), adapted to the testbed:
+// interface ens160 → eth0, HAProxy's pidfile → HAProxyPidfile, and the
+// peer channel: an example without a peer section gets the testbed's
+// (PeerConfig), one with a peer section keeps it with key_file pointed at
+// the testbed's key. Its etcd endpoints are the example's: the testbed's
+// members have the same addresses.
+func (n *Node) ExampleConfig(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, n.Name+".yaml"))
+	if err != nil {
+		return "", fmt.Errorf("example config for %s: %w", n.Name, err)
+	}
+	conf := strings.ReplaceAll(string(b), "interface: ens160", "interface: eth0")
+	conf = strings.ReplaceAll(conf, "pidfile: /run/haproxy.pid", "pidfile: "+n.HAProxyPidfile())
+	if !peerSection.MatchString(conf) {
+		return strings.TrimRight(conf, "\n") + "\n" + n.PeerConfig(), nil
+	}
+	return peerKeyFile.ReplaceAllString(conf, "${1}"+n.PeerKeyPath()), nil
+}
+
+var (
+	peerSection = regexp.MustCompile(`(?m)^peer:`)
+	// peerKeyFile matches key_file inside the top-level peer section.
+	peerKeyFile = regexp.MustCompile(`(?m)(^peer:(?:\n[ \t]+.*)*?\n[ \t]+key_file:[ \t]*).*$`)
+)

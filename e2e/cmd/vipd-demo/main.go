@@ -41,6 +41,7 @@ func main() {
 	hold := flag.Duration("hold", 2*time.Second, "how long to show each steady state")
 	keep := flag.Bool("keep", false, "keep the temp dir with configs and logs")
 	stay := flag.Bool("stay", false, "after the steps, keep the testbed up (web-node-1 holding) until Enter or Ctrl-C")
+	examples := flag.String("examples", "deploy/examples/seed", "the shipped example configs the nodes run (web-node-1.yaml, web-node-2.yaml)")
 	flag.Parse()
 
 	if os.Geteuid() != 0 {
@@ -66,7 +67,7 @@ func main() {
 	// With SIGPIPE notified, a closed stdout (`| head`) makes writes fail
 	// instead of killing the demo before it can tear the testbed down.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
-	o := options{bin: absBin, binArg: *bin, haproxy: *haproxy, hold: *hold, keep: *keep, stay: *stay, stopSig: stopSig}
+	o := options{bin: absBin, binArg: *bin, haproxy: *haproxy, examples: *examples, hold: *hold, keep: *keep, stay: *stay, stopSig: stopSig}
 	dir, err := run(o)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "\nvipd-demo: %v\n", err)
@@ -77,6 +78,7 @@ func main() {
 
 type options struct {
 	bin, haproxy string
+	examples     string // shipped example configs
 	binArg       string // --bin as given, for the commands printed
 	hold         time.Duration
 	keep, stay   bool
@@ -99,7 +101,7 @@ func sudo() string {
 func printNext(o options, dir string) {
 	s := sudo()
 	cfg := "deploy/examples/seed/web-node-1.yaml and web-node-2.yaml hold the demo's settings\n" +
-		"                         (the demo's own copies, on eth0 and without metrics, stay with --keep)"
+		"                         (the demo's own copies, on eth0 with the testbed's pidfile and peer key, stay with --keep)"
 	if o.keep {
 		cfg = fmt.Sprintf("%s and %s (kept; logs in %s/)", filepath.Join(dir, testbed.Node1+"-vipd.yaml"),
 			filepath.Join(dir, testbed.Node2+"-vipd.yaml"), filepath.Join(dir, "logs"))
@@ -182,7 +184,13 @@ func run(o options) (string, error) {
 	defer d.stopLive()
 	d.event("starting vipd on both nodes")
 	for _, n := range tb.Nodes {
-		if err := n.StartVipd(); err != nil {
+		// The shipped example (HAProxy's process, event-driven, and its
+		// health URL), adapted to the testbed.
+		cfg, err := n.ExampleConfig(o.examples)
+		if err != nil {
+			return "", err
+		}
+		if err := n.StartVipdWithConfig(cfg); err != nil {
 			return "", err
 		}
 	}
