@@ -17,6 +17,8 @@ import (
 func (n *Node) HAProxyConfig() string {
 	return fmt.Sprintf(`global
     maxconn 4000
+    # A replacing process takes the listeners over (-x), as reloads do.
+    stats socket %[2]s mode 600 level admin expose-fd listeners
 
 defaults
     mode http
@@ -27,13 +29,16 @@ defaults
 
 frontend web
     bind *:80
-    http-request return status 200 content-type text/plain string "%s"
+    http-request return status 200 content-type text/plain string "%[1]s"
 
 frontend health
     bind *:8404
     monitor-uri /healthz
-`, n.Name)
+`, n.Name, n.haproxySocket())
 }
+
+// haproxySocket is the node's HAProxy stats socket (a unix socket).
+func (n *Node) haproxySocket() string { return filepath.Join(n.tb.Dir, n.Name+"-haproxy.sock") }
 
 // HAProxyName is the name the node's HAProxy runs under: haproxy-1 on
 // web-node-1. The testbed's nodes share one PID namespace; each runs its
@@ -95,8 +100,8 @@ func (n *Node) startHAProxy(args ...string) (*Proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	argv := append([]string{bin, "-db"}, args...)
-	p, err := startProc(n.NS, "haproxy@"+n.Name, n.tb.logPath("haproxy-"+n.Name), nil, append(argv, "-f", cfg)...)
+	argv := append([]string{bin, "-db", "-f", cfg}, args...)
+	p, err := startProc(n.NS, "haproxy@"+n.Name, n.tb.logPath("haproxy-"+n.Name), nil, argv...)
 	if err != nil {
 		return nil, err
 	}
@@ -178,16 +183,23 @@ func (n *Node) ReloadHAProxy() error {
 	return fmt.Errorf("haproxy on %s: reload did not replace the workers (before %v, now %v)", n.Name, before, n.haproxyPids())
 }
 
-// RestartHAProxyNewPID replaces HAProxy by a new process, the way a
-// service manager's restart with overlap does: the new HAProxy (one
-// process, no master) starts and serves beside the old one (SO_REUSEPORT),
-// its PID is written to the pidfile, and then the old one is told to
-// finish (SIGUSR1, what -sf sends) and waited for.
+// RestartHAProxyNewPID replaces HAProxy by a new process the classic
+// way (`haproxy -x SOCKET -sf OLDPIDS`, what init scripts and HAProxy's
+// docs do): the new HAProxy (one process, no master) takes the listening
+// sockets over from the old worker through the stats socket, tells it to
+// finish, and its PID is written to the pidfile; the old master exits
+// with its last worker.
 func (n *Node) RestartHAProxyNewPID() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	old := n.haproxy
-	p, err := n.startHAProxy()
+	args := []string{"-x", n.haproxySocket(), "-sf"}
+	for _, pid := range n.haproxyPids() {
+		if old == nil || pid != old.Pid() {
+			args = append(args, strconv.Itoa(pid))
+		}
+	}
+	p, err := n.startHAProxy(args...)
 	if err != nil {
 		return err
 	}
@@ -200,9 +212,6 @@ func (n *Node) RestartHAProxyNewPID() error {
 	}
 	n.haproxy = p
 	if old.Running() {
-		if err := old.Signal(syscall.SIGUSR1); err != nil {
-			return err
-		}
 		return old.Wait(10 * time.Second)
 	}
 	return nil
