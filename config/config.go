@@ -253,6 +253,13 @@ type Notify struct {
 	Backup []string `yaml:"backup"`
 	Fault  []string `yaml:"fault"`
 	Stop   []string `yaml:"stop"`
+	// Any runs on every transition to MASTER, BACKUP, FAULT or STOP,
+	// after that state's own hook, as keepalived's generic `notify`
+	// script: with four arguments appended to the argv, keepalived's
+	// convention: INSTANCE, the group name, the new state and the
+	// effective priority (for STOP, the last one reported). The
+	// environment is the same as the other hooks'.
+	Any []string `yaml:"any"`
 	// Timeout kills a hook (and its process group) that runs longer.
 	// Zero value: 30s.
 	Timeout time.Duration `yaml:"timeout"`

@@ -44,6 +44,35 @@ func TestNotifyHooksGetTheirEnvironment(t *testing.T) {
 	}
 }
 
+// TestNotifyAnyGetsKeepalivedArguments: the generic hook runs on every
+// transition with INSTANCE, the group, the state and the priority after
+// its own arguments, and STOP carries the last priority.
+func TestNotifyAnyGetsKeepalivedArguments(t *testing.T) {
+	m := etcdtest.Start(t)
+	rec := fakenet.NewRecorder()
+	dir := t.TempDir()
+	hook := `["/bin/sh", "-c", "printf '%s|' \"$0\" \"$@\" > ` + dir + `/$3", "first-arg"]`
+	n1 := keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-1", Priority: 101,
+		Extra: "    notify: {any: " + hook + "}\n"})
+	rec.WaitFor(t, "web-node-1", 10*time.Second)
+	n1.Stop()
+
+	for state, want := range map[string]string{
+		"BACKUP": "first-arg|INSTANCE|VI_1|BACKUP|101|",
+		"MASTER": "first-arg|INSTANCE|VI_1|MASTER|101|",
+		"STOP":   "first-arg|INSTANCE|VI_1|STOP|101|",
+	} {
+		b, err := os.ReadFile(filepath.Join(dir, state))
+		if err != nil {
+			t.Errorf("notify.any did not run for %s: %v", state, err)
+			continue
+		}
+		if string(b) != want {
+			t.Errorf("notify.any for %s got arguments %q, want %q", state, b, want)
+		}
+	}
+}
+
 func TestSlowNotifyHookDoesNotDelayFailover(t *testing.T) {
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()

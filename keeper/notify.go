@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vipd/vipd/election"
 )
 
 // notifier runs keepalived-style notify hooks: asynchronously, each with a
@@ -42,6 +44,25 @@ func (e hookEnv) environ() []string {
 		"VIPD_ADDRESSES="+strings.Join(e.Addresses, " "),
 		"VIPD_PRIORITY="+strconv.Itoa(e.Priority),
 	)
+}
+
+// anyHookArgv is the argv of the generic `notify.any` hook for a
+// transition: keepalived's convention for an instance's `notify` script,
+// four arguments after the configured ones: INSTANCE, the group name, the
+// state and the priority. It returns nil when there is no hook or the
+// state is not one keepalived reports (INIT).
+func anyHookArgv(argv []string, group string, state election.State, prio int) []string {
+	if len(argv) == 0 {
+		return nil
+	}
+	switch state {
+	case election.StateMaster, election.StateBackup, election.StateFault, election.StateStop:
+	default:
+		return nil
+	}
+	out := make([]string, 0, len(argv)+4)
+	out = append(out, argv...)
+	return append(out, "INSTANCE", group, string(state), strconv.Itoa(prio))
 }
 
 // run starts argv in the background. An empty argv does nothing.
