@@ -525,19 +525,9 @@ func (c *converter) garpDirective(d *Directive, name string, g *garpCfg, global 
 	}
 }
 
-// uintArg reads keepalived's unsigned integer argument; keepalived
-// ignores an invalid one (and says so), and so does the importer.
+// uintArg reads keepalived's unsigned integer argument (garp_master_*).
 func (c *converter) uintArg(d *Directive) (int, bool) {
-	if len(d.Args) < 1 {
-		c.mark(d, Ignored, "no value; keepalived ignores it too")
-		return 0, false
-	}
-	n, err := strconv.ParseUint(d.Args[0], 10, 31)
-	if err != nil {
-		c.mark(d, Ignored, fmt.Sprintf("%q is not an unsigned integer; keepalived ignores it too", d.Args[0]))
-		return 0, false
-	}
-	return int(n), true
+	return c.intArg(d, 0, math.MaxInt32)
 }
 
 // newCheckName returns a vipd check name for a keepalived definition
@@ -852,26 +842,29 @@ type inst struct {
 	pos  int
 	name string
 
-	iface       string
-	ifaceD      *Directive
-	master      bool
-	stateD      *Directive
-	prio        int
-	prioD       *Directive
-	preempt     bool
-	nopreemptD  *Directive // the nopreempt in force, if any
-	delay       time.Duration
-	delayD      *Directive
-	addrs       []*vaddr
-	noVIP       *Directive
-	tracks      []*trackRef
-	hooks       map[string]*hookRef // master backup fault stop any
-	garp        garpCfg
-	sync        *syncGroup
-	refuse      []string // why it cannot be carried
-	emitted     bool
-	groupName   string
-	v6GroupName string
+	iface      string
+	ifaceD     *Directive
+	master     bool
+	stateD     *Directive
+	prio       int
+	prioD      *Directive
+	preempt    bool
+	nopreemptD *Directive // the nopreempt in force, if any
+	delay      time.Duration
+	delayD     *Directive
+	addrs      []*vaddr
+	noVIP      *Directive
+	tracks     []*trackRef
+	hooks      map[string]*hookRef // master backup fault stop any
+	garp       garpCfg
+	dontTrackD *Directive // dont_track_primary
+	// noPrefixNoted: the /32 of an address without a length was noted.
+	noPrefixNoted bool
+	sync          *syncGroup
+	refuse        []string // why it cannot be carried
+	emitted       bool
+	groupName     string
+	v6GroupName   string
 }
 
 type vaddr struct {
@@ -927,10 +920,15 @@ func (c *converter) vrrpInstance(d *Directive, pos int) {
 		case "state":
 			c.state(in, x)
 		case "priority":
-			if n, ok := c.intArg(x, 1, 255); ok {
-				in.prio, in.prioD = n, x
-				c.mark(x, Carried, "")
+			// keepalived reads it strictly, and an invalid one is the
+			// default 100 ("Priority not valid! ... Using default 100").
+			n, rest := leadingInt(firstArg(x))
+			if rest != "" || n < 1 || n > 255 {
+				n = 100
+				c.mark(x, Carried, fmt.Sprintf("%q is not a priority keepalived accepts: it uses its default 100, and so does the importer", firstArg(x)))
 			}
+			in.prio, in.prioD = int(n), x
+			c.mark(x, Carried, "")
 		case "virtual_ipaddress", "virtual_ipaddress_excluded":
 			c.addresses(x, in)
 		case "no_virtual_ipaddress":
@@ -959,6 +957,8 @@ func (c *converter) vrrpInstance(d *Directive, pos int) {
 			} else {
 				c.mark(x, Ignored, "sends no email, as vipd")
 			}
+		case "dont_track_primary":
+			in.dontTrackD = x // judged once the addresses' interface is known
 		default:
 			k, reason := instanceReason(x.Name)
 			c.markTree(x, k, reason)
@@ -1055,15 +1055,73 @@ func (c *converter) resolveInstance(in *inst) {
 	if in.iface == "" {
 		in.refuse = append(in.refuse, "it has no interface (keepalived finds one from unicast_src_ip; vipd needs interface:)")
 	}
-	for _, a := range in.addrs {
-		if a.dev != "" && in.iface != "" && a.dev != in.iface {
-			in.refuse = append(in.refuse, fmt.Sprintf("addresses on several interfaces (%s on %s, the instance on %s): needs per-address interface, not supported yet", a.p.Addr(), a.dev, in.iface))
-			c.mark(a.d, Refused, fmt.Sprintf("on %s, not the instance's interface %s: a vipd group binds all its addresses on one interface", a.dev, in.iface))
-		}
-	}
+	c.addressInterface(in)
 	if len(in.addrs) == 0 {
 		why := "it has no virtual_ipaddress: a vipd group needs at least one address; a group that only runs hooks (as cloud configs use, the hook moving the address) is not supported yet"
 		in.refuse = append(in.refuse, why)
+	}
+}
+
+// addressInterface works out the interface the group binds its addresses
+// on. keepalived puts an address on its dev (default: the instance's
+// interface) and tracks every such interface as well as its own VRRP
+// interface (unless dont_track_primary): FAULT while one is down. When
+// every address is on one other interface, the group binds them there
+// and an interface check keeps the VRRP interface's FAULT; addresses on
+// several interfaces need per-address interfaces, which vipd lacks.
+func (c *converter) addressInterface(in *inst) {
+	if in.iface == "" {
+		if in.dontTrackD != nil {
+			c.mark(in.dontTrackD, Ignored, "the instance has no interface")
+		}
+		return
+	}
+	devs := map[string]bool{}
+	var others []string
+	for _, a := range in.addrs {
+		dev := a.dev
+		if dev == "" {
+			dev = in.iface
+		}
+		if !devs[dev] {
+			devs[dev] = true
+		}
+		if dev != in.iface {
+			others = append(others, fmt.Sprintf("%s on %s", a.p.Addr(), dev))
+		}
+	}
+	switch {
+	case len(devs) > 1:
+		in.refuse = append(in.refuse, fmt.Sprintf("addresses on several interfaces (%s; the instance on %s): needs per-address interface, not supported yet", strings.Join(others, ", "), in.iface))
+		for _, a := range in.addrs {
+			if a.dev != "" && a.dev != in.iface {
+				c.mark(a.d, Refused, fmt.Sprintf("on %s, not the instance's interface %s: a vipd group binds all its addresses on one interface", a.dev, in.iface))
+			}
+		}
+		if in.dontTrackD != nil {
+			c.mark(in.dontTrackD, Refused, "")
+		}
+	case len(devs) == 1 && !devs[in.iface]:
+		vrrpIface := in.iface
+		for dev := range devs {
+			in.iface = dev
+		}
+		if in.dontTrackD != nil {
+			c.mark(in.dontTrackD, Carried, fmt.Sprintf("keepalived then ignores %s's link; it still tracks %s, where the addresses are, and so does vipd (the group's interface)", vrrpIface, in.iface))
+		} else {
+			t := &trackRef{d: in.ifaceD, kind: "interface", check: c.interfaceCheckFor(in.ifaceD, vrrpIface)}
+			in.tracks = append(in.tracks, t)
+		}
+		how := "tracked with interface check if_" + vrrpIface + ": FAULT while it is down, as keepalived"
+		if in.dontTrackD != nil {
+			how = "not tracked (dont_track_primary)"
+		}
+		c.mark(in.ifaceD, Carried, fmt.Sprintf("keepalived's VRRP interface; every address is on %s (dev), so the group binds them there, as keepalived does, and %s is %s", in.iface, vrrpIface, how))
+	default:
+		if in.dontTrackD != nil {
+			k, reason := instanceReason("dont_track_primary")
+			c.mark(in.dontTrackD, k, reason)
+		}
 	}
 }
 
@@ -1085,7 +1143,10 @@ func (c *converter) addresses(blk *Directive, in *inst) {
 				continue
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
-			c.mark(d, Carried, fmt.Sprintf("no prefix length: %s, as keepalived adds it", p))
+			if !in.noPrefixNoted {
+				in.noPrefixNoted = true
+				c.mark(d, Carried, fmt.Sprintf("no prefix length: %s, as keepalived adds it (and the next ones without a length)", p))
+			}
 		}
 		a := &vaddr{d: d, p: p, excluded: excluded}
 		for _, prev := range in.addrs {
@@ -1241,13 +1302,17 @@ func (c *converter) tracks(blk *Directive, in *inst, group bool, pos int, refuse
 // interfaceCheck returns the interface check for track_interface IF,
 // shared by every group that tracks it.
 func (c *converter) interfaceCheck(d *Directive) *Check {
+	return c.interfaceCheckFor(d, d.Name)
+}
+
+func (c *converter) interfaceCheckFor(d *Directive, iface string) *Check {
 	for _, x := range c.res.Checks {
-		if x.Type == "interface" && x.Iface == d.Name {
+		if x.Type == "interface" && x.Iface == iface {
 			return x
 		}
 	}
-	ch := &Check{Type: "interface", Iface: d.Name, Script: "track_interface " + d.Name, line: d.Line}
-	ch.Name = c.newCheckName(d, "if_"+d.Name, "_if")
+	ch := &Check{Type: "interface", Iface: iface, Script: "track_interface " + iface, line: d.Line}
+	ch.Name = c.newCheckName(d, "if_"+iface, "_if")
 	c.res.Checks = append(c.res.Checks, ch)
 	return ch
 }
@@ -1382,7 +1447,11 @@ func (c *converter) resolveSyncGroups() {
 			}
 			refuse = append(refuse, in.refuse...)
 			if in.iface != first.iface {
-				refuse = append(refuse, fmt.Sprintf("its instances are on several interfaces (%s on %s, %s on %s): needs per-address interface, not supported yet", first.name, first.iface, in.name, in.iface))
+				var on []string
+				for _, m := range members {
+					on = append(on, m.name+" on "+m.iface)
+				}
+				refuse = append(refuse, fmt.Sprintf("its instances are on several interfaces (%s): needs per-address interface, not supported yet", strings.Join(on, ", ")))
 			}
 			if in.prio != first.prio {
 				refuse = append(refuse, fmt.Sprintf("its instances have different priorities (%s %d, %s %d)", first.name, first.prio, in.name, in.prio))
@@ -1403,7 +1472,11 @@ func (c *converter) resolveSyncGroups() {
 			hooks[state] = h
 		}
 		for _, in := range members {
-			for state, h := range in.hooks {
+			for _, state := range []string{"master", "backup", "fault", "stop", "any"} {
+				h := in.hooks[state]
+				if h == nil {
+					continue
+				}
 				if prev := hooks[state]; prev != nil {
 					refuse = append(refuse, fmt.Sprintf("it has two %s hooks (%s and %s): vipd runs one per state", hookName(state), ownerName(prev), ownerName(h)))
 					continue
@@ -1759,33 +1832,72 @@ func (c *converter) safeNameQuiet(name string) string {
 	return string(safe)
 }
 
+// intArg reads an integer as keepalived's lenient readers do (strtol,
+// "ignore_error"): a number followed by anything else counts as that
+// number, with a warning, and text without a number as 0; a value out of
+// lo..hi is ignored, and so is the directive.
 func (c *converter) intArg(d *Directive, lo, hi int) (int, bool) {
 	if len(d.Args) < 1 {
 		c.mark(d, Ignored, "no value; keepalived ignores it too")
 		return 0, false
 	}
-	n, err := strconv.Atoi(d.Args[0])
-	if err != nil || n < lo || n > hi {
+	n, rest := leadingInt(d.Args[0])
+	if n < int64(lo) || n > int64(hi) {
 		c.mark(d, Ignored, fmt.Sprintf("%q is not an integer in %d..%d; keepalived ignores it too", d.Args[0], lo, hi))
 		return 0, false
 	}
-	return n, true
+	if rest != "" {
+		c.mark(d, Carried, fmt.Sprintf("keepalived reads %q as %d (it warns: invalid number), and so does the importer", d.Args[0], n))
+	}
+	return int(n), true
+}
+
+// leadingInt is strtol's reading of s: blanks, a sign and digits; rest is
+// what follows them (all of s when there is no number: then 0).
+func leadingInt(s string) (n int64, rest string) {
+	t := strings.TrimLeft(s, " \t")
+	i := 0
+	if i < len(t) && (t[i] == '-' || t[i] == '+') {
+		i++
+	}
+	j := i
+	for j < len(t) && t[j] >= '0' && t[j] <= '9' {
+		j++
+	}
+	if j == i {
+		return 0, s
+	}
+	v, err := strconv.ParseInt(t[:j], 10, 64)
+	if err != nil {
+		return math.MaxInt64, t[j:]
+	}
+	return v, t[j:]
 }
 
 // secondsArg reads keepalived seconds (integer or decimal) as a duration,
-// rounded to the millisecond.
+// rounded to the millisecond. As keepalived, a number followed by other
+// text counts as the number, with a warning.
 func (c *converter) secondsArg(d *Directive) (time.Duration, bool) {
 	if len(d.Args) < 1 {
 		c.mark(d, Ignored, "no value; keepalived ignores it too")
 		return 0, false
 	}
-	f, err := strconv.ParseFloat(d.Args[0], 64)
-	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) || f > 1e6 {
+	m := leadingDecimalRE.FindStringSubmatch(d.Args[0])
+	f, err := 0.0, error(nil)
+	if m != nil {
+		f, err = strconv.ParseFloat(m[1], 64)
+	}
+	if m == nil || err != nil || f > 1e6 {
 		c.mark(d, Ignored, fmt.Sprintf("%q is not a number of seconds; keepalived ignores it too", d.Args[0]))
 		return 0, false
 	}
+	if len(m[0]) != len(d.Args[0]) {
+		c.mark(d, Carried, fmt.Sprintf("keepalived reads %q as %s s (it warns: invalid number), and so does the importer", d.Args[0], m[1]))
+	}
 	return time.Duration(math.Round(f*1000)) * time.Millisecond, true
 }
+
+var leadingDecimalRE = regexp.MustCompile(`^[ \t]*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)`)
 
 // processName recognises "killall -0 NAME" and "pidof NAME", which test that
 // a process runs, and returns NAME.

@@ -133,20 +133,31 @@ func TestStateMasterAndPreempt(t *testing.T) {
 }
 
 // dev is compared with the instance's interface wherever interface is
-// written; another interface is refused by name, the same one carried.
+// written: addresses on two interfaces are refused by name; all of them on
+// one other interface go there, the instance's interface tracked as
+// keepalived tracks it.
 func TestDevOrdering(t *testing.T) {
-	before := "vrrp_instance VI_1 {\n virtual_ipaddress {\n  10.0.0.1/24 dev eth1\n }\n interface eth0\n}\n"
+	before := "vrrp_instance VI_1 {\n virtual_ipaddress {\n  10.0.0.1/24 dev eth1\n  10.0.0.3/24\n }\n interface eth0\n}\n"
 	res, err := Convert("k.conf", before, Options{})
-	if !errors.Is(err, ErrRefused) || !hasNote(res, 1, Refused, "addresses on several interfaces (10.0.0.1 on eth1, the instance on eth0): needs per-address interface, not supported yet") ||
+	if !errors.Is(err, ErrRefused) || !hasNote(res, 1, Refused, "addresses on several interfaces (10.0.0.1 on eth1; the instance on eth0): needs per-address interface, not supported yet") ||
 		!hasNote(res, 3, Refused, "on eth1, not the instance's interface eth0") {
 		t.Errorf("virtual_ipaddress before interface: %v\n%s", err, notesText("k.conf", res.Notes))
 	}
 	same := strings.Replace(before, "dev eth1", "dev eth0", 1)
-	if res := conv(t, same, Options{}); res.Groups[0].Interface != "eth0" || len(res.Groups[0].Addresses) != 1 {
+	if res := conv(t, same, Options{}); res.Groups[0].Interface != "eth0" || len(res.Groups[0].Addresses) != 2 || len(res.Groups[0].Track) != 0 {
 		t.Errorf("dev = interface: %+v", res.Groups[0])
 	}
+	other := "vrrp_instance VI_1 {\n virtual_ipaddress {\n  10.0.0.1/24 dev eth1\n }\n interface eth0\n}\n"
+	res = conv(t, other, Options{})
+	if g := res.Groups[0]; g.Interface != "eth1" || !reflect.DeepEqual(g.Track, []Track{{"if_eth0", 0, false}}) {
+		t.Errorf("every address on eth1: %+v", g)
+	}
+	res = conv(t, strings.Replace(other, " interface eth0\n", " interface eth0\n dont_track_primary\n", 1), Options{})
+	if g := res.Groups[0]; g.Interface != "eth1" || len(g.Track) != 0 || kindOf(t, res, 6) != Carried {
+		t.Errorf("dont_track_primary: %+v\n%s", g, res.FormatNotes("k.conf"))
+	}
 	// --skip-refused writes the other groups and still says what was left out.
-	two := before + strings.Replace(strings.Replace(same, "VI_1", "VI_2", 1), "10.0.0.1", "10.0.0.2", 1)
+	two := before + strings.Replace(strings.Replace(same, "VI_1", "VI_2", 1), "10.0.0.", "10.0.1.", 2)
 	res, err = Convert("k.conf", two, Options{SkipRefused: true})
 	if err != nil || !res.Refused || len(res.Groups) != 1 || res.Groups[0].Name != "VI_2" {
 		t.Errorf("skip refused: %v %+v", err, res)
@@ -184,7 +195,7 @@ func TestGARPMapping(t *testing.T) {
 		{"refresh", "", " garp_master_delay 3\n garp_master_refresh 60\n", GARP{Count: 2, Interval: 3 * time.Second, Refresh: time.Minute}, Carried},
 		{"global default, instance override", "global_defs {\n vrrp_garp_master_delay 1\n vrrp_garp_master_refresh 30\n}\n", " garp_master_delay 2\n",
 			GARP{Count: 2, Interval: 2 * time.Second, Refresh: 30 * time.Second}, Carried},
-		{"decimal is invalid in keepalived", "", " garp_master_delay 1.5\n", GARP{}, Ignored},
+		{"keepalived reads 1.5 as 1", "", " garp_master_delay 1.5\n", GARP{Count: 2, Interval: time.Second}, Carried},
 		{"min garp", "global_defs {\n vrrp_min_garp\n}\n", "", GARP{Count: 1}, Carried},
 	}
 	for _, c := range cases {
