@@ -1,6 +1,15 @@
-// Package keepalived reads a keepalived.conf and converts its VRRP part
-// (vrrp_script and vrrp_instance) into a vipd configuration, listing every
-// directive it could not carry over with a one-line reason.
+// Package keepalived reads a keepalived.conf as keepalived reads it
+// (preprocess.go: comments, @ID lines, $NAME definitions, ~SEQ) and
+// converts its VRRP part into a vipd configuration. Every directive, and
+// every line, ends up carried, ignored, changed, dropped or refused, each
+// with a one-line reason (report.go); what cannot be carried faithfully
+// fails the conversion by name rather than being approximated.
+//
+// Files: parse.go (syntax), convert.go (the walk, global_defs, numbers),
+// checks.go (scripts and tracking), instance.go (vrrp_instance and
+// keepalived's rules for it), sync.go (vrrp_sync_group), garp.go
+// (announcement schedules), emit.go (groups), keywords.go (what becomes of
+// the rest), yaml.go (rendering).
 package keepalived
 
 import (
