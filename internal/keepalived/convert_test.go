@@ -263,6 +263,7 @@ func TestParseErrorsNameTheLine(t *testing.T) {
 		{"$A=x $A\nvrrp_instance $A {\n}\n", "k.conf:2: parameter replacement does not end"},
 		{"vrrp_instance I {\n priority ${_RANDOM 1 9}\n}\n", "k.conf:2: ${_RANDOM} depends on keepalived's run time"},
 		{"~SEQ(N, 1, 0, 3) x\n", "k.conf:1: invalid ~SEQ"},
+		{"@lb1 $IF=eth0\nvrrp_instance I {\n interface ${IF}\n}\n", "k.conf:3: ${IF} is not defined (config id (none))"},
 	}
 	for _, c := range cases {
 		_, err := Convert("k.conf", c.src, Options{})

@@ -58,8 +58,8 @@ func TestPreprocess(t *testing.T) {
 			[]string{`01: a "b # c"`, "02: e", "03: #g"}},
 		{"predefined", "id ${_INSTANCE}\nh \"${_HASH}\"\n", "lb9",
 			[]string{"01: id lb9", `02: h "#"`}},
-		{"undefined stays", "x ${NOPE} $NOPE\n", "",
-			[]string{"01: x ${NOPE} $NOPE"}},
+		{"undefined stays", "x \"${NOPE}\" $NOPE\n", "",
+			[]string{`01: x "${NOPE}" $NOPE`}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -202,10 +202,39 @@ func (p *preprocessor) processLine(it ppItem) ([]ppItem, error) {
 			more = append(more, ppItem{text: r, line: line, fromMacro: true})
 		}
 	}
+	if name := undefinedBraced(buf); name != "" {
+		id := p.id
+		if id == "" {
+			id = "(none)"
+		}
+		// keepalived leaves it as written and then reads its braces as a
+		// block: the result is not what the file means. Usually a
+		// template not filled in, or @ID lines for another config id.
+		return nil, &ParseError{p.file, line, fmt.Sprintf("${%s} is not defined (config id %s): keepalived would read its braces as a block; define it with $%s=VALUE, fill in the template, or pass the config id its @ID lines are for (--config-id, --node)", name, id, name)}
+	}
 	if buf != "" {
 		p.res.lines = append(p.res.lines, srcLine{text: buf, line: line})
 	}
 	return more, nil
+}
+
+// undefinedBraced returns the name of a ${NAME} left in buf outside double
+// quotes (inside them, as in a script, it is only text).
+func undefinedBraced(buf string) string {
+	quote := false
+	for i := 0; i+1 < len(buf); i++ {
+		switch {
+		case buf[i] == '\\':
+			i++
+		case buf[i] == '"':
+			quote = !quote
+		case !quote && buf[i] == '$' && buf[i+1] == '{':
+			if name, _, _, ok := referenceAt(buf, i); ok {
+				return name
+			}
+		}
+	}
+	return ""
 }
 
 // conditional evaluates an "@ID rest" or "@^ID rest" line: keep says
