@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vipd/vipd/config"
 )
 
 // newCheckName returns a vipd check name for a keepalived definition
@@ -40,10 +42,10 @@ func (c *converter) vrrpScript(s *Directive, pos int) {
 	c.mark(s, Carried, "")
 	ch := &Check{line: s.Line, d: s, pos: pos}
 	var script, userDir *Directive
-	for _, d := range s.Block {
+	for _, d := range entries(s) {
 		switch d.Name {
 		case "script":
-			if len(d.Args) == 0 {
+			if len(d.Args) == 0 || strings.TrimSpace(strings.Join(d.Args, " ")) == "" {
 				c.mark(d, Ignored, "no command; keepalived ignores it too")
 				continue
 			}
@@ -52,6 +54,14 @@ func (c *converter) vrrpScript(s *Directive, pos int) {
 			c.mark(d, Carried, "")
 		case "interval", "timeout":
 			if dur, ok := c.secondsArg(d); ok {
+				switch {
+				case dur == 0:
+					dur = time.Second
+					c.mark(d, Carried, "keepalived sets 0 to 1 s, and so does the importer")
+				case dur < config.MinInterval:
+					dur = config.MinInterval
+					c.mark(d, Changed, fmt.Sprintf("%s %s is below vipd's minimum %v; %v written", d.Name, firstArg(d), config.MinInterval, config.MinInterval))
+				}
 				if d.Name == "interval" {
 					ch.Interval = dur
 				} else {
@@ -98,6 +108,10 @@ func (c *converter) vrrpScript(s *Directive, pos int) {
 	}
 	ch.Name = c.newCheckName(s, s.Args[0], "_script")
 	argv, shell := splitCommand(ch.Script)
+	if len(argv) == 0 || argv[0] == "" {
+		c.markTree(s, Ignored, "its script names no command; keepalived cannot run it either")
+		return
+	}
 	if name, ok := processName(argv); ok && !shell {
 		ch.Type, ch.Process = "process", name
 		if userDir != nil {
@@ -151,7 +165,7 @@ func (c *converter) trackProcessDef(s *Directive, pos int) {
 	var refuse []string
 	var termDelay, forkDelay time.Duration
 	var delayD []*Directive
-	for _, d := range s.Block {
+	for _, d := range entries(s) {
 		switch d.Name {
 		case "process":
 			if len(d.Args) == 0 {
@@ -250,7 +264,7 @@ func (c *converter) trackFileDef(s *Directive, pos int) {
 	}
 	c.mark(s, Carried, "")
 	ch := &Check{Type: "file", line: s.Line, d: s, pos: pos, weight: 1}
-	for _, d := range s.Block {
+	for _, d := range entries(s) {
 		switch d.Name {
 		case "file":
 			if len(d.Args) == 0 {
@@ -336,7 +350,7 @@ func (c *converter) tracks(blk *Directive, in *inst, group bool, pos int, refuse
 	}
 	c.mark(blk, Carried, "")
 	var out []*trackRef
-	for _, d := range blk.Block {
+	for _, d := range entries(blk) {
 		t := &trackRef{d: d, group: group}
 		var args []string
 		switch blk.Name {
@@ -372,7 +386,7 @@ func (c *converter) tracks(blk *Directive, in *inst, group bool, pos int, refuse
 			args = d.Args
 		case "track_interface":
 			t.kind = "interface"
-			if len(d.Name) > 15 {
+			if !validIfName(d.Name) {
 				c.mark(d, Ignored, "not an interface name; keepalived ignores it")
 				continue
 			}
@@ -439,13 +453,19 @@ func processName(argv []string) (string, bool) {
 	if i := strings.LastIndexByte(prog, '/'); i >= 0 {
 		prog = prog[i+1:]
 	}
+	var name string
 	switch {
-	case prog == "killall" && len(argv) == 3 && argv[1] == "-0" && !strings.HasPrefix(argv[2], "-"):
-		return argv[2], true
-	case prog == "pidof" && len(argv) == 2 && !strings.HasPrefix(argv[1], "-"):
-		return argv[1], true
+	case prog == "killall" && len(argv) == 3 && argv[1] == "-0":
+		name = argv[2]
+	case prog == "pidof" && len(argv) == 2:
+		name = argv[1]
 	}
-	return "", false
+	// A name with '/' is a path, which vipd's process check does not take
+	// (killall and pidof match it differently): run the command instead.
+	if name == "" || strings.HasPrefix(name, "-") || strings.Contains(name, "/") {
+		return "", false
+	}
+	return name, true
 }
 
 // splitCommand turns a keepalived script string into argv. keepalived

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"regexp"
 	"sort"
 	"strconv"
@@ -150,6 +151,7 @@ func Convert(file, src string, opts Options) (*Result, error) {
 		files:     map[string]*Check{},
 		refusedTP: map[string]string{},
 		instances: map[string]*inst{},
+		addrOwner: map[netip.Addr]string{},
 		syncOf:    map[string]*syncGroup{},
 	}
 	c.res.Notes = append(c.res.Notes, pp.notes...)
@@ -254,6 +256,7 @@ type converter struct {
 
 	insts     []*inst
 	instances map[string]*inst
+	addrOwner map[netip.Addr]string // address → the instance that has it
 	syncs     []*syncGroup
 	syncOf    map[string]*syncGroup // instance name → its sync group
 
@@ -310,17 +313,23 @@ func forceTree(d *Directive, k Kind) {
 // finish accounts for every directive nothing marked (a bug), and notes
 // checks no group tracks.
 func (c *converter) finish(top []*Directive) {
-	var walk func(ds []*Directive)
-	walk = func(ds []*Directive) {
+	var walk func(parent *Directive, ds []*Directive)
+	walk = func(parent *Directive, ds []*Directive) {
 		for _, d := range ds {
-			if !d.marked {
+			switch {
+			case d.marked:
+			case parent != nil && !parent.blockRead:
+				// "priority 100 {": keepalived reads a block where none
+				// belongs as unknown keywords and skips them.
+				c.markTree(d, Ignored, fmt.Sprintf("in a block after %s, which takes none; keepalived ignores it too", parent.Name))
+			default:
 				c.res.Unhandled++
 				c.mark(d, Dropped, "not handled by the importer (a bug: please report it)")
 			}
-			walk(d.Block)
+			walk(d, d.Block)
 		}
 	}
-	walk(top)
+	walk(nil, top)
 	used := map[string]bool{}
 	for _, g := range c.res.Groups {
 		for _, t := range g.Track {
@@ -344,6 +353,14 @@ func (c *converter) finish(top []*Directive) {
 		}
 	}
 	c.res.Checks = kept
+}
+
+// entries returns d's block for a handler that reads it entry by entry;
+// an entry nothing marked is then an importer bug (finish), while one in
+// a block no handler reads ("priority 100 {") is keepalived's garbage.
+func entries(d *Directive) []*Directive {
+	d.blockRead = true
+	return d.Block
 }
 
 // emailEnabled says whether keepalived sends VRRP email: smtp_alert
@@ -375,7 +392,7 @@ func isTrue(s string) bool {
 
 func (c *converter) globalDefs(gd *Directive) {
 	c.mark(gd, Carried, "")
-	for _, d := range gd.Block {
+	for _, d := range entries(gd) {
 		switch d.Name {
 		case "vrrp_garp_master_repeat", "vrrp_garp_master_delay", "vrrp_garp_master_refresh", "vrrp_garp_master_refresh_repeat":
 			c.garpDirective(d, strings.TrimPrefix(d.Name, "vrrp_"), &c.garp, true)

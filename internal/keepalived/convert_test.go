@@ -263,6 +263,8 @@ func TestParseErrorsNameTheLine(t *testing.T) {
 		{"$A=x $A\nvrrp_instance $A {\n}\n", "k.conf:2: parameter replacement does not end"},
 		{"vrrp_instance I {\n priority ${_RANDOM 1 9}\n}\n", "k.conf:2: ${_RANDOM} depends on keepalived's run time"},
 		{"~SEQ(N, 1, 0, 3) x\n", "k.conf:1: invalid ~SEQ"},
+		{"~SEQ(A, 1, 1000) ~SEQ(B, 1, 1000) x\n", "k.conf:1: expands to more than"},
+		{"$M= \\\nx \\\n$M\n\n$M\n", "k.conf:5: expands to more than"},
 		{"@lb1 $IF=eth0\nvrrp_instance I {\n interface ${IF}\n}\n", "k.conf:3: ${IF} is not defined (config id (none))"},
 	}
 	for _, c := range cases {

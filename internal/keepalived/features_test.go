@@ -3,6 +3,8 @@ package keepalived
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -373,4 +375,45 @@ func TestEveryLineAccounted(t *testing.T) {
 			t.Errorf("%s: %d unhandled\n%s", name, res.Unhandled, res.FormatNotes(name))
 		}
 	}
+}
+
+// FuzzConvert: whatever the input, the converter does not panic, accounts
+// for every directive and line, and what it writes passes vipd check.
+func FuzzConvert(f *testing.F) {
+	for _, name := range []string{"full.conf", "seed-keepalived-1.conf"} {
+		src, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(string(src))
+	}
+	files, _ := filepath.Glob(filepath.Join("testdata", "corpus", "*.conf"))
+	for _, p := range files {
+		src, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(string(src))
+	}
+	f.Add("vrrp_instance I {\n priority 100 {\n  x\n }\n interface eth0\n virtual_ipaddress {\n  10.0.0.1\n }\n}\n")
+	f.Fuzz(func(t *testing.T, src string) {
+		var res *Result
+		var err error
+		done := make(chan struct{})
+		go func() { res, err = Convert("f.conf", src, Options{Node: "n1", SkipRefused: true}); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+			t.Fatalf("Convert does not return: %q", src)
+		}
+		if res == nil {
+			return
+		}
+		if errors.Is(err, ErrInvalidResult) {
+			t.Fatalf("written configuration fails vipd check: %v\n%s", err, src)
+		}
+		if res.Unhandled != 0 {
+			t.Fatalf("%d unaccounted:\n%s\n%s", res.Unhandled, res.FormatNotes("f.conf"), src)
+		}
+	})
 }

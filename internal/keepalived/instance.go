@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // inst is a vrrp_instance as read, before it becomes a group.
@@ -69,10 +70,10 @@ func (c *converter) vrrpInstance(d *Directive, pos int) {
 	c.instances[name] = in
 	c.insts = append(c.insts, in)
 	c.mark(d, Carried, "")
-	for _, x := range d.Block {
+	for _, x := range entries(d) {
 		switch x.Name {
 		case "interface":
-			if len(x.Args) < 1 || len(x.Args[0]) > 15 {
+			if len(x.Args) < 1 || !validIfName(x.Args[0]) {
 				c.mark(x, Ignored, "not an interface name; keepalived ignores it too")
 				continue
 			}
@@ -266,9 +267,10 @@ func (c *converter) addressInterface(in *inst) {
 		for dev := range devs {
 			in.iface = dev
 		}
+		c.ownInterfaceTracks(in, vrrpIface)
 		if in.dontTrackD != nil {
 			c.mark(in.dontTrackD, Carried, fmt.Sprintf("keepalived then ignores %s's link; it still tracks %s, where the addresses are, and so does vipd (the group's interface)", vrrpIface, in.iface))
-		} else {
+		} else if !tracksInterface(in, vrrpIface) {
 			t := &trackRef{d: in.ifaceD, kind: "interface", check: c.interfaceCheckFor(in.ifaceD, vrrpIface)}
 			in.tracks = append(in.tracks, t)
 		}
@@ -278,11 +280,38 @@ func (c *converter) addressInterface(in *inst) {
 		}
 		c.mark(in.ifaceD, Carried, fmt.Sprintf("keepalived's VRRP interface; every address is on %s (dev), so the group binds them there, as keepalived does, and %s is %s", in.iface, vrrpIface, how))
 	default:
+		c.ownInterfaceTracks(in, in.iface)
 		if in.dontTrackD != nil {
 			k, reason := instanceReason("dont_track_primary")
 			c.mark(in.dontTrackD, k, reason)
 		}
 	}
+}
+
+// ownInterfaceTracks applies keepalived's rule for a track_interface
+// entry naming an interface it tracks anyway, the one its addresses are
+// on or its VRRP interface (unless dont_track_primary): it is tracked
+// with weight 0 (FAULT while down), whatever weight the entry gives.
+func (c *converter) ownInterfaceTracks(in *inst, vrrpIface string) {
+	for _, t := range in.tracks {
+		if t.kind != "interface" || t.weight == 0 {
+			continue
+		}
+		own := t.check.Iface == in.iface || (t.check.Iface == vrrpIface && in.dontTrackD == nil)
+		if own {
+			c.mark(t.d, Changed, fmt.Sprintf("keepalived tracks %s with weight 0 anyway (its addresses' or its VRRP interface), which replaces this weight: FAULT while it is down, no weight while up", t.check.Iface))
+			t.weight, t.reverse = 0, false
+		}
+	}
+}
+
+func tracksInterface(in *inst, iface string) bool {
+	for _, t := range in.tracks {
+		if t.kind == "interface" && t.check.Iface == iface {
+			return true
+		}
+	}
+	return false
 }
 
 // addresses reads virtual_ipaddress entries: ADDR[/LEN] [dev IF]
@@ -294,7 +323,7 @@ func (c *converter) addresses(blk *Directive, in *inst) {
 	}
 	c.mark(blk, Carried, "")
 	excluded := blk.Name == "virtual_ipaddress_excluded"
-	for _, d := range blk.Block {
+	for _, d := range entries(blk) {
 		p, err := netip.ParsePrefix(d.Name)
 		if err != nil {
 			a, aerr := netip.ParseAddr(d.Name)
@@ -307,6 +336,16 @@ func (c *converter) addresses(blk *Directive, in *inst) {
 				in.noPrefixNoted = true
 				c.mark(d, Carried, fmt.Sprintf("no prefix length: %s, as keepalived adds it (and the next ones without a length)", p))
 			}
+		}
+		if ad := p.Addr(); ad.Zone() != "" || ad.IsUnspecified() || ad.IsLoopback() || ad.IsMulticast() {
+			in.refuse = append(in.refuse, fmt.Sprintf("%s cannot be a VIP in vipd", p))
+			c.mark(d, Refused, fmt.Sprintf("%s: vipd binds no unspecified, loopback or multicast address", p))
+			continue
+		}
+		if owner := c.addrOwner[p.Addr()]; owner != "" && owner != in.name {
+			in.refuse = append(in.refuse, fmt.Sprintf("%s is also an address of vrrp_instance %s: vipd holds an address in one group only", p.Addr(), owner))
+			c.mark(d, Refused, "also an address of vrrp_instance "+owner)
+			continue
 		}
 		a := &vaddr{d: d, p: p}
 		for _, prev := range in.addrs {
@@ -328,6 +367,10 @@ func (c *converter) addresses(blk *Directive, in *inst) {
 			}
 			switch opt {
 			case "dev":
+				if !validIfName(val) {
+					in.refuse = append(in.refuse, fmt.Sprintf("dev %q of %s is not an interface name", val, p))
+					c.mark(d, Refused, fmt.Sprintf("dev %q: not an interface name", val))
+				}
 				a.dev = val
 				i++
 			case "label":
@@ -371,6 +414,7 @@ func (c *converter) addresses(blk *Directive, in *inst) {
 			c.mark(d, Carried, "an excluded address (left out of VRRP adverts) is just another VIP of the group in vipd")
 		}
 		in.addrs = append(in.addrs, a)
+		c.addrOwner[p.Addr()] = in.name
 	}
 }
 
@@ -385,6 +429,10 @@ func (c *converter) hook(d *Directive, hooks map[string]*hookRef, group bool, ow
 		state = "any"
 	}
 	argv, shell := splitCommand(d.Args[0])
+	if len(argv) == 0 || argv[0] == "" {
+		c.mark(d, Ignored, "names no command; keepalived cannot run it either")
+		return
+	}
 	if hooks[state] != nil {
 		c.mark(d, Ignored, "a second "+d.Name+": keepalived keeps the first (\"script already specified - ignoring\"), and so does the importer")
 		return
@@ -403,4 +451,18 @@ func (c *converter) hook(d *Directive, hooks map[string]*hookRef, group bool, ow
 		}
 		c.mark(d, Changed, "runs as vipd's user (vipd under the packaged unit: no root, no sudo); keepalived ran it as "+who)
 	}
+}
+
+// validIfName says whether s can name a Linux interface: 1 to 15 bytes,
+// no '/', blank or control character.
+func validIfName(s string) bool {
+	if s == "" || len(s) > 15 {
+		return false
+	}
+	for _, r := range s {
+		if r == '/' || r == ':' || unicode.IsSpace(r) || unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
 }

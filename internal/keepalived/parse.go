@@ -15,6 +15,7 @@ package keepalived
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // Directive is one keepalived statement: a keyword, its arguments, and the
@@ -29,8 +30,9 @@ type Directive struct {
 	EndLine int
 
 	// What the conversion did with it, for the report.
-	kind   Kind
-	marked bool
+	kind      Kind
+	marked    bool
+	blockRead bool // a handler read the block entry by entry
 }
 
 // String renders the directive as it appeared (without its block).
@@ -80,6 +82,9 @@ func lex(file string, lines []srcLine) ([]token, error) {
 	for _, sl := range lines {
 		src, line := sl.text, sl.line
 		last = line
+		if !utf8.ValidString(src) {
+			return nil, &ParseError{file, line, "not valid UTF-8 (vipd's configuration is UTF-8 text): convert the file, e.g. with iconv"}
+		}
 		i := 0
 		for i < len(src) {
 			c := src[i]

@@ -51,6 +51,10 @@ type ppItem struct {
 	fromMacro bool // from a multi-line definition or a ~SEQ: already decommented
 }
 
+// maxLines bounds the lines preprocessing makes, so that a multi-line
+// definition that expands to itself, or nested ~SEQs, end in an error.
+const maxLines = 200000
+
 // maxExpansions bounds parameter replacements on one line, so that a
 // definition that refers to itself is an error rather than a hang.
 const maxExpansions = 200
@@ -62,6 +66,7 @@ type preprocessor struct {
 	res  *ppResult
 	// the multi-line definition being read, if any
 	collecting *definition
+	steps      int // lines processed, against maxLines
 }
 
 // preprocess rewrites src as keepalived's read_line does. id is the
@@ -113,12 +118,20 @@ func (p *preprocessor) continueDefinition(text string, line int) {
 	}
 }
 
-// process handles queued lines until the queue is empty; expanding a
-// multi-line definition or a ~SEQ queues more lines in front.
+// process handles queued lines until none is left; expanding a
+// multi-line definition or a ~SEQ puts more lines in front. The queue is
+// a stack, the next line last, so that putting lines in front is cheap.
 func (p *preprocessor) process(queue []ppItem) error {
-	for len(queue) > 0 {
-		it := queue[0]
-		queue = queue[1:]
+	stack := make([]ppItem, 0, len(queue))
+	for i := len(queue) - 1; i >= 0; i-- {
+		stack = append(stack, queue[i])
+	}
+	for len(stack) > 0 {
+		it := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if p.steps++; p.steps > maxLines {
+			return &ParseError{p.file, it.line, fmt.Sprintf("expands to more than %d lines (a definition that expands to itself, or nested ~SEQ?)", maxLines)}
+		}
 		if it.setName != "" {
 			p.defs[it.setName] = &definition{value: it.setValue}
 			continue
@@ -127,7 +140,9 @@ func (p *preprocessor) process(queue []ppItem) error {
 		if err != nil {
 			return err
 		}
-		queue = append(more, queue...)
+		for i := len(more) - 1; i >= 0; i-- {
+			stack = append(stack, more[i])
+		}
 	}
 	return nil
 }

@@ -27,7 +27,7 @@ func (c *converter) readSyncGroup(d *Directive, pos int) {
 	}
 	sg := &syncGroup{d: d, pos: pos, name: d.Args[0], hooks: map[string]*hookRef{}}
 	c.mark(d, Carried, "")
-	for _, x := range d.Block {
+	for _, x := range entries(d) {
 		switch x.Name {
 		case "group":
 			if !x.HasBlock {
@@ -35,7 +35,7 @@ func (c *converter) readSyncGroup(d *Directive, pos int) {
 				continue
 			}
 			c.mark(x, Carried, "")
-			for _, m := range x.Block {
+			for _, m := range entries(x) {
 				if prev := c.syncOf[m.Name]; prev != nil {
 					c.mark(m, Ignored, fmt.Sprintf("already in vrrp_sync_group %s; keepalived ignores it here", prev.name))
 					continue

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Render writes the converted configuration as commented vipd YAML. source
@@ -159,6 +160,19 @@ func yq(s string) string {
 // ipv4CIDRRE matches an IPv4 prefix, a string (not a number) to YAML.
 var ipv4CIDRRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+/[0-9]+$`)
 
+// oneLine makes s fit a one-line comment or note: line breaks become
+// blanks, other control characters \xNN.
 func oneLine(s string) string {
-	return strings.NewReplacer("\n", " ", "\r", " ").Replace(s)
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\n' || r == '\r':
+			b.WriteByte(' ')
+		case unicode.IsControl(r) && r != '\t':
+			fmt.Fprintf(&b, "\\x%02x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
