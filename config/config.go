@@ -260,7 +260,8 @@ type Notify struct {
 	// effective priority (for STOP, the last one reported). The
 	// environment is the same as the other hooks'.
 	Any []string `yaml:"any"`
-	// Timeout kills a hook (and its process group) that runs longer.
+	// Timeout kills a hook (and its process group) that runs longer. A
+	// hook is done when it exits, whatever helpers it left running.
 	// Zero value: 30s.
 	Timeout time.Duration `yaml:"timeout"`
 }
