@@ -843,9 +843,10 @@ func (g *group) stopped(reason string) {
 	g.mu.Unlock()
 	g.log.Info("state change", "from", from, "to", election.StateStop, "reason", reason)
 	g.env.obs.GroupState(g.cfg.Name, election.StateStop, 0, false)
-	env := g.hookEnv(election.StateStop, from, 0)
+	// keepalived passes the instance's last priority with STOP; the
+	// environment says the same as the arguments.
+	env := g.hookEnv(election.StateStop, from, prio)
 	g.env.hooks.run(g.cfg.Notify.Stop, g.cfg.Notify.Timeout, env)
-	// keepalived passes the instance's last priority with STOP.
 	g.env.hooks.run(anyHookArgv(g.cfg.Notify.Any, g.cfg.Name, election.StateStop, prio), g.cfg.Notify.Timeout, env)
 }
 

@@ -29,7 +29,7 @@ func TestNotifyHooksGetTheirEnvironment(t *testing.T) {
 	for state, want := range map[string][]string{
 		"MASTER": {"VIPD_GROUP=VI_1", "VIPD_NODE=web-node-1", "VIPD_STATE=MASTER", "VIPD_ADDRESSES=192.168.20.15/24", "VIPD_INTERFACE=eth0", "VIPD_PRIORITY=101"},
 		"BACKUP": {"VIPD_STATE=BACKUP", "VIPD_PREVIOUS_STATE=INIT"},
-		"STOP":   {"VIPD_STATE=STOP", "VIPD_PREVIOUS_STATE=MASTER"},
+		"STOP":   {"VIPD_STATE=STOP", "VIPD_PREVIOUS_STATE=MASTER", "VIPD_PRIORITY=101"},
 	} {
 		b, err := os.ReadFile(filepath.Join(dir, state))
 		if err != nil {
