@@ -254,7 +254,8 @@ type Notify struct {
 	Fault  []string `yaml:"fault"`
 	Stop   []string `yaml:"stop"`
 	// Any runs on every transition to MASTER, BACKUP, FAULT or STOP,
-	// after that state's own hook, as keepalived's generic `notify`
+	// alongside that state's own hook (both start at once, neither
+	// waits for the other), as keepalived's generic `notify`
 	// script: with four arguments appended to the argv, keepalived's
 	// convention: INSTANCE, the group name, the new state and the
 	// effective priority (for STOP, the last one reported). The
