@@ -235,17 +235,13 @@ func anyHook(h *hookRef, typ, group string) ([]string, string) {
 		cmd = strings.Join(q, " ")
 	}
 	prio := `"$4"`
-	pre := ""
 	if typ == "GROUP" {
+		// keepalived passes a sync group's script priority 0, STOP
+		// included (sent on shutdown since keepalived 2.0).
 		prio = "0"
-		// keepalived calls a sync group's script with STOP never.
-		pre = `[ "$3" = STOP ] && exit 0; `
 	}
-	script := fmt.Sprintf(`%s%s %s %s "$3" %s`, pre, cmd, typ, shellQuote(h.owner), prio)
+	script := fmt.Sprintf(`%s %s %s "$3" %s`, cmd, typ, shellQuote(h.owner), prio)
 	note := fmt.Sprintf("→ notify.any through /bin/sh -c, so the script gets what keepalived passes: %s %s STATE %s", typ, h.owner, strings.Trim(prio, `"`))
-	if typ == "GROUP" {
-		note += " (and no STOP)"
-	}
 	return []string{"/bin/sh", "-c", script, "notify"}, note
 }
 

@@ -237,7 +237,7 @@ func TestSyncGroups(t *testing.T) {
 		!reflect.DeepEqual(g.Notify["master"], []string{"/bin/m", "g"}) {
 		t.Errorf("merged = %+v", g)
 	}
-	wantAny := []string{"/bin/sh", "-c", `[ "$3" = STOP ] && exit 0; /bin/n GROUP VG "$3" 0`, "notify"}
+	wantAny := []string{"/bin/sh", "-c", `/bin/n GROUP VG "$3" 0`, "notify"}
 	if !reflect.DeepEqual(g.Notify["any"], wantAny) {
 		t.Errorf("group notify = %q, want %q", g.Notify["any"], wantAny)
 	}
