@@ -9,6 +9,10 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// maxKeyErrors is how many unknown keys are reported one by one; the
+// rest are counted.
+const maxKeyErrors = 50
+
 // unknownKeys walks a decoded YAML document against the Config schema and
 // returns one error per key the schema does not have, each naming the
 // key's full path (checks.haproxy.interface, groups[0] (VI_1).lable), its
@@ -24,17 +28,47 @@ func unknownKeys(doc *yaml.Node) []error {
 		}
 		doc = doc.Content[0]
 	}
-	var errs []error
-	walkKeys(doc, reflect.TypeOf(Config{}), "", &errs)
-	return errs
+	w := keyWalker{seen: map[walked]bool{}}
+	w.walk(doc, reflect.TypeOf(Config{}), "")
+	if w.more > 0 {
+		w.errs = append(w.errs, fmt.Errorf("…and %d more unknown keys", w.more))
+	}
+	return w.errs
 }
 
-func walkKeys(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
+// keyWalker collects the unknown keys of one document.
+type keyWalker struct {
+	errs []error
+	more int // unknown keys past maxKeyErrors
+	// seen holds the collections already walked, by type: an alias
+	// repeats its anchor's keys, not their errors, so a small file of
+	// aliases of aliases cannot multiply them.
+	seen map[walked]bool
+}
+
+type walked struct {
+	n *yaml.Node
+	t reflect.Type
+}
+
+func (w *keyWalker) unknown(err func() error) {
+	if len(w.errs) >= maxKeyErrors {
+		w.more++
+		return
 	}
+	w.errs = append(w.errs, err())
+}
+
+func (w *keyWalker) walk(n *yaml.Node, t reflect.Type, path string) {
+	n = resolve(n)
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	if n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode {
+		if w.seen[walked{n, t}] {
+			return
+		}
+		w.seen[walked{n, t}] = true
 	}
 	switch t.Kind() {
 	case reflect.Struct:
@@ -44,24 +78,31 @@ func walkKeys(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
 		fields := yamlFields(t)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
-			if k.Value == "<<" && k.Tag == "!!merge" {
-				walkKeys(v, t, path, errs)
+			if isMerge(k) {
+				w.merge(v, t, path)
 				continue
 			}
 			key := joinKey(path, k.Value)
 			ft, ok := fields[k.Value]
 			if !ok {
-				*errs = append(*errs, fmt.Errorf("%s: unknown key (line %d); %s", key, k.Line, keyHint(t, k.Value, fields)))
+				w.unknown(func() error {
+					return fmt.Errorf("%s: unknown key (line %d); %s", key, k.Line, keyHint(t, k.Value, fields))
+				})
 				continue
 			}
-			walkKeys(v, ft, key, errs)
+			w.walk(v, ft, key)
 		}
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
 			return
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			walkKeys(n.Content[i+1], t.Elem(), joinKey(path, n.Content[i].Value), errs)
+			k, v := n.Content[i], n.Content[i+1]
+			if isMerge(k) {
+				w.merge(v, t, path) // merges entries of the same map
+				continue
+			}
+			w.walk(v, t.Elem(), joinKey(path, k.Value))
 		}
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
@@ -69,12 +110,36 @@ func walkKeys(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
 		}
 		for i, item := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
-			if name := mappingValue(item, "name"); name != "" {
+			if name := mappingValue(resolve(item), "name"); name != "" {
 				p += " (" + name + ")" // as Validate names groups
 			}
-			walkKeys(item, t.Elem(), p, errs)
+			w.walk(item, t.Elem(), p)
 		}
 	}
+}
+
+// merge walks the value of a "<<" key in a mapping of type t: a mapping
+// (or an alias of one) merged into it, or a sequence of them.
+func (w *keyWalker) merge(v *yaml.Node, t reflect.Type, path string) {
+	v = resolve(v)
+	if v.Kind == yaml.SequenceNode {
+		for _, item := range v.Content {
+			w.walk(item, t, path)
+		}
+		return
+	}
+	w.walk(v, t, path)
+}
+
+// isMerge reports whether k is a YAML merge key.
+func isMerge(k *yaml.Node) bool { return k.Value == "<<" && k.Tag == "!!merge" }
+
+// resolve follows aliases to the node they name.
+func resolve(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
 }
 
 func joinKey(path, key string) string {
