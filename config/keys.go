@@ -183,29 +183,42 @@ func yamlFields(t reflect.Type) map[string]reflect.Type {
 	return out
 }
 
-// keyHints are the mistakes people make moving from keepalived or from
-// another section, with what to write instead.
-var keyHints = map[reflect.Type]map[string]string{
-	reflect.TypeOf(Check{}): {
-		"interface": "an interface check names its interface with name:",
-		"script":    "an exec check's argv is command: (a list, no shell unless you name one)",
-		"weight":    "weights belong on the group's track entry: track: [{check: NAME, weight: N}]",
-		"process":   "a process check names its process with name: (or pidfile:)",
-		"file":      "a file check names its file with path:",
-	},
-	reflect.TypeOf(Group{}): {
-		"virtual_ipaddress": "the VIPs are addresses: [A/P, ...]",
-		"vip":               "the VIPs are addresses: [A/P, ...]",
-		"nopreempt":         "write preempt: false",
-		"track_script":      "tracked checks are track: [{check: NAME, weight: N}]",
-		"virtual_router_id": "groups are named, not numbered: name: is the key in etcd",
-	},
+// knownMistake is the hint for a mistake people make moving from
+// keepalived or from another section, with what to write instead.
+func knownMistake(t reflect.Type, key string) string {
+	switch t {
+	case reflect.TypeOf(Check{}):
+		switch key {
+		case "interface":
+			return "an interface check names its interface with name:"
+		case "script":
+			return "an exec check's argv is command: (a list, no shell unless you name one)"
+		case "weight":
+			return "weights belong on the group's track entry: track: [{check: NAME, weight: N}]"
+		case "process":
+			return "a process check names its process with name: (or pidfile:)"
+		case "file":
+			return "a file check names its file with path:"
+		}
+	case reflect.TypeOf(Group{}):
+		switch key {
+		case "virtual_ipaddress", "vip":
+			return "the VIPs are addresses: [A/P, ...]"
+		case "nopreempt":
+			return "write preempt: false"
+		case "track_script":
+			return "tracked checks are track: [{check: NAME, weight: N}]"
+		case "virtual_router_id":
+			return "groups are named, not numbered: name: is the key in etcd"
+		}
+	}
+	return ""
 }
 
 // keyHint says what the author probably meant by key: a hint for a known
 // mistake, the nearest valid key, or the valid keys.
 func keyHint(t reflect.Type, key string, fields map[string]reflect.Type) string {
-	if h, ok := keyHints[t][key]; ok {
+	if h := knownMistake(t, key); h != "" {
 		return h
 	}
 	names := make([]string, 0, len(fields))
