@@ -261,7 +261,16 @@ type Notify struct {
 	Backup []string `yaml:"backup"`
 	Fault  []string `yaml:"fault"`
 	Stop   []string `yaml:"stop"`
-	// Timeout kills a hook (and its process group) that runs longer.
+	// Any runs on every transition to MASTER, BACKUP, FAULT or STOP,
+	// alongside that state's own hook (both start at once, neither
+	// waits for the other), as keepalived's generic `notify`
+	// script: with four arguments appended to the argv, keepalived's
+	// convention: INSTANCE, the group name, the new state and the
+	// effective priority (for STOP, the last one reported). The
+	// environment is the same as the other hooks'.
+	Any []string `yaml:"any"`
+	// Timeout kills a hook (and its process group) that runs longer. A
+	// hook is done when it exits, whatever helpers it left running.
 	// Zero value: 30s.
 	Timeout time.Duration `yaml:"timeout"`
 }

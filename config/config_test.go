@@ -130,6 +130,9 @@ func TestValidationErrors(t *testing.T) {
 			return strings.Replace(s, "[192.168.20.15/24]", "[192.168.20.15/24, 2001:db8::15/64]", 1)
 		}, []string{"addresses[1]", "mixes address families"}},
 		{"lease_ttl 2s leaves no room for a kernel lifetime", func(s string) string { return strings.Replace(s, "lease_ttl: 3s", "lease_ttl: 2s", 1) }, []string{"etcd.lease_ttl", "2s", "3s", "kernel"}},
+		{"empty generic notify command", func(s string) string {
+			return strings.Replace(s, "notify: {master: [], backup: [], fault: [], stop: []}", `notify: {any: ["", x]}`, 1)
+		}, []string{"groups[0] (VI_1).notify.any", "empty"}},
 		{"request timeout vs ttl", func(s string) string {
 			return strings.Replace(s, "dial_timeout: 2s", "dial_timeout: 2s\n  request_timeout: 2s", 1)
 		}, []string{"etcd.request_timeout", "2s", "3s"}},
@@ -149,6 +152,17 @@ func TestValidationErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestNotifyAnyDecodes(t *testing.T) {
+	c, err := Parse(strings.NewReader(strings.Replace(seed, "notify: {master: [], backup: [], fault: [], stop: []}",
+		"notify: {master: [/bin/m], any: [/etc/keepalived/notify.sh, x]}", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Groups[0].Notify; len(n.Any) != 2 || n.Any[0] != "/etc/keepalived/notify.sh" || len(n.Master) != 1 {
+		t.Errorf("notify = %+v", n)
 	}
 }
 

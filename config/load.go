@@ -87,6 +87,15 @@ func Parse(r io.Reader) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("config: read: %w", err)
 	}
+	// Unknown keys first, all of them, each with its full path and the
+	// key meant: the decoder's own message names a Go type, not a key.
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return Config{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if errs := unknownKeys(&doc); len(errs) > 0 {
+		return Config{}, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+	}
 	c := Default()
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)

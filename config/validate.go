@@ -331,7 +331,7 @@ func (c *Config) validateGroups(bad func(key, format string, args ...any)) {
 		if g.GARP.Interval <= 0 {
 			bad(key+".garp.interval", "%v must be positive", g.GARP.Interval)
 		}
-		for state, argv := range map[string][]string{"master": g.Notify.Master, "backup": g.Notify.Backup, "fault": g.Notify.Fault, "stop": g.Notify.Stop} {
+		for state, argv := range map[string][]string{"master": g.Notify.Master, "backup": g.Notify.Backup, "fault": g.Notify.Fault, "stop": g.Notify.Stop, "any": g.Notify.Any} {
 			if len(argv) > 0 && argv[0] == "" {
 				bad(key+".notify."+state, "the command (first element) is empty")
 			}

@@ -91,6 +91,7 @@ type group struct {
 	updates   int          // counts updates of shared
 	retiring  string       // why the group is going away; "" while it is wanted
 	state     election.State
+	prio      int // the priority reported with state, for the STOP hook
 	heartbeat time.Time
 
 	cfg   config.Group // the loop's copy of shared
@@ -735,6 +736,7 @@ func (g *group) report(d Decision, in Inputs) {
 	g.mu.Lock()
 	from, fromMode := g.state, g.mode
 	g.state, g.mode = state, mode
+	g.prio = prio
 	g.mu.Unlock()
 	if state == from {
 		if mode != fromMode {
@@ -751,7 +753,9 @@ func (g *group) report(d Decision, in Inputs) {
 		election.StateBackup: g.cfg.Notify.Backup,
 		election.StateFault:  g.cfg.Notify.Fault,
 	}[state]
-	g.env.hooks.run(hook, g.cfg.Notify.Timeout, g.hookEnv(state, from, prio))
+	env := g.hookEnv(state, from, prio)
+	g.env.hooks.run(hook, g.cfg.Notify.Timeout, env)
+	g.env.hooks.run(anyHookArgv(g.cfg.Notify.Any, g.cfg.Name, state, prio), g.cfg.Notify.Timeout, env)
 }
 
 // HolderMode is what a holder's claim rests on, beyond its own renewals:
@@ -852,12 +856,16 @@ func (g *group) shutdown(ctx context.Context) {
 // stopped reports the STOP state and runs the stop hook.
 func (g *group) stopped(reason string) {
 	g.mu.Lock()
-	from := g.state
+	from, prio := g.state, g.prio
 	g.state = election.StateStop
 	g.mu.Unlock()
 	g.log.Info("state change", "from", from, "to", election.StateStop, "reason", reason)
 	g.env.obs.GroupState(g.cfg.Name, election.StateStop, 0, false)
-	g.env.hooks.run(g.cfg.Notify.Stop, g.cfg.Notify.Timeout, g.hookEnv(election.StateStop, from, 0))
+	// keepalived passes the instance's last priority with STOP; the
+	// environment says the same as the arguments.
+	env := g.hookEnv(election.StateStop, from, prio)
+	g.env.hooks.run(g.cfg.Notify.Stop, g.cfg.Notify.Timeout, env)
+	g.env.hooks.run(anyHookArgv(g.cfg.Notify.Any, g.cfg.Name, election.StateStop, prio), g.cfg.Notify.Timeout, env)
 }
 
 // etcdRetry paces a loop's etcd requests: after a failure, none before

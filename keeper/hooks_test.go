@@ -29,7 +29,7 @@ func TestNotifyHooksGetTheirEnvironment(t *testing.T) {
 	for state, want := range map[string][]string{
 		"MASTER": {"VIPD_GROUP=VI_1", "VIPD_NODE=web-node-1", "VIPD_STATE=MASTER", "VIPD_ADDRESSES=192.168.20.15/24", "VIPD_INTERFACE=eth0", "VIPD_PRIORITY=101"},
 		"BACKUP": {"VIPD_STATE=BACKUP", "VIPD_PREVIOUS_STATE=INIT"},
-		"STOP":   {"VIPD_STATE=STOP", "VIPD_PREVIOUS_STATE=MASTER"},
+		"STOP":   {"VIPD_STATE=STOP", "VIPD_PREVIOUS_STATE=MASTER", "VIPD_PRIORITY=101"},
 	} {
 		b, err := os.ReadFile(filepath.Join(dir, state))
 		if err != nil {
@@ -40,6 +40,35 @@ func TestNotifyHooksGetTheirEnvironment(t *testing.T) {
 			if !strings.Contains(string(b), w+"\n") {
 				t.Errorf("%s hook environment lacks %s:\n%s", state, w, b)
 			}
+		}
+	}
+}
+
+// TestNotifyAnyGetsKeepalivedArguments: the generic hook runs on every
+// transition with INSTANCE, the group, the state and the priority after
+// its own arguments, and STOP carries the last priority.
+func TestNotifyAnyGetsKeepalivedArguments(t *testing.T) {
+	m := etcdtest.Start(t)
+	rec := fakenet.NewRecorder()
+	dir := t.TempDir()
+	hook := `["/bin/sh", "-c", "printf '%s|' \"$0\" \"$@\" > ` + dir + `/$3", "first-arg"]`
+	n1 := keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-1", Priority: 101,
+		Extra: "    notify: {any: " + hook + "}\n"})
+	rec.WaitFor(t, "web-node-1", 10*time.Second)
+	n1.Stop()
+
+	for state, want := range map[string]string{
+		"BACKUP": "first-arg|INSTANCE|VI_1|BACKUP|101|",
+		"MASTER": "first-arg|INSTANCE|VI_1|MASTER|101|",
+		"STOP":   "first-arg|INSTANCE|VI_1|STOP|101|",
+	} {
+		b, err := os.ReadFile(filepath.Join(dir, state))
+		if err != nil {
+			t.Errorf("notify.any did not run for %s: %v", state, err)
+			continue
+		}
+		if string(b) != want {
+			t.Errorf("notify.any for %s got arguments %q, want %q", state, b, want)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vipd/vipd/election"
 )
 
 // notifier runs keepalived-style notify hooks: asynchronously, each with a
@@ -44,6 +47,25 @@ func (e hookEnv) environ() []string {
 	)
 }
 
+// anyHookArgv is the argv of the generic `notify.any` hook for a
+// transition: keepalived's convention for an instance's `notify` script,
+// four arguments after the configured ones: INSTANCE, the group name, the
+// state and the priority. It returns nil when there is no hook or the
+// state is not one keepalived reports (INIT).
+func anyHookArgv(argv []string, group string, state election.State, prio int) []string {
+	if len(argv) == 0 {
+		return nil
+	}
+	switch state {
+	case election.StateMaster, election.StateBackup, election.StateFault, election.StateStop:
+	default:
+		return nil
+	}
+	out := make([]string, 0, len(argv)+4)
+	out = append(out, argv...)
+	return append(out, "INSTANCE", group, string(state), strconv.Itoa(prio))
+}
+
 // run starts argv in the background. An empty argv does nothing.
 func (n *notifier) run(argv []string, timeout time.Duration, env hookEnv) {
 	if len(argv) == 0 {
@@ -68,6 +90,10 @@ func (n *notifier) run(argv []string, timeout time.Duration, env hookEnv) {
 	}()
 }
 
+// outputGrace is how long a finished hook's output is waited for when a
+// helper it left running still holds the output pipe.
+const outputGrace = 100 * time.Millisecond
+
 func (n *notifier) exec(argv []string, timeout time.Duration, env hookEnv) error {
 	ctx, cancel := context.WithTimeout(n.ctx, timeout)
 	defer cancel()
@@ -75,31 +101,57 @@ func (n *notifier) exec(argv []string, timeout time.Duration, env hookEnv) error
 	cmd.Env = env.environ()
 	// Own process group, so a timeout kills the hook's children too.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var out strings.Builder
-	lw := &limitedWriter{w: &out, n: 4096}
-	cmd.Stdout, cmd.Stderr = lw, lw
-	if err := cmd.Start(); err != nil {
+	// The output goes to a pipe handed over as an *os.File, not an
+	// io.Writer, so Wait waits for the hook's own exit and not for its
+	// pipe to close: a helper the hook leaves running in the background
+	// (`daemon &`, setsid) may hold the pipe as long as it lives, and
+	// keepalived neither waits for such a helper nor kills it.
+	r, w, err := os.Pipe()
+	if err != nil {
 		return fmt.Errorf("keeper: notify %s: %w", argv[0], err)
 	}
+	cmd.Stdout, cmd.Stderr = w, w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		r.Close()
+		return fmt.Errorf("keeper: notify %s: %w", argv[0], err)
+	}
+	out := &limitedWriter{w: &strings.Builder{}, n: 4096}
+	drained := make(chan struct{})
+	go func() {
+		// Until every writer is gone, helpers included: a helper that
+		// writes after its hook ended is read (and dropped), never
+		// SIGPIPEd.
+		defer close(drained)
+		defer r.Close()
+		_, _ = io.Copy(out, r)
+	}()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
-	case err := <-done:
-		if s := lw.String(); s != "" {
-			n.log.Debug("notify hook output", "command", argv[0], "output", s)
-		}
+	case err = <-done:
 		if err != nil {
-			return fmt.Errorf("keeper: notify %s: %w", argv[0], err)
+			err = fmt.Errorf("keeper: notify %s: %w", argv[0], err)
 		}
-		return nil
 	case <-ctx.Done():
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-done
+		err = context.DeadlineExceeded
 		if n.ctx.Err() != nil {
-			return fmt.Errorf("keeper: notify %s: %w", argv[0], n.ctx.Err())
+			err = fmt.Errorf("keeper: notify %s: %w", argv[0], n.ctx.Err())
 		}
-		return context.DeadlineExceeded
 	}
+	grace := time.NewTimer(outputGrace)
+	defer grace.Stop()
+	select {
+	case <-drained:
+	case <-grace.C:
+	}
+	if s := out.String(); s != "" {
+		n.log.Debug("notify hook output", "command", argv[0], "output", s)
+	}
+	return err
 }
 
 // wait blocks until every running hook has finished or been killed.

@@ -29,7 +29,8 @@ func TestImportKeepalivedSeed(t *testing.T) {
 		if got != string(want) {
 			t.Errorf("%s: stdout\n%s\nwant\n%s", conf, got, want)
 		}
-		for _, w := range []string{conf + ":11: not carried over: state ", "etcd decides; ignored", conf + ":12: not carried over: virtual_router_id 51: VRRP-only"} {
+		for _, w := range []string{conf + ":11: ignored: state ", "etcd decides who holds the group", conf + ":12: ignored: virtual_router_id 51: VRRP's own machinery",
+			conf + ": 17 lines: 15 carried, 2 ignored, 0 changed, 0 dropped, 0 refused"} {
 			if !strings.Contains(errb.String(), w) {
 				t.Errorf("stderr %q does not contain %q", errb.String(), w)
 			}
@@ -67,6 +68,65 @@ func TestImportKeepalivedFlagsAndCheck(t *testing.T) {
 	}
 	if _, err := config.Load(path); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Exit statuses: 3 names what cannot be carried (and writes nothing
+// unless --skip-refused), 4 is --strict with something changed or
+// dropped; --report lists every line.
+func TestImportKeepalivedExitStatus(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, src string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := "vrrp_instance VI_1 {\n interface eth0\n priority 101\n virtual_ipaddress {\n  10.0.0.1/24\n }\n}\n"
+	changed := "vrrp_instance VI_1 {\n interface eth0\n virtual_ipaddress {\n  10.0.0.1/24\n }\n notify_master /bin/m\n}\n"
+	refused := good + "vrrp_instance VI_2 {\n interface eth0\n virtual_ipaddress {\n  10.0.0.2/24 dev eth1\n  10.0.0.3/24\n }\n}\n"
+	noVIP := "vrrp_instance cloud {\n interface eth0\n notify_master /usr/local/bin/move-ip\n}\n"
+	etcd := []string{"--etcd", "http://10.0.0.9:2379", "--node", "n1"}
+	cases := []struct {
+		name, src string
+		flags     []string
+		code      int
+		stdout    bool
+		want      []string
+	}{
+		{"faithful", good, []string{"--strict"}, 0, true, []string{": 7 lines: 7 carried"}},
+		{"changed, not strict", changed, nil, 0, true, []string{":6: changed: notify_master /bin/m: runs as vipd's user"}},
+		{"changed, strict", changed, []string{"--strict"}, exitNotStrict, true, []string{"--strict", "changed or dropped"}},
+		{"refused", refused, nil, exitRefused, false, []string{":8: refused: vrrp_instance VI_2: cannot be carried: addresses on several interfaces (10.0.0.2 on eth1; the instance on eth0): needs per-address interface, not supported yet",
+			"no configuration written"}},
+		{"refused, skipped", refused, []string{"--skip-refused"}, exitRefused, true, []string{"refused groups above were left out"}},
+		{"no VIP", noVIP, nil, exitRefused, false, []string{":1: refused: vrrp_instance cloud: cannot be carried: it has no virtual_ipaddress"}},
+		{"report", good, []string{"--report"}, 0, true, []string{"every line:\n   1 carried | vrrp_instance VI_1 {\n", "   3 carried | priority 101\n"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			conf := write(strings.ReplaceAll(c.name, " ", "_")+".conf", c.src)
+			var out, errb bytes.Buffer
+			args := append(append([]string{"import-keepalived"}, etcd...), c.flags...)
+			code := realMain(append(args, conf), &out, &errb)
+			if code != c.code {
+				t.Errorf("exit %d, want %d\n%s", code, c.code, errb.String())
+			}
+			if (out.Len() > 0) != c.stdout {
+				t.Errorf("stdout %q, want output: %v", out.String(), c.stdout)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(errb.String(), w) {
+					t.Errorf("stderr lacks %q:\n%s", w, errb.String())
+				}
+			}
+			if out.Len() > 0 {
+				if _, err := config.Parse(bytes.NewReader(out.Bytes())); err != nil {
+					t.Errorf("the written YAML fails vipd check: %v\n%s", err, out.String())
+				}
+			}
+		})
 	}
 }
 

@@ -44,7 +44,8 @@ commands:
   check    --config FILE   validate a config file; touches nothing
   cleanup  --config FILE   remove every configured VIP from this host
   version                  print the version
-  import-keepalived FILE   convert a keepalived.conf to vipd YAML (stdout); lists what does not carry over
+  import-keepalived FILE   convert a keepalived.conf to vipd YAML (stdout); reports every line that is
+                           not carried as written (stderr); exit 3 names what cannot be carried
 
 run and cleanup refuse while another vipd holds <runtime dir>/vipd.lock;
 the runtime dir is --runtime-dir, else $RUNTIME_DIRECTORY (set by systemd),

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Render writes the converted configuration as commented vipd YAML. source
@@ -32,9 +33,10 @@ func (r *Result) Render(source string) []byte {
 	}
 	for _, c := range r.Checks {
 		p("  %s:\n", yq(c.Name))
-		if c.Type == "interface" {
+		switch {
+		case c.Type == "interface" || strings.Contains(c.Script, ": "):
 			p("    # %s\n", oneLine(c.Script))
-		} else {
+		default:
 			p("    # vrrp_script: %s\n", oneLine(c.Script))
 		}
 		p("    type: %s\n", c.Type)
@@ -43,6 +45,9 @@ func (r *Result) Render(source string) []byte {
 			p("    name: %s\n", yq(c.Process))
 		case "interface":
 			p("    name: %s\n", yq(c.Iface))
+		case "file":
+			p("    path: %s\n", yq(c.Path))
+			p("    missing: zero\n")
 		default:
 			p("    command: %s\n", flowList(c.Command))
 			p("    user: %s\n", yq(c.User))
@@ -66,8 +71,8 @@ func (r *Result) Render(source string) []byte {
 	p("groups:\n")
 	for _, g := range r.Groups {
 		p("  - name: %s\n", yq(g.Name))
-		if g.Name != g.From {
-			p("    # vrrp_instance %s\n", oneLine(g.From))
+		if g.From != "" {
+			p("    # %s\n", oneLine(g.From))
 		}
 		p("    interface: %s\n", yq(g.Interface))
 		p("    addresses: %s\n", flowList(g.Addresses))
@@ -85,7 +90,11 @@ func (r *Result) Render(source string) []byte {
 		if len(g.Track) > 0 {
 			p("    track:\n")
 			for _, t := range g.Track {
-				p("      - {check: %s, weight: %d}\n", yq(t.Check), t.Weight)
+				if t.Reverse {
+					p("      - {check: %s, weight: %d, reverse: true}\n", yq(t.Check), t.Weight)
+				} else {
+					p("      - {check: %s, weight: %d}\n", yq(t.Check), t.Weight)
+				}
 			}
 		}
 		var garp []string
@@ -103,7 +112,7 @@ func (r *Result) Render(source string) []byte {
 		}
 		if len(g.Notify) > 0 {
 			p("    notify:\n")
-			for _, k := range []string{"master", "backup", "fault", "stop"} {
+			for _, k := range []string{"master", "backup", "fault", "stop", "any"} {
 				if argv, ok := g.Notify[k]; ok {
 					p("      %s: %s\n", k, flowList(argv))
 				}
@@ -151,6 +160,19 @@ func yq(s string) string {
 // ipv4CIDRRE matches an IPv4 prefix, a string (not a number) to YAML.
 var ipv4CIDRRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+/[0-9]+$`)
 
+// oneLine makes s fit a one-line comment or note: line breaks become
+// blanks, other control characters \xNN.
 func oneLine(s string) string {
-	return strings.NewReplacer("\n", " ", "\r", " ").Replace(s)
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\n' || r == '\r':
+			b.WriteByte(' ')
+		case unicode.IsControl(r) && r != '\t':
+			fmt.Fprintf(&b, "\\x%02x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
