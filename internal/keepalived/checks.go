@@ -227,18 +227,28 @@ func (c *converter) trackProcessDef(s *Directive, pos int) {
 		return
 	}
 	// keepalived waits these delays before it believes a process
-	// started or ended; vipd counts polls: the closest is rise/fall of
-	// that many intervals.
+	// started or ended. vipd sees an exit at once too (pidfds): a
+	// terminate delay is fall 2 with the delay as fast_interval (down one
+	// delay after the exit, unless a process of that name is back); a
+	// fork delay is rise counted in intervals.
 	polls := func(d time.Duration) int { return max(1, int(math.Ceil(float64(d)/float64(ch.Interval)))) }
 	if termDelay > 0 {
-		ch.Fall = polls(termDelay)
+		// Down (fall − 1) fast intervals after the exit: at least the
+		// delay, with fast_interval ≤ interval as vipd requires.
+		ch.FastInterval = min(max(termDelay, 10*time.Millisecond), ch.Interval)
+		ch.Fall = 1 + int(math.Ceil(float64(termDelay)/float64(ch.FastInterval)))
 	}
 	if forkDelay > 0 {
 		ch.Rise = polls(forkDelay)
 	}
 	for _, d := range delayD {
-		c.mark(d, Changed, fmt.Sprintf("→ rise %d / fall %d polls at interval %v: down (up) after that many polls, about the delay; keepalived waits exactly the delay after the process event",
-			max(ch.Rise, 1), max(ch.Fall, 1), ch.Interval))
+		down := time.Duration(ch.Fall-1) * ch.FastInterval
+		if d.Name == "terminate_delay" && down == termDelay {
+			c.mark(d, Carried, fmt.Sprintf("→ fall %d, fast_interval %v: down %v after the exit is seen, as keepalived", ch.Fall, ch.FastInterval, down))
+			continue
+		}
+		c.mark(d, Changed, fmt.Sprintf("→ rise %d at interval %v, fall %d with fast_interval %v: up (down) after about the delay; keepalived waits exactly the delay after the process event",
+			max(ch.Rise, 1), ch.Interval, max(ch.Fall, 1), ch.FastInterval))
 	}
 	if len(refuse) > 0 {
 		c.refusedTP[s.Args[0]] = strings.Join(refuse, ", ")
@@ -246,8 +256,7 @@ func (c *converter) trackProcessDef(s *Directive, pos int) {
 		return
 	}
 	ch.Name = c.newCheckName(s, s.Args[0], "_process")
-	c.mark(s, Changed, "carried as a process check by name: vipd polls the process table every "+ch.Interval.String()+
-		"; keepalived hears of process starts and exits at once (kernel process events)")
+	c.mark(s, Carried, "a process check by name: vipd sees an exit at once (pidfds), as keepalived's kernel process events; a new process is found on the next run (interval "+ch.Interval.String()+")")
 	c.processes[s.Args[0]] = ch
 	c.res.Checks = append(c.res.Checks, ch)
 }

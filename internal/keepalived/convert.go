@@ -55,11 +55,14 @@ type Check struct {
 	Timeout  time.Duration
 	Rise     int
 	Fall     int
-	weight   int  // the default weight of tracks of it
-	reverse  bool // the default reverse of tracks of it
-	line     int
-	d        *Directive
-	pos      int // index of its top-level directive, for keepalived's definition order
+	// FastInterval is the re-check after a failure (a process check's
+	// terminate_delay); zero: not written.
+	FastInterval time.Duration
+	weight       int  // the default weight of tracks of it
+	reverse      bool // the default reverse of tracks of it
+	line         int
+	d            *Directive
+	pos          int // index of its top-level directive, for keepalived's definition order
 }
 
 // Track is a converted track entry.

@@ -329,13 +329,13 @@ func TestTrackProcess(t *testing.T) {
 	}
 	res := conv(t, def(" weight 10 reverse\n delay 2.5\n"), Options{})
 	ch := res.Checks[0]
-	if ch.Type != "process" || ch.Process != "haproxy" || ch.Interval != time.Second || ch.Rise != 3 || ch.Fall != 3 {
+	if ch.Type != "process" || ch.Process != "haproxy" || ch.Interval != time.Second || ch.Rise != 3 || ch.Fall != 4 || ch.FastInterval != time.Second {
 		t.Errorf("check = %+v", ch)
 	}
 	if tr := res.Groups[0].Track; !reflect.DeepEqual(tr, []Track{{"chk_ha", 10, true}}) {
 		t.Errorf("track = %+v", tr)
 	}
-	if !hasNote(res, 1, Changed, "carried as a process check by name") || !hasNote(res, 4, Changed, "rise 3 / fall 3") {
+	if !hasNote(res, 1, Carried, "a process check by name: vipd sees an exit at once") || !hasNote(res, 4, Changed, "rise 3 at interval 1s, fall 4") {
 		t.Errorf("notes:\n%s", res.FormatNotes("k.conf"))
 	}
 	for _, body := range []string{" quorum 2\n", " full_command\n", " param_match initial\n", " quorum_max 1\n"} {

@@ -61,6 +61,9 @@ func (r *Result) Render(source string) []byte {
 		if c.Rise > 0 {
 			p("    rise: %d\n", c.Rise)
 		}
+		if c.FastInterval > 0 {
+			p("    fast_interval: %v\n", c.FastInterval)
+		}
 		if c.Fall > 0 {
 			p("    fall: %d\n", c.Fall)
 		}
