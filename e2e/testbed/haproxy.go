@@ -211,10 +211,19 @@ func (n *Node) RestartHAProxyNewPID() error {
 		return err
 	}
 	n.haproxy = p
-	if old.Running() {
-		return old.Wait(10 * time.Second)
+	if !old.Running() {
+		return nil
 	}
-	return nil
+	// The old master exits with its last worker; one whose worker was
+	// itself replaced by a reload may linger: it has no listeners left,
+	// so it is told to stop, as a service manager would.
+	if old.Wait(3*time.Second) == nil {
+		return nil
+	}
+	if err := old.Signal(syscall.SIGTERM); err != nil && old.Running() {
+		return err
+	}
+	return old.Wait(10 * time.Second)
 }
 
 // haproxyPids lists the processes running under HAProxyName.
