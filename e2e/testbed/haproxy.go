@@ -186,18 +186,18 @@ func (n *Node) ReloadHAProxy() error {
 // RestartHAProxyNewPID replaces HAProxy by a new process the classic
 // way (`haproxy -x SOCKET -sf OLDPIDS`, what init scripts and HAProxy's
 // docs do): the new HAProxy (one process, no master) takes the listening
-// sockets over from the old worker through the stats socket, tells it to
-// finish, and its PID is written to the pidfile; the old master exits
-// with its last worker.
+// sockets over from the old one through the stats socket, tells the old
+// processes to finish, and its PID is written to the pidfile.
 func (n *Node) RestartHAProxyNewPID() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	old := n.haproxy
+	// -sf every process of the old HAProxy: its workers, or the single
+	// process a previous replacement left (its master, if any, exits
+	// with them or is stopped below).
 	args := []string{"-x", n.haproxySocket(), "-sf"}
 	for _, pid := range n.haproxyPids() {
-		if old == nil || pid != old.Pid() {
-			args = append(args, strconv.Itoa(pid))
-		}
+		args = append(args, strconv.Itoa(pid))
 	}
 	p, err := n.startHAProxy(args...)
 	if err != nil {
