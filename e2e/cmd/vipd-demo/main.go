@@ -219,7 +219,7 @@ func run(o options) (string, error) {
 
 	// Step 2: HAProxy back: preempt.
 	t1 := time.Now()
-	d.event("STEP 2: starting HAProxy on web-node-1 again (priority 103 > 102: preempt)")
+	d.event("STEP 2: starting HAProxy on web-node-1 again (priority 105 > 104 once both its checks pass: preempt)")
 	if err := n1.StartHAProxy(); err != nil {
 		return "", err
 	}
