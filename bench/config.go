@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 
 	"github.com/vipd/vipd/e2e/testbed"
@@ -15,12 +14,8 @@ import (
 var examplesDir = "deploy/examples/seed"
 
 // vipdConfig is the shipped example config of the node, adapted to the
-// testbed: interface ens160 → eth0, etcd endpoints → the testbed's members
-// (the same addresses as the example's). Everything else is as shipped
-// (metrics on 127.0.0.1:9842 inside the node's namespace), plus the peer
-// channel: an example without a peer section gets the testbed's (listen
-// <node ip>:9843, the testbed's key file, failsafe on); one with a peer
-// section keeps it, with key_file pointed at the testbed's key file.
+// testbed (testbed.Node.ExampleConfig). Everything else is as shipped
+// (metrics on 127.0.0.1:9842 inside the node's namespace).
 func vipdConfig(n *testbed.Node) string {
 	conf, err := n.ExampleConfig(examplesDir)
 	if err != nil {
@@ -30,10 +25,9 @@ func vipdConfig(n *testbed.Node) string {
 }
 
 // seedConfig is the seed's keepalived.conf of the node converted by
-// `vipd import-keepalived`, adapted as vipdConfig adapts the example
-// (eth0, the testbed's etcd, the peer channel) and with the process name
-// haproxy → the node's HAProxyName (the testbed's nodes share one PID
-// namespace).
+// `vipd import-keepalived` (with the testbed's etcd), adapted as the
+// example is (testbed.Node.Adapt: eth0, the process name haproxy → the
+// node's HAProxyName, the peer channel).
 func seedConfig(n *testbed.Node) string {
 	seed := map[string]string{testbed.Node1: "seed-keepalived-1.conf", testbed.Node2: "seed-keepalived-2.conf"}[n.Name]
 	out, err := exec.Command(filepath.Join(n.Bed().Opts.BinDir, "vipd"), "import-keepalived", "--node", n.Name,
@@ -41,28 +35,11 @@ func seedConfig(n *testbed.Node) string {
 	if err != nil {
 		panic(fmt.Sprintf("import-keepalived %s: %v", seed, err))
 	}
-	conf := strings.ReplaceAll(string(out), "interface: ens160", "interface: eth0")
-	conf = strings.ReplaceAll(conf, "name: haproxy\n", "name: "+n.HAProxyName()+"\n")
-	return withPeer(conf, n.PeerConfig(), n.PeerKeyPath())
+	return n.Adapt(string(out))
 }
 
 // seedDir holds the seed's keepalived.conf files.
 var seedDir = "internal/keepalived/testdata"
-
-// withPeer gives config the peer section section if it has none, else
-// points its peer.key_file at keyPath.
-func withPeer(config, section, keyPath string) string {
-	if !peerSection.MatchString(config) {
-		return strings.TrimRight(config, "\n") + "\n" + section
-	}
-	return peerKeyFile.ReplaceAllString(config, "${1}"+keyPath)
-}
-
-var (
-	peerSection = regexp.MustCompile(`(?m)^peer:`)
-	// peerKeyFile matches key_file inside the top-level peer section.
-	peerKeyFile = regexp.MustCompile(`(?m)(^peer:(?:\n[ \t]+.*)*?\n[ \t]+key_file:[ \t]*).*$`)
-)
 
 // checkEndpoints verifies the example's endpoints are the testbed's.
 func checkEndpoints(tb *testbed.Testbed) error {

@@ -225,23 +225,36 @@ func (tb *Testbed) WaitHolder(node string, timeout time.Duration) error {
 }
 
 // ExampleConfig is the shipped example config of the node
-// (dir/<node>.yaml, e.g. deploy/examples/seed), adapted to the testbed:
-// interface ens160 → eth0, HAProxy's pidfile → HAProxyPidfile, and the
-// peer channel: an example without a peer section gets the testbed's
-// (PeerConfig), one with a peer section keeps it with key_file pointed at
-// the testbed's key. Its etcd endpoints are the example's: the testbed's
-// members have the same addresses.
+// (dir/<node>.yaml, e.g. deploy/examples/seed), adapted to the testbed
+// (Adapt). Its etcd endpoints are the example's: the testbed's members
+// have the same addresses.
 func (n *Node) ExampleConfig(dir string) (string, error) {
 	b, err := os.ReadFile(filepath.Join(dir, n.Name+".yaml"))
 	if err != nil {
 		return "", fmt.Errorf("example config for %s: %w", n.Name, err)
 	}
-	conf := strings.ReplaceAll(string(b), "interface: ens160", "interface: eth0")
+	return n.Adapt(string(b)), nil
+}
+
+// Adapt adapts a config written for the seed's hosts to the node:
+// interface ens160 → eth0, HAProxy's pidfile → HAProxyPidfile, a process
+// check by the name haproxy → HAProxyName, and the peer channel: a config
+// without a peer section gets the testbed's (PeerConfig), one with a peer
+// section keeps it with key_file pointed at the testbed's key.
+func (n *Node) Adapt(conf string) string {
+	conf = strings.ReplaceAll(conf, "interface: ens160", "interface: eth0")
 	conf = strings.ReplaceAll(conf, "pidfile: /run/haproxy.pid", "pidfile: "+n.HAProxyPidfile())
-	if !peerSection.MatchString(conf) {
-		return strings.TrimRight(conf, "\n") + "\n" + n.PeerConfig(), nil
+	conf = strings.ReplaceAll(conf, "name: haproxy\n", "name: "+n.HAProxyName()+"\n")
+	return withPeer(conf, n.PeerConfig(), n.PeerKeyPath())
+}
+
+// withPeer gives config the peer section section if it has none, else
+// points its peer.key_file at keyPath.
+func withPeer(config, section, keyPath string) string {
+	if !peerSection.MatchString(config) {
+		return strings.TrimRight(config, "\n") + "\n" + section
 	}
-	return peerKeyFile.ReplaceAllString(conf, "${1}"+n.PeerKeyPath()), nil
+	return peerKeyFile.ReplaceAllString(config, "${1}"+keyPath)
 }
 
 var (
