@@ -193,14 +193,14 @@ func procNamed(procRoot string, pid int, name string) bool {
 // procState returns the state letter of /proc/<pid>/stat: the first field
 // after the last ')' (comm may itself contain ')' and spaces).
 func procState(procRoot string, pid int) (byte, error) {
-	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, errors.New("no such process")
-	}
-	if err != nil {
-		return 0, err
-	}
-	return parseStatState(b)
+	_, state, err := procIdentity(procRoot, pid)
+	return state, err
+}
+
+// liveProc reports whether pid is a live (not zombie, not dead) process.
+func liveProc(procRoot string, pid int) bool {
+	s, err := procState(procRoot, pid)
+	return err == nil && aliveState(s)
 }
 
 func parseStatState(stat []byte) (byte, error) {

@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -43,7 +40,9 @@ const (
 // only.
 func NewPidfileTrigger(pidfile string) Trigger {
 	return procTrigger{pidfile: pidfile, what: "pidfile " + pidfile,
-		still: func(pid int) bool { return slices.Equal(pidfileTarget(ProcRoot, pidfile), []int{pid}) }}.run
+		// The run may report the process the pidfile last named while the
+		// file is being rewritten: alive is what counts.
+		still: func(pid int) bool { return liveProc(ProcRoot, pid) }}.run
 }
 
 // NewProcessNameTrigger returns a Trigger that kicks the moment any of the
@@ -323,31 +322,7 @@ func openPidfds(open func(int, int) (int, error), pids []int, still func(int) bo
 	return fds, vanished
 }
 
-// pidfileTarget is the live PID the pidfile names, if any.
-func pidfileTarget(procRoot, pidfile string) []int {
-	b, err := os.ReadFile(pidfile)
-	if err != nil {
-		return nil
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return nil
-	}
-	pid, err := strconv.Atoi(f[0])
-	if err != nil || pid <= 0 {
-		return nil
-	}
-	if s, err := procState(procRoot, pid); err != nil || !aliveState(s) {
-		return nil
-	}
-	return []int{pid}
-}
-
 // liveNamed reports whether pid is a live process called name.
 func liveNamed(procRoot string, pid int, name string) bool {
-	if !procNamed(procRoot, pid, name) {
-		return false
-	}
-	s, err := procState(procRoot, pid)
-	return err == nil && aliveState(s)
+	return procNamed(procRoot, pid, name) && liveProc(procRoot, pid)
 }

@@ -267,3 +267,32 @@ func TestPidfileTriggerExitFall2(t *testing.T) {
 	cmd.Process.Kill()
 	w.expect(t, false)
 }
+
+// A pidfile removed while its process lives: the check stays up on the
+// process it last named, and the watch agrees with it (no run after run
+// of "vanished").
+func TestPidfileRemovedProcessAlive(t *testing.T) {
+	pf := filepath.Join(t.TempDir(), "haproxy.pid")
+	cmd := sleeper(t, "sleep")
+	writePidfile(t, pf, cmd.Process.Pid)
+	w := runProcessCheck(t, config.Check{Type: "process", Pidfile: pf})
+	w.expect(t, true)
+	removed := time.Now()
+	os.Remove(pf)
+	w.ranAfter(t, removed) // the inotify event
+	time.Sleep(350 * ms)
+	w.mu.Lock()
+	n := 0
+	for _, s := range w.starts {
+		if s.After(removed) {
+			n++
+		}
+	}
+	w.mu.Unlock()
+	if n > 2 {
+		t.Errorf("%d runs in 350ms after the pidfile went (interval 1h): the watch and the check disagree", n)
+	}
+	w.noChange(t)
+	cmd.Process.Kill()
+	w.expect(t, false)
+}
