@@ -143,12 +143,12 @@ func (n *Node) KillHAProxy() error {
 func (n *Node) waitHAProxyGone(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		out, _ := exec.Command("pgrep", "-x", n.HAProxyName()).Output()
-		if len(strings.TrimSpace(string(out))) == 0 {
+		pids := n.haproxyPids()
+		if len(pids) == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("haproxy on %s: processes %s still running after %v", n.Name, strings.Fields(string(out)), timeout)
+			return fmt.Errorf("haproxy on %s: processes %v still running after %v", n.Name, pids, timeout)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -95,23 +95,23 @@ global_defs {
   script_user root
 %[2]s}
 
-%[9]s
+%[7]s
 
 vrrp_instance VI_1 {
   interface eth0
-  state %[5]s
+  state %[3]s
   virtual_router_id 51
-  priority %[6]d
-%[7]s
+  priority %[4]d
+%[5]s
   virtual_ipaddress {
-    %[8]s
+    %[6]s
   }
 
-  %[10]s {
+  %[8]s {
     chk_haproxy
   }
 }
-`, n.Name, global, "", "", state, n.Priority, advert, VIP, check, track)
+`, n.Name, global, state, n.Priority, advert, VIP, check, track)
 }
 
 // StartKeepalived writes the config and runs keepalived (foreground, VRRP
