@@ -119,11 +119,13 @@ func (n *notifier) exec(argv []string, timeout time.Duration, env hookEnv) error
 	}
 	out := &limitedWriter{w: &strings.Builder{}, n: 4096}
 	drained := make(chan struct{})
+	// Until every writer is gone, helpers included (a helper that writes
+	// after its hook ended is read and dropped, never SIGPIPEd), or until
+	// the daemon stops: closing r ends the read.
+	stopRead := context.AfterFunc(n.ctx, func() { r.Close() })
 	go func() {
-		// Until every writer is gone, helpers included: a helper that
-		// writes after its hook ended is read (and dropped), never
-		// SIGPIPEd.
 		defer close(drained)
+		defer stopRead()
 		defer r.Close()
 		_, _ = io.Copy(out, r)
 	}()
