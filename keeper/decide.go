@@ -146,6 +146,10 @@ type Inputs struct {
 	// any group (zero if not seen): while it is still taking groups, this
 	// node's backoff for a vacancy counts from then (election.VacancyDue).
 	BetterWonAt time.Time
+	// DownSince is Health.DownSince as this pass saw it. Decide does not
+	// read it: the check-to-release timer does, against the same health
+	// the decision was made on.
+	DownSince   time.Time
 	BackoffStep time.Duration
 	// TTL is the lease TTL: how long a snub lasts.
 	TTL time.Duration

@@ -397,7 +397,7 @@ func (g *group) reconcile(ctx context.Context, retiring string) (wake time.Durat
 		g.mem = mem
 		wasBound := g.vips.bound()
 		again, w, left := g.apply(ctx, in, d)
-		g.observeRelease(wasBound, d)
+		g.observeRelease(in, wasBound, d)
 		g.trackClaim()
 		if left {
 			return 0, true
@@ -435,11 +435,11 @@ func (g *group) reconcile(ctx context.Context, retiring string) (wake time.Durat
 }
 
 // observeRelease feeds one pass to the check-to-release timer.
-func (g *group) observeRelease(wasBound bool, d Decision) {
+func (g *group) observeRelease(in Inputs, wasBound bool, d Decision) {
 	var d2 time.Duration
 	var ok bool
 	g.relTimer, d2, ok = g.relTimer.next(releasePass{
-		Now: g.env.clk.Now(), DownSince: g.env.health(g.cfg).DownSince,
+		Now: g.env.clk.Now(), DownSince: in.DownSince,
 		WasBound: wasBound, Present: g.vips.present(), Hold: d.Action == Hold,
 	})
 	if ok {
@@ -484,7 +484,7 @@ func (g *group) inputs(retiring string) Inputs {
 	return Inputs{
 		Now: now, Group: g.cfg.Name, Lease: lease, Session: session, PromisedUntil: env.fs.PromisedUntil(addrs),
 		Self: self, Ready: hl.Ready, View: view,
-		Addrs: addrs, Held: g.held, Retiring: retiring, SelfVisible: selfVisible, BetterWonAt: betterWonAt,
+		Addrs: addrs, Held: g.held, Retiring: retiring, SelfVisible: selfVisible, BetterWonAt: betterWonAt, DownSince: hl.DownSince,
 		BackoffStep: g.cfg.BackoffStep, TTL: env.ttl, Mem: g.mem,
 	}
 }
