@@ -28,6 +28,11 @@ const (
 	SourcePidfd = "pidfd"
 )
 
+// Sources lists every event source, for a metric that exports each.
+func Sources() []string {
+	return []string{SourceInterval, SourceInotify, SourceNetlink, SourcePidfd}
+}
+
 // NewPidfileTrigger returns a Trigger that kicks the moment the process
 // the check's last run found through pidfile exits (a pidfd, readable
 // once the process has exited), and whenever the pidfile is written,

@@ -345,7 +345,6 @@ func (r *Runner) Run(ctx context.Context, onChange func(Status)) {
 			onSrc(c.name, SourceInterval)
 		} else {
 			onSrc(c.name, c.source)
-			c.log.Debug("check events", "source", c.source)
 			wg.Go(func() {
 				tctx := context.WithValue(ctx, reportKey{}, c.reports)
 				if err := c.trigger(tctx, c.doKick); err != nil && ctx.Err() == nil {

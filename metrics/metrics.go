@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/vipd/vipd/checks"
 	"github.com/vipd/vipd/election"
 )
 
@@ -170,7 +171,7 @@ func (m *Metrics) CheckRun(name string, _ bool, d time.Duration) {
 
 // CheckEvents records the event source a check now runs on.
 func (m *Metrics) CheckEvents(name, source string) {
-	for _, s := range []string{"interval", "pidfd", "inotify", "netlink"} {
+	for _, s := range checks.Sources() {
 		v := 0.0
 		if s == source {
 			v = 1
