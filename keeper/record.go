@@ -78,14 +78,29 @@ func planPublish(want election.Candidate, lease clientv3.LeaseID, relayed bool, 
 		// with it is on its way out), or another process's.
 		contested := rs.Lease != 0 && clientv3.LeaseID(rec.Lease) != rs.Lease && rec.ModRev > rs.ModRev
 		return publishPlan{Write: true, Expect: rec.ModRev, Reason: "record on another lease", Contested: contested}
-	case !candidateEqual(*rec, want):
+	case !storedMatches(*rec, want):
 		return publishPlan{Write: true, Expect: rec.ModRev, Reason: "record changed"}
 	}
 	return publishPlan{}
 }
 
 func candidateEqual(a, b election.Candidate) bool {
+	return decisionEqual(a, b) && a.Interface == b.Interface && slices.Equal(a.Addresses, b.Addresses)
+}
+
+// decisionEqual compares the fields elections read.
+func decisionEqual(a, b election.Candidate) bool {
 	return a.Node == b.Node && a.Priority == b.Priority && a.State == b.State && a.Preempt == b.Preempt &&
-		a.PreemptDelay == b.PreemptDelay && a.Drained == b.Drained && a.Peer == b.Peer && a.Mode == b.Mode && slices.Equal(a.Failing, b.Failing) &&
-		a.Interface == b.Interface && slices.Equal(a.Addresses, b.Addresses)
+		a.PreemptDelay == b.PreemptDelay && a.Drained == b.Drained && a.Peer == b.Peer && a.Mode == b.Mode && slices.Equal(a.Failing, b.Failing)
+}
+
+// storedMatches reports whether the record in etcd says what want says. A
+// record without the informational interface and addresses matches on the
+// rest: an older vipd relaying this node's publish writes it without them
+// (it decodes into its own Candidate), and rewriting it would only loop.
+func storedMatches(stored, want election.Candidate) bool {
+	if stored.Interface == "" && len(stored.Addresses) == 0 {
+		return decisionEqual(stored, want)
+	}
+	return candidateEqual(stored, want)
 }
