@@ -2,7 +2,10 @@ package config
 
 import (
 	"net/netip"
+	"slices"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Config is one vipd node's configuration file.
@@ -166,10 +169,18 @@ type Check struct {
 type Group struct {
 	// Name identifies the group in etcd; unique. Required.
 	Name string `yaml:"name"`
-	// Interface the addresses are bound to. Required.
+	// Interface the addresses are bound to, unless an address names its
+	// own; its link going down puts the group in FAULT (keepalived's VRRP
+	// interface). Required when an address uses it; may be empty only when
+	// every address names its interface, or the group has none.
 	Interface string `yaml:"interface"`
-	// Addresses are the VIPs in CIDR form (192.168.20.15/24). At least one.
-	Addresses []string `yaml:"addresses"`
+	// Addresses are the VIPs, which move together: "192.168.20.15/24" on
+	// Interface, or {address: 10.1.0.5/24, interface: eth1} on another
+	// (keepalived's `dev`; several interfaces make a keepalived sync group
+	// one group). Zero value: none, a group that elects a holder for its
+	// notify hooks only (keepalived instances whose hook moves a cloud
+	// address). One address family per group.
+	Addresses []Address `yaml:"addresses"`
 	// Priority is the base priority, 1..255. Zero value: 100.
 	Priority int `yaml:"priority"`
 	// State is keepalived's MASTER|BACKUP start state, accepted so migrated
@@ -203,8 +214,81 @@ type Group struct {
 	// Notify lists commands run on state changes (argv lists).
 	Notify Notify `yaml:"notify"`
 
-	// Prefixes are Addresses parsed by Validate.
+	// Prefixes are Addresses parsed by Validate, and Links the interface
+	// each is bound to (Links[i] for Prefixes[i]).
 	Prefixes []netip.Prefix `yaml:"-"`
+	Links    []string       `yaml:"-"`
+}
+
+// Address is one VIP of a group. In YAML it is either a scalar, the
+// address in CIDR form on the group's interface, or a mapping naming its
+// own interface.
+type Address struct {
+	// CIDR is the address and its prefix length (192.168.20.15/24).
+	// Required.
+	CIDR string `yaml:"address"`
+	// Interface the address is bound to. Zero value: the group's.
+	Interface string `yaml:"interface"`
+}
+
+// UnmarshalYAML accepts "A/P" as well as {address: A/P, interface: IF}.
+func (a *Address) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*a = Address{}
+		return n.Decode(&a.CIDR)
+	}
+	type plain Address // no methods: avoids recursion
+	var p plain
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	*a = Address(p)
+	return nil
+}
+
+// MarshalYAML writes the scalar form when the address has no interface
+// of its own.
+func (a Address) MarshalYAML() (any, error) {
+	if a.Interface == "" {
+		return a.CIDR, nil
+	}
+	type plain Address
+	return plain(a), nil
+}
+
+// Addrs returns the scalar form of each CIDR, for tests and tools that
+// build configs in Go.
+func Addrs(cidrs ...string) []Address {
+	out := make([]Address, len(cidrs))
+	for i, c := range cidrs {
+		out[i] = Address{CIDR: c}
+	}
+	return out
+}
+
+// Interfaces lists every interface the group uses, its own first (if
+// set), then those its addresses name, without repeats. Call after
+// Validate.
+func (g Group) Interfaces() []string {
+	var out []string
+	if g.Interface != "" {
+		out = append(out, g.Interface)
+	}
+	for _, l := range g.Links {
+		if !slices.Contains(out, l) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// AddressStrings returns each address in CIDR form, as written.
+func (g Group) AddressStrings() []string {
+	out := make([]string, len(g.Addresses))
+	for i, a := range g.Addresses {
+		out[i] = a.CIDR
+	}
+	return out
 }
 
 // Track ties a check to a group's priority.
@@ -254,7 +338,8 @@ const (
 // Notify lists argv commands run on transitions, as keepalived's
 // notify_master, notify_backup, notify_fault and notify_stop. They run in
 // the background (never delaying a failover) with VIPD_GROUP, VIPD_NODE,
-// VIPD_STATE, VIPD_PREVIOUS_STATE, VIPD_INTERFACE, VIPD_ADDRESSES and
+// VIPD_STATE, VIPD_PREVIOUS_STATE, VIPD_INTERFACE (the group's, or the first
+// an address names), VIPD_INTERFACES (every one), VIPD_ADDRESSES and
 // VIPD_PRIORITY in their environment. No shell unless the argv names one.
 type Notify struct {
 	Master []string `yaml:"master"`

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // seed is the starting contract's example for web-node-1 (docs/design.md: its keys keep working as written).
@@ -133,6 +135,23 @@ func TestValidationErrors(t *testing.T) {
 		{"empty generic notify command", func(s string) string {
 			return strings.Replace(s, "notify: {master: [], backup: [], fault: [], stop: []}", `notify: {any: ["", x]}`, 1)
 		}, []string{"groups[0] (VI_1).notify.any", "empty"}},
+		{"address interface not a name", func(s string) string {
+			return strings.Replace(s, "[192.168.20.15/24]", `[192.168.20.15/24, {address: 10.1.0.5/24, interface: "eth 1"}]`, 1)
+		}, []string{"groups[0] (VI_1).addresses[1].interface", `"eth 1"`}},
+		{"address mapping without an address", func(s string) string {
+			return strings.Replace(s, "[192.168.20.15/24]", `[192.168.20.15/24, {interface: eth1}]`, 1)
+		}, []string{"groups[0] (VI_1).addresses[1].address", "required"}},
+		{"address mapping key misspelt", func(s string) string {
+			return strings.Replace(s, "[192.168.20.15/24]", `[192.168.20.15/24, {adress: 10.1.0.5/24, interface: eth1}]`, 1)
+		}, []string{"groups[0] (VI_1).addresses[1].adress", "address"}},
+		{"no group interface for an address without one", func(s string) string {
+			s = strings.Replace(s, "interface: ens160", "", 1)
+			return strings.Replace(s, "[192.168.20.15/24]", `[{address: 10.1.0.5/24, interface: eth1}, 192.168.20.15/24]`, 1)
+		}, []string{"groups[0] (VI_1).interface", "required", "addresses[1] (192.168.20.15/24)"}},
+		{"label over two interfaces", func(s string) string {
+			s = strings.Replace(s, "[192.168.20.15/24]", `[192.168.20.15/24, {address: 10.1.0.5/24, interface: eth1}]`, 1)
+			return strings.Replace(s, "priority: 101", "priority: 101\n    label: ens160:vip", 1)
+		}, []string{"groups[0] (VI_1).label", "ens160 and eth1"}},
 		{"request timeout vs ttl", func(s string) string {
 			return strings.Replace(s, "dial_timeout: 2s", "dial_timeout: 2s\n  request_timeout: 2s", 1)
 		}, []string{"etcd.request_timeout", "2s", "3s"}},
@@ -152,6 +171,42 @@ func TestValidationErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Issue 15: addresses on their own interfaces (keepalived's `dev`, and
+// sync groups), and groups without addresses.
+func TestAddressPlacement(t *testing.T) {
+	y := strings.Replace(seed, "[192.168.20.15/24]", "[192.168.20.15/24, {address: 10.1.0.5/24, interface: eth1}, {address: 192.168.20.16/24}]", 1)
+	y += "  - {name: hooks, priority: 100}\n"
+	y += "  - {name: other, addresses: [{address: 10.2.0.5/24, interface: eth2}]}\n"
+	c, err := Parse(strings.NewReader(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := c.Groups[0]
+	if got := strings.Join(g.Links, ","); got != "ens160,eth1,ens160" {
+		t.Errorf("Links = %s, want ens160,eth1,ens160", got)
+	}
+	if got := strings.Join(g.Interfaces(), ","); got != "ens160,eth1" {
+		t.Errorf("Interfaces() = %s", got)
+	}
+	if got := strings.Join(g.AddressStrings(), ","); got != "192.168.20.15/24,10.1.0.5/24,192.168.20.16/24" {
+		t.Errorf("AddressStrings() = %s", got)
+	}
+	if h := c.Groups[1]; len(h.Prefixes) != 0 || len(h.Interfaces()) != 0 {
+		t.Errorf("group without addresses: %+v", h)
+	}
+	if o := c.Groups[2]; strings.Join(o.Interfaces(), ",") != "eth2" {
+		t.Errorf("group whose only address names its interface: Interfaces() = %v", o.Interfaces())
+	}
+	// Written back, an address on the group's interface is a plain string.
+	out, err := yaml.Marshal(g.Addresses)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "- 192.168.20.15/24\n- address: 10.1.0.5/24\n  interface: eth1\n- 192.168.20.16/24\n"; string(out) != want {
+		t.Errorf("marshalled:\n%s\nwant:\n%s", out, want)
 	}
 }
 

@@ -268,24 +268,40 @@ func (c *Config) validateGroups(bad func(key, format string, args ...any)) {
 		default:
 			groupOf[g.Name] = key
 		}
-		if g.Interface == "" {
-			bad(key+".interface", "is required")
-		} else if len(g.Interface) > maxIfNameLen || strings.ContainsAny(g.Interface, "/ ") {
-			bad(key+".interface", "%q is not a valid interface name", g.Interface)
+		validIf := func(k, name string) bool {
+			if len(name) > maxIfNameLen || strings.ContainsAny(name, "/ \t") {
+				bad(k, "%q is not a valid interface name", name)
+				return false
+			}
+			return true
 		}
-		if len(g.Addresses) == 0 {
-			bad(key+".addresses", "at least one address is required")
+		if g.Interface != "" {
+			validIf(key+".interface", g.Interface)
 		}
-		g.Prefixes = g.Prefixes[:0]
+		g.Prefixes, g.Links = g.Prefixes[:0], g.Links[:0]
 		for j, a := range g.Addresses {
 			akey := fmt.Sprintf("%s.addresses[%d]", key, j)
-			p, err := netip.ParsePrefix(a)
+			link := g.Interface
+			if a.Interface != "" {
+				if !validIf(akey+".interface", a.Interface) {
+					continue
+				}
+				link = a.Interface
+			} else if g.Interface == "" {
+				bad(key+".interface", "is required: %s (%s) names no interface of its own", akey, a.CIDR)
+				continue
+			}
+			if a.CIDR == "" {
+				bad(akey+".address", "is required")
+				continue
+			}
+			p, err := netip.ParsePrefix(a.CIDR)
 			if err != nil {
-				bad(akey, "%q is not an address in CIDR form (e.g. 192.168.20.15/24)", a)
+				bad(akey, "%q is not an address in CIDR form (e.g. 192.168.20.15/24)", a.CIDR)
 				continue
 			}
 			if p.Addr().Zone() != "" || p.Addr().IsUnspecified() || p.Addr().IsLoopback() || p.Addr().IsMulticast() {
-				bad(akey, "%q cannot be a VIP", a)
+				bad(akey, "%q cannot be a VIP", a.CIDR)
 				continue
 			}
 			if prev, dup := addrOwner[p.Addr()]; dup {
@@ -294,10 +310,11 @@ func (c *Config) validateGroups(bad func(key, format string, args ...any)) {
 			}
 			addrOwner[p.Addr()] = akey
 			if len(g.Prefixes) > 0 && g.Prefixes[0].Addr().Is4() != p.Addr().Is4() {
-				bad(akey, "%q mixes address families with %q; use one group per family", a, g.Prefixes[0])
+				bad(akey, "%q mixes address families with %q; use one group per family", a.CIDR, g.Prefixes[0])
 				continue
 			}
 			g.Prefixes = append(g.Prefixes, p)
+			g.Links = append(g.Links, link)
 		}
 		if g.Priority < MinPriority || g.Priority > MaxPriority {
 			bad(key+".priority", "%d is outside %d..%d", g.Priority, MinPriority, MaxPriority)
@@ -359,8 +376,10 @@ func (c *Config) validateGroups(bad func(key, format string, args ...any)) {
 			switch {
 			case v6:
 				bad(key+".label", "%q applies to IPv4 addresses only; the group has %v", g.Label, g.Prefixes[0])
-			case g.Interface != "" && (!strings.HasPrefix(g.Label, g.Interface+":") || len(g.Label) == len(g.Interface)+1):
-				bad(key+".label", "%q must be the interface name %q, a colon and a suffix (e.g. %q)", g.Label, g.Interface, g.Interface+":vip")
+			case len(g.Interfaces()) > 1:
+				bad(key+".label", "%q labels the addresses of one interface; the group's are on %s (use one group per labelled interface)", g.Label, strings.Join(g.Interfaces(), " and "))
+			case len(g.Interfaces()) == 1 && (!strings.HasPrefix(g.Label, g.Interfaces()[0]+":") || len(g.Label) == len(g.Interfaces()[0])+1):
+				bad(key+".label", "%q must be the interface name %q, a colon and a suffix (e.g. %q)", g.Label, g.Interfaces()[0], g.Interfaces()[0]+":vip")
 			case len(g.Label) > maxIfNameLen:
 				bad(key+".label", "%q is %d bytes; the kernel allows %d", g.Label, len(g.Label), maxIfNameLen)
 			case strings.ContainsAny(g.Label, " /\t\n"):

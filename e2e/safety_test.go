@@ -51,6 +51,15 @@ func TestSafety(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(binDir, "vipctl")); err != nil {
 		prereq.Missing(t, "needs bin/vipctl (make build): %v", err)
 	}
+	// Registered before the testbed's cleanup, so it runs after it: the
+	// digest of failed scenarios is the run's last output (CI shows the
+	// tail), not buried above the processes' logs.
+	var digest []string
+	t.Cleanup(func() {
+		if len(digest) > 0 {
+			t.Logf("failed scenarios, digest:\n%s", strings.Join(digest, "\n"))
+		}
+	})
 	tb := newTestbed(t, testbed.Options{KeepDir: os.Getenv("VIPD_E2E_KEEPDIR") != ""})
 	res := &results{t: t, title: "safety suite measurements"}
 	defer func() { res.log(); t.Log(suiteTable()) }()
@@ -164,6 +173,9 @@ func TestSafety(t *testing.T) {
 					s.notes = append([]string{"peer channel: " + mode.String()}, s.notes...)
 				}
 				suiteAdd(suiteRow{scenario: title, dual: dual, noHolder: st.NoHolder, outage: out, result: resultOf(t), note: strings.Join(s.notes, "; ")})
+				if t.Failed() {
+					digest = append(digest, failureDigest(tb, name, s.from, to, out, n1, n2))
+				}
 			}()
 			fn(t, s)
 		})
@@ -959,6 +971,36 @@ groups:
 		res.add("TestSafety: closest VIP removal → next add", ms(st.MinGap), "includes the hand delete that vipd restores")
 		res.add("TestSafety: wall time", ms(time.Since(tStart)), "")
 	})
+}
+
+// failureDigest is what a failed scenario looked like: the VIP's moves,
+// the longest client outage, and each node's state changes in its window.
+func failureDigest(tb *testbed.Testbed, name string, from, to time.Time, out testbed.Outage, nodes ...*testbed.Node) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "== %s (%s – %s): longest client outage %v (%d probes failed)\n", name,
+		from.Format("15:04:05.000"), to.Format("15:04:05.000"), out.Duration, out.Failed)
+	for _, ev := range tb.Mon.Events() {
+		if !ev.Time.Before(from) && !ev.Time.After(to) {
+			fmt.Fprintf(&b, "   %v\n", ev)
+		}
+	}
+	for _, n := range nodes {
+		fmt.Fprintf(&b, "   %s: %s\n", n.Name, strings.Join(states(n, from), "; "))
+		var warn []string
+		for _, l := range vipdLog(n) {
+			if !l.Time.Before(from) && !l.Time.After(to) && (l.Level == "WARN" || l.Level == "ERROR") {
+				warn = append(warn, l.Raw)
+			}
+		}
+		if len(warn) > 20 { // the last ones are the ones that explain
+			fmt.Fprintf(&b, "     (%d earlier warnings)\n", len(warn)-20)
+			warn = warn[len(warn)-20:]
+		}
+		for _, w := range warn {
+			fmt.Fprintf(&b, "     %s\n", w)
+		}
+	}
+	return b.String()
 }
 
 // vipdBug fails the sub-test with a description of the vipd bug it

@@ -232,8 +232,14 @@ func (f *failsafe) Horizon(members map[string]string, addrs []netip.Addr) time.T
 // horizon is Horizon's decision, pure: the earliest promise end of the
 // members other than self, zero if one is missing, does not cover every
 // address of addrs, or is voided by a suspend (the meter grew by more than
-// suspendThreshold since its send), or if there is no other member.
+// suspendThreshold since its send), or if there is no other member, or no
+// address: a promise is not to claim addresses, and nothing but an
+// address's membership record keeps a node the holder never asked from
+// claiming (docs/design.md §2.9).
 func horizon(self string, members map[string]string, addrs []netip.Addr, got map[string]promise, meter time.Duration) time.Time {
+	if len(addrs) == 0 {
+		return time.Time{}
+	}
 	var h time.Time
 	others := 0
 	for m := range members {

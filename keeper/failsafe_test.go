@@ -199,3 +199,47 @@ func TestFailsafePeerRestartHonoursThePromise(t *testing.T) {
 var vip = netip.MustParseAddr("192.168.20.15")
 
 var _ = keeper.Reclaim
+
+// A group with no addresses has no failsafe: no membership record guards
+// its leader key, so a node the holder never heard of could claim it. Cut
+// from etcd, its holder leaves MASTER by its fence whatever its peer
+// promises, and a newcomer that reaches etcd is never MASTER beside it.
+func TestFailsafeNotForGroupsWithoutAddresses(t *testing.T) {
+	m := etcdtest.Start(t)
+	p1, p2 := etcdtest.NewProxy(t, m), etcdtest.NewProxy(t, m)
+	spec := func(name string, prio int, via *etcdtest.Proxy) keepertest.Spec {
+		return keepertest.Spec{Name: name, Priority: prio, NoAddresses: true, Via: via, Peer: true, Failsafe: true}
+	}
+	n1 := keepertest.Start(t, m, nil, spec("web-node-1", 101, p1))
+	n2 := keepertest.Start(t, m, nil, spec("web-node-2", 100, p2))
+	master := func(n *keepertest.Node) bool { return strings.Contains(n.K.Summary(), "VI_1=MASTER") }
+	for end := time.Now().Add(15 * time.Second); !master(n1); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("web-node-1 never MASTER: %s / %s", n1.K.Summary(), n2.K.Summary())
+		}
+	}
+	time.Sleep(time.Second) // the peers' records and channel settle
+	p1.Cut()
+	p2.Cut()
+	cut := time.Now()
+	n3 := keepertest.Start(t, m, nil, spec("web-node-3", 200, nil))
+	var left time.Time
+	for end := time.Now().Add(8 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		m1, m3 := master(n1), master(n3)
+		if m1 && m3 {
+			t.Fatalf("web-node-1 and web-node-3 both MASTER %v after the cut: %s / %s", time.Since(cut), n1.K.Summary(), n3.K.Summary())
+		}
+		if mode, _ := n1.K.GroupMode("VI_1"); mode == "failsafe" {
+			t.Fatalf("web-node-1 holds a group without addresses on failsafe promises")
+		}
+		if !m1 && left.IsZero() {
+			left = time.Now()
+		}
+	}
+	if left.IsZero() || left.Sub(cut) > 3*time.Second {
+		t.Errorf("web-node-1 left MASTER %v after the cut, want within the lease TTL (3 s)", left.Sub(cut))
+	}
+	if !master(n3) {
+		t.Errorf("web-node-3, the only node reaching etcd, is not MASTER: %s", n3.K.Summary())
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vipd/vipd/config"
 	"github.com/vipd/vipd/election"
 	"github.com/vipd/vipd/internal/fakenet"
 	"github.com/vipd/vipd/netif"
@@ -408,8 +409,8 @@ func TestAddressesChangedByReload(t *testing.T) {
 	h := newHarness(t, nil, "web-node-1", "")
 	h.hold()
 	gc := h.g.config()
-	gc.Addresses = []string{"192.168.20.16/24"}
-	gc.Prefixes = []netip.Prefix{netip.MustParsePrefix("192.168.20.16/24")}
+	gc.Addresses = config.Addrs("192.168.20.16/24")
+	gc.Prefixes, gc.Links = []netip.Prefix{netip.MustParsePrefix("192.168.20.16/24")}, []string{"eth0"}
 	h.g.update(gc)
 	h.until("holding the new address", 5*time.Second, func() bool {
 		return h.host.Has(gc.Prefixes[0]) && !h.host.Has(hvip) && h.g.vips.bound()

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -254,7 +255,7 @@ func newGroup(env *groupEnv, gc config.Group, cancel context.CancelFunc) *group 
 		wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{}),
 		shared: gc, cfg: gc, state: election.StateInit, heartbeat: env.clk.Now(),
 	}
-	g.vips = vips{clk: env.clk, log: log, obs: env.obs, links: env.links, announce: env.announce, lease: groupLease{env: env, g: g}}
+	g.vips = vips{clk: env.clk, log: log, obs: env.obs, nl: env.links, announce: env.announce, lease: groupLease{env: env, g: g}}
 	return g
 }
 
@@ -284,10 +285,12 @@ func (g *group) config() config.Group {
 
 // iface, ownsAddr and tracks are asked for every group on every event:
 // they read the shared config in place instead of copying it.
-func (g *group) iface() string {
+// usesLink reports whether the group binds on, or depends on, interface
+// name.
+func (g *group) usesLink(name string) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.shared.Interface
+	return slices.Contains(g.shared.Interfaces(), name)
 }
 
 func (g *group) ownsAddr(a netip.Addr) bool {
@@ -458,7 +461,7 @@ func (g *group) inputs(retiring string) Inputs {
 	}
 	self := election.Candidate{Node: env.node, Priority: hl.Priority, Preempt: g.cfg.Preempt, PreemptDelay: g.cfg.PreemptDelay,
 		Failing: hl.Failing, State: election.StateBackup, Drained: env.view.Drained(env.node), Peer: env.peerEndpoint,
-		Interface: g.cfg.Interface, Addresses: prefixStrings(g.cfg.Prefixes)}
+		Interface: strings.Join(g.cfg.Interfaces(), ","), Addresses: prefixStrings(g.cfg.Prefixes)}
 	switch {
 	case hl.Fault:
 		self.State = election.StateFault
@@ -790,7 +793,7 @@ func (g *group) stateAndMode() (election.State, string) {
 
 func (g *group) hookEnv(state, from election.State, prio int) hookEnv {
 	return hookEnv{Group: g.cfg.Name, Node: g.env.node, State: string(state), From: string(from),
-		Interface: g.cfg.Interface, Addresses: g.cfg.Addresses, Priority: prio}
+		Interfaces: g.cfg.Interfaces(), Addresses: g.cfg.AddressStrings(), Priority: prio}
 }
 
 // publish writes the candidate record when etcd does not have the one
@@ -905,9 +908,10 @@ func (r *etcdRetry) failed(g *group, now time.Time) time.Duration {
 // under a failsafe, or when no other member has a peer endpoint: such a
 // record could never support a failsafe hold (no promise can be had), and
 // it would keep out a node that comes back or is added later, were this
-// node to die.
+// node to die. A group without addresses has no record to write, and so
+// no failsafe.
 func (g *group) wantMembers(in Inputs) map[string]string {
-	if g.env.fs == nil || !g.env.fs.holds {
+	if g.env.fs == nil || !g.env.fs.holds || len(in.Addrs) == 0 {
 		return nil
 	}
 	m := membersOf(g.env.node, g.env.peerEndpoint, in.View.Candidates)
@@ -923,8 +927,8 @@ func (g *group) wantMembers(in Inputs) map[string]string {
 // wants (candidates come and go), and learns from the view what etcd holds.
 func (g *group) updateMembers(ctx context.Context, in Inputs) {
 	c := g.held.Claim
-	if g.env.fs == nil || !g.env.fs.holds || c == nil || !in.View.Synced || in.View.Rev < c.CreateRev {
-		return
+	if g.env.fs == nil || !g.env.fs.holds || c == nil || len(c.Addrs) == 0 || !in.View.Synced || in.View.Rev < c.CreateRev {
+		return // (a claim without addresses has no record)
 	}
 	want := g.wantMembers(in)
 	// What the view shows: one record per address, all written together.

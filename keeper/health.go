@@ -161,19 +161,31 @@ func (h *health) Of(gc config.Group) Health {
 			}
 		}
 	}
-	up, known := h.up[gc.Interface]
-	if !up {
-		failing = append(failing, "interface "+gc.Interface)
+	// Every interface the group binds on, and its own: a VIP on a link
+	// that is down serves nobody (keepalived: FAULT on the VRRP interface).
+	linksUp, linksKnown := true, true
+	for _, name := range gc.Interfaces() {
+		up, known := h.up[name]
+		if !up {
+			failing = append(failing, "interface "+name)
+		}
+		linksUp, linksKnown = linksUp && up, linksKnown && known
 	}
-	return Health{Priority: prio, Fault: fault || !up, Failing: failing, Ready: ready && known, DownSince: downSince}
+	return Health{Priority: prio, Fault: fault || !linksUp, Failing: failing, Ready: ready && linksKnown, DownSince: downSince}
 }
 
 // watch makes sure every interface used by groups is watched, and stops
 // watching the ones no group uses any more.
 func (h *health) watch(groups []config.Group) error {
 	used := map[string]bool{}
+	var names []string
 	for _, gc := range groups {
-		name := gc.Interface
+		names = append(names, gc.Interfaces()...)
+	}
+	for _, name := range names {
+		if used[name] {
+			continue
+		}
 		used[name] = true
 		h.mu.Lock()
 		_, watching := h.watching[name]

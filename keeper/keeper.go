@@ -247,7 +247,7 @@ func (k *Keeper) pokeAddr(ip netip.Addr) {
 // interface may have been missed.
 func (k *Keeper) resync(ifname string) {
 	for _, g := range k.groupList() {
-		if g.iface() == ifname {
+		if g.usesLink(ifname) {
 			g.markDirty()
 			g.poke()
 		}
@@ -267,7 +267,7 @@ func (k *Keeper) checkChanged(check string) {
 // concerns only the group owning that address, which re-checks its VIPs.
 func (k *Keeper) netEvent(ev netif.Event) {
 	for _, g := range k.groupList() {
-		if g.iface() != ev.Interface {
+		if !g.usesLink(ev.Interface) {
 			continue
 		}
 		if ev.Kind == netif.AddrAdded || ev.Kind == netif.AddrRemoved {
@@ -444,7 +444,7 @@ func (k *Keeper) sweep() {
 		for _, a := range addrs {
 			p := netip.PrefixFrom(a, a.BitLen())
 			gc.Prefixes = append(gc.Prefixes, p)
-			gc.Addresses = append(gc.Addresses, p.String())
+			gc.Addresses = append(gc.Addresses, config.Address{CIDR: p.String()})
 		}
 		k.log.Warn("found keys of a group this node does not run; deleting them", "group", name, "addresses", gc.Addresses)
 		k.startGroupLocked(gc, "keys of a group this node does not run")

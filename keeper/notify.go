@@ -30,9 +30,11 @@ type notifier struct {
 
 // hookEnv is what a hook learns from its environment.
 type hookEnv struct {
-	Group, Node, State, From, Interface string
-	Addresses                           []string
-	Priority                            int
+	Group, Node, State, From string
+	// Interfaces: the group's own first, then those its addresses name.
+	Interfaces []string
+	Addresses  []string
+	Priority   int
 }
 
 func (e hookEnv) environ() []string {
@@ -41,7 +43,8 @@ func (e hookEnv) environ() []string {
 		"VIPD_NODE="+e.Node,
 		"VIPD_STATE="+e.State,
 		"VIPD_PREVIOUS_STATE="+e.From,
-		"VIPD_INTERFACE="+e.Interface,
+		"VIPD_INTERFACE="+strings.Join(e.Interfaces[:min(len(e.Interfaces), 1)], ""),
+		"VIPD_INTERFACES="+strings.Join(e.Interfaces, " "),
 		"VIPD_ADDRESSES="+strings.Join(e.Addresses, " "),
 		"VIPD_PRIORITY="+strconv.Itoa(e.Priority),
 	)

@@ -176,7 +176,7 @@ func TestReview13MembersBaseRegressesToAStaleView(t *testing.T) {
 	// X's candidate record appears; the view (rev 11) still shows the
 	// record written with the claim.
 	in := Inputs{View: election.GroupState{Synced: true, Rev: 11, Candidates: r13Cands("B", "X"),
-		Members: map[netip.Addr]election.Members{a: {Nodes: maps.Clone(old), ModRev: 10}}}}
+		Members: map[netip.Addr]election.Members{a: {Nodes: maps.Clone(old), ModRev: 10}}}, Addrs: []netip.Addr{a}}
 	g.updateMembers(context.Background(), in)
 	if _, ok := lead.nodes["X"]; !ok {
 		t.Fatalf("record %v after the write, want X in it", r13Names(lead.nodes))

@@ -216,8 +216,8 @@ func TestAddressMovedByReloadWaitsOutItsOwnVacancy(t *testing.T) {
 	b.sync()
 	expired := b.clk.Now()
 	gc := b.g.config()
-	gc.Addresses = []string{"192.168.20.15/24"}
-	gc.Prefixes = []netip.Prefix{hvip}
+	gc.Addresses = config.Addrs("192.168.20.15/24")
+	gc.Prefixes, gc.Links = []netip.Prefix{hvip}, []string{"eth0"}
 	b.g.update(gc)
 	b.health.set(false)
 	b.until("bound", 10*time.Second, func() bool { return b.host.Has(hvip) })
@@ -252,8 +252,8 @@ func TestLostAcquireThenAddressChangeLeavesNoClaim(t *testing.T) {
 	rule := h.kv.add(&faultRule{match: "/leader", mode: "lose", times: 1})
 	h.until("acquire sent", 5*time.Second, func() bool { return h.kv.hits(rule) > 0 })
 	gc := h.g.config()
-	gc.Addresses = []string{"192.168.20.16/24"}
-	gc.Prefixes = []netip.Prefix{netip.MustParsePrefix("192.168.20.16/24")}
+	gc.Addresses = config.Addrs("192.168.20.16/24")
+	gc.Prefixes, gc.Links = []netip.Prefix{netip.MustParsePrefix("192.168.20.16/24")}, []string{"eth0"}
 	h.g.update(gc)
 	h.until("holding the new address", 10*time.Second, func() bool { return h.host.Has(gc.Prefixes[0]) && h.g.vips.bound() })
 	if n := h.count(h.keys.Address(hvip.Addr())); n != 0 {

@@ -38,14 +38,15 @@ type vips struct {
 	clk      clock.Clock
 	log      *slog.Logger
 	obs      Observer
-	links    VIPLinks
+	nl       VIPLinks
 	announce AnnounceFunc
 	lease    leaseSource
 
 	// What may be on the host: bound, or being removed after a failed
 	// removal. Empty: provably nothing of ours.
-	iface string
-	set   map[netip.Prefix]netif.Binding // each address's last bind
+	set map[netip.Prefix]netif.Binding // each address's last bind
+	// links is the interface each address of set and maybe was bound on.
+	links map[netip.Prefix]string
 	// maybe holds addresses a failed bind may have left on the host (or
 	// found there: EEXIST, then a failed refresh), with no lifetime known:
 	// only a confirmed removal clears them.
@@ -54,6 +55,10 @@ type vips struct {
 	// removing: a removal failed; the VIPs count as present until removed
 	// or until their kernel lifetime has run out.
 	removing bool
+	// empty: a group without addresses holds, under lease on's fence. It
+	// has nothing to put on the host; what it holds is its MASTER state
+	// (its notify hooks), which ends with the fence all the same.
+	empty bool
 
 	// gate is open while the VIPs are bound under a live fence; the
 	// announcer checks it before every frame.
@@ -71,8 +76,9 @@ type gateState struct {
 func (v *vips) present() bool { return len(v.set) > 0 || len(v.maybe) > 0 }
 
 // bound reports whether VIPs are bound as a holder's (not leftovers being
-// removed, nor only addresses a failed bind may have left).
-func (v *vips) bound() bool { return len(v.set) > 0 && !v.removing }
+// removed, nor only addresses a failed bind may have left), or a group
+// without addresses holds.
+func (v *vips) bound() bool { return (len(v.set) > 0 || v.empty) && !v.removing }
 
 // ends is the latest time a lifetime set runs out.
 func (v *vips) ends() time.Time {
@@ -157,13 +163,19 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 		v.unbind("fence deadline passed before binding")
 		return bindFenced
 	}
-	if v.present() && (v.iface != cfg.Interface || !slices.Equal(v.prefixes(), sortedPrefixes(cfg.Prefixes))) {
-		// A reload changed the interface or a prefix length: the old
+	if v.present() && !v.placedAs(cfg) {
+		// A reload changed an interface or a prefix length: the old
 		// addresses go first.
 		if !v.unbind("interface or prefixes changed by a reload") {
 			return bindFailed
 		}
 	}
+	if len(cfg.Prefixes) == 0 {
+		// Nothing to bind: the claim under a live fence is all there is.
+		v.empty, v.on = true, lease.ID
+		return bindOK
+	}
+	v.empty = false
 	if v.removing {
 		// A removal was pending and the group holds again: bind anew.
 		v.removing, dirty = false, true
@@ -187,7 +199,7 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 		return bindTooLate
 	}
 	fresh := !v.present()
-	if fresh && cfg.GARP.Probe && len(cfg.Prefixes) > 0 && cfg.Prefixes[0].Addr().Is4() {
+	if fresh && cfg.GARP.Probe && cfg.Prefixes[0].Addr().Is4() {
 		v.probe(ctx, cfg)
 		if ctx.Err() != nil {
 			return bindTooLate // stopping: do not add a VIP only to remove it
@@ -200,16 +212,17 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 	opts := netif.AddrOptions{Label: cfg.Label, Scope: scope}
 	refresh := len(v.set) > 0 && len(v.maybe) == 0 && !dirty && v.on == lease.ID
 	out, added := bindOK, false
-	for _, p := range cfg.Prefixes {
+	for i, p := range cfg.Prefixes {
+		link := cfg.Links[i]
 		var b netif.Binding
 		var err error
 		if refresh {
 			// A lifetime refresh of addresses we know are bound: one
 			// request each. Had the kernel dropped one, its address
 			// event marks the group dirty and the full path runs.
-			b, err = v.links.Extend(cfg.Interface, p, end, opts)
+			b, err = v.nl.Extend(link, p, end, opts)
 		} else {
-			b, err = v.links.Bind(cfg.Interface, p, end, opts)
+			b, err = v.nl.Bind(link, p, end, opts)
 		}
 		switch {
 		case errors.Is(err, netif.ErrLifetimeTooShort):
@@ -218,7 +231,7 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 			out = max(out, bindTooLate)
 			continue
 		case err != nil:
-			v.log.Error("cannot bind VIP", "address", p, "interface", cfg.Interface, "err", err)
+			v.log.Error("cannot bind VIP", "address", p, "interface", link, "err", err)
 			out = bindFailed
 			// It may be on the host all the same: removing it must be
 			// confirmed before anything counts as released.
@@ -227,7 +240,7 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 					v.maybe = map[netip.Prefix]struct{}{}
 				}
 				v.maybe[p] = struct{}{}
-				v.iface = cfg.Interface
+				v.placeOn(p, link)
 			}
 			continue
 		}
@@ -236,7 +249,8 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 		if v.set == nil {
 			v.set = map[netip.Prefix]netif.Binding{}
 		}
-		v.iface, v.on, v.set[p] = cfg.Interface, lease.ID, b
+		v.on, v.set[p] = lease.ID, b
+		v.placeOn(p, link)
 		delete(v.maybe, p)
 		added = added || b.Added
 	}
@@ -247,7 +261,7 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 		return out
 	}
 	if fresh || added {
-		v.log.Info("VIP bound", "addresses", cfg.Addresses, "interface", cfg.Interface, "lifetime", lifetime)
+		v.log.Info("VIP bound", "addresses", placed(cfg.Prefixes, cfg.Links), "lifetime", lifetime)
 	}
 	v.gate.Store(&gateState{lease: v.on, until: v.expiresFrom()})
 	if added {
@@ -261,6 +275,8 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 // LifetimeEnd (counted from the request's end, it outlasts what peers
 // allow for). Either way the VIPs come off at once.
 func (v *vips) fenceCheck() bindOutcome {
+	// (A group without addresses makes no request: bind's own check at
+	// its start is the last word.)
 	if len(v.set) == 0 {
 		return bindOK // nothing bound under a known lifetime
 	}
@@ -285,32 +301,71 @@ func (v *vips) fenceCheck() bindOutcome {
 func (v *vips) unbind(reason string) bool {
 	v.gate.Store(nil)
 	v.ann.stop()
+	if v.empty {
+		v.empty, v.on = false, 0
+	}
 	if !v.present() {
 		return true
 	}
 	ps := v.prefixes()
+	links := v.linksOf(ps)
 	removed := 0
-	for _, p := range ps {
-		n, err := v.links.Unbind(v.iface, p)
+	for i, p := range ps {
+		n, err := v.nl.Unbind(links[i], p)
 		if err != nil {
-			v.log.Error("cannot remove VIP", "address", p, "interface", v.iface, "err", err)
+			v.log.Error("cannot remove VIP", "address", p, "interface", links[i], "err", err)
 			continue
 		}
 		removed += n
 		delete(v.set, p)
 		delete(v.maybe, p)
+		delete(v.links, p)
 	}
 	switch {
 	case !v.present():
-		v.log.Info("VIP removed", "addresses", prefixStrings(ps), "interface", v.iface, "reason", reason, "removed", removed)
+		v.log.Info("VIP removed", "addresses", placed(ps, links), "reason", reason, "removed", removed)
 	case len(v.maybe) == 0 && !v.clk.Now().Before(v.goneBy()):
-		v.log.Warn("VIP removal not confirmed, but its kernel lifetime has run out: it is gone", "addresses", prefixStrings(v.prefixes()), "interface", v.iface)
+		left := v.prefixes()
+		v.log.Warn("VIP removal not confirmed, but its kernel lifetime has run out: it is gone", "addresses", placed(left, v.linksOf(left)))
 		clear(v.set)
+		clear(v.links)
 	default:
 		v.removing = true
 		return false
 	}
-	v.iface, v.on, v.removing = "", 0, false
+	v.on, v.removing = 0, false
+	return true
+}
+
+// placeOn records that p was (or may have been) bound on link.
+func (v *vips) placeOn(p netip.Prefix, link string) {
+	if v.links == nil {
+		v.links = map[netip.Prefix]string{}
+	}
+	v.links[p] = link
+}
+
+// linksOf returns the interface each of ps was bound on.
+func (v *vips) linksOf(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = v.links[p]
+	}
+	return out
+}
+
+// placedAs reports whether what may be on the host is exactly cfg's
+// addresses, each on its configured interface.
+func (v *vips) placedAs(cfg config.Group) bool {
+	ps := v.prefixes()
+	if len(ps) != len(cfg.Prefixes) {
+		return false
+	}
+	for i, p := range cfg.Prefixes {
+		if !slices.Contains(ps, p) || v.links[p] != cfg.Links[i] {
+			return false
+		}
+	}
 	return true
 }
 
@@ -319,12 +374,12 @@ func (v *vips) unbind(reason string) bool {
 // whether they are provably gone; a failure is retried by the caller.
 func (v *vips) removeStray(cfg config.Group) bool {
 	ok := true
-	for _, p := range cfg.Prefixes {
-		if n, err := v.links.Unbind(cfg.Interface, p); err != nil {
-			v.log.Error("cannot remove a VIP this node does not hold", "address", p, "interface", cfg.Interface, "err", err)
+	for i, p := range cfg.Prefixes {
+		if n, err := v.nl.Unbind(cfg.Links[i], p); err != nil {
+			v.log.Error("cannot remove a VIP this node does not hold", "address", p, "interface", cfg.Links[i], "err", err)
 			ok = false
 		} else if n > 0 {
-			v.log.Warn("removed a VIP this node does not hold", "address", p, "interface", cfg.Interface)
+			v.log.Warn("removed a VIP this node does not hold", "address", p, "interface", cfg.Links[i])
 		}
 	}
 	return ok
@@ -345,18 +400,28 @@ func (v *vips) removalWait(backoff time.Duration) time.Duration {
 // bound anyway: etcd made this node the holder, and refusing would turn a
 // stray host into an outage (netif's doc.go has the policy).
 func (v *vips) probe(ctx context.Context, cfg config.Group) {
-	ips := make([]netip.Addr, 0, len(cfg.Prefixes))
-	for _, p := range cfg.Prefixes {
-		ips = append(ips, p.Addr())
-	}
-	conflicts, err := v.links.ProbeARP(ctx, cfg.Interface, ips, cfg.GARP.ProbeWait)
-	if err != nil {
-		v.log.Warn("ARP probe failed; binding without it", "interface", cfg.Interface, "err", err)
-	}
-	for _, c := range conflicts {
-		v.log.Warn("address conflict: another host answers for a VIP; binding it anyway because etcd made this node the holder, remove the stray address",
-			"address", c.IP, "other_mac", c.MAC.String(), "other_probing", c.Probing, "interface", cfg.Interface)
-		v.obs.Conflict(cfg.Name)
+	// One probe per interface, each for the addresses on it. They run one
+	// after the other: a group on several interfaces is rare, and each
+	// probe's wait is short (it counts against the failover time).
+	for _, link := range cfg.Interfaces() {
+		var ips []netip.Addr
+		for i, p := range cfg.Prefixes {
+			if cfg.Links[i] == link {
+				ips = append(ips, p.Addr())
+			}
+		}
+		if len(ips) == 0 || ctx.Err() != nil {
+			continue
+		}
+		conflicts, err := v.nl.ProbeARP(ctx, link, ips, cfg.GARP.ProbeWait)
+		if err != nil {
+			v.log.Warn("ARP probe failed; binding without it", "interface", link, "err", err)
+		}
+		for _, c := range conflicts {
+			v.log.Warn("address conflict: another host answers for a VIP; binding it anyway because etcd made this node the holder, remove the stray address",
+				"address", c.IP, "other_mac", c.MAC.String(), "other_probing", c.Probing, "interface", link)
+			v.obs.Conflict(cfg.Name)
+		}
 	}
 }
 
@@ -372,8 +437,8 @@ func (v *vips) startAnnouncing(cfg config.Group) {
 		// quietly: the loop is about to stop the schedule.
 		round := func() error {
 			var first error
-			for _, p := range cfg.Prefixes {
-				err := v.announce(cfg.Interface, p.Addr(), v.open)
+			for i, p := range cfg.Prefixes {
+				err := v.announce(cfg.Links[i], p.Addr(), v.open)
 				switch {
 				case errors.Is(err, netif.ErrGateClosed):
 					return err
@@ -427,6 +492,16 @@ func cmpOr(a, b error) error {
 		return a
 	}
 	return b
+}
+
+// placed renders addresses with their interfaces for the log:
+// "192.168.20.15/24 on eth0".
+func placed(ps []netip.Prefix, links []string) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String() + " on " + links[i]
+	}
+	return out
 }
 
 func prefixStrings(ps []netip.Prefix) []string {

@@ -138,7 +138,8 @@ type Host struct {
 	// a stall inside the call.
 	intercept func(op Op) error
 	Garps     atomic.Int64
-	garpTimes []time.Time // host-clock time of each counted round, read before its gate check
+	garpTimes []time.Time           // host-clock time of each counted round, read before its gate check
+	announced map[netip.Addr]string // the interface each IP was last announced on
 }
 
 type hostAddr struct {
@@ -312,6 +313,20 @@ func (h *Host) AddByHand(ifname string, p netip.Prefix) {
 	h.emit(netif.Event{Kind: netif.AddrAdded, Interface: ifname, Prefix: p})
 }
 
+// AddLink adds an interface (the host starts with eth0 only).
+func (h *Host) AddLink(ifname string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.links[ifname] = true
+}
+
+// AnnouncedOn returns the interface ip was last announced on ("" if never).
+func (h *Host) AnnouncedOn(ip netip.Addr) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.announced[ip]
+}
+
 // ProbeARP finds no conflicts: no other host exists here.
 func (h *Host) ProbeARP(context.Context, string, []netip.Addr, time.Duration) ([]netif.Conflict, error) {
 	return nil, nil
@@ -346,7 +361,7 @@ func (h *Host) Watch(ctx context.Context, _ []string) (<-chan netif.Event, error
 }
 
 // Announce counts announcement rounds sent while gate is open.
-func (h *Host) Announce(_ string, ip netip.Addr, gate netif.Gate) error {
+func (h *Host) Announce(ifname string, ip netip.Addr, gate netif.Gate) error {
 	// The time is read before the gate: a clock advanced in between
 	// closes the gate rather than stamping an open-gate round late, so a
 	// stamp at or past a fence means the gate really was open there.
@@ -356,6 +371,10 @@ func (h *Host) Announce(_ string, ip netip.Addr, gate netif.Gate) error {
 	}
 	h.mu.Lock()
 	h.garpTimes = append(h.garpTimes, at)
+	if h.announced == nil {
+		h.announced = map[netip.Addr]string{}
+	}
+	h.announced[ip] = ifname
 	h.mu.Unlock()
 	h.Garps.Add(1)
 	return nil

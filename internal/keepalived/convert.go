@@ -82,18 +82,21 @@ type GARP struct {
 // Group is a converted vrrp_instance (or a vrrp_sync_group whose
 // instances were merged).
 type Group struct {
-	Name         string
-	From         string // what it was converted from, for a comment
-	Interface    string
-	Addresses    []string
-	Priority     int
-	Preempt      bool
-	PreemptDelay time.Duration
-	Track        []Track
-	GARP         GARP
-	Label        string              // IPv4 address label (keepalived `label`)
-	Scope        string              // address scope (keepalived `scope`)
-	Notify       map[string][]string // master|backup|fault|stop|any → argv
+	Name      string
+	From      string // what it was converted from, for a comment
+	Interface string
+	Addresses []string
+	// AddressIfaces is the interface of each address not on Interface
+	// (keepalived's `dev`, or a sync group member's interface).
+	AddressIfaces map[string]string
+	Priority      int
+	Preempt       bool
+	PreemptDelay  time.Duration
+	Track         []Track
+	GARP          GARP
+	Label         string              // IPv4 address label (keepalived `label`)
+	Scope         string              // address scope (keepalived `scope`)
+	Notify        map[string][]string // master|backup|fault|stop|any → argv
 }
 
 // Result is a converted configuration and what did not fit.

@@ -81,6 +81,13 @@ func (c *converter) emit(in *inst, from string) {
 		}
 	}
 	c.hooks(in, g)
+	if len(in.addrs) == 0 {
+		hooks := "its hooks"
+		if len(g.Notify) == 0 {
+			hooks = "nothing (it has no hooks either): only `vipctl status` shows who holds it"
+		}
+		c.mark(in.d, Carried, fmt.Sprintf("no virtual_ipaddress: group %s has no addresses; its holder (MASTER) runs %s, as keepalived's MASTER does. Such a group has no failsafe hold: cut from etcd, it leaves MASTER by its fence", name, hooks))
+	}
 	switch {
 	case len(v4) > 0 && len(v6) > 0:
 		g6 := *g
@@ -123,9 +130,24 @@ func (c *converter) addGroup(g *Group, pos int) {
 func (c *converter) setAddresses(g *Group, addrs []*vaddr) {
 	for _, a := range addrs {
 		g.Addresses = append(g.Addresses, a.p.String())
+		if a.dev != "" && a.dev != g.Interface {
+			if g.AddressIfaces == nil {
+				g.AddressIfaces = map[string]string{}
+			}
+			g.AddressIfaces[a.p.String()] = a.dev
+		}
 	}
-	if addrs[0].p.Addr().Is6() {
+	if len(addrs) == 0 || addrs[0].p.Addr().Is6() {
 		return
+	}
+	if len(g.AddressIfaces) > 0 {
+		// vipd labels the addresses of a group on one interface.
+		for _, a := range addrs {
+			if a.label != "" {
+				c.mark(a.d, Dropped, fmt.Sprintf("label %q: the group's addresses are on several interfaces, and vipd labels only a group on one (the address gets its interface's own label)", a.label))
+				a.label = ""
+			}
+		}
 	}
 	// The label: the first valid one; vipd requires IF:suffix.
 	for _, a := range addrs {

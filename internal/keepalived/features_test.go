@@ -1,6 +1,7 @@
 package keepalived
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vipd/vipd/config"
 )
 
 // ppLines preprocesses src for config id and returns the lines as
@@ -135,15 +138,29 @@ func TestStateMasterAndPreempt(t *testing.T) {
 }
 
 // dev is compared with the instance's interface wherever interface is
-// written: addresses on two interfaces are refused by name; all of them on
+// written: addresses on two interfaces each keep theirs; all of them on
 // one other interface go there, the instance's interface tracked as
 // keepalived tracks it.
 func TestDevOrdering(t *testing.T) {
 	before := "vrrp_instance VI_1 {\n virtual_ipaddress {\n  10.0.0.1/24 dev eth1\n  10.0.0.3/24\n }\n interface eth0\n}\n"
-	res, err := Convert("k.conf", before, Options{})
-	if !errors.Is(err, ErrRefused) || !hasNote(res, 1, Refused, "addresses on several interfaces (10.0.0.1 on eth1; the instance on eth0): needs per-address interface, not supported yet") ||
-		!hasNote(res, 3, Refused, "on eth1, not the instance's interface eth0") {
-		t.Errorf("virtual_ipaddress before interface: %v\n%s", err, notesText("k.conf", res.Notes))
+	res := conv(t, before, Options{})
+	if g := res.Groups[0]; g.Interface != "eth0" || !reflect.DeepEqual(g.AddressIfaces, map[string]string{"10.0.0.1/24": "eth1"}) ||
+		!hasNote(res, 3, Carried, "on eth1, the address's own interface") {
+		t.Errorf("virtual_ipaddress before interface: %+v\n%s", g, notesText("k.conf", res.Notes))
+	}
+	if y := string(res.Render("k.conf")); !strings.Contains(y, "addresses: [{address: 10.0.0.1/24, interface: eth1}, 10.0.0.3/24]") {
+		t.Errorf("rendered:\n%s", y)
+	}
+	// dont_track_primary with no address on the VRRP interface: the group
+	// names none and tracks its addresses' interfaces only.
+	apart := "vrrp_instance VI_1 {\n interface eth0\n dont_track_primary\n virtual_ipaddress {\n  10.0.0.1/24 dev eth1\n  10.0.2.1/24 dev eth2\n }\n}\n"
+	res = conv(t, apart, Options{})
+	if g := res.Groups[0]; g.Interface != "" || !reflect.DeepEqual(g.AddressIfaces, map[string]string{"10.0.0.1/24": "eth1", "10.0.2.1/24": "eth2"}) || kindOf(t, res, 3) != Carried {
+		t.Errorf("dont_track_primary, addresses elsewhere: %+v\n%s", g, res.FormatNotes("k.conf"))
+	}
+	res = conv(t, strings.Replace(before, " interface eth0\n", " interface eth0\n dont_track_primary\n", 1), Options{})
+	if kindOf(t, res, 7) != Changed {
+		t.Errorf("dont_track_primary with an address on eth0 not reported as changed:\n%s", res.FormatNotes("k.conf"))
 	}
 	same := strings.Replace(before, "dev eth1", "dev eth0", 1)
 	if res := conv(t, same, Options{}); res.Groups[0].Interface != "eth0" || len(res.Groups[0].Addresses) != 2 || len(res.Groups[0].Track) != 0 {
@@ -159,24 +176,30 @@ func TestDevOrdering(t *testing.T) {
 		t.Errorf("dont_track_primary: %+v\n%s", g, res.FormatNotes("k.conf"))
 	}
 	// --skip-refused writes the other groups and still says what was left out.
-	two := before + strings.Replace(strings.Replace(same, "VI_1", "VI_2", 1), "10.0.0.", "10.0.1.", 2)
-	res, err = Convert("k.conf", two, Options{SkipRefused: true})
-	if err != nil || !res.Refused || len(res.Groups) != 1 || res.Groups[0].Name != "VI_2" {
+	// (VI_2 shares an address with VI_1: refused.)
+	two := before + strings.Replace(same, "VI_1", "VI_2", 1)
+	res, err := Convert("k.conf", two, Options{SkipRefused: true})
+	if err != nil || !res.Refused || len(res.Groups) != 1 || res.Groups[0].Name != "VI_1" {
 		t.Errorf("skip refused: %v %+v", err, res)
 	}
 }
 
 // An instance without addresses (cloud configs, where the hook moves the
-// address) is refused by name, never written to fail vipd check.
-func TestNoVIPRefused(t *testing.T) {
+// address) becomes a group without addresses: its holder runs the hooks.
+func TestNoVIPGroup(t *testing.T) {
 	src := "vrrp_instance cloud {\n interface eth0\n notify_master /usr/local/bin/attach\n}\n"
-	res, err := Convert("k.conf", src, Options{})
-	if !errors.Is(err, ErrRefused) || !hasNote(res, 1, Refused, "it has no virtual_ipaddress") {
-		t.Fatalf("%v\n%s", err, notesText("k.conf", res.Notes))
+	res := conv(t, src, Options{})
+	g := res.Groups[0]
+	if len(g.Addresses) != 0 || g.Interface != "eth0" || !reflect.DeepEqual(g.Notify["master"], []string{"/usr/local/bin/attach"}) ||
+		!hasNote(res, 1, Carried, "group cloud has no addresses; its holder (MASTER) runs its hooks") {
+		t.Fatalf("%+v\n%s", g, notesText("k.conf", res.Notes))
+	}
+	if _, err := config.Parse(bytes.NewReader(res.Render("k.conf"))); err != nil {
+		t.Errorf("vipd check: %v\n%s", err, res.Render("k.conf"))
 	}
 	for _, l := range res.Lines {
-		if l.Kind != Refused {
-			t.Errorf("line %d of a refused instance is %s", l.Line, l.Kind)
+		if l.Kind == Refused {
+			t.Errorf("line %d is %s", l.Line, l.Kind)
 		}
 	}
 }
@@ -251,11 +274,18 @@ func TestSyncGroups(t *testing.T) {
 		t.Errorf("tracking weight: %+v", tr)
 	}
 
+	// Members on two interfaces: each address stays on its member's.
+	res = conv(t, sync+vi("VI_a", "eth0", "10.0.0.1/24", "")+vi("VI_b", "eth1", "10.1.0.1/24", ""), Options{})
+	if g := res.Groups[0]; g.Interface != "eth0" || !reflect.DeepEqual(g.AddressIfaces, map[string]string{"10.1.0.1/24": "eth1"}) {
+		t.Errorf("two interfaces: %+v", g)
+	}
+	if _, err := config.Parse(bytes.NewReader(res.Render("k.conf"))); err != nil {
+		t.Errorf("vipd check: %v\n%s", err, res.Render("k.conf"))
+	}
+
 	refusals := []struct {
 		name, src, want string
 	}{
-		{"two interfaces", sync + vi("VI_a", "eth0", "10.0.0.1/24", "") + vi("VI_b", "eth1", "10.1.0.1/24", ""),
-			"its instances are on several interfaces (VI_a on eth0, VI_b on eth1): needs per-address interface, not supported yet"},
 		{"priorities", sync + vi("VI_a", "eth0", "10.0.0.1/24", "") + strings.Replace(vi("VI_b", "eth0", "10.0.0.2/24", ""), "priority 100", "priority 90", 1),
 			"different priorities (VI_a 100, VI_b 90)"},
 		{"two hooks", sync + vi("VI_a", "eth0", "10.0.0.1/24", " notify_master /bin/x\n") + vi("VI_b", "eth0", "10.0.0.2/24", ""),

@@ -4,6 +4,7 @@ package keepalived
 // what its settings mean.
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -35,6 +36,7 @@ type inst struct {
 	// noPrefixNoted: the /32 of an address without a length was noted.
 	noPrefixNoted bool
 	sync          *syncGroup
+	noAddrs       bool     // no virtual_ipaddress: a group for hooks only
 	refuse        []string // why it cannot be carried
 	emitted       bool
 }
@@ -94,7 +96,7 @@ func (c *converter) vrrpInstance(d *Directive, pos int) {
 		case "virtual_ipaddress", "virtual_ipaddress_excluded":
 			c.addresses(x, in)
 		case "no_virtual_ipaddress":
-			c.mark(x, Carried, "") // no addresses: refused below
+			c.mark(x, Carried, "") // no addresses: a group for hooks (emit says so)
 		case "track_script", "track_interface", "track_process", "track_file":
 			c.tracks(x, in, false, pos, &in.refuse)
 		case "nopreempt":
@@ -218,8 +220,9 @@ func (c *converter) resolveInstance(in *inst) {
 	}
 	c.addressInterface(in)
 	if len(in.addrs) == 0 {
-		why := "it has no virtual_ipaddress: a vipd group needs at least one address; a group that only runs hooks (as cloud configs use, the hook moving the address) is not supported yet"
-		in.refuse = append(in.refuse, why)
+		// A group without addresses: its holder runs the hooks (cloud
+		// configs, where the hook moves the address).
+		in.noAddrs = true
 	}
 }
 
@@ -229,7 +232,8 @@ func (c *converter) resolveInstance(in *inst) {
 // interface (unless dont_track_primary): FAULT while one is down. When
 // every address is on one other interface, the group binds them there
 // and an interface check keeps the VRRP interface's FAULT; addresses on
-// several interfaces need per-address interfaces, which vipd lacks.
+// several interfaces each name theirs, and vipd puts the group in FAULT
+// while any interface it uses is down, as keepalived.
 func (c *converter) addressInterface(in *inst) {
 	if in.iface == "" {
 		if in.dontTrackD != nil {
@@ -253,14 +257,24 @@ func (c *converter) addressInterface(in *inst) {
 	}
 	switch {
 	case len(devs) > 1:
-		in.refuse = append(in.refuse, fmt.Sprintf("addresses on several interfaces (%s; the instance on %s): needs per-address interface, not supported yet", strings.Join(others, ", "), in.iface))
+		c.ownInterfaceTracks(in, in.iface)
 		for _, a := range in.addrs {
 			if a.dev != "" && a.dev != in.iface {
-				c.mark(a.d, Refused, fmt.Sprintf("on %s, not the instance's interface %s: a vipd group binds all its addresses on one interface", a.dev, in.iface))
+				c.mark(a.d, Carried, fmt.Sprintf("on %s, the address's own interface (its `interface:` in the group), as keepalived's dev", a.dev))
 			}
 		}
 		if in.dontTrackD != nil {
-			c.mark(in.dontTrackD, Refused, "")
+			if devs[in.iface] {
+				c.mark(in.dontTrackD, Changed, fmt.Sprintf("vipd puts a group in FAULT while an interface it binds an address on is down, and addresses sit on %s (keepalived with dont_track_primary ignores its link)", in.iface))
+			} else {
+				// No address on the VRRP interface: the group names
+				// none, and tracks only the addresses' interfaces.
+				for _, a := range in.addrs {
+					a.dev = cmp.Or(a.dev, in.iface)
+				}
+				c.mark(in.dontTrackD, Carried, fmt.Sprintf("the group has no interface of its own: it tracks those of its addresses (%s), not %s, as keepalived", strings.Join(others, ", "), in.iface))
+				in.iface = ""
+			}
 		}
 	case len(devs) == 1 && !devs[in.iface]:
 		vrrpIface := in.iface

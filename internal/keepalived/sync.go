@@ -3,6 +3,7 @@ package keepalived
 // vrrp_sync_group: instances that move together.
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 )
@@ -104,13 +105,6 @@ func (c *converter) resolveSyncGroups() {
 				}
 			}
 			refuse = append(refuse, in.refuse...)
-			if in.iface != first.iface {
-				var on []string
-				for _, m := range members {
-					on = append(on, m.name+" on "+m.iface)
-				}
-				refuse = append(refuse, fmt.Sprintf("its instances are on several interfaces (%s): needs per-address interface, not supported yet", strings.Join(on, ", ")))
-			}
 			if in.prio != first.prio {
 				refuse = append(refuse, fmt.Sprintf("its instances have different priorities (%s %d, %s %d)", first.name, first.prio, in.name, in.prio))
 			}
@@ -160,6 +154,14 @@ func (c *converter) resolveSyncGroups() {
 		var names []string
 		for _, in := range members {
 			names = append(names, in.name)
+			if in.iface != first.iface {
+				// Its addresses stay on its interface, and the group
+				// tracks that interface: FAULT while it is down, as
+				// the member instance's FAULT takes the sync group down.
+				for _, a := range in.addrs {
+					a.dev = cmp.Or(a.dev, in.iface)
+				}
+			}
 			merged.addrs = append(merged.addrs, in.addrs...)
 			for _, t := range in.tracks {
 				dupe := false

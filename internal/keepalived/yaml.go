@@ -77,8 +77,10 @@ func (r *Result) Render(source string) []byte {
 		if g.From != "" {
 			p("    # %s\n", oneLine(g.From))
 		}
-		p("    interface: %s\n", yq(g.Interface))
-		p("    addresses: %s\n", flowList(g.Addresses))
+		if g.Interface != "" {
+			p("    interface: %s\n", yq(g.Interface))
+		}
+		p("    addresses: %s\n", addressList(g))
 		if g.Label != "" {
 			p("    label: %s\n", yq(g.Label))
 		}
@@ -133,6 +135,19 @@ func dur(d time.Duration) string {
 		return strconv.FormatInt(int64(d/time.Millisecond), 10) + "ms"
 	}
 	return d.String()
+}
+
+// addressList writes a group's addresses as a flow list: a plain address
+// on the group's interface, {address, interface} on another.
+func addressList(g *Group) string {
+	q := make([]string, len(g.Addresses))
+	for i, a := range g.Addresses {
+		q[i] = yq(a)
+		if dev := g.AddressIfaces[a]; dev != "" {
+			q[i] = fmt.Sprintf("{address: %s, interface: %s}", yq(a), yq(dev))
+		}
+	}
+	return "[" + strings.Join(q, ", ") + "]"
 }
 
 func flowList(items []string) string {

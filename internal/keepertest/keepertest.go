@@ -60,6 +60,8 @@ type Spec struct {
 	// 192.168.20.15/24).
 	Group     string
 	Addresses string
+	// NoAddresses gives the group none (it elects a holder for hooks).
+	NoAddresses bool
 	// Via, if set, is the node's way to etcd (a proxy the test can cut).
 	Via *etcdtest.Proxy
 	// Peer turns the peer channel on, on a loopback port, with PeerKey;
@@ -88,7 +90,7 @@ groups:
     priority: %[3]d
     backoff_step: 50ms
     garp: {count: 2, interval: 10ms}
-`, s.Name, endpoint, s.Priority, cmp.Or(s.CheckInterval, 20*time.Millisecond), cmp.Or(s.Group, "VI_1"), cmp.Or(s.Addresses, "192.168.20.15/24"))
+`, s.Name, endpoint, s.Priority, cmp.Or(s.CheckInterval, 20*time.Millisecond), cmp.Or(s.Group, "VI_1"), addresses(s))
 	if s.Tracked {
 		y += "    track: [{check: haproxy, weight: 2}]\n"
 	}
@@ -98,6 +100,13 @@ groups:
 		t.Fatal(err)
 	}
 	return c
+}
+
+func addresses(s Spec) string {
+	if s.NoAddresses {
+		return ""
+	}
+	return cmp.Or(s.Addresses, "192.168.20.15/24")
 }
 
 // Logger logs to stderr under -v and nowhere otherwise.
