@@ -309,16 +309,24 @@ func systemdLoop(ctx context.Context, k daemonState, log *slog.Logger) {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	ready, status := false, ""
+	started, nextSlowLog := time.Now(), slowReadyAfter
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if ok, _ := k.Ready(); ok && !ready {
+		ok, why := k.Ready()
+		if ok && !ready {
 			ready = true
 			_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
-			log.Info("ready: every group has a state and the lease is live")
+			log.Info("ready: every group has a state and the lease is live", "after", time.Since(started).Round(time.Millisecond))
+		}
+		if since := time.Since(started); !ready && since >= nextSlowLog {
+			// A start that takes this long is waiting for something an
+			// operator should see (etcd, a check, a stuck group).
+			log.Warn("not ready yet", "waiting_for", why, "since_start", since.Round(time.Millisecond))
+			nextSlowLog *= 2
 		}
 		if s := k.Summary(); s != status {
 			status = s
@@ -329,6 +337,10 @@ func systemdLoop(ctx context.Context, k daemonState, log *slog.Logger) {
 		}
 	}
 }
+
+// slowReadyAfter is when a start that is not ready yet is first logged
+// (then after twice as long, and so on).
+const slowReadyAfter = 3 * time.Second
 
 // reloadLoop re-reads the config on SIGHUP. An invalid or incompatible new
 // config is rejected with a log line and the running one stays.
