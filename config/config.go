@@ -267,15 +267,15 @@ func Addrs(cidrs ...string) []Address {
 }
 
 // Interfaces lists every interface the group uses, its own first (if
-// set), then those its addresses name, without repeats. Call after
-// Validate.
+// set), then those its addresses name, without repeats (an empty name,
+// unknown, is left out). Call after Validate.
 func (g Group) Interfaces() []string {
 	var out []string
 	if g.Interface != "" {
 		out = append(out, g.Interface)
 	}
 	for _, l := range g.Links {
-		if !slices.Contains(out, l) {
+		if l != "" && !slices.Contains(out, l) {
 			out = append(out, l)
 		}
 	}

@@ -219,7 +219,8 @@ func decide(in Inputs, mem *Memory) Decision {
 
 	if c := h.Claim; c != nil {
 		// 1. Safety first: the lease identity and the fence.
-		if in.Lease.Failsafe && in.Lease.Live(in.Now) && in.Session.ID != c.Lease && in.Session.Live(in.Now) && in.View.Synced && !h.Resigning {
+		if in.Lease.Failsafe && in.Lease.Live(in.Now) && in.Session.ID != c.Lease && in.Session.Live(in.Now) && in.View.Synced && !h.Resigning &&
+			in.Retiring == "" && c.Covers(in.Addrs) {
 			// etcd is back, the claim's lease is gone, and the peers'
 			// promises still cover it: nobody else can have claimed.
 			return Decision{Action: Reclaim, State: election.StateMaster, Reason: "etcd reachable again, lease expired during a failsafe hold: claiming anew",
@@ -241,7 +242,10 @@ func decide(in Inputs, mem *Memory) Decision {
 			return Decision{Action: Release, State: state, Reason: "keys of an incomplete claim found; deleting them"}
 		}
 		if lost, why := claimLost(in.View, *c); lost {
-			if in.Lease.Failsafe && in.Lease.Live(in.Now) && !claimTaken(in.View, *c) {
+			if in.Lease.Failsafe && in.Lease.Live(in.Now) && !claimTaken(in.View, *c) && in.Retiring == "" && c.Covers(in.Addrs) {
+				// (Only for the claim as configured: a reload that changed
+				// its addresses, or retired the group, releases below, so
+				// an address is never bound without a claim of its own.)
 				// The keys went with the lease, which expired while etcd
 				// was away (a frozen cluster resumes with it expired);
 				// nobody has claimed since, and the promises still cover

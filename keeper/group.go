@@ -676,6 +676,9 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 			// not bind while the address may still be up here.
 			return false, g.vips.removalWait(RetryBackoff(1, g.name)), false
 		}
+		// MASTER ends here, before the resign lets a peer take over: what
+		// a group without addresses holds is its state (and hooks).
+		g.report(d, in)
 		c := *g.held.Claim
 		// Graceful for a claim whose VIPs were bound, or a fresh one (never
 		// bound) whose predecessor ended gracefully; otherwise the
@@ -841,6 +844,9 @@ func (g *group) shutdown(ctx context.Context) {
 		t := g.env.clk.NewTimer(g.vips.removalWait(retryBase))
 		<-t.C()
 	}
+	// STOP before the resign lets a peer take over (as the VIPs came off
+	// before it): a group without addresses holds its MASTER state.
+	g.stopped("group stopping")
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.env.timeout)
 	defer cancel()
 	if c := g.held.Claim; c != nil {
@@ -853,7 +859,6 @@ func (g *group) shutdown(ctx context.Context) {
 			g.log.Warn("candidate record not deleted on stop; it goes with the lease", "err", err)
 		}
 	}
-	g.stopped("group stopping")
 }
 
 // stopped reports the STOP state and runs the stop hook.

@@ -171,6 +171,12 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 		}
 	}
 	if len(cfg.Prefixes) == 0 {
+		if lease.Failsafe {
+			// Promises cover addresses; with none, nothing covers this
+			// hold (docs/design.md §2.1): no MASTER on them.
+			v.unbind("a group without addresses has no failsafe hold")
+			return bindFenced
+		}
 		// Nothing to bind: the claim under a live fence is all there is.
 		v.empty, v.on = true, lease.ID
 		return bindOK
@@ -213,7 +219,7 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 	refresh := len(v.set) > 0 && len(v.maybe) == 0 && !dirty && v.on == lease.ID
 	out, added := bindOK, false
 	for i, p := range cfg.Prefixes {
-		link := cfg.Links[i]
+		link := linkOf(cfg, i)
 		var b netif.Binding
 		var err error
 		if refresh {
@@ -362,7 +368,7 @@ func (v *vips) placedAs(cfg config.Group) bool {
 		return false
 	}
 	for i, p := range cfg.Prefixes {
-		if !slices.Contains(ps, p) || v.links[p] != cfg.Links[i] {
+		if !slices.Contains(ps, p) || v.links[p] != linkOf(cfg, i) {
 			return false
 		}
 	}
@@ -375,11 +381,11 @@ func (v *vips) placedAs(cfg config.Group) bool {
 func (v *vips) removeStray(cfg config.Group) bool {
 	ok := true
 	for i, p := range cfg.Prefixes {
-		if n, err := v.nl.Unbind(cfg.Links[i], p); err != nil {
-			v.log.Error("cannot remove a VIP this node does not hold", "address", p, "interface", cfg.Links[i], "err", err)
+		if n, err := v.nl.Unbind(linkOf(cfg, i), p); err != nil {
+			v.log.Error("cannot remove a VIP this node does not hold", "address", p, "interface", linkOf(cfg, i), "err", err)
 			ok = false
 		} else if n > 0 {
-			v.log.Warn("removed a VIP this node does not hold", "address", p, "interface", cfg.Links[i])
+			v.log.Warn("removed a VIP this node does not hold", "address", p, "interface", linkOf(cfg, i))
 		}
 	}
 	return ok
@@ -400,29 +406,34 @@ func (v *vips) removalWait(backoff time.Duration) time.Duration {
 // bound anyway: etcd made this node the holder, and refusing would turn a
 // stray host into an outage (netif's doc.go has the policy).
 func (v *vips) probe(ctx context.Context, cfg config.Group) {
-	// One probe per interface, each for the addresses on it. They run one
-	// after the other: a group on several interfaces is rare, and each
-	// probe's wait is short (it counts against the failover time).
+	// One probe per interface, for the addresses on it, all at once: the
+	// wait counts against the failover time and against the lifetime the
+	// bind that follows can still set, so probing interface after
+	// interface would add up (and could leave no lifetime at all).
+	var wg sync.WaitGroup
 	for _, link := range cfg.Interfaces() {
 		var ips []netip.Addr
 		for i, p := range cfg.Prefixes {
-			if cfg.Links[i] == link {
+			if linkOf(cfg, i) == link {
 				ips = append(ips, p.Addr())
 			}
 		}
-		if len(ips) == 0 || ctx.Err() != nil {
+		if len(ips) == 0 {
 			continue
 		}
-		conflicts, err := v.nl.ProbeARP(ctx, link, ips, cfg.GARP.ProbeWait)
-		if err != nil {
-			v.log.Warn("ARP probe failed; binding without it", "interface", link, "err", err)
-		}
-		for _, c := range conflicts {
-			v.log.Warn("address conflict: another host answers for a VIP; binding it anyway because etcd made this node the holder, remove the stray address",
-				"address", c.IP, "other_mac", c.MAC.String(), "other_probing", c.Probing, "interface", link)
-			v.obs.Conflict(cfg.Name)
-		}
+		wg.Go(func() {
+			conflicts, err := v.nl.ProbeARP(ctx, link, ips, cfg.GARP.ProbeWait)
+			if err != nil {
+				v.log.Warn("ARP probe failed; binding without it", "interface", link, "err", err)
+			}
+			for _, c := range conflicts {
+				v.log.Warn("address conflict: another host answers for a VIP; binding it anyway because etcd made this node the holder, remove the stray address",
+					"address", c.IP, "other_mac", c.MAC.String(), "other_probing", c.Probing, "interface", link)
+				v.obs.Conflict(cfg.Name)
+			}
+		})
 	}
+	wg.Wait()
 }
 
 // startAnnouncing starts the group's GARP/NA schedule, replacing a running
@@ -438,7 +449,7 @@ func (v *vips) startAnnouncing(cfg config.Group) {
 		round := func() error {
 			var first error
 			for i, p := range cfg.Prefixes {
-				err := v.announce(cfg.Links[i], p.Addr(), v.open)
+				err := v.announce(linkOf(cfg, i), p.Addr(), v.open)
 				switch {
 				case errors.Is(err, netif.ErrGateClosed):
 					return err
@@ -492,6 +503,16 @@ func cmpOr(a, b error) error {
 		return a
 	}
 	return b
+}
+
+// linkOf is the interface of cfg's i-th address: Links[i], or the group's
+// interface for a config built without Links (Validate fills them; a
+// config made in code may not).
+func linkOf(cfg config.Group, i int) string {
+	if i < len(cfg.Links) {
+		return cfg.Links[i]
+	}
+	return cfg.Interface
 }
 
 // placed renders addresses with their interfaces for the log:
