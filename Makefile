@@ -39,6 +39,8 @@ tools:
 	$(GO) build -o $(BIN)/etcd ./e2e/cmd/etcd
 	$(GO) build -o $(BIN)/vipd-probe ./e2e/cmd/vipd-probe
 	$(GO) build -o $(BIN)/vipd-demo ./e2e/cmd/vipd-demo
+	# The same vipd under another version: the e2e tier upgrades a node to it in place.
+	CGO_ENABLED=0 $(GO) build $(BUILDFLAGS) -ldflags "-X main.version=$(VERSION)-next" -o $(BIN)/vipd-next ./cmd/vipd
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

@@ -153,6 +153,9 @@ type Session struct {
 	// relayedLast: the last good renewal came through a peer, so the next
 	// round asks the peers at once. Only the Run goroutine uses it.
 	relayedLast bool
+	// adopted: the lease came from Adopt and has not been renewed yet
+	// (set before Run, then only the Run goroutine uses it).
+	adopted bool
 
 	mu      sync.Mutex
 	lease   Lease
@@ -165,6 +168,17 @@ type Session struct {
 // NewSession returns a session; Run starts it.
 func NewSession(lc LeaseClient, clk clock.Clock, cfg SessionConfig, log *slog.Logger) *Session {
 	return &Session{lc: lc, clk: clk, cfg: cfg.withDefaults(), log: log, changed: make(chan struct{})}
+}
+
+// Adopt makes the session start from lease id, which this node's previous
+// vipd image held when it re-executed in place (docs/design.md §2.10),
+// instead of granting a new one. Nothing may rest on it until a renewal of
+// this session's succeeds: until then it has no fence (no deadline from
+// the previous image is trusted). A lease found gone at the server is
+// replaced, as always. Call before Run.
+func (s *Session) Adopt(id clientv3.LeaseID) {
+	s.set(Lease{ID: id, SuspendedAtRenewal: s.cfg.SuspendMeter()})
+	s.adopted = true
 }
 
 // Config returns the effective timing.
@@ -340,7 +354,10 @@ func (s *Session) step(ctx context.Context) time.Duration {
 		}
 		s.set(Lease{ID: cur.ID, Renewed: sent, Deadline: deadline, ServerExpiry: sent.Add(ttl), SuspendedAtRenewal: a.suspended,
 			Relayed: a.relayed})
-		if gap := sent.Sub(cur.Renewed); s.failedRun > 0 || gap >= 2*s.cfg.RenewEvery {
+		if s.adopted {
+			s.adopted = false
+			s.log.Info("lease adopted from the previous vipd image: renewed", "lease", fmt.Sprintf("%x", int64(cur.ID)))
+		} else if gap := sent.Sub(cur.Renewed); s.failedRun > 0 || gap >= 2*s.cfg.RenewEvery {
 			// The gap is what an etcd election cost the holder, whether
 			// rounds failed or one round's attempt hung until the new
 			// leader answered: compare it with the ride-through budget
@@ -355,7 +372,7 @@ func (s *Session) step(ctx context.Context) time.Duration {
 		s.report(RenewLost, RenewLost, err, sent)
 		s.log.Warn("lease expired at the server; granting a new one", "lease", fmt.Sprintf("%x", int64(cur.ID)))
 		s.set(Lease{})
-		s.failedRun, s.relayedLast = 0, false
+		s.failedRun, s.relayedLast, s.adopted = 0, false, false
 		return 0
 	default:
 		s.report(RenewFailed, RenewOK, err, sent)

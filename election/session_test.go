@@ -651,3 +651,35 @@ func BenchmarkSessionCurrent(b *testing.B) {
 		s.Current()
 	}
 }
+
+// Issue 17: a re-executed vipd adopts the lease its previous image held.
+// Nothing may rest on it before a renewal of its own succeeds (no fence
+// from the predecessor is trusted); the renewal sets the fence from its
+// own send time; a lease found gone is replaced, as always.
+func TestSessionAdopt(t *testing.T) {
+	s, lc, clk := newTestSession(10 * time.Millisecond)
+	ctx := context.Background()
+	s.Adopt(0x77)
+	if l := s.Current(); l.ID != 0x77 || l.Live(clk.Now()) {
+		t.Fatalf("adopted before any renewal: %+v, want ID 77 and no fence", l)
+	}
+	sent := clk.Now()
+	s.step(ctx)
+	if lc.grants != 0 {
+		t.Errorf("adopting granted %d leases, want the adopted one renewed", lc.grants)
+	}
+	l := s.Current()
+	if l.ID != 0x77 || !l.Live(clk.Now()) || !l.Renewed.Equal(sent) || !l.Deadline.Equal(sent.Add(3*time.Second-500*time.Millisecond)) {
+		t.Errorf("after the first renewal: %+v, want lease 77 fenced from the send (%v)", l, sent)
+	}
+
+	s2, lc2, _ := newTestSession(10 * time.Millisecond)
+	s2.Adopt(0x78)
+	lc2.fail = rpctypes.ErrLeaseNotFound
+	s2.step(ctx)
+	lc2.fail = nil
+	s2.step(ctx)
+	if l := s2.Current(); l.ID == 0x78 || l.ID == 0 || lc2.grants != 1 {
+		t.Errorf("adopted lease gone at the server: now %+v after %d grants, want a new lease", l, lc2.grants)
+	}
+}

@@ -68,6 +68,9 @@ type groupEnv struct {
 	peerEndpoint string
 	// fs is the node's failsafe part; nil when the peer channel is off.
 	fs *failsafe
+	// detaching, if set, reports whether a loop whose context ended hands
+	// over to the next vipd image instead of stopping (Keeper.Detach).
+	detaching func() bool
 }
 
 // hookRunner runs notify hooks in the background.
@@ -116,6 +119,14 @@ type group struct {
 	fsClaim atomic.Pointer[fsClaim]
 	// mode is the holder mode last reported ("", "relay", "failsafe").
 	mode string
+
+	// adopting: the state was handed over by the previous vipd image and
+	// the handed-over claim is being re-read: no state is reported (and
+	// no hook run) until the loop holds or lets go.
+	adopting  bool
+	adoptedAt time.Time
+	// handedOver is what the loop handed over when it detached.
+	handedOver *HandoffGroup
 }
 
 // membersState is what the loop knows of its claim's membership records
@@ -369,6 +380,11 @@ func (g *group) run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
+			if g.env.detaching != nil && g.env.detaching() {
+				hg := g.detach()
+				g.handedOver = &hg
+				return
+			}
 			g.shutdown(ctx)
 			return
 		case <-g.wake:
@@ -734,6 +750,13 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 
 // report logs and exports the state, and runs its notify hook on a change.
 func (g *group) report(d Decision, in Inputs) {
+	if g.adopting {
+		settling := d.Action == Inspect || (d.Action == Hold && !g.vips.bound())
+		if settling && g.env.clk.Now().Sub(g.adoptedAt) < g.env.ttl {
+			return // re-reading the handed-over claim: the state stands
+		}
+		g.adopting = false
+	}
 	prio := in.Self.Priority
 	state := ReportedState(d.State, g.vips.bound(), g.held.Claim != nil)
 	mode := HolderMode(state, in.Lease, in.Session)

@@ -8,9 +8,11 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -66,6 +68,11 @@ type Options struct {
 	// restart honours them whatever its new configuration. "" remembers nothing: a restart with the peer channel
 	// on still waits a lease TTL, as always.
 	PromiseFile string
+	// Handoff, if set, is what the previous vipd image of this node left
+	// when it re-executed in place: the keeper adopts its lease and claims
+	// once etcd confirms them (see Handoff). Ignored unless it names this
+	// node and is younger than the lease TTL.
+	Handoff *Handoff
 }
 
 // PeerOptions wires the peer channel.
@@ -111,6 +118,13 @@ type Keeper struct {
 	fs         *failsafe
 	peerServer *peer.Server
 	peerLn     net.Listener
+
+	// adopt is the previous image's handoff, when usable.
+	adopt *Handoff
+	// detaching: Run's end hands over instead of stopping (Detach);
+	// handedOff is what it handed over, once Run has returned.
+	detaching atomic.Bool
+	handedOff Handoff
 }
 
 // ErrNeedsRestart is returned by Reload for changes it cannot apply live.
@@ -141,6 +155,12 @@ func New(opt Options) *Keeper {
 		leases = opt.LeaseClient
 	}
 	k.session = election.NewSession(leases.Lease, k.clk, scfg, log)
+	if err := opt.Handoff.usable(cfg.Node, k.clk.Now(), cfg.Etcd.LeaseTTL); err == nil {
+		k.adopt = opt.Handoff
+		k.session.Adopt(clientv3.LeaseID(opt.Handoff.Lease))
+	} else if opt.Handoff != nil {
+		log.Warn("the previous vipd image's handoff is not used; starting afresh", "reason", err)
+	}
 	k.session.OnRenew = func(r election.RenewResult, took time.Duration) {
 		opt.Observer.Renewal(string(r), took)
 		if r == election.RenewGranted && opt.Client != leases {
@@ -211,6 +231,7 @@ func New(opt Options) *Keeper {
 		lease: k.session, ttl: k.session.Config().TTL, view: k.view, etcd: lead,
 		links: opt.Ifaces, announce: opt.Announce, health: k.health.Of,
 		timeout: 2 * cfg.Etcd.RequestTimeout, leave: k.leave, peerEndpoint: advertise, fs: k.fs,
+		detaching: k.detachingNow,
 	}
 	return k
 }
@@ -295,11 +316,16 @@ func (k *Keeper) groupList() []*group {
 // with a configured VIP's IP, on any interface and with any prefix length.
 // It is the startup cleanup and `vipd cleanup`; it reports how many
 // addresses it removed.
-func RemoveAll(ifaces IPRemover, groups []config.Group, log *slog.Logger) (int, error) {
+//
+// keep are spared: addresses a handed-over claim had bound, whose group
+// decides.
+func RemoveAll(ifaces IPRemover, groups []config.Group, log *slog.Logger, keep ...netip.Addr) (int, error) {
 	var ips []netip.Addr
 	for _, g := range groups {
 		for _, p := range g.Prefixes {
-			ips = append(ips, p.Addr())
+			if !slices.Contains(keep, p.Addr()) {
+				ips = append(ips, p.Addr())
+			}
 		}
 	}
 	removed, err := ifaces.RemoveIPs(ips)
@@ -313,24 +339,35 @@ func RemoveAll(ifaces IPRemover, groups []config.Group, log *slog.Logger) (int, 
 // until ctx is done. On the way out every group removes its VIPs, then
 // resigns its keys, then the lease is revoked, so peers take over at once.
 func (k *Keeper) Run(ctx context.Context) error {
-	if _, err := RemoveAll(k.ifaces, k.cfg.Groups, k.log); err != nil {
+	// The startup cleanup spares only what a handed-over claim had bound:
+	// its group re-reads the claim and keeps it, or removes it.
+	if _, err := RemoveAll(k.ifaces, k.cfg.Groups, k.log, k.adoptedBound()...); err != nil {
 		return fmt.Errorf("keeper: startup cleanup: %w", err)
 	}
 
 	// Background parts outlive the group loops, so the loops can resign
 	// through a working client after ctx is cancelled.
 	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
-	notify := &notifier{log: k.log, obs: k.obs, ctx: bg}
+	hooksCtx, stopHooks := context.WithCancel(context.WithoutCancel(ctx))
+	notify := &notifier{log: k.log, obs: k.obs, ctx: hooksCtx}
 	k.env.hooks = notify
 	var bgWG sync.WaitGroup
 	defer func() {
-		// Give stop hooks (and others still running) a moment, then
-		// kill what is left: exit must not hang on a hook.
-		notify.waitFor(hookGraceOnExit)
+		if !k.detaching.Load() {
+			// Give stop hooks (and others still running) a moment, then
+			// kill what is left: exit must not hang on a hook.
+			notify.waitFor(hookGraceOnExit)
+			stopHooks()
+		}
+		// Handing over, hooks still running are left to finish (each
+		// within its timeout): the next image must start at once, and a
+		// hook is not the daemon's to kill when the daemon goes on.
 		stopBg()
 		k.health.stop()
 		bgWG.Wait()
-		notify.wait()
+		if !k.detaching.Load() {
+			notify.wait()
+		}
 	}()
 
 	k.health.start(bg)
@@ -354,11 +391,15 @@ func (k *Keeper) Run(ctx context.Context) error {
 	if err := k.health.apply(k.cfg); err != nil {
 		return err
 	}
+	if k.adopt != nil {
+		k.awaitAdoption(ctx)
+	}
 	k.mu.Lock()
 	k.groupCtx = ctx
 	for _, gc := range k.cfg.Groups {
 		k.startGroupLocked(gc, "")
 	}
+	k.startUnconfiguredLocked()
 	k.mu.Unlock()
 
 	<-ctx.Done()
@@ -369,6 +410,11 @@ func (k *Keeper) Run(ctx context.Context) error {
 	k.health.stopChecks(nil)
 	stopSession()
 	sessWG.Wait()
+	if k.detaching.Load() {
+		// Handed over: the lease stays, for the next image to renew.
+		k.collectHandoff()
+		return nil
+	}
 
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.env.timeout)
 	defer cancel()
@@ -391,6 +437,9 @@ func (k *Keeper) startGroupLocked(gc config.Group, retiring string) {
 	gctx, cancel := context.WithCancel(k.groupCtx)
 	g := newGroup(k.env, gc, cancel)
 	g.retiring = retiring
+	if hg, ok := k.adopt.group(gc.Name); ok && k.groups[gc.Name] == nil {
+		g.adopt(hg, k.clk.Now())
+	}
 	k.groups[gc.Name] = g
 	k.groupWG.Add(1)
 	go func() {

@@ -59,6 +59,9 @@ type vips struct {
 	// has nothing to put on the host; what it holds is its MASTER state
 	// (its notify hooks), which ends with the fence all the same.
 	empty bool
+	// adopted: the addresses in maybe were handed over by the previous
+	// vipd image; the first bind that takes them over announces them.
+	adopted bool
 
 	// gate is open while the VIPs are bound under a live fence; the
 	// announcer checks it before every frame.
@@ -258,7 +261,7 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 		v.on, v.set[p] = lease.ID, b
 		v.placeOn(p, link)
 		delete(v.maybe, p)
-		added = added || b.Added
+		added = added || b.Added || v.adopted
 	}
 	if fc := v.fenceCheck(); fc != bindOK {
 		return fc
@@ -272,6 +275,9 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 	v.gate.Store(&gateState{lease: v.on, until: v.expiresFrom()})
 	if added {
 		v.startAnnouncing(cfg)
+	}
+	if len(v.maybe) == 0 {
+		v.adopted = false
 	}
 	return out
 }

@@ -90,14 +90,22 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vipd: %v\n", err)
 		return 2
 	}
-	if cmd != "check" {
+	var handoff *keeper.Handoff
+	var lk *runlock.Lock
+	if cmd == "run" {
+		// A re-execution in place (reexec.go) hands over the lock and
+		// the node's lease and claims.
+		lk, handoff = inherited(log)
+	}
+	if cmd != "check" && lk == nil {
 		// Before anything else: a second vipd must touch nothing, and
 		// cleanup would strip a running vipd's VIPs. The lock is held
 		// until realMain returns (run) or only for the cleanup itself.
-		lk, err := lockHost(*runtimeDir, stderr)
-		if err != nil {
+		if lk, err = lockHost(*runtimeDir, stderr); err != nil {
 			return 1
 		}
+	}
+	if lk != nil {
 		defer lk.Close()
 	}
 	cfg, err := config.Load(*cfgPath)
@@ -129,11 +137,25 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "cleanup":
 		return cleanup(cfg, log, stdout)
 	}
-	if err := run(*cfgPath, cfg, runlock.Dir(*runtimeDir, os.Getenv("RUNTIME_DIRECTORY")), log); err != nil {
-		log.Error("vipd failed", "err", err)
-		return 1
+	runDir := runlock.Dir(*runtimeDir, os.Getenv("RUNTIME_DIRECTORY"))
+	for {
+		req, err := run(*cfgPath, cfg, runDir, log, handoff)
+		if err != nil {
+			log.Error("vipd failed", "err", err)
+			return 1
+		}
+		if req == nil {
+			return 0
+		}
+		err = execSelf(req, lk, runDir)
+		// Still here: this image adopts what it handed over, with the
+		// configuration the new binary accepted (or the running one).
+		log.Error("re-execution failed; this vipd takes its VIPs back and goes on", "err", err)
+		if c, err := config.Load(*cfgPath); err == nil {
+			cfg = c
+		}
+		handoff = &req.handoff
 	}
-	return 0
 }
 
 // lockHost takes the one-vipd-per-host lock in the runtime directory. On
@@ -206,27 +228,30 @@ func promiseFile(runDir string) string {
 	return filepath.Join(runDir, "promised")
 }
 
-func run(cfgPath string, cfg config.Config, runDir string, log *slog.Logger) error {
+// run runs the daemon until SIGTERM or SIGINT (nil, err), or until it has
+// handed over for a re-execution in place (the request, nil). handoff, if
+// set, is what the previous image handed over.
+func run(cfgPath string, cfg config.Config, runDir string, log *slog.Logger, handoff *keeper.Handoff) (*reexec, error) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	setGCPercent()
 
 	cli, err := etcdclient.New(cfg.Etcd, zap.NewNop())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer cli.Close()
 	// Lease renewals get a connection of their own, so a burst of group
 	// writes never queues ahead of the renewal that keeps the fence open.
 	leaseCli, err := etcdclient.New(cfg.Etcd, zap.NewNop())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer leaseCli.Close()
 
 	h, err := netif.NewHandle(log)
 	if err != nil {
-		return fmt.Errorf("netlink: %w", err)
+		return nil, fmt.Errorf("netlink: %w", err)
 	}
 	defer h.Close()
 	ann := newAnnouncers(log)
@@ -246,11 +271,11 @@ func run(cfgPath string, cfg config.Config, runDir string, log *slog.Logger) err
 	if cfg.Peer.Listen != "" {
 		key, err := peer.LoadKey(cfg.Peer.KeyFile)
 		if err != nil {
-			return fmt.Errorf("peer.key_file: %w", err)
+			return nil, fmt.Errorf("peer.key_file: %w", err)
 		}
 		ln, err := net.Listen("tcp", cfg.Peer.Listen)
 		if err != nil {
-			return fmt.Errorf("peer.listen: %w", err)
+			return nil, fmt.Errorf("peer.listen: %w", err)
 		}
 		defer ln.Close()
 		po = &keeper.PeerOptions{Listener: ln, Advertise: cfg.Peer.Endpoint(), Key: key, Failsafe: cfg.Peer.Failsafe}
@@ -258,7 +283,7 @@ func run(cfgPath string, cfg config.Config, runDir string, log *slog.Logger) err
 	k = keeper.New(keeper.Options{
 		Config: cfg, Client: cli, Clock: clk, Log: log,
 		Ifaces: h, Announce: ann.Announce, Observer: m, LeaseClient: leaseCli, Peer: po,
-		PromiseFile: promiseFile(runDir),
+		PromiseFile: promiseFile(runDir), Handoff: handoff,
 	})
 
 	var wg sync.WaitGroup
@@ -266,7 +291,7 @@ func run(cfgPath string, cfg config.Config, runDir string, log *slog.Logger) err
 	if cfg.Metrics.Listen != "" {
 		wait, err := metrics.Serve(ctx, cfg.Metrics.Listen, metrics.Handler(reg, k.Ready), log)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		wg.Add(1)
 		go func() {
@@ -276,17 +301,34 @@ func run(cfgPath string, cfg config.Config, runDir string, log *slog.Logger) err
 			}
 		}()
 	}
-	wg.Add(2)
+	var reqMu sync.Mutex
+	var req *reexec
+	request := func(bin string) {
+		reqMu.Lock()
+		req = &reexec{bin: bin}
+		reqMu.Unlock()
+		k.Detach()
+		stop()
+	}
+	wg.Add(3)
 	go func() { defer wg.Done(); systemdLoop(ctx, k, log) }()
 	go func() { defer wg.Done(); reloadLoop(ctx, cfgPath, k, log) }()
+	go func() { defer wg.Done(); reexecLoop(ctx, cfgPath, k, log, request) }()
 
 	log.Info("vipd starting", "version", version, "node", cfg.Node, "groups", len(cfg.Groups),
-		"endpoints", strings.Join(cfg.Etcd.Endpoints, ","), "lease_ttl", cfg.Etcd.LeaseTTL)
+		"endpoints", strings.Join(cfg.Etcd.Endpoints, ","), "lease_ttl", cfg.Etcd.LeaseTTL, "handed_over", handoff != nil)
 	err = k.Run(ctx)
 	stop()
+	reqMu.Lock()
+	defer reqMu.Unlock()
+	if req != nil && err == nil {
+		req.handoff = k.Handoff()
+		log.Info("handed over; executing the next vipd image", "binary", req.bin, "groups", len(req.handoff.Groups))
+		return req, nil
+	}
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
 	log.Info("vipd stopped")
-	return err
+	return nil, err
 }
 
 // daemonState is what systemd is told about.

@@ -103,7 +103,10 @@ type Node struct {
 	// the failsafe). Set it before StartVipd; a running vipd keeps the
 	// config it started with.
 	Peer PeerMode
-	tb   *Testbed
+	// VipdBinary, if set, is the vipd binary StartVipd runs instead of
+	// the testbed's (a copy a test replaces, as a package upgrade does).
+	VipdBinary string
+	tb         *Testbed
 
 	mu      sync.Mutex
 	haproxy *Proc

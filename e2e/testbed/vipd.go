@@ -114,7 +114,11 @@ func (n *Node) StartVipdWithConfig(yaml string) error {
 	if err := os.WriteFile(n.VipdConfigPath(), []byte(yaml), 0o644); err != nil {
 		return err
 	}
-	p, err := startProc(n.NS, "vipd@"+n.Name, n.VipdLogPath(), nil, n.tb.bin("vipd"), "run", "--config", n.VipdConfigPath(),
+	bin := n.tb.bin("vipd")
+	if n.VipdBinary != "" {
+		bin = n.VipdBinary
+	}
+	p, err := startProc(n.NS, "vipd@"+n.Name, n.VipdLogPath(), nil, bin, "run", "--config", n.VipdConfigPath(),
 		"--runtime-dir", n.VipdRuntimeDir())
 	if err != nil {
 		return err

@@ -36,6 +36,15 @@ type Node struct {
 	stopOnce sync.Once
 }
 
+// Detach hands the node over as a re-execution in place does: the keeper
+// ends keeping its VIPs, keys and lease, and returns what it handed over.
+func (n *Node) Detach() keeper.Handoff {
+	n.K.Detach()
+	n.stopOnce.Do(n.cancel)
+	<-n.done
+	return n.K.Handoff()
+}
+
 // Stop stops the keeper gracefully and waits for it.
 func (n *Node) Stop() {
 	n.stopOnce.Do(n.cancel)
@@ -69,6 +78,11 @@ type Spec struct {
 	Peer, Failsafe bool
 	// Observer receives the keeper's metrics events (nil: none).
 	Observer keeper.Observer
+	// Host, if set, is the node's host (a node re-executed in place keeps
+	// its host); default: a new one.
+	Host *fakenet.Host
+	// Handoff is what the node's previous image handed over (Detach).
+	Handoff *keeper.Handoff
 }
 
 // PeerKey is the peer channel key of test nodes.
@@ -125,7 +139,10 @@ func Start(t testing.TB, m *etcdtest.Member, rec *fakenet.Recorder, s Spec) *Nod
 		endpoint, cli = s.Via.Endpoint, s.Via.Client(t)
 	}
 	cfg := Config(t, endpoint, s)
-	host := fakenet.NewHost(s.Name, rec)
+	host := s.Host
+	if host == nil {
+		host = fakenet.NewHost(s.Name, rec)
+	}
 	healthy := &atomic.Bool{}
 	healthy.Store(true)
 	var po *keeper.PeerOptions
@@ -137,7 +154,7 @@ func Start(t testing.TB, m *etcdtest.Member, rec *fakenet.Recorder, s Spec) *Nod
 		po = &keeper.PeerOptions{Listener: ln, Advertise: ln.Addr().String(), Key: PeerKey, Failsafe: s.Failsafe}
 	}
 	k := keeper.New(keeper.Options{
-		Config: cfg, Client: cli, Clock: clock.Real{}, Log: Logger(t), Peer: po, Observer: s.Observer,
+		Config: cfg, Client: cli, Clock: clock.Real{}, Log: Logger(t), Peer: po, Observer: s.Observer, Handoff: s.Handoff,
 		Ifaces: host, Announce: host.Announce,
 		Probes: func(string, config.Check) (checks.Probe, error) {
 			return func(ctx context.Context) error {

@@ -147,3 +147,33 @@ func holder(path string) int {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Fd returns the lock file's descriptor, to hand the lock to the next
+// vipd image across an exec (see Inherit): the descriptor must then be
+// kept open across it (its close-on-exec flag cleared).
+func (l *Lock) Fd() uintptr { return l.f.Fd() }
+
+// Inherit takes over a lock held through descriptor fd, inherited from the
+// vipd image this process replaced by exec (same process, same open file
+// description, so the flock is already ours). It fails, changing nothing,
+// if fd is not a lock file this process holds.
+func Inherit(fd uintptr) (*Lock, error) {
+	f := os.NewFile(fd, "vipd.lock (inherited)")
+	if f == nil {
+		return nil, fmt.Errorf("runlock: inherited descriptor %d is not open", fd)
+	}
+	if err := flock(f, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("runlock: inherited descriptor %d: %w", fd, err)
+	}
+	// Close-on-exec again: a hook or check must not inherit it.
+	if _, err := unix.FcntlInt(fd, unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("runlock: inherited descriptor %d: %w", fd, err)
+	}
+	if err := writePID(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("runlock: %w", err)
+	}
+	return &Lock{f: f}, nil
+}

@@ -269,3 +269,29 @@ func TestDir(t *testing.T) {
 		}
 	}
 }
+
+// Issue 17: the lock passes to the next vipd image across an exec as an
+// inherited descriptor (modelled by a dup: the same open file
+// description). The inherited lock is held: another Acquire fails.
+func TestInherit(t *testing.T) {
+	dir := t.TempDir()
+	l := mustAcquire(t, dir)
+	fd, err := unix.Dup(int(l.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, err := Inherit(uintptr(fd))
+	if err != nil {
+		t.Fatalf("Inherit: %v", err)
+	}
+	defer l2.Close()
+	if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil || flags&unix.FD_CLOEXEC == 0 {
+		t.Errorf("inherited descriptor flags %#x (%v), want close-on-exec set again", flags, err)
+	}
+	// The old image's descriptor goes away with the exec; the lock stays.
+	l.f.Close()
+	wantHeld(t, dir, os.Getpid())
+	if _, err := Inherit(uintptr(fd) + 1000); err == nil {
+		t.Error("Inherit of a descriptor that is not open succeeded")
+	}
+}

@@ -25,11 +25,13 @@ fi
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || true
 	# Not enabled or started on first install: /etc/vipd/vipd.yaml is an
-	# example to edit first. On upgrade, a running vipd is restarted (a
-	# graceful handover of the groups it holds).
+	# example to edit first. On upgrade, a running vipd re-executes the new
+	# binary in place (`systemctl reload vipd`): no VIP moves. If the new
+	# binary or the config is refused, the old vipd goes on and says why in
+	# the journal; the reload's own failure is then reported here.
 	case "$1" in
-	configure) [ -z "$2" ] || systemctl try-restart vipd.service || true ;;
-	2) systemctl try-restart vipd.service || true ;;
+	configure) [ -z "$2" ] || systemctl try-reload-or-restart vipd.service || true ;;
+	2) systemctl try-reload-or-restart vipd.service || true ;;
 	esac
 fi
 exit 0

@@ -1,0 +1,266 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vipd/vipd/e2e/testbed"
+	"github.com/vipd/vipd/internal/prereq"
+)
+
+// keepAlive holds n long-lived HTTP/1.1 connections to the VIP from the
+// client namespace, each sending a request every period and reading the
+// answer; a connection that fails (reset, closed, no answer within the
+// timeout) is counted and dialled again.
+type keepAlive struct {
+	mu       sync.Mutex
+	requests int
+	broken   []string // "conn 3: read: connection reset by peer"
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+func startKeepAlive(tb *testbed.Testbed, n int, period time.Duration) *keepAlive {
+	ctx, cancel := context.WithCancel(context.Background())
+	k := &keepAlive{cancel: cancel}
+	addr := net.JoinHostPort(testbed.VIP.Addr().String(), "80")
+	for i := range n {
+		k.wg.Go(func() {
+			var c net.Conn
+			var r *bufio.Reader
+			defer func() {
+				if c != nil {
+					c.Close()
+				}
+			}()
+			for ctx.Err() == nil {
+				if c == nil {
+					dctx, dcancel := context.WithTimeout(ctx, time.Second)
+					var err error
+					c, err = tb.Client.NS.DialContext(dctx, "tcp", addr)
+					dcancel()
+					if err != nil {
+						time.Sleep(period)
+						continue
+					}
+					r = bufio.NewReader(c)
+				}
+				c.SetDeadline(time.Now().Add(time.Second))
+				_, err := fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
+				var resp *http.Response
+				if err == nil {
+					resp, err = http.ReadResponse(r, nil)
+				}
+				if err == nil {
+					_, err = bufio.NewReader(resp.Body).WriteTo(discard{})
+					resp.Body.Close()
+				}
+				k.mu.Lock()
+				k.requests++
+				if err != nil && ctx.Err() == nil {
+					k.broken = append(k.broken, fmt.Sprintf("conn %d at %s: %v", i, time.Now().Format("15:04:05.000"), err))
+				}
+				k.mu.Unlock()
+				if err != nil {
+					c.Close()
+					c = nil
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(period):
+				}
+			}
+		})
+	}
+	return k
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// stop ends the connections and returns the requests sent and the failures.
+func (k *keepAlive) stop() (int, []string) {
+	k.cancel()
+	k.wg.Wait()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.requests, k.broken
+}
+
+// TestReexecInPlace (issue 17): `systemctl reload vipd` (SIGUSR2) on the
+// holder re-executes vipd in place, with the same binary and with a new
+// version of it: the same process goes on, no VIP moves, no client
+// connection breaks, never two holders. A binary the running vipd's check
+// refuses is not executed. One that passes the check but fails to run
+// leaves no VIP without a live fence: it goes by its kernel lifetime and
+// the lease, and the peer takes over.
+func TestReexecInPlace(t *testing.T) {
+	needAll(t)
+	next := filepath.Join(binDir, "vipd-next")
+	if _, err := os.Stat(next); err != nil {
+		prereq.Missing(t, "needs %s (make tools): %v", next, err)
+	}
+	tb := newTestbed(t, testbed.Options{})
+	res := &results{t: t, title: "re-execution in place (issue 17)"}
+	defer res.log()
+	n1, n2 := tb.Node(testbed.Node1), tb.Node(testbed.Node2)
+	// web-node-1 runs vipd from its own copy, which the test replaces as
+	// a package upgrade does (a new file renamed over the old).
+	installed := filepath.Join(tb.Dir, "vipd-web-node-1")
+	install := func(src string) {
+		t.Helper()
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmp := installed + ".new"
+		if err := os.WriteFile(tmp, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, installed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	install(filepath.Join(binDir, "vipd"))
+	n1.VipdBinary = installed
+	if err := tb.StartAll(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.WaitHolder(testbed.Node1, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.WaitAnswer(testbed.Node1, time.Now(), 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	pid := n1.Vipd().Pid()
+
+	reexec := func(what, wantVersion string) {
+		t.Helper()
+		conns := startKeepAlive(tb, 8, 50*time.Millisecond)
+		time.Sleep(500 * time.Millisecond)
+		t0 := time.Now()
+		if err := n1.Vipd().Signal(syscall.SIGUSR2); err != nil {
+			t.Fatal(err)
+		}
+		start, ok := waitLog(n1, t0, "vipd starting", 10*time.Second)
+		if !ok {
+			t.Fatalf("%s: the next image never started\n%s", what, n1.Vipd().LogTail(30))
+		}
+		adopted, ok := waitLog(n1, start.Time, "lease adopted from the previous vipd image: renewed", 10*time.Second)
+		if !ok {
+			t.Fatalf("%s: the next image never renewed the adopted lease\n%s", what, n1.Vipd().LogTail(30))
+		}
+		ready, ok := waitLog(n1, start.Time, "ready: every group has a state and the lease is live", 10*time.Second)
+		if !ok {
+			t.Fatalf("%s: the next image never got ready\n%s", what, n1.Vipd().LogTail(30))
+		}
+		time.Sleep(3 * time.Second) // past a lease TTL: the kernel lifetimes set before were refreshed
+		sent, broken := conns.stop()
+		st := tb.Mon.Stats(t0, time.Now())
+		out := tb.Probes().Window(t0, time.Now()).LongestOutage()
+		if !n1.Vipd().Running() || n1.Vipd().Pid() != pid {
+			t.Errorf("%s: vipd on web-node-1 is not the same process (pid %d, running %v)", what, pid, n1.Vipd().Running())
+		}
+		if got := start.Attrs["version"]; got != wantVersion {
+			t.Errorf("%s: the next image runs version %q, want %q", what, got, wantVersion)
+		}
+		if st.Changes != 0 || st.TwoHolders != 0 || out.Failed > 0 {
+			t.Errorf("%s: %d VIP changes, %v with two holders, client outage %v; want none", what, st.Changes, st.TwoHolders, out)
+		}
+		if len(broken) > 0 {
+			t.Errorf("%s: %d of %d requests on long-lived connections failed: %v", what, len(broken), sent, broken)
+		}
+		if hooks := logSince(n1, t0, "state change"); len(hooks) > 0 {
+			t.Errorf("%s: state changes logged across the re-execution: %v", what, states(n1, t0))
+		}
+		res.add(what+": SIGUSR2 → next image started / renewed the lease / ready", fmt.Sprintf("%v / %v / %v", ms(start.Time.Sub(t0)), ms(adopted.Time.Sub(t0)), ms(ready.Time.Sub(t0))),
+			fmt.Sprintf("same pid (asserted); version %s (asserted); ready is checked every 1 s", wantVersion))
+		res.add(what+": VIP changes / outage / broken connections", fmt.Sprintf("%d / %v / %d of %d requests on 8 connections", st.Changes, out, len(broken), sent),
+			"0 / none / 0 (asserted)")
+	}
+	version := func(bin string) string {
+		t.Helper()
+		out, err := runOut(bin, "version")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimPrefix(strings.TrimSpace(out), "vipd ")
+	}
+	reexec("reload, same binary", version(installed))
+	install(next)
+	reexec("upgrade to a new version", version(next))
+
+	// A binary that does not start: refused before anything is handed over.
+	if err := os.WriteFile(installed+".new", []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(installed+".new", installed); err != nil {
+		t.Fatal(err)
+	}
+	t1 := time.Now()
+	if err := n1.Vipd().Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := waitLog(n1, t1, "re-execution refused; this vipd goes on", 15*time.Second); !ok {
+		t.Fatalf("a broken binary was not refused\n%s", n1.Vipd().LogTail(20))
+	}
+	time.Sleep(time.Second)
+	if st := tb.Mon.Stats(t1, time.Now()); st.Changes != 0 || !n1.Vipd().Running() {
+		t.Errorf("refused binary: %d VIP changes, vipd running %v; want 0, running", st.Changes, n1.Vipd().Running())
+	}
+	res.add("broken binary: re-execution refused", "vipd goes on, 0 VIP changes", "asserted")
+
+	// A binary that passes the check but fails to run once executed: the
+	// VIP goes with its kernel lifetime (no image refreshes it), the lease
+	// expires, web-node-2 takes over; never two holders.
+	script := "#!/bin/sh\ncase \"$1\" in\n  version) echo vipd broken;;\n  check) exit 0;;\n  *) exit 1;;\nesac\n"
+	if err := os.WriteFile(installed+".new", []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(installed+".new", installed); err != nil {
+		t.Fatal(err)
+	}
+	t2 := time.Now()
+	if err := n1.Vipd().Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.Vipd().Wait(10 * time.Second); err == nil && n1.Vipd().Running() {
+		t.Fatal("the failing next image is still running")
+	}
+	if err := tb.WaitHolder(testbed.Node2, 15*time.Second); err != nil {
+		t.Fatalf("web-node-2 did not take over after the next image failed: %v\n%s", err, n2.Vipd().LogTail(20))
+	}
+	del, _ := tb.Mon.EventAfter(testbed.Node1, false, t2)
+	add, _ := tb.Mon.EventAfter(testbed.Node2, true, t2)
+	st := tb.Mon.Stats(t2, time.Now())
+	if st.TwoHolders != 0 {
+		t.Errorf("failed next image: %v with two holders", st.TwoHolders)
+	}
+	res.add("next image fails to run: VIP gone from web-node-1 / on web-node-2", fmt.Sprintf("%v / %v", ms(del.Time.Sub(t2)), ms(add.Time.Sub(t2))),
+		fmt.Sprintf("kernel lifetime, then lease expiry + grace; two holders %v (asserted 0)", ms(st.TwoHolders)))
+	whole := tb.Mon.Stats(time.Time{}, time.Now())
+	if whole.TwoHolders != 0 {
+		t.Errorf("two holders for %v over the run", whole.TwoHolders)
+	}
+}
+
+// runOut runs a binary on the host (no network: `vipd version`).
+func runOut(bin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).Output()
+	return string(out), err
+}

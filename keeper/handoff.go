@@ -1,0 +1,267 @@
+package keeper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/vipd/vipd/config"
+	"github.com/vipd/vipd/election"
+)
+
+// A re-execution in place (`systemctl reload vipd`, docs/design.md §2.10)
+// replaces the vipd image without stopping the node: the running image
+// detaches (every group loop ends without removing its VIPs or resigning,
+// the lease is not revoked) and hands the next image a Handoff. The next
+// image trusts it only as far as etcd confirms it: it renews the lease
+// itself before any group loop runs, and re-reads every claim (a handed-
+// over claim is "lapsed": Inspect, then Hold). Until then the VIPs stay
+// on the host under the kernel lifetimes the previous image set, which end
+// before its last renewal's server expiry: nothing rests on the handoff
+// that the kernel does not bound.
+
+// Handoff is what one vipd image leaves the next.
+type Handoff struct {
+	Node  string `json:"node"`
+	Lease int64  `json:"lease"`
+	// Made is when it was made (wall clock): one older than the lease TTL
+	// describes a lease that has expired, and is not used.
+	Made   time.Time      `json:"made"`
+	Groups []HandoffGroup `json:"groups"`
+}
+
+// HandoffGroup is one group's part of a Handoff.
+type HandoffGroup struct {
+	Name string `json:"name"`
+	// State and Mode are the last reported (so the next image runs no
+	// notify hook for a state that did not change).
+	State string `json:"state,omitempty"`
+	Mode  string `json:"mode,omitempty"`
+	// The claim held, if any (Rev 0: none).
+	Rev   int64        `json:"rev,omitempty"`
+	Lease int64        `json:"lease,omitempty"`
+	Addrs []netip.Addr `json:"addrs,omitempty"`
+	// Bound: the claim's VIPs were bound under it (its wait for the
+	// vacancy it replaced was over), and it was not being released.
+	Bound bool `json:"bound,omitempty"`
+	// Resigning: a resign of the claim was sent and may still land; the
+	// claim must never be held again.
+	Resigning bool `json:"resigning,omitempty"`
+	// Present is every address of the group that may be on the host.
+	Present []PlacedAddr `json:"present,omitempty"`
+}
+
+// PlacedAddr is an address and the interface it was bound on.
+type PlacedAddr struct {
+	Prefix netip.Prefix `json:"prefix"`
+	Link   string       `json:"link"`
+}
+
+// ErrCannotDetach is returned by Keeper.CanDetach when handing over now
+// could not keep the VIPs.
+var ErrCannotDetach = errors.New("keeper: cannot re-execute in place now")
+
+// usable reports whether h may be adopted by node at now (wall clock),
+// with leases of ttl: it names the node, a lease, and is young enough for
+// that lease to be alive.
+func (h *Handoff) usable(node string, now time.Time, ttl time.Duration) error {
+	switch {
+	case h == nil:
+		return errors.New("none")
+	case h.Node != node:
+		return fmt.Errorf("made by node %q, this is %q", h.Node, node)
+	case h.Lease == 0:
+		return errors.New("no lease")
+	case now.Sub(h.Made) > ttl || h.Made.After(now.Add(time.Second)):
+		return fmt.Errorf("made at %v, more than a lease TTL (%v) ago", h.Made.Format(time.RFC3339Nano), ttl)
+	}
+	return nil
+}
+
+// group returns the part of h for group name.
+func (h *Handoff) group(name string) (HandoffGroup, bool) {
+	if h == nil {
+		return HandoffGroup{}, false
+	}
+	i := slices.IndexFunc(h.Groups, func(g HandoffGroup) bool { return g.Name == name })
+	if i < 0 {
+		return HandoffGroup{}, false
+	}
+	return h.Groups[i], true
+}
+
+// detach ends the group's part in this image without releasing anything:
+// announcements stop (no frame leaves after this), the VIPs stay on the
+// host under their kernel lifetimes, the keys on the lease. It returns
+// what the next image needs.
+func (g *group) detach() HandoffGroup {
+	g.vips.gate.Store(nil)
+	g.vips.ann.stop()
+	state, mode := g.stateAndMode()
+	hg := HandoffGroup{Name: g.name, State: string(state), Mode: mode}
+	if c := g.held.Claim; c != nil {
+		hg.Rev, hg.Lease, hg.Addrs = c.CreateRev, int64(c.Lease), slices.Clone(c.Addrs)
+		hg.Resigning = g.held.Resigning
+		hg.Bound = g.vips.bound() && !g.held.Resigning && !g.held.Fresh && !g.held.Lapsed && !g.held.Partial && !g.held.Unsure
+	}
+	for _, p := range g.vips.prefixes() {
+		hg.Present = append(hg.Present, PlacedAddr{Prefix: p, Link: g.vips.links[p]})
+	}
+	g.log.Info("handed over to the next vipd image", "claim", hg.Rev, "bound", hg.Bound, "resigning", hg.Resigning, "present", len(hg.Present))
+	return hg
+}
+
+// adopt starts the group from what the previous image handed over, before
+// its loop runs. Addresses that may be on the host are known but not
+// trusted (maybe: only a confirmed removal or a bind clears them). A claim
+// whose VIPs were bound is lapsed: the loop re-reads it (Inspect) before
+// binding again, and binds without a fresh wait only if etcd still shows
+// it, on the lease this image has renewed. A claim with a resign in flight
+// is only ever released. A claim never bound is fresh again, from now.
+func (g *group) adopt(hg HandoffGroup, now time.Time) {
+	for _, pa := range hg.Present {
+		if g.vips.maybe == nil {
+			g.vips.maybe = map[netip.Prefix]struct{}{}
+		}
+		g.vips.maybe[pa.Prefix] = struct{}{}
+		g.vips.placeOn(pa.Prefix, pa.Link)
+	}
+	g.vips.adopted = len(hg.Present) > 0
+	if hg.State != "" {
+		g.state, g.mode = election.State(hg.State), hg.Mode
+		g.adopting, g.adoptedAt = true, now
+	}
+	if hg.Rev == 0 {
+		return
+	}
+	c := election.Claim{Group: g.name, CreateRev: hg.Rev, Lease: clientv3.LeaseID(hg.Lease), Addrs: slices.Clone(hg.Addrs)}
+	switch {
+	case hg.Resigning:
+		g.held = Held{Claim: &c, Resigning: true}
+	case hg.Bound:
+		g.held = Held{Claim: &c, Lapsed: true}
+	default:
+		g.held = Held{Claim: &c, Lapsed: true, Fresh: true, FreshSince: now}
+	}
+}
+
+// adoptedBound lists the addresses of handed-over claims that were bound
+// and whose group is still configured: the startup cleanup spares them.
+func (k *Keeper) adoptedBound() []netip.Addr {
+	if k.adopt == nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, hg := range k.adopt.Groups {
+		if !hg.Bound || !slices.ContainsFunc(k.cfg.Groups, func(gc config.Group) bool { return gc.Name == hg.Name }) {
+			continue
+		}
+		for _, pa := range hg.Present {
+			out = append(out, pa.Prefix.Addr())
+		}
+	}
+	return out
+}
+
+// awaitAdoption waits, before any group loop runs, until the session's
+// first renewal of the adopted lease has succeeded (or the lease was
+// replaced: it was gone) and every check a handed-over claim's group
+// tracks has a first result, at most a lease TTL. A group loop started
+// earlier would see a lease without a fence and drop the VIPs, or checks
+// not yet known (counted as down) and release. Meanwhile the VIPs are on
+// the host under the previous image's kernel lifetimes.
+func (k *Keeper) awaitAdoption(ctx context.Context) {
+	deadline := k.clk.Now().Add(k.env.ttl)
+	for {
+		l := k.session.Current()
+		leaseDone := l.ID != clientv3.LeaseID(k.adopt.Lease) || l.Live(k.clk.Now())
+		waiting := ""
+		if !leaseDone {
+			waiting = "the adopted lease's first renewal"
+		}
+		for _, gc := range k.cfg.Groups {
+			if hg, ok := k.adopt.group(gc.Name); ok && hg.Rev != 0 && !k.health.Of(gc).Ready {
+				waiting = "the first results of group " + gc.Name + "'s checks"
+			}
+		}
+		if waiting == "" {
+			return
+		}
+		if !k.clk.Now().Before(deadline) {
+			k.log.Warn("adopting the previous vipd image's claims: not ready within the lease TTL; going on", "waiting_for", waiting)
+			return
+		}
+		t := k.clk.NewTimer(10 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		}
+	}
+}
+
+// startUnconfiguredLocked starts, retiring, the handed-over groups the new
+// configuration no longer has, so they release what they hold (VIPs first,
+// then their keys). k.mu must be held.
+func (k *Keeper) startUnconfiguredLocked() {
+	if k.adopt == nil {
+		return
+	}
+	for _, hg := range k.adopt.Groups {
+		if _, running := k.groups[hg.Name]; running {
+			continue
+		}
+		gc := config.Group{Name: hg.Name}
+		for _, pa := range hg.Present {
+			gc.Prefixes = append(gc.Prefixes, pa.Prefix)
+			gc.Links = append(gc.Links, pa.Link)
+			gc.Addresses = append(gc.Addresses, config.Address{CIDR: pa.Prefix.String(), Interface: pa.Link})
+		}
+		k.startGroupLocked(gc, "no longer configured (after a re-execution in place)")
+	}
+}
+
+// CanDetach reports whether handing over now would keep the VIPs: the
+// lease is renewed directly (not through a peer, not on failsafe
+// promises, which the next image could not have), with time to spare.
+func (k *Keeper) CanDetach() error {
+	l := k.session.Current()
+	now := k.clk.Now()
+	if !l.Live(now) || l.Relayed {
+		return fmt.Errorf("%w: the lease is not renewed directly by etcd", ErrCannotDetach)
+	}
+	for _, g := range k.groupList() {
+		if _, mode := g.stateAndMode(); mode != "" {
+			return fmt.Errorf("%w: group %s holds in %s mode", ErrCannotDetach, g.name, mode)
+		}
+	}
+	return nil
+}
+
+// Detach makes Run hand over instead of stopping when its context ends:
+// every group loop ends keeping its VIPs and keys, and the lease is not
+// revoked. After Run has returned, Handoff says what was handed over.
+func (k *Keeper) Detach() { k.detaching.Store(true) }
+
+// detachingNow reports whether Run is handing over (group loops ask).
+func (k *Keeper) detachingNow() bool { return k.detaching.Load() }
+
+// Handoff returns what Run handed over (after Detach, once Run returned).
+func (k *Keeper) Handoff() Handoff { return k.handedOff }
+
+// collectHandoff gathers every group's part, after their loops ended.
+func (k *Keeper) collectHandoff() {
+	h := Handoff{Node: k.node, Lease: int64(k.session.Current().ID), Made: k.clk.Now()}
+	for _, g := range k.groupList() {
+		if g.handedOver != nil {
+			h.Groups = append(h.Groups, *g.handedOver)
+		}
+	}
+	k.handedOff = h
+}
