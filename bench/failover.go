@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -20,8 +21,12 @@ type impl struct {
 	proc       func(n *testbed.Node) *testbed.Proc
 	stop       func(n *testbed.Node) error
 	sigterm    func(n *testbed.Node) error
-	tree       bool // footprint over the process tree (keepalived's children)
-	settle     time.Duration
+	// restart restarts the daemon on n the way its docs say to keep the
+	// VIP (vipd: systemctl reload, a re-execution in place; keepalived
+	// has none: systemctl restart, a stop and a start).
+	restart func(n *testbed.Node) error
+	tree    bool // footprint over the process tree (keepalived's children)
+	settle  time.Duration
 	// rows limits the column to these scenarios (nil: all).
 	rows map[string]bool
 }
@@ -36,6 +41,7 @@ var impls = map[string]impl{
 		proc:    (*testbed.Node).Keepalived,
 		stop:    (*testbed.Node).StopKeepalived,
 		sigterm: func(n *testbed.Node) error { return n.SignalKeepalived(syscall.SIGTERM) },
+		restart: stopStart((*testbed.Node).StopKeepalived, func(n *testbed.Node) error { return n.StartKeepalived(testbed.KeepalivedSeed) }),
 		tree:    true, settle: 2 * time.Second,
 	},
 	"keepalived-tuned": {
@@ -44,6 +50,7 @@ var impls = map[string]impl{
 		proc:    (*testbed.Node).Keepalived,
 		stop:    (*testbed.Node).StopKeepalived,
 		sigterm: func(n *testbed.Node) error { return n.SignalKeepalived(syscall.SIGTERM) },
+		restart: stopStart((*testbed.Node).StopKeepalived, func(n *testbed.Node) error { return n.StartKeepalived(testbed.KeepalivedTuned) }),
 		tree:    true, settle: 2 * time.Second,
 	},
 	"keepalived-track": {
@@ -52,6 +59,7 @@ var impls = map[string]impl{
 		proc:    (*testbed.Node).Keepalived,
 		stop:    (*testbed.Node).StopKeepalived,
 		sigterm: func(n *testbed.Node) error { return n.SignalKeepalived(syscall.SIGTERM) },
+		restart: stopStart((*testbed.Node).StopKeepalived, func(n *testbed.Node) error { return n.StartKeepalived(testbed.KeepalivedTrackProcess) }),
 		tree:    true, settle: 2 * time.Second, rows: haproxyRows,
 	},
 	// The seed's keepalived.conf through `vipd import-keepalived`: its
@@ -63,6 +71,7 @@ var impls = map[string]impl{
 		proc:    (*testbed.Node).Vipd,
 		stop:    (*testbed.Node).StopVipd,
 		sigterm: func(n *testbed.Node) error { return n.SignalVipd(syscall.SIGTERM) },
+		restart: reexecVipd,
 		settle:  time.Second, rows: haproxyRows,
 	},
 	"vipd": {
@@ -71,8 +80,40 @@ var impls = map[string]impl{
 		proc:    (*testbed.Node).Vipd,
 		stop:    (*testbed.Node).StopVipd,
 		sigterm: func(n *testbed.Node) error { return n.SignalVipd(syscall.SIGTERM) },
+		restart: reexecVipd,
 		settle:  time.Second,
 	},
+}
+
+// stopStart is a restart as `systemctl restart` does it: stop, then start.
+func stopStart(stop, start func(n *testbed.Node) error) func(n *testbed.Node) error {
+	return func(n *testbed.Node) error {
+		if err := stop(n); err != nil {
+			return err
+		}
+		return start(n)
+	}
+}
+
+// reexecVipd restarts vipd as `systemctl reload vipd` does: SIGUSR2, a
+// re-execution in place. It returns once the next image logged that it
+// renewed the adopted lease (or after 10 s).
+func reexecVipd(n *testbed.Node) error {
+	before := strings.Count(readFile(n.VipdLogPath()), "lease adopted from the previous vipd image")
+	if err := n.SignalVipd(syscall.SIGUSR2); err != nil {
+		return err
+	}
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if strings.Count(readFile(n.VipdLogPath()), "lease adopted from the previous vipd image") > before {
+			return nil
+		}
+	}
+	return fmt.Errorf("vipd on %s: no re-execution within 10 s", n.Name)
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
 }
 
 // scenario is one row.
@@ -147,6 +188,17 @@ var scenarios = []scenario{
 				}
 				return b.im.start(b.n1)
 			}, b.im.sigterm(b.n1)
+		}},
+	// Restarts of the daemon on a healthy holder, as operators (and
+	// package upgrades) do: nothing should move.
+	{key: "restart", title: "daemon restarted on the holder, the documented way (vipd: systemctl reload, re-execution in place; keepalived: systemctl restart)",
+		hold: true, holdFor: 2 * time.Second,
+		fault: func(b *bed) (func() error, error) {
+			return func() error { return nil }, b.im.restart(b.n1)
+		}},
+	{key: "restart-bare", title: "vipd: systemctl restart (a stop and a start)", only: "vipd", hold: true, holdFor: 2 * time.Second,
+		fault: func(b *bed) (func() error, error) {
+			return func() error { return nil }, stopStart((*testbed.Node).StopVipd, b.im.start)(b.n1)
 		}},
 	{key: "lan-carrier", title: "holder drops off the LAN, carrier kept (bridge port detached)", cut: true,
 		fault: func(b *bed) (func() error, error) {
@@ -269,7 +321,10 @@ type sample struct {
 	DualBack time.Duration // of which after the restore (both reachable again)
 	PostOut  time.Duration // longest client outage from the restore until steady again
 	Changes  int           // VIP add/remove events from the event until steady again
-	Err      error
+	// Broken is how many of the long-lived client connections through the
+	// VIP were reset or hung, from the event until steady again.
+	Broken int
+	Err    error
 }
 
 func (b *bed) runOnce(sc scenario) sample {
@@ -278,12 +333,15 @@ func (b *bed) runOnce(sc scenario) sample {
 		s.Err = fmt.Errorf("not steady before the run: %w", err)
 		return s
 	}
+	ka := b.tb.StartKeepAlive(keepAliveConns, 50*time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // connections open before the event
 	t0 := time.Now()
 	restore, err := sc.fault(b)
 	if sc.atReturn {
 		t0 = time.Now()
 	}
 	if err != nil {
+		ka.Stop()
 		s.Err = err
 		if restore != nil {
 			restore()
@@ -291,7 +349,9 @@ func (b *bed) runOnce(sc scenario) sample {
 		return s
 	}
 	if sc.hold {
-		return b.holdOnce(sc, t0, restore, s)
+		s = b.holdOnce(sc, t0, restore, s)
+		s.Broken = ka.Stop().Broken
+		return s
 	}
 	// Wait for web-node-2 to hold the VIP (alone, unless both may hold).
 	_, werr := b.tb.Mon.WaitFor(func(hs []string) bool {
@@ -328,6 +388,7 @@ func (b *bed) runOnce(sc scenario) sample {
 		s.Err = errors.Join(s.Err, fmt.Errorf("not steady after the run: %w", err))
 	}
 	tSteady := time.Now()
+	s.Broken = ka.Stop().Broken
 	s.PostOut = b.tb.Probes().Window(tRestore, tSteady).LongestOutage().Duration
 	s.Dual = b.tb.Mon.Stats(t0, tSteady).TwoHolders
 	s.DualBack = b.tb.Mon.Stats(tRestore, tSteady).TwoHolders
@@ -337,6 +398,10 @@ func (b *bed) runOnce(sc scenario) sample {
 	}
 	return s
 }
+
+// keepAliveConns is how many long-lived client connections each run keeps
+// through the VIP.
+const keepAliveConns = 8
 
 // holdAftermath is how long a hold row keeps measuring after the restore
 // before waiting for the steady state: a holder that loses the VIP when

@@ -60,7 +60,7 @@ func main() {
 	flag.IntVar(&o.n, "n", 10, "runs per cell")
 	flag.StringVar(&o.out, "out", "bench/RESULTS.md", "Markdown report to write (\"\" = none)")
 	flag.StringVar(&impls, "impls", "keepalived,keepalived-tuned,keepalived-track,vipd,vipd-seed", "columns: keepalived, keepalived-tuned, keepalived-track (haproxy rows), vipd, vipd-seed (haproxy rows)")
-	flag.StringVar(&scen, "scenarios", "haproxy,haproxy-kill,haproxy-health,haproxy-reload,haproxy-newpid,stop,lan-carrier,lan-linkdown,partition,etcd-frozen,etcd-cut,handover", "rows (comma-separated; \"\" = none)")
+	flag.StringVar(&scen, "scenarios", "haproxy,haproxy-kill,haproxy-health,haproxy-reload,haproxy-newpid,stop,restart,restart-bare,lan-carrier,lan-linkdown,partition,etcd-frozen,etcd-cut,handover", "rows (comma-separated; \"\" = none)")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "idle footprint window (0 = skip)")
 	flag.DurationVar(&o.cut, "cut", 6*time.Second, "how long a node stays cut off in the LAN-drop and partition rows")
 	flag.StringVar(&sizes, "scale", "10,100,1000", "group counts for the scale run (\"\" = skip)")

@@ -76,6 +76,8 @@ var targets = map[string]string{
 	"haproxy-reload": "0 outage, 0 VIP events",
 	"haproxy-newpid": "0 outage, 0 VIP events",
 	"stop":           "outage max ≤ 0.1 s (contract: 50 ms)",
+	"restart":        "0 outage, 0 VIP events, 0 connections broken (issue 17)",
+	"restart-bare":   "two moves (a stop and a start): each breaks the connections",
 	"lan-carrier":    "outage ≤ lease TTL + 0.5 s + expiry grace 1.45 s = 4.95 s",
 	"lan-linkdown":   "outage ≤ lease TTL + 0.5 s + expiry grace 1.45 s = 4.95 s",
 	"partition":      "0 ms two holders",
@@ -99,6 +101,7 @@ func (r *report) markdown() string {
 	w("\n## Failover (client-visible outage through the VIP, probe every 10 ms)\n\n")
 	w("Cells: outage p50 / max over the runs that completed (ok/N) · time with two holders p50 / max. ")
 	w("Outage = longest run of unanswered probes after the event (fresh TCP connection per probe, 100 ms deadline). ")
+	w("Connections broken = of %d long-lived keep-alive HTTP connections through the VIP (a request on each every 50 ms), how many were reset or hung (no answer within 1 s) from the event until steady again: every move of the VIP breaks those to the old holder. ", keepAliveConns)
 	w("Two holders = time the VIP was bound on both nodes (netlink address events), from the event until web-node-1 holds alone again (restore included). ")
 	w("Cut-off rows keep the node cut off for %v; the outage window ends when it is restored. ", o.cut)
 	w("In the rows where nothing should move (etcd unavailable: 8 s; holder cut from etcd only: %v) the window runs from the event until steady again after the restore (%v after it at least), and the cell adds the VIP events: every add or removal of the VIP on either node (0 = it never left web-node-1).\n\n", o.cut, holdAftermath)
@@ -147,12 +150,17 @@ func (r *report) markdown() string {
 				}
 				extra += fmt.Sprintf(", VIP events max %d", maxCh)
 			}
+			maxBroken := 0
+			for _, s := range okS {
+				maxBroken = max(maxBroken, s.Broken)
+			}
+			extra += fmt.Sprintf(", connections broken max %d/%d", maxBroken, keepAliveConns)
 			w(" %s / %s (%d/%d ok%s) | %s / %s |", ms(p50(out)), ms(maxOf(out)), len(okS), len(c.Samples), extra, ms(p50(dual)), ms(maxOf(dual)))
 		}
 		w(" %s |\n", targets[sc.key])
 	}
 	w("\nDetail per cell (p50 / max; all runs listed in run order in the log):\n\n")
-	w("| scenario | daemon | ok/N | outage p50 / max | outages (ms), run order | VIP added on web-node-2 after | two holders | of which after the restore | client outage from the restore until steady | VIP events, run order |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	w("| scenario | daemon | ok/N | outage p50 / max | outages (ms), run order | VIP added on web-node-2 after | two holders | of which after the restore | client outage from the restore until steady | VIP events, run order | connections broken (of %d), run order |\n|---|---|---|---|---|---|---|---|---|---|---|\n", keepAliveConns)
 	for _, sc := range scenarios {
 		for _, k := range cols {
 			c, ok := r.cells[sc.key][k]
@@ -164,21 +172,22 @@ func (r *report) markdown() string {
 				v := pick(okS, get)
 				return ms(p50(v)) + " / " + ms(maxOf(v))
 			}
-			var all, events []string
+			var all, events, broken []string
 			for _, s := range c.Samples {
 				if s.Err != nil {
-					all, events = append(all, "err"), append(events, "err")
+					all, events, broken = append(all, "err"), append(events, "err"), append(broken, "err")
 				} else {
 					all = append(all, fmt.Sprint(s.Outage.Round(time.Millisecond).Milliseconds()))
 					events = append(events, fmt.Sprint(s.Changes))
+					broken = append(broken, fmt.Sprint(s.Broken))
 				}
 			}
-			w("| %s | %s | %d/%d | %s | %s | %s | %s | %s | %s | %s |\n", sc.key, k, len(okS), len(c.Samples),
+			w("| %s | %s | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s |\n", sc.key, k, len(okS), len(c.Samples),
 				f(func(s sample) time.Duration { return s.Outage }), strings.Join(all, " "),
 				f(func(s sample) time.Duration { return s.Failover }),
 				f(func(s sample) time.Duration { return s.Dual }),
 				f(func(s sample) time.Duration { return s.DualBack }),
-				f(func(s sample) time.Duration { return s.PostOut }), strings.Join(events, " "))
+				f(func(s sample) time.Duration { return s.PostOut }), strings.Join(events, " "), strings.Join(broken, " "))
 		}
 	}
 	w("\n")

@@ -1,16 +1,12 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,86 +14,6 @@ import (
 	"github.com/vipd/vipd/e2e/testbed"
 	"github.com/vipd/vipd/internal/prereq"
 )
-
-// keepAlive holds n long-lived HTTP/1.1 connections to the VIP from the
-// client namespace, each sending a request every period and reading the
-// answer; a connection that fails (reset, closed, no answer within the
-// timeout) is counted and dialled again.
-type keepAlive struct {
-	mu       sync.Mutex
-	requests int
-	broken   []string // "conn 3: read: connection reset by peer"
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-}
-
-func startKeepAlive(tb *testbed.Testbed, n int, period time.Duration) *keepAlive {
-	ctx, cancel := context.WithCancel(context.Background())
-	k := &keepAlive{cancel: cancel}
-	addr := net.JoinHostPort(testbed.VIP.Addr().String(), "80")
-	for i := range n {
-		k.wg.Go(func() {
-			var c net.Conn
-			var r *bufio.Reader
-			defer func() {
-				if c != nil {
-					c.Close()
-				}
-			}()
-			for ctx.Err() == nil {
-				if c == nil {
-					dctx, dcancel := context.WithTimeout(ctx, time.Second)
-					var err error
-					c, err = tb.Client.NS.DialContext(dctx, "tcp", addr)
-					dcancel()
-					if err != nil {
-						time.Sleep(period)
-						continue
-					}
-					r = bufio.NewReader(c)
-				}
-				c.SetDeadline(time.Now().Add(time.Second))
-				_, err := fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
-				var resp *http.Response
-				if err == nil {
-					resp, err = http.ReadResponse(r, nil)
-				}
-				if err == nil {
-					_, err = bufio.NewReader(resp.Body).WriteTo(discard{})
-					resp.Body.Close()
-				}
-				k.mu.Lock()
-				k.requests++
-				if err != nil && ctx.Err() == nil {
-					k.broken = append(k.broken, fmt.Sprintf("conn %d at %s: %v", i, time.Now().Format("15:04:05.000"), err))
-				}
-				k.mu.Unlock()
-				if err != nil {
-					c.Close()
-					c = nil
-				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(period):
-				}
-			}
-		})
-	}
-	return k
-}
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
-
-// stop ends the connections and returns the requests sent and the failures.
-func (k *keepAlive) stop() (int, []string) {
-	k.cancel()
-	k.wg.Wait()
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.requests, k.broken
-}
 
 // TestReexecInPlace (issue 17): `systemctl reload vipd` (SIGUSR2) on the
 // holder re-executes vipd in place, with the same binary and with a new
@@ -149,7 +65,7 @@ func TestReexecInPlace(t *testing.T) {
 
 	reexec := func(what, wantVersion string) {
 		t.Helper()
-		conns := startKeepAlive(tb, 8, 50*time.Millisecond)
+		conns := tb.StartKeepAlive(8, 50*time.Millisecond)
 		time.Sleep(500 * time.Millisecond)
 		t0 := time.Now()
 		if err := n1.Vipd().Signal(syscall.SIGUSR2); err != nil {
@@ -168,7 +84,7 @@ func TestReexecInPlace(t *testing.T) {
 			t.Fatalf("%s: the next image never got ready\n%s", what, n1.Vipd().LogTail(30))
 		}
 		time.Sleep(3 * time.Second) // past a lease TTL: the kernel lifetimes set before were refreshed
-		sent, broken := conns.stop()
+		ka := conns.Stop()
 		st := tb.Mon.Stats(t0, time.Now())
 		out := tb.Probes().Window(t0, time.Now()).LongestOutage()
 		if !n1.Vipd().Running() || n1.Vipd().Pid() != pid {
@@ -180,15 +96,15 @@ func TestReexecInPlace(t *testing.T) {
 		if st.Changes != 0 || st.TwoHolders != 0 || out.Failed > 0 {
 			t.Errorf("%s: %d VIP changes, %v with two holders, client outage %v; want none", what, st.Changes, st.TwoHolders, out)
 		}
-		if len(broken) > 0 {
-			t.Errorf("%s: %d of %d requests on long-lived connections failed: %v", what, len(broken), sent, broken)
+		if ka.Broken > 0 {
+			t.Errorf("%s: %d of %d long-lived connections broke (%d requests): %v", what, ka.Broken, ka.Conns, ka.Requests, ka.Failures)
 		}
 		if hooks := logSince(n1, t0, "state change"); len(hooks) > 0 {
 			t.Errorf("%s: state changes logged across the re-execution: %v", what, states(n1, t0))
 		}
 		res.add(what+": SIGUSR2 → next image started / renewed the lease / ready", fmt.Sprintf("%v / %v / %v", ms(start.Time.Sub(t0)), ms(adopted.Time.Sub(t0)), ms(ready.Time.Sub(t0))),
 			fmt.Sprintf("same pid (asserted); version %s (asserted); ready is checked every 1 s", wantVersion))
-		res.add(what+": VIP changes / outage / broken connections", fmt.Sprintf("%d / %v / %d of %d requests on 8 connections", st.Changes, out, len(broken), sent),
+		res.add(what+": VIP changes / outage / broken connections", fmt.Sprintf("%d / %v / %d of %d (%d requests)", st.Changes, out, ka.Broken, ka.Conns, ka.Requests),
 			"0 / none / 0 (asserted)")
 	}
 	version := func(bin string) string {
