@@ -72,6 +72,18 @@ func WithTrigger(t Trigger, source string) AddOption {
 	}
 }
 
+// WithKnown starts the check known, in the state st says (Up, and Value
+// if Valued), as if its rise or fall were behind it: the next runs go
+// through rise/fall as for a check that has been running. A vipd image
+// that re-executes in place hands its checks' states to the next one,
+// so that a reload neither waits for first results nor decides on one
+// (init_fail would start down; one failed first run would decide down).
+func WithKnown(st Status) AddOption {
+	return func(c *check) {
+		c.seed = &st
+	}
+}
+
 // runKey is the context key under which the Runner passes a run's runInfo
 // to its Probe.
 type runKey struct{}
@@ -178,12 +190,14 @@ type check struct {
 	rise     int
 	fall     int
 	initFail bool
-	probe    Probe
-	trigger  Trigger
-	source   string        // what trigger listens to
-	log      *slog.Logger  // r.log with the check's name
-	kick     chan struct{} // buffered 1: pending immediate run
-	reports  *reported     // what runs reported with ReportPids
+	// seed, if set, is the state the check starts in (WithKnown).
+	seed    *Status
+	probe   Probe
+	trigger Trigger
+	source  string        // what trigger listens to
+	log     *slog.Logger  // r.log with the check's name
+	kick    chan struct{} // buffered 1: pending immediate run
+	reports *reported     // what runs reported with ReportPids
 
 	// Guarded by Runner.mu.
 	state  State
@@ -234,6 +248,11 @@ func (r *Runner) Add(name string, c config.Check, p Probe, opts ...AddOption) {
 	ck.state = NewState(ck.initFail)
 	if ck.initFail {
 		ck.status = Status{Name: name, Err: ErrInitFail}
+	}
+	if ck.seed != nil {
+		ck.state = State{Known: true, Up: ck.seed.Up}
+		ck.status = *ck.seed
+		ck.status.Name, ck.status.Err = name, nil
 	}
 	if ck.interval <= 0 {
 		ck.interval = DefaultInterval
@@ -381,7 +400,7 @@ func (r *Runner) loop(ctx context.Context, c *check, onChange func(Status), onRu
 			timer.Stop()
 		}
 	}()
-	if c.initFail {
+	if c.initFail || c.seed != nil {
 		r.mu.Lock()
 		if c.status.Since.IsZero() {
 			c.status.Since = r.clk.Now()

@@ -532,3 +532,31 @@ func TestRunnerRealClockHTTPDown(t *testing.T) {
 		t.Errorf("Snapshot still up after the down transition: %+v", snap)
 	}
 }
+
+// Issue 17: a check handed over by the previous vipd image starts in that
+// state, reported at once, and goes on through rise/fall from there: one
+// failed first run of a check seeded up (fall 2) changes nothing, and
+// init_fail does not start it down.
+func TestRunnerWithKnown(t *testing.T) {
+	clk := clock.NewFake(t0)
+	sc := newScript(t, clk, "- + - -")
+	r := NewRunner(clk, testLogger(t))
+	r.Add("haproxy", config.Check{Type: "http", Interval: 200 * ms, Timeout: 150 * ms, Rise: 2, Fall: 2, InitFail: true}, sc.probe,
+		WithKnown(Status{Up: true, Since: t0.Add(-time.Hour)}))
+	rec := &recorder{clk: clk}
+	stop := start(t, r, rec.onChange)
+	waitTimers(t, clk, 1)
+	for range 3 {
+		clk.Advance(200 * ms)
+		waitTimers(t, clk, 1)
+	}
+	stop()
+	events, _ := rec.get()
+	want := []event{
+		{0, "haproxy", true},         // the handed-over state, reported at once
+		{600 * ms, "haproxy", false}, // 400 and 600 fail: fall 2
+	}
+	if !slices.Equal(events, want) {
+		t.Fatalf("transitions\n got  %+v\n want %+v", events, want)
+	}
+}

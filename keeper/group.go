@@ -322,6 +322,14 @@ func (g *group) currentState() election.State {
 	return g.state
 }
 
+// isAdopting reports whether the loop is still taking over what the
+// previous vipd image handed over.
+func (g *group) isAdopting() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.adopting
+}
+
 func (g *group) isRetiring() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -750,12 +758,14 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 
 // report logs and exports the state, and runs its notify hook on a change.
 func (g *group) report(d Decision, in Inputs) {
-	if g.adopting {
+	if g.isAdopting() {
 		settling := d.Action == Inspect || (d.Action == Hold && !g.vips.bound())
 		if settling && g.env.clk.Now().Sub(g.adoptedAt) < g.env.ttl {
 			return // re-reading the handed-over claim: the state stands
 		}
+		g.mu.Lock()
 		g.adopting = false
+		g.mu.Unlock()
 	}
 	prio := in.Self.Priority
 	state := ReportedState(d.State, g.vips.bound(), g.held.Claim != nil)

@@ -10,8 +10,10 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/vipd/vipd/checks"
 	"github.com/vipd/vipd/config"
 	"github.com/vipd/vipd/election"
+	"github.com/vipd/vipd/internal/clock"
 )
 
 // A re-execution in place (`systemctl reload vipd`, docs/design.md §2.10)
@@ -29,10 +31,33 @@ import (
 type Handoff struct {
 	Node  string `json:"node"`
 	Lease int64  `json:"lease"`
-	// Made is when it was made (wall clock): one older than the lease TTL
-	// describes a lease that has expired, and is not used.
-	Made   time.Time      `json:"made"`
-	Groups []HandoffGroup `json:"groups"`
+	// Prefix and TTL are the etcd prefix and lease TTL the lease and keys
+	// were made with: the next image adopts nothing made with others.
+	Prefix string        `json:"prefix"`
+	TTL    time.Duration `json:"ttl"`
+	// Failsafe: the membership records were kept for failsafe holds
+	// (§2.9); a next image without the failsafe adopts none of it.
+	Failsafe bool `json:"failsafe"`
+	// MonoAt is CLOCK_MONOTONIC when it was made; the durations below
+	// count from then. The next image subtracts the time since: one older
+	// than the lease TTL describes a lease that has expired.
+	MonoAt time.Duration `json:"mono_at"`
+	// FenceIn is how long the lease's fence had left (the next image
+	// waits for its own renewal no longer than that).
+	FenceIn time.Duration `json:"fence_in"`
+	// Made is the wall-clock time it was made, for the log.
+	Made time.Time `json:"made"`
+	// Checks are the check states, so the next image's checks start where
+	// these left off (checks.WithKnown).
+	Checks map[string]HandoffCheck `json:"checks,omitempty"`
+	Groups []HandoffGroup          `json:"groups"`
+}
+
+// HandoffCheck is one check's state.
+type HandoffCheck struct {
+	Up     bool `json:"up"`
+	Value  int  `json:"value,omitempty"`
+	Valued bool `json:"valued,omitempty"`
 }
 
 // HandoffGroup is one group's part of a Handoff.
@@ -52,8 +77,32 @@ type HandoffGroup struct {
 	// Resigning: a resign of the claim was sent and may still land; the
 	// claim must never be held again.
 	Resigning bool `json:"resigning,omitempty"`
-	// Present is every address of the group that may be on the host.
-	Present []PlacedAddr `json:"present,omitempty"`
+	// Present is every address of the group that may be on the host;
+	// GoneByIn, if positive, is how long they may stay there at most (the
+	// kernel lifetime set last, with its lag), from Handoff.MonoAt.
+	Present  []PlacedAddr  `json:"present,omitempty"`
+	GoneByIn time.Duration `json:"gone_by_in,omitempty"`
+	// Members is the claim's membership record as the loop knew it,
+	// writes whose outcome is unknown included (docs/design.md §2.9).
+	Members *HandoffMembers `json:"members,omitempty"`
+	// Notify are the group's hooks, for a group the next configuration
+	// no longer has (it runs them as it retires).
+	Notify config.Notify `json:"notify"`
+}
+
+// HandoffMembers is a membersState.
+type HandoffMembers struct {
+	ClaimRev int64             `json:"claim_rev"`
+	Base     map[string]string `json:"base,omitempty"`
+	BaseRev  int64             `json:"base_rev"`
+	OK       bool              `json:"ok"`
+	Sent     []HandoffSent     `json:"sent,omitempty"`
+}
+
+// HandoffSent is a membership write whose outcome is unknown.
+type HandoffSent struct {
+	Nodes map[string]string `json:"nodes"` // nil: the record deleted
+	Guard int64             `json:"guard"`
 }
 
 // PlacedAddr is an address and the interface it was bound on.
@@ -66,10 +115,11 @@ type PlacedAddr struct {
 // could not keep the VIPs.
 var ErrCannotDetach = errors.New("keeper: cannot re-execute in place now")
 
-// usable reports whether h may be adopted by node at now (wall clock),
-// with leases of ttl: it names the node, a lease, and is young enough for
-// that lease to be alive.
-func (h *Handoff) usable(node string, now time.Time, ttl time.Duration) error {
+// usable reports whether h may be adopted by node, with keys under prefix
+// and leases of ttl, mono (CLOCK_MONOTONIC) being now: it names the node,
+// a lease made with the same prefix and TTL, and is young enough for that
+// lease to be alive.
+func (h *Handoff) usable(node, prefix string, ttl time.Duration, failsafe bool, mono time.Duration) error {
 	switch {
 	case h == nil:
 		return errors.New("none")
@@ -77,10 +127,27 @@ func (h *Handoff) usable(node string, now time.Time, ttl time.Duration) error {
 		return fmt.Errorf("made by node %q, this is %q", h.Node, node)
 	case h.Lease == 0:
 		return errors.New("no lease")
-	case now.Sub(h.Made) > ttl || h.Made.After(now.Add(time.Second)):
-		return fmt.Errorf("made at %v, more than a lease TTL (%v) ago", h.Made.Format(time.RFC3339Nano), ttl)
+	case h.Prefix != prefix || h.TTL != ttl:
+		return fmt.Errorf("made with etcd.prefix %q and etcd.lease_ttl %v, this configuration has %q and %v", h.Prefix, h.TTL, prefix, ttl)
+	case h.Failsafe != failsafe:
+		return fmt.Errorf("made with the failsafe %v, this configuration has it %v", onOff(h.Failsafe), onOff(failsafe))
+	case mono < h.MonoAt || mono-h.MonoAt > ttl:
+		return fmt.Errorf("made %v ago, more than a lease TTL (%v)", (mono - h.MonoAt).Round(time.Millisecond), ttl)
 	}
 	return nil
+}
+
+// aged returns h with its durations counted from now: elapsed since it
+// was made is subtracted.
+func (h Handoff) aged(elapsed time.Duration) *Handoff {
+	h.FenceIn -= elapsed
+	h.Groups = slices.Clone(h.Groups)
+	for i := range h.Groups {
+		if h.Groups[i].GoneByIn > 0 {
+			h.Groups[i].GoneByIn = max(h.Groups[i].GoneByIn-elapsed, time.Nanosecond)
+		}
+	}
+	return &h
 }
 
 // group returns the part of h for group name.
@@ -112,6 +179,17 @@ func (g *group) detach() HandoffGroup {
 	for _, p := range g.vips.prefixes() {
 		hg.Present = append(hg.Present, PlacedAddr{Prefix: p, Link: g.vips.links[p]})
 	}
+	if until := g.vips.certainlyGoneBy(); len(hg.Present) > 0 && !until.IsZero() {
+		hg.GoneByIn = max(until.Sub(g.env.clk.Now()), time.Nanosecond)
+	}
+	if c := g.held.Claim; c != nil && g.ms.claimRev == c.CreateRev {
+		m := &HandoffMembers{ClaimRev: g.ms.claimRev, Base: g.ms.base, BaseRev: g.ms.baseRev, OK: g.ms.ok}
+		for _, w := range g.ms.sent {
+			m.Sent = append(m.Sent, HandoffSent{Nodes: w.nodes, Guard: w.guard})
+		}
+		hg.Members = m
+	}
+	hg.Notify = g.cfg.Notify
 	g.log.Info("handed over to the next vipd image", "claim", hg.Rev, "bound", hg.Bound, "resigning", hg.Resigning, "present", len(hg.Present))
 	return hg
 }
@@ -132,6 +210,9 @@ func (g *group) adopt(hg HandoffGroup, now time.Time) {
 		g.vips.placeOn(pa.Prefix, pa.Link)
 	}
 	g.vips.adopted = len(hg.Present) > 0
+	if hg.GoneByIn > 0 {
+		g.vips.maybeUntil = now.Add(hg.GoneByIn)
+	}
 	if hg.State != "" {
 		g.state, g.mode = election.State(hg.State), hg.Mode
 		g.adopting, g.adoptedAt = true, now
@@ -140,6 +221,14 @@ func (g *group) adopt(hg HandoffGroup, now time.Time) {
 		return
 	}
 	c := election.Claim{Group: g.name, CreateRev: hg.Rev, Lease: clientv3.LeaseID(hg.Lease), Addrs: slices.Clone(hg.Addrs)}
+	if m := hg.Members; m != nil && m.ClaimRev == hg.Rev {
+		// The writes the previous image sent may still land: a failsafe
+		// hold asks their members too (§2.9 rule 3).
+		g.ms = membersState{claimRev: m.ClaimRev, base: m.Base, baseRev: m.BaseRev, ok: m.OK}
+		for _, w := range m.Sent {
+			g.ms.sent = append(g.ms.sent, sentMembers{nodes: w.Nodes, guard: w.Guard})
+		}
+	}
 	switch {
 	case hg.Resigning:
 		g.held = Held{Claim: &c, Resigning: true}
@@ -176,7 +265,10 @@ func (k *Keeper) adoptedBound() []netip.Addr {
 // not yet known (counted as down) and release. Meanwhile the VIPs are on
 // the host under the previous image's kernel lifetimes.
 func (k *Keeper) awaitAdoption(ctx context.Context) {
-	deadline := k.clk.Now().Add(k.env.ttl)
+	// No longer than the previous image's fence: past it the VIPs are on
+	// their way out (their lifetimes end before it), and a group without
+	// addresses must leave MASTER (its loop drops it at once).
+	deadline := k.clk.Now().Add(max(k.adopt.FenceIn, 0))
 	for {
 		l := k.session.Current()
 		leaseDone := l.ID != clientv3.LeaseID(k.adopt.Lease) || l.Live(k.clk.Now())
@@ -217,7 +309,7 @@ func (k *Keeper) startUnconfiguredLocked() {
 		if _, running := k.groups[hg.Name]; running {
 			continue
 		}
-		gc := config.Group{Name: hg.Name}
+		gc := config.Group{Name: hg.Name, Notify: hg.Notify}
 		for _, pa := range hg.Present {
 			gc.Prefixes = append(gc.Prefixes, pa.Prefix)
 			gc.Links = append(gc.Links, pa.Link)
@@ -236,12 +328,36 @@ func (k *Keeper) CanDetach() error {
 	if !l.Live(now) || l.Relayed {
 		return fmt.Errorf("%w: the lease is not renewed directly by etcd", ErrCannotDetach)
 	}
+	k.mu.Lock()
+	started := k.groupCtx != nil
+	k.mu.Unlock()
+	if !started {
+		return fmt.Errorf("%w: still starting", ErrCannotDetach)
+	}
 	for _, g := range k.groupList() {
 		if _, mode := g.stateAndMode(); mode != "" {
 			return fmt.Errorf("%w: group %s holds in %s mode", ErrCannotDetach, g.name, mode)
 		}
+		if g.isAdopting() {
+			// Its claim is not re-read yet: handed over now, it would
+			// go as not bound, and the next image would drop its VIPs.
+			return fmt.Errorf("%w: group %s is still taking over from the previous vipd image", ErrCannotDetach, g.name)
+		}
 	}
 	return nil
+}
+
+// HooksRunning is how many notify hooks run now: a re-execution waits for
+// them (a hook running across it would lose its supervision: its timeout,
+// its output).
+func (k *Keeper) HooksRunning() int {
+	k.mu.Lock()
+	n := k.notify
+	k.mu.Unlock()
+	if n == nil {
+		return 0
+	}
+	return int(n.running.Load())
 }
 
 // Detach makes Run hand over instead of stopping when its context ends:
@@ -256,12 +372,35 @@ func (k *Keeper) detachingNow() bool { return k.detaching.Load() }
 func (k *Keeper) Handoff() Handoff { return k.handedOff }
 
 // collectHandoff gathers every group's part, after their loops ended.
-func (k *Keeper) collectHandoff() {
-	h := Handoff{Node: k.node, Lease: int64(k.session.Current().ID), Made: k.clk.Now()}
+func (k *Keeper) collectHandoff(checkStates map[string]checks.Status) {
+	l := k.session.Current()
+	mono, _ := clock.SystemMonotonic()
+	h := Handoff{Node: k.node, Lease: int64(l.ID), Prefix: k.cfg.Etcd.Prefix, TTL: k.cfg.Etcd.LeaseTTL, Failsafe: k.fs != nil && k.fs.holds,
+		MonoAt: mono, FenceIn: l.Deadline.Sub(k.clk.Now()), Made: k.clk.Now(), Checks: map[string]HandoffCheck{}}
+	for name, st := range checkStates {
+		h.Checks[name] = HandoffCheck{Up: st.Up, Value: st.Value, Valued: st.Valued}
+	}
 	for _, g := range k.groupList() {
 		if g.handedOver != nil {
 			h.Groups = append(h.Groups, *g.handedOver)
 		}
 	}
 	k.handedOff = h
+}
+
+// seedChecks turns the handed-over check states into the health part's
+// seed.
+func seedChecks(hc map[string]HandoffCheck) map[string]checks.Status {
+	out := make(map[string]checks.Status, len(hc))
+	for name, c := range hc {
+		out[name] = checks.Status{Name: name, Up: c.Up, Value: c.Value, Valued: c.Valued}
+	}
+	return out
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }

@@ -61,7 +61,7 @@ func TestKeeperStaleHandoffIgnored(t *testing.T) {
 	n1 := keepertest.Start(t, m, rec, spec)
 	rec.WaitFor(t, "web-node-1", 15*time.Second)
 	h := n1.Detach()
-	h.Made = h.Made.Add(-time.Minute)
+	h.MonoAt -= time.Minute
 	spec.Host, spec.Handoff = n1.Host, &h
 	keepertest.Start(t, m, rec, spec)
 	gone := rec.WaitFor(t, "", 5*time.Second)

@@ -66,6 +66,9 @@ type health struct {
 	stopped  bool            // set by stop: nothing starts after
 	ctx      context.Context // set by start; parent of runners and watches
 	statuses map[string]checks.Status
+	// seed holds the check states the previous vipd image handed over:
+	// each check starts in its own (checks.WithKnown).
+	seed     map[string]checks.Status
 	up       map[string]bool // ifname -> link up; absent = unknown
 	running  map[string]*runningCheck
 	watching map[string]context.CancelFunc
@@ -141,6 +144,13 @@ func (h *health) apply(cfg config.Config) error {
 	}
 	h.stopChecks(tracked)
 	return nil
+}
+
+// known returns every check state known now.
+func (h *health) known() map[string]checks.Status {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return maps.Clone(h.statuses)
 }
 
 // Of returns what gc's candidacy depends on now.
@@ -320,7 +330,16 @@ func (h *health) runCheck(name string, c config.Check) error {
 	r := checks.NewRunner(h.clk, h.log)
 	// Process, file and interface checks also run at once on pidfd,
 	// inotify and netlink events; the others are polled.
-	r.Add(name, c, probe, checks.WithTrigger(checks.NewTrigger(c)))
+	opts := []checks.AddOption{checks.WithTrigger(checks.NewTrigger(c))}
+	h.mu.Lock()
+	if st, ok := h.seed[name]; ok {
+		delete(h.seed, name)
+		st.Name = name
+		h.statuses[name] = st
+		opts = append(opts, checks.WithKnown(st))
+	}
+	h.mu.Unlock()
+	r.Add(name, c, probe, opts...)
 	r.OnRun(func(name string, ok bool, took time.Duration) { h.obs.CheckRun(name, ok, took) })
 	r.OnSource(func(name, source string) {
 		h.log.Info("check events", "check", name, "source", source)

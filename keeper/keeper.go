@@ -119,6 +119,7 @@ type Keeper struct {
 	peerServer *peer.Server
 	peerLn     net.Listener
 
+	notify *notifier // set by Run
 	// adopt is the previous image's handoff, when usable.
 	adopt *Handoff
 	// detaching: Run's end hands over instead of stopping (Detach);
@@ -155,8 +156,9 @@ func New(opt Options) *Keeper {
 		leases = opt.LeaseClient
 	}
 	k.session = election.NewSession(leases.Lease, k.clk, scfg, log)
-	if err := opt.Handoff.usable(cfg.Node, k.clk.Now(), cfg.Etcd.LeaseTTL); err == nil {
-		k.adopt = opt.Handoff
+	mono, _ := clock.SystemMonotonic()
+	if err := opt.Handoff.usable(cfg.Node, cfg.Etcd.Prefix, cfg.Etcd.LeaseTTL, opt.Peer != nil && opt.Peer.Failsafe, mono); err == nil {
+		k.adopt = opt.Handoff.aged(mono - opt.Handoff.MonoAt)
 		k.session.Adopt(clientv3.LeaseID(opt.Handoff.Lease))
 	} else if opt.Handoff != nil {
 		log.Warn("the previous vipd image's handoff is not used; starting afresh", "reason", err)
@@ -223,6 +225,9 @@ func New(opt Options) *Keeper {
 	}
 	k.view.OnAddress = k.pokeAddr
 	k.health = newHealth(k.clk, log, opt.Observer, opt.Probes, opt.Ifaces)
+	if k.adopt != nil {
+		k.health.seed = seedChecks(k.adopt.Checks)
+	}
 	k.health.onCheck = k.checkChanged
 	k.health.onNet = k.netEvent
 	k.health.onResync = k.resync
@@ -351,6 +356,9 @@ func (k *Keeper) Run(ctx context.Context) error {
 	hooksCtx, stopHooks := context.WithCancel(context.WithoutCancel(ctx))
 	notify := &notifier{log: k.log, obs: k.obs, ctx: hooksCtx}
 	k.env.hooks = notify
+	k.mu.Lock()
+	k.notify = notify
+	k.mu.Unlock()
 	var bgWG sync.WaitGroup
 	defer func() {
 		if !k.detaching.Load() {
@@ -407,12 +415,13 @@ func (k *Keeper) Run(ctx context.Context) error {
 	k.stopping = true // from here on no group starts, so Wait cannot race an Add
 	k.mu.Unlock()
 	k.groupWG.Wait()
+	checkStates := k.health.known() // before the checks stop
 	k.health.stopChecks(nil)
 	stopSession()
 	sessWG.Wait()
 	if k.detaching.Load() {
 		// Handed over: the lease stays, for the next image to renew.
-		k.collectHandoff()
+		k.collectHandoff(checkStates)
 		return nil
 	}
 
@@ -520,6 +529,12 @@ func (k *Keeper) leave(g *group) bool {
 func (k *Keeper) Ready() (bool, string) {
 	if !k.session.Current().Live(k.clk.Now()) {
 		return false, "no live etcd lease"
+	}
+	k.mu.Lock()
+	started := k.groupCtx != nil
+	k.mu.Unlock()
+	if !started {
+		return false, "group loops not started yet"
 	}
 	for _, g := range k.groupList() {
 		if !g.isRetiring() && g.currentState() == election.StateInit {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,6 +27,8 @@ type notifier struct {
 	wg  sync.WaitGroup
 	// ctx ends every running hook when the daemon stops for good.
 	ctx context.Context
+	// running counts the hooks running now.
+	running atomic.Int32
 }
 
 // hookEnv is what a hook learns from its environment.
@@ -75,8 +78,10 @@ func (n *notifier) run(argv []string, timeout time.Duration, env hookEnv) {
 		return
 	}
 	n.wg.Add(1)
+	n.running.Add(1)
 	go func() {
 		defer n.wg.Done()
+		defer n.running.Add(-1)
 		result := "ok"
 		err := n.exec(argv, timeout, env)
 		switch {

@@ -62,6 +62,10 @@ type vips struct {
 	// adopted: the addresses in maybe were handed over by the previous
 	// vipd image; the first bind that takes them over announces them.
 	adopted bool
+	// maybeUntil, if set, is when every address in maybe is certainly
+	// gone (their kernel lifetime, with its lag, known from the previous
+	// image); zero: unknown, only a confirmed removal clears them.
+	maybeUntil time.Time
 
 	// gate is open while the VIPs are bound under a live fence; the
 	// announcer checks it before every frame.
@@ -249,6 +253,7 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 					v.maybe = map[netip.Prefix]struct{}{}
 				}
 				v.maybe[p] = struct{}{}
+				v.maybeUntil = time.Time{} // this one's lifetime is unknown
 				v.placeOn(p, link)
 			}
 			continue
@@ -336,11 +341,13 @@ func (v *vips) unbind(reason string) bool {
 	switch {
 	case !v.present():
 		v.log.Info("VIP removed", "addresses", placed(ps, links), "reason", reason, "removed", removed)
-	case len(v.maybe) == 0 && !v.clk.Now().Before(v.goneBy()):
+	case !v.certainlyGoneBy().IsZero() && !v.clk.Now().Before(v.certainlyGoneBy()):
 		left := v.prefixes()
 		v.log.Warn("VIP removal not confirmed, but its kernel lifetime has run out: it is gone", "addresses", placed(left, v.linksOf(left)))
 		clear(v.set)
+		clear(v.maybe)
 		clear(v.links)
+		v.maybeUntil = time.Time{}
 	default:
 		v.removing = true
 		return false
@@ -397,11 +404,24 @@ func (v *vips) removeStray(cfg config.Group) bool {
 	return ok
 }
 
+// certainlyGoneBy is when everything that may be on the host is certainly
+// gone by its kernel lifetime; zero if that is unknown (an address a
+// failed bind may have left).
+func (v *vips) certainlyGoneBy() time.Time {
+	if len(v.maybe) > 0 {
+		if v.maybeUntil.IsZero() {
+			return time.Time{}
+		}
+		return later(v.goneBy(), v.maybeUntil)
+	}
+	return v.goneBy()
+}
+
 // removalWait is how long to wait before retrying a failed removal: the
 // backoff, but never past the moment the kernel lifetime runs out (then
 // the VIP is gone by itself).
 func (v *vips) removalWait(backoff time.Duration) time.Duration {
-	if left := v.goneBy().Sub(v.clk.Now()); left > 0 && left < backoff {
+	if left := v.certainlyGoneBy().Sub(v.clk.Now()); left > 0 && left < backoff {
 		return left
 	}
 	return backoff

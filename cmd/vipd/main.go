@@ -14,8 +14,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -71,6 +73,10 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "vipd", version)
+		if slices.Contains(rest, "--features") {
+			// What a running vipd asks of a binary it would re-execute.
+			fmt.Fprintln(stdout, "features:", featureReexec)
+		}
 		return 0
 	case "help", "--help", "-h":
 		fmt.Fprint(stdout, usage)
@@ -95,7 +101,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	if cmd == "run" {
 		// A re-execution in place (reexec.go) hands over the lock and
 		// the node's lease and claims.
-		lk, handoff = inherited(log)
+		lk, handoff = inherited(log, runlock.Dir(*runtimeDir, os.Getenv("RUNTIME_DIRECTORY")))
 	}
 	if cmd != "check" && lk == nil {
 		// Before anything else: a second vipd must touch nothing, and
@@ -138,14 +144,32 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return cleanup(cfg, log, stdout)
 	}
 	runDir := runlock.Dir(*runtimeDir, os.Getenv("RUNTIME_DIRECTORY"))
+	// A stop asked for while this image hands over must not be lost: the
+	// handler stays for the whole process (run's own goes with run).
+	var stopAsked atomic.Bool
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		for range term {
+			stopAsked.Store(true)
+		}
+	}()
+	stopAtOnce := false
 	for {
-		req, err := run(*cfgPath, cfg, runDir, log, handoff)
+		req, err := run(*cfgPath, cfg, runDir, log, handoff, &stopAsked, stopAtOnce)
 		if err != nil {
 			log.Error("vipd failed", "err", err)
 			return 1
 		}
 		if req == nil {
 			return 0
+		}
+		if stopAsked.Load() {
+			// Stopped while handing over: take the VIPs back, then stop
+			// as always (a graceful handover to a peer).
+			log.Info("stop asked for during the re-execution; stopping instead")
+			stopAtOnce, handoff = true, &req.handoff
+			continue
 		}
 		err = execSelf(req, lk, runDir)
 		// Still here: this image adopts what it handed over, with the
@@ -231,9 +255,16 @@ func promiseFile(runDir string) string {
 // run runs the daemon until SIGTERM or SIGINT (nil, err), or until it has
 // handed over for a re-execution in place (the request, nil). handoff, if
 // set, is what the previous image handed over.
-func run(cfgPath string, cfg config.Config, runDir string, log *slog.Logger, handoff *keeper.Handoff) (*reexec, error) {
+//
+// stopAsked reports a SIGTERM or SIGINT seen at any time; stopAtOnce stops
+// as soon as the keeper has started (after a handover that a stop
+// interrupted).
+func run(cfgPath string, cfg config.Config, runDir string, log *slog.Logger, handoff *keeper.Handoff, stopAsked *atomic.Bool, stopAtOnce bool) (*reexec, error) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if stopAtOnce {
+		stop()
+	}
 	setGCPercent()
 
 	cli, err := etcdclient.New(cfg.Etcd, zap.NewNop())
@@ -303,17 +334,25 @@ func run(cfgPath string, cfg config.Config, runDir string, log *slog.Logger, han
 	}
 	var reqMu sync.Mutex
 	var req *reexec
-	request := func(bin string) {
+	request := func(bin string) bool {
 		reqMu.Lock()
+		defer reqMu.Unlock()
+		if ctx.Err() != nil || stopAsked.Load() {
+			return false // stopping: a stop is not turned into a re-execution
+		}
+		// SIGHUP's default action would kill vipd once reloadLoop has
+		// stopped listening; ignored, it stays so across the exec until
+		// the next image listens (Go installs a handler on Notify).
+		signal.Ignore(syscall.SIGHUP)
 		req = &reexec{bin: bin}
-		reqMu.Unlock()
 		k.Detach()
 		stop()
+		return true
 	}
 	wg.Add(3)
 	go func() { defer wg.Done(); systemdLoop(ctx, k, log) }()
 	go func() { defer wg.Done(); reloadLoop(ctx, cfgPath, k, log) }()
-	go func() { defer wg.Done(); reexecLoop(ctx, cfgPath, k, log, request) }()
+	go func() { defer wg.Done(); reexecLoop(ctx, cfgPath, cfg, k, log, request) }()
 
 	log.Info("vipd starting", "version", version, "node", cfg.Node, "groups", len(cfg.Groups),
 		"endpoints", strings.Join(cfg.Etcd.Endpoints, ","), "lease_ttl", cfg.Etcd.LeaseTTL, "handed_over", handoff != nil)

@@ -20,6 +20,8 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,6 +30,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
 
+	"github.com/vipd/vipd/config"
 	"github.com/vipd/vipd/internal/runlock"
 	"github.com/vipd/vipd/keeper"
 )
@@ -45,13 +48,19 @@ type reexec struct {
 	handoff keeper.Handoff
 }
 
+// featureReexec is what `vipd version --features` prints for a binary
+// that takes over a handoff: an older one would not (it would refuse the
+// handed-over lock and exit, a crash for the node).
+const featureReexec = "reexec-handoff-1"
+
 // preflightTimeout bounds each check of the new binary.
 const preflightTimeout = 10 * time.Second
 
-// preflight checks that bin runs and accepts the configuration at
-// cfgPath, and returns its version. The keeper detaches only after this:
-// a binary that cannot start must not be handed the VIPs.
-func preflight(ctx context.Context, bin, cfgPath string) (string, error) {
+// preflight checks that bin runs, can take over a handoff, and accepts the
+// configuration at cfgPath, and that the configuration keeps what a handoff
+// cannot carry over; it returns bin's version. The keeper detaches only
+// after this: a binary that cannot start must not be handed the VIPs.
+func preflight(ctx context.Context, bin, cfgPath string, running config.Config) (string, error) {
 	run := func(args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(ctx, preflightTimeout)
 		defer cancel()
@@ -61,20 +70,59 @@ func preflight(ctx context.Context, bin, cfgPath string) (string, error) {
 		}
 		return strings.TrimSpace(string(out)), nil
 	}
-	v, err := run("version")
+	v, err := run("version", "--features")
 	if err != nil {
 		return "", err
+	}
+	first, rest, _ := strings.Cut(v, "\n")
+	if !slices.Contains(strings.Fields(strings.TrimPrefix(rest, "features:")), featureReexec) {
+		return "", fmt.Errorf("%s (%s) cannot take over in place: use `systemctl restart vipd` (the VIPs move)", bin, first)
 	}
 	if _, err := run("check", "--config", cfgPath); err != nil {
 		return "", err
 	}
-	return strings.TrimPrefix(v, "vipd "), nil
+	next, err := config.Load(cfgPath)
+	if err != nil {
+		return "", err
+	}
+	if err := handoverable(running, next); err != nil {
+		return "", err
+	}
+	return strings.TrimPrefix(first, "vipd "), nil
 }
 
-// selfPath is the binary to re-execute: the path this one was started
-// from, which a package upgrade has since replaced (os.Executable drops the
-// " (deleted)" /proc shows for the old one).
+// handoverable says whether a node running with cfg can hand over to one
+// with next: the lease, its keys and the membership records must mean the
+// same to both.
+func handoverable(cfg, next config.Config) error {
+	var changed []string
+	add := func(key string, a, b any) {
+		if a != b {
+			changed = append(changed, fmt.Sprintf("%s (%v → %v)", key, a, b))
+		}
+	}
+	add("node", cfg.Node, next.Node)
+	add("etcd.prefix", cfg.Etcd.Prefix, next.Etcd.Prefix)
+	add("etcd.lease_ttl", cfg.Etcd.LeaseTTL, next.Etcd.LeaseTTL)
+	add("peer.listen", cfg.Peer.Listen, next.Peer.Listen)
+	add("peer.failsafe", cfg.Peer.Failsafe, next.Peer.Failsafe)
+	if len(changed) > 0 {
+		return fmt.Errorf("the new configuration changes %s, which a re-execution cannot carry over: use `systemctl restart vipd` (the VIPs move)", strings.Join(changed, ", "))
+	}
+	return nil
+}
+
+// hooksWait bounds how long a re-execution waits for running notify hooks.
+const hooksWait = 30 * time.Second
+
+// selfPath is the binary to re-execute: the absolute path this one was
+// started as (the unit's /usr/bin/vipd: a symlink there is followed
+// anew), else the executable (os.Executable drops the " (deleted)" /proc
+// shows for a replaced one).
 func selfPath() (string, error) {
+	if filepath.IsAbs(os.Args[0]) {
+		return os.Args[0], nil
+	}
 	p, err := os.Executable()
 	if err != nil {
 		return "", fmt.Errorf("cannot find the vipd binary: %w", err)
@@ -86,11 +134,10 @@ func selfPath() (string, error) {
 // pass preflight and the keeper can hand over, asks run to re-execute:
 // request records the binary, then the keeper detaches and ctx is
 // cancelled by stop.
-func reexecLoop(ctx context.Context, cfgPath string, k *keeper.Keeper, log *slog.Logger, request func(bin string)) {
+func reexecLoop(ctx context.Context, cfgPath string, running config.Config, k *keeper.Keeper, log *slog.Logger, request func(bin string) bool) {
 	usr2 := make(chan os.Signal, 1)
-	// Never signal.Stop: SIGUSR2's default action would kill vipd, and a
-	// second reload may come while this image hands over. Once nothing
-	// reads the channel, further signals are dropped.
+	// Never signal.Stop: a second reload may come while this image hands
+	// over; once nothing reads the channel, further ones are dropped.
 	signal.Notify(usr2, syscall.SIGUSR2)
 	for {
 		select {
@@ -101,7 +148,10 @@ func reexecLoop(ctx context.Context, cfgPath string, k *keeper.Keeper, log *slog
 		bin, err := selfPath()
 		var next string
 		if err == nil {
-			next, err = preflight(ctx, bin, cfgPath)
+			next, err = preflight(ctx, bin, cfgPath, running)
+		}
+		if err == nil {
+			err = waitHooks(ctx, k)
 		}
 		if err == nil {
 			err = k.CanDetach()
@@ -112,9 +162,27 @@ func reexecLoop(ctx context.Context, cfgPath string, k *keeper.Keeper, log *slog
 		}
 		log.Info("re-executing in place: handing the VIPs over to the next vipd image", "binary", bin, "from_version", version, "to_version", next)
 		_, _ = daemon.SdNotify(false, daemon.SdNotifyReloading)
-		request(bin)
-		return
+		if request(bin) {
+			return
+		}
 	}
+}
+
+// waitHooks waits until no notify hook runs (at most hooksWait): a hook
+// running across the exec would lose its timeout and its output.
+func waitHooks(ctx context.Context, k *keeper.Keeper) error {
+	deadline := time.Now().Add(hooksWait)
+	for k.HooksRunning() > 0 {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d notify hooks still running after %v", k.HooksRunning(), hooksWait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // execSelf execs req.bin in this process with the handoff in an unlinked
@@ -158,7 +226,7 @@ func execSelf(req *reexec, lk *runlock.Lock, dir string) error {
 // inherited takes what the previous image handed over through the
 // environment, if it did: the lock and the handoff. The variables are
 // removed, so that hooks and checks do not see them.
-func inherited(log *slog.Logger) (*runlock.Lock, *keeper.Handoff) {
+func inherited(log *slog.Logger, lockDir string) (*runlock.Lock, *keeper.Handoff) {
 	lockFD, hasLock := os.LookupEnv(envLockFD)
 	handoffFD, hasHandoff := os.LookupEnv(envHandoffFD)
 	os.Unsetenv(envLockFD)
@@ -167,7 +235,7 @@ func inherited(log *slog.Logger) (*runlock.Lock, *keeper.Handoff) {
 	if hasLock {
 		n, err := strconv.Atoi(lockFD)
 		if err == nil {
-			lk, err = runlock.Inherit(uintptr(n))
+			lk, err = runlock.Inherit(uintptr(n), lockDir)
 		}
 		if err != nil {
 			log.Warn("the lock handed over by the previous vipd image is unusable; taking it afresh", "err", err)

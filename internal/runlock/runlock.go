@@ -156,12 +156,21 @@ func (l *Lock) Fd() uintptr { return l.f.Fd() }
 // Inherit takes over a lock held through descriptor fd, inherited from the
 // vipd image this process replaced by exec (same process, same open file
 // description, so the flock is already ours). It fails, changing nothing,
-// if fd is not a lock file this process holds.
-func Inherit(fd uintptr) (*Lock, error) {
-	f := os.NewFile(fd, "vipd.lock (inherited)")
-	if f == nil {
-		return nil, fmt.Errorf("runlock: inherited descriptor %d is not open", fd)
+// unless fd is dir's lock file (same device and inode) and this process
+// holds its lock.
+func Inherit(fd uintptr, dir string) (*Lock, error) {
+	var fst, pst unix.Stat_t
+	if err := unix.Fstat(int(fd), &fst); err != nil {
+		return nil, fmt.Errorf("runlock: inherited descriptor %d: %w", fd, err)
 	}
+	path := filepath.Join(dir, FileName)
+	if err := unix.Stat(path, &pst); err != nil {
+		return nil, fmt.Errorf("runlock: %w", err)
+	}
+	if fst.Dev != pst.Dev || fst.Ino != pst.Ino {
+		return nil, fmt.Errorf("runlock: inherited descriptor %d is not %s", fd, path)
+	}
+	f := os.NewFile(fd, path)
 	if err := flock(f, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("runlock: inherited descriptor %d: %w", fd, err)

@@ -280,7 +280,7 @@ func TestInherit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l2, err := Inherit(uintptr(fd))
+	l2, err := Inherit(uintptr(fd), dir)
 	if err != nil {
 		t.Fatalf("Inherit: %v", err)
 	}
@@ -291,7 +291,15 @@ func TestInherit(t *testing.T) {
 	// The old image's descriptor goes away with the exec; the lock stays.
 	l.f.Close()
 	wantHeld(t, dir, os.Getpid())
-	if _, err := Inherit(uintptr(fd) + 1000); err == nil {
+	if _, err := Inherit(uintptr(fd)+1000, dir); err == nil {
 		t.Error("Inherit of a descriptor that is not open succeeded")
+	}
+	other, err := os.CreateTemp(t.TempDir(), "not-the-lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := Inherit(other.Fd(), dir); err == nil {
+		t.Error("Inherit of another file than the lock succeeded")
 	}
 }

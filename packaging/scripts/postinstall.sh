@@ -22,16 +22,31 @@ if [ ! -e /etc/vipd/peer.key ]; then
 	chown vipd:vipd /etc/vipd/peer.key
 fi
 
+# upgrade_running re-executes a running vipd that supports it (its binary,
+# still readable through /proc although the package replaced the file,
+# says so), and restarts an older one; a stopped vipd stays stopped.
+upgrade_running() {
+	pid=$(systemctl show --property MainPID --value vipd.service 2>/dev/null) || pid=0
+	if [ -n "$pid" ] && [ "$pid" != 0 ] &&
+		"/proc/$pid/exe" version --features 2>/dev/null | grep -q 'reexec-handoff-1'; then
+		systemctl reload vipd.service || true
+	else
+		systemctl try-restart vipd.service || true
+	fi
+}
+
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || true
 	# Not enabled or started on first install: /etc/vipd/vipd.yaml is an
-	# example to edit first. On upgrade, a running vipd re-executes the new
-	# binary in place (`systemctl reload vipd`): no VIP moves. If the new
-	# binary or the config is refused, the old vipd goes on and says why in
-	# the journal; the reload's own failure is then reported here.
+	# example to edit first. On upgrade, a running vipd that can re-execute
+	# in place does (`systemctl reload vipd`): no VIP moves. If it refuses
+	# (the journal says why: a config it cannot carry over, a hook running
+	# for 30 s, etcd unreachable), the old binary goes on until the next
+	# reload or restart. A running vipd older than re-execution is
+	# restarted (a graceful handover of the groups it holds).
 	case "$1" in
-	configure) [ -z "$2" ] || systemctl try-reload-or-restart vipd.service || true ;;
-	2) systemctl try-reload-or-restart vipd.service || true ;;
+	configure) [ -z "$2" ] || upgrade_running ;;
+	2) upgrade_running ;;
 	esac
 fi
 exit 0
