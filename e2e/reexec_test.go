@@ -83,7 +83,7 @@ func TestReexecInPlace(t *testing.T) {
 		if !ok {
 			t.Fatalf("%s: the next image never got ready\n%s", what, n1.Vipd().LogTail(30))
 		}
-		time.Sleep(3 * time.Second) // past a lease TTL: the kernel lifetimes set before were refreshed
+		time.Sleep(10 * time.Second) // past a lease TTL: the kernel lifetimes set before were refreshed
 		ka := conns.Stop()
 		st := tb.Mon.Stats(t0, time.Now())
 		out := tb.Probes().Window(t0, time.Now()).LongestOutage()
@@ -104,6 +104,11 @@ func TestReexecInPlace(t *testing.T) {
 		}
 		res.add(what+": SIGUSR2 → next image started / renewed the lease / ready", fmt.Sprintf("%v / %v / %v", ms(start.Time.Sub(t0)), ms(adopted.Time.Sub(t0)), ms(ready.Time.Sub(t0))),
 			fmt.Sprintf("same pid (asserted); version %s (asserted); ready is checked every 1 s", wantVersion))
+		relists := len(logSince(n1, t0, "group watch interrupted; re-listing"))
+		if relists > 0 {
+			t.Errorf("%s: the next image's watch re-listed %d times in 10 s (a quiet cluster taken for a stalled watch)", what, relists)
+		}
+		res.add(what+": watch re-lists in the 10 s after", relists, "0 (asserted)")
 		res.add(what+": VIP changes / outage / broken connections", fmt.Sprintf("%d / %v / %d of %d (%d requests)", st.Changes, out, ka.Broken, ka.Conns, ka.Requests),
 			"0 / none / 0 (asserted)")
 	}
@@ -142,7 +147,7 @@ func TestReexecInPlace(t *testing.T) {
 	// A binary that passes the check but fails to run once executed: the
 	// VIP goes with its kernel lifetime (no image refreshes it), the lease
 	// expires, web-node-2 takes over; never two holders.
-	script := "#!/bin/sh\ncase \"$1\" in\n  version) echo vipd broken;;\n  check) exit 0;;\n  *) exit 1;;\nesac\n"
+	script := "#!/bin/sh\ncase \"$1\" in\n  version) echo vipd broken; echo \"features: reexec-handoff-1\";;\n  check) exit 0;;\n  *) exit 1;;\nesac\n"
 	if err := os.WriteFile(installed+".new", []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}

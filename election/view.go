@@ -284,7 +284,7 @@ func (v *View) Run(ctx context.Context) {
 		rev, err := v.list(ctx)
 		if err == nil {
 			wait = relistMin
-			err = v.watch(ctx, rev+1)
+			err = v.watch(ctx, rev)
 		}
 		v.mu.Lock()
 		v.synced = false
@@ -339,10 +339,16 @@ const (
 // requests.
 var errWatchStalled = errors.New("election: watch stalled: no answer to progress requests")
 
-func (v *View) watch(ctx context.Context, fromRev int64) error {
+// watch applies the changes after the listing at revision listed. It
+// starts at listed itself, not one past it, and skips that revision's
+// events (the listing has them): etcd answers a progress request only
+// once a watcher's start revision is reached, so a watch one past the
+// store's revision gets no answer in a quiet cluster, and would be taken
+// for stalled until the next write.
+func (v *View) watch(ctx context.Context, listed int64) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := v.cli.Watch(wctx, v.keys.All(), clientv3.WithPrefix(), clientv3.WithRev(fromRev))
+	wch := v.cli.Watch(wctx, v.keys.All(), clientv3.WithPrefix(), clientv3.WithRev(listed))
 	// A progress request every second keeps client-to-member data on the
 	// connection. When the path to the member breaks, that data goes
 	// unacknowledged and the TCP user timeout gRPC sets (the keepalive
@@ -383,6 +389,9 @@ func (v *View) watch(ctx context.Context, fromRev int64) error {
 		now := v.clk.Now()
 		v.mu.Lock()
 		for _, ev := range resp.Events {
+			if ev.Kv.ModRevision <= listed {
+				continue // in the listing already
+			}
 			g, kind := v.applyLocked(ev.Type, ev.Kv)
 			if kind == KeyLeader && ev.IsCreate() {
 				v.wonAt[string(ev.Kv.Value)] = now

@@ -140,3 +140,43 @@ func TestViewRevNeverAheadOfAppliedEvents(t *testing.T) {
 		t.Fatalf("%d states with Rev past the claim but the claim not applied; first: %s", len(bad), bad[0])
 	}
 }
+
+// A quiet cluster (no write after the listing) must not look stalled: etcd
+// answers a progress request only for watchers whose start revision it has
+// reached, so a watch started one past the listed revision got no answer
+// until the next write, and the view re-listed every few seconds (seen in
+// a vipd re-executed in place, which writes nothing at start).
+func TestViewQuietClusterDoesNotStall(t *testing.T) {
+	cli := etcdtest.Start(t).Client(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	keys := Keys{Prefix: "/v"}
+	if _, err := cli.Put(ctx, keys.Leader("g1"), "node-a"); err != nil {
+		t.Fatal(err)
+	}
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	changed := make(chan string, 100)
+	v := NewView(cli, keys, clk, slog.New(slog.DiscardHandler), func(g string) { changed <- g })
+	done := make(chan struct{})
+	go func() { defer close(done); v.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-changed: // listed
+	case <-time.After(10 * time.Second):
+		t.Fatal("never listed")
+	}
+	for range 2 * staleAfter {
+		clk.WaitForTimers(1, 5*time.Second)
+		clk.Advance(progressEvery)
+		time.Sleep(100 * time.Millisecond) // the request and its answer, in real time
+	}
+	relists := 0
+	for len(changed) > 0 {
+		if <-changed == "" {
+			relists++
+		}
+	}
+	if relists > 0 || !v.Group("g1", nil).Synced {
+		t.Errorf("quiet cluster: %d re-lists after %d progress periods, synced %v; want none", relists, 2*staleAfter, v.Group("g1", nil).Synced)
+	}
+}
