@@ -147,7 +147,8 @@ func TestReexecInPlace(t *testing.T) {
 	// A binary that passes the check but fails to run once executed: the
 	// VIP goes with its kernel lifetime (no image refreshes it), the lease
 	// expires, web-node-2 takes over; never two holders.
-	script := "#!/bin/sh\ncase \"$1\" in\n  version) echo vipd broken; echo \"features: reexec-handoff-1\";;\n  check) exit 0;;\n  *) exit 1;;\nesac\n"
+	script := "#!/bin/sh\ncase \"$1\" in\n  version) echo vipd broken; echo \"features: reexec-handoff-1\";;\n  check) exec " +
+		filepath.Join(binDir, "vipd") + " \"$@\";;\n  *) exit 1;;\nesac\n"
 	if err := os.WriteFile(installed+".new", []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}

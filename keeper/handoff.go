@@ -131,6 +131,8 @@ func (h *Handoff) usable(node, prefix string, ttl time.Duration, failsafe bool, 
 		return fmt.Errorf("made with etcd.prefix %q and etcd.lease_ttl %v, this configuration has %q and %v", h.Prefix, h.TTL, prefix, ttl)
 	case h.Failsafe != failsafe:
 		return fmt.Errorf("made with the failsafe %v, this configuration has it %v", onOff(h.Failsafe), onOff(failsafe))
+	case mono <= 0 || h.MonoAt <= 0:
+		return errors.New("no monotonic clock to tell its age")
 	case mono < h.MonoAt || mono-h.MonoAt > ttl:
 		return fmt.Errorf("made %v ago, more than a lease TTL (%v)", (mono - h.MonoAt).Round(time.Millisecond), ttl)
 	}

@@ -143,6 +143,11 @@ func (h *health) apply(cfg config.Config) error {
 		}
 	}
 	h.stopChecks(tracked)
+	// The handed-over states are for the checks the first configuration
+	// runs, now started: one a later reload starts begins afresh.
+	h.mu.Lock()
+	h.seed = nil
+	h.mu.Unlock()
 	return nil
 }
 

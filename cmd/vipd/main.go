@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -69,6 +70,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("config", "/etc/vipd/vipd.yaml", "config file")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	handoffKeys := fs.Bool("handoff", false, "check: also print, as one JSON line, the settings a re-execution in place compares (the running vipd asks the new binary)")
 	runtimeDir := fs.String("runtime-dir", "", "directory of the one-vipd-per-host lock (default $RUNTIME_DIRECTORY, else "+runlock.DefaultDir+")")
 	switch cmd {
 	case "version", "--version", "-v":
@@ -132,6 +134,10 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 		fmt.Fprintf(stdout, "%s: ok (%d groups, %d checks, node %s)\n", *cfgPath, len(cfg.Groups), len(cfg.Checks), cfg.Node)
+		if *handoffKeys {
+			b, _ := json.Marshal(handoffKeysOf(cfg))
+			fmt.Fprintf(stdout, "handoff: %s\n", b)
+		}
 		if cfg.Peer.Listen == "" {
 			fmt.Fprintln(stdout, "peer channel: off. A holder cut from etcd drops its VIPs at its fence, even when its peers"+
 				" reach etcd; set peer.listen and peer.key_file on every node to have them renew its lease (docs/design.md §2.8).")
@@ -341,9 +347,10 @@ func run(cfgPath string, cfg config.Config, runDir string, log *slog.Logger, han
 			return false // stopping: a stop is not turned into a re-execution
 		}
 		// SIGHUP's default action would kill vipd once reloadLoop has
-		// stopped listening; ignored, it stays so across the exec until
-		// the next image listens (Go installs a handler on Notify).
-		signal.Ignore(syscall.SIGHUP)
+		// stopped listening; ignored, it (and SIGUSR2) stays so across
+		// the exec until the next image listens (Notify installs a
+		// handler again).
+		signal.Ignore(syscall.SIGHUP, syscall.SIGUSR2)
 		req = &reexec{bin: bin}
 		k.Detach()
 		stop()

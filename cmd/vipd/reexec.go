@@ -78,23 +78,43 @@ func preflight(ctx context.Context, bin, cfgPath string, running config.Config) 
 	if !slices.Contains(strings.Fields(strings.TrimPrefix(rest, "features:")), featureReexec) {
 		return "", fmt.Errorf("%s (%s) cannot take over in place: use `systemctl restart vipd` (the VIPs move)", bin, first)
 	}
-	if _, err := run("check", "--config", cfgPath); err != nil {
-		return "", err
-	}
-	next, err := config.Load(cfgPath)
+	out, err := run("check", "--config", cfgPath, "--handoff")
 	if err != nil {
 		return "", err
 	}
-	if err := handoverable(running, next); err != nil {
+	// The settings as the new binary reads the file (it may know keys,
+	// or defaults, that this one does not).
+	var next handoffKeys
+	_, line, found := strings.Cut(out, "handoff: ")
+	line, _, _ = strings.Cut(line, "\n")
+	if !found || json.Unmarshal([]byte(line), &next) != nil {
+		return "", fmt.Errorf("%s check --handoff: no settings line in %q", bin, out)
+	}
+	if err := handoverable(handoffKeysOf(running), next); err != nil {
 		return "", err
 	}
 	return strings.TrimPrefix(first, "vipd "), nil
 }
 
+// handoffKeys are the settings a handoff cannot carry over a change of:
+// the lease and keys were made with them, the membership records written
+// for them.
+type handoffKeys struct {
+	Node       string        `json:"node"`
+	Prefix     string        `json:"etcd_prefix"`
+	LeaseTTL   time.Duration `json:"etcd_lease_ttl"`
+	PeerListen string        `json:"peer_listen"`
+	Failsafe   bool          `json:"peer_failsafe"`
+}
+
+func handoffKeysOf(c config.Config) handoffKeys {
+	return handoffKeys{Node: c.Node, Prefix: c.Etcd.Prefix, LeaseTTL: c.Etcd.LeaseTTL, PeerListen: c.Peer.Listen, Failsafe: c.Peer.Failsafe}
+}
+
 // handoverable says whether a node running with cfg can hand over to one
 // with next: the lease, its keys and the membership records must mean the
 // same to both.
-func handoverable(cfg, next config.Config) error {
+func handoverable(cfg, next handoffKeys) error {
 	var changed []string
 	add := func(key string, a, b any) {
 		if a != b {
@@ -102,10 +122,10 @@ func handoverable(cfg, next config.Config) error {
 		}
 	}
 	add("node", cfg.Node, next.Node)
-	add("etcd.prefix", cfg.Etcd.Prefix, next.Etcd.Prefix)
-	add("etcd.lease_ttl", cfg.Etcd.LeaseTTL, next.Etcd.LeaseTTL)
-	add("peer.listen", cfg.Peer.Listen, next.Peer.Listen)
-	add("peer.failsafe", cfg.Peer.Failsafe, next.Peer.Failsafe)
+	add("etcd.prefix", cfg.Prefix, next.Prefix)
+	add("etcd.lease_ttl", cfg.LeaseTTL, next.LeaseTTL)
+	add("peer.listen", cfg.PeerListen, next.PeerListen)
+	add("peer.failsafe", cfg.Failsafe, next.Failsafe)
 	if len(changed) > 0 {
 		return fmt.Errorf("the new configuration changes %s, which a re-execution cannot carry over: use `systemctl restart vipd` (the VIPs move)", strings.Join(changed, ", "))
 	}
@@ -234,8 +254,10 @@ func inherited(log *slog.Logger, lockDir string) (*runlock.Lock, *keeper.Handoff
 	var lk *runlock.Lock
 	if hasLock {
 		n, err := strconv.Atoi(lockFD)
-		if err == nil {
-			lk, err = runlock.Inherit(uintptr(n), lockDir)
+		if err == nil && n > 2 {
+			lk, err = runlock.Inherit(uintptr(n), lockDir) // closes it on failure
+		} else if err == nil {
+			err = fmt.Errorf("%s=%d: not a handed-over descriptor", envLockFD, n)
 		}
 		if err != nil {
 			log.Warn("the lock handed over by the previous vipd image is unusable; taking it afresh", "err", err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,12 +33,20 @@ func TestPreflight(t *testing.T) {
 		}
 		return p
 	}
-	good := script("good", `case "$1" in version) echo "vipd 2.0"; [ "$2" = --features ] && echo "features: `+featureReexec+`";; check) exit 0;; *) exit 1;; esac`+"\n")
+	// The new binary reads the config itself and says what it found
+	// ($HANDOFF_LINE, set per case below, stands for its reading).
+	good := script("good", `case "$1" in version) echo "vipd 2.0"; [ "$2" = --features ] && echo "features: `+featureReexec+`";; check) echo "ok"; echo "handoff: $HANDOFF_LINE";; *) exit 1;; esac`+"\n")
 	older := script("older", `case "$1" in version) echo "vipd 0.9";; check) exit 0;; *) exit 1;; esac`+"\n")
 	refuses := script("refuses", `case "$1" in version) echo "vipd 2.0"; echo "features: `+featureReexec+`";; check) echo "bad key"; exit 1;; esac`+"\n")
 	broken := script("broken", "exit 127\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	line := func(k handoffKeys) {
+		b, _ := json.Marshal(k)
+		t.Setenv("HANDOFF_LINE", string(b))
+	}
+	same := handoffKeysOf(running)
+	line(same)
 
 	if v, err := preflight(ctx, good, conf, running); err != nil || v != "2.0" {
 		t.Errorf("good binary: %q, %v", v, err)
@@ -51,22 +60,49 @@ func TestPreflight(t *testing.T) {
 		t.Errorf("older binary: %v, want it named as unable to take over", err)
 	}
 
-	for _, c := range []struct{ edit, want string }{
-		{"node: n2", "node (n1 → n2)"},
-		{"node: n1\netcd: {endpoints: [http://127.0.0.1:2379], prefix: /other}", "etcd.prefix"},
-		{"node: n1\netcd: {endpoints: [http://127.0.0.1:2379], lease_ttl: 10s}", "etcd.lease_ttl (3s → 10s)"},
+	for _, c := range []struct {
+		change func(*handoffKeys)
+		want   string
+	}{
+		{func(k *handoffKeys) { k.Node = "n2" }, "node (n1 → n2)"},
+		{func(k *handoffKeys) { k.Prefix = "/other" }, "etcd.prefix"},
+		{func(k *handoffKeys) { k.LeaseTTL = 10 * time.Second }, "etcd.lease_ttl (3s → 10s)"},
+		{func(k *handoffKeys) { k.PeerListen = "10.0.0.1:9843" }, "peer.listen"},
+		{func(k *handoffKeys) { k.Failsafe = true }, "peer.failsafe (false → true)"},
 	} {
-		y := strings.Replace(base, "node: n1\netcd: {endpoints: [http://127.0.0.1:2379]}", c.edit, 1)
-		if !strings.Contains(c.edit, "etcd") {
-			y = strings.Replace(base, "node: n1", c.edit, 1)
-		}
-		if err := os.WriteFile(conf, []byte(y), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		k := same
+		c.change(&k)
+		line(k)
 		_, err := preflight(ctx, good, conf, running)
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "systemctl restart vipd") {
 			t.Errorf("config changing %s: %v", c.want, err)
 		}
+	}
+	// A new binary that reads nothing back is not trusted.
+	t.Setenv("HANDOFF_LINE", "")
+	if _, err := preflight(ctx, good, conf, running); err == nil {
+		t.Error("preflight passed without the new binary's settings")
+	}
+}
+
+// `vipd check --handoff` prints the settings a re-execution compares, as
+// the binary reads the file.
+func TestCheckHandoff(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "vipd.yaml")
+	y := "node: n1\netcd: {endpoints: [http://127.0.0.1:2379], lease_ttl: 6s}\ngroups: [{name: g, interface: eth0, addresses: [10.0.0.3/24]}]\n"
+	if err := os.WriteFile(conf, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb strings.Builder
+	if code := realMain([]string{"check", "--config", conf, "--handoff"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	_, l, _ := strings.Cut(out.String(), "handoff: ")
+	l, _, _ = strings.Cut(l, "\n")
+	var k handoffKeys
+	if err := json.Unmarshal([]byte(strings.TrimSpace(l)), &k); err != nil || k.Node != "n1" || k.LeaseTTL != 6*time.Second || k.Prefix != "/vipd" {
+		t.Errorf("handoff line %q: %+v, %v", l, k, err)
 	}
 }
 

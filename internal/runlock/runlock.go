@@ -157,7 +157,8 @@ func (l *Lock) Fd() uintptr { return l.f.Fd() }
 // vipd image this process replaced by exec (same process, same open file
 // description, so the flock is already ours). It fails, changing nothing,
 // unless fd is dir's lock file (same device and inode) and this process
-// holds its lock.
+// holds its lock; on failure the descriptor is closed (it is not for hooks
+// and checks to inherit).
 func Inherit(fd uintptr, dir string) (*Lock, error) {
 	var fst, pst unix.Stat_t
 	if err := unix.Fstat(int(fd), &fst); err != nil {
@@ -165,9 +166,11 @@ func Inherit(fd uintptr, dir string) (*Lock, error) {
 	}
 	path := filepath.Join(dir, FileName)
 	if err := unix.Stat(path, &pst); err != nil {
+		unix.Close(int(fd))
 		return nil, fmt.Errorf("runlock: %w", err)
 	}
 	if fst.Dev != pst.Dev || fst.Ino != pst.Ino {
+		unix.Close(int(fd))
 		return nil, fmt.Errorf("runlock: inherited descriptor %d is not %s", fd, path)
 	}
 	f := os.NewFile(fd, path)
