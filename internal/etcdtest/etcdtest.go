@@ -24,6 +24,23 @@ type Member struct {
 // configuration before it starts (e.g. its --max-txn-ops).
 func Start(t testing.TB, options ...func(*embed.Config)) *Member {
 	t.Helper()
+	// The ports are found free and then bound by etcd: another test
+	// process may take one in between ("address already in use"), so a
+	// failed start is tried again on fresh ports and a fresh directory.
+	var err error
+	for range startAttempts {
+		var m *Member
+		if m, err = start(t, options); err == nil {
+			return m
+		}
+	}
+	t.Fatalf("etcdtest: start (%d attempts): %v", startAttempts, err)
+	return nil
+}
+
+const startAttempts = 5
+
+func start(t testing.TB, options []func(*embed.Config)) (*Member, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = t.TempDir()
 	cfg.Name = "test"
@@ -31,7 +48,8 @@ func Start(t testing.TB, options ...func(*embed.Config)) *Member {
 	cfg.LogLevel = "error"
 	// Shutdown noise goes to a file, kept with the test's data.
 	cfg.LogOutputs = []string{filepath.Join(cfg.Dir, "etcd.log")}
-	client, peer := freeURL(t), freeURL(t)
+	urls := freeURLs(t, 2)
+	client, peer := urls[0], urls[1]
 	cfg.ListenClientUrls = []url.URL{client}
 	cfg.AdvertiseClientUrls = []url.URL{client}
 	cfg.ListenPeerUrls = []url.URL{peer}
@@ -45,7 +63,7 @@ func Start(t testing.TB, options ...func(*embed.Config)) *Member {
 	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
-		t.Fatalf("etcdtest: start: %v", err)
+		return nil, err
 	}
 	select {
 	case <-e.Server.ReadyNotify():
@@ -54,7 +72,7 @@ func Start(t testing.TB, options ...func(*embed.Config)) *Member {
 		t.Fatal("etcdtest: server not ready after 20s")
 	}
 	t.Cleanup(e.Close)
-	return &Member{Etcd: e, Endpoint: client.String()}
+	return &Member{Etcd: e, Endpoint: client.String()}, nil
 }
 
 // Client returns a client for m, closed when the test ends.
@@ -72,12 +90,18 @@ func (m *Member) Client(t testing.TB) *clientv3.Client {
 	return cli
 }
 
-func freeURL(t testing.TB) url.URL {
+// freeURLs returns n distinct loopback URLs whose ports were free just
+// now (all held open together, so they differ).
+func freeURLs(t testing.TB, n int) []url.URL {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("etcdtest: %v", err)
+	var out []url.URL
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("etcdtest: %v", err)
+		}
+		defer l.Close()
+		out = append(out, url.URL{Scheme: "http", Host: l.Addr().String()})
 	}
-	defer l.Close()
-	return url.URL{Scheme: "http", Host: l.Addr().String()}
+	return out
 }
