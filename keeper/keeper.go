@@ -502,7 +502,6 @@ func (k *Keeper) sweep() {
 		for _, a := range addrs {
 			p := netip.PrefixFrom(a, a.BitLen())
 			gc.Prefixes = append(gc.Prefixes, p)
-			gc.Links = append(gc.Links, "") // unknown: a removal looks on every link
 			gc.Addresses = append(gc.Addresses, config.Address{CIDR: p.String()})
 		}
 		k.log.Warn("found keys of a group this node does not run; deleting them", "group", name, "addresses", gc.Addresses)

@@ -558,9 +558,3 @@ func prefixStrings(ps []netip.Prefix) []string {
 	}
 	return out
 }
-
-func sortedPrefixes(ps []netip.Prefix) []netip.Prefix {
-	out := slices.Clone(ps)
-	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
-	return out
-}
