@@ -8,27 +8,22 @@ package keeper_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/vipd/vipd/checks"
 	"github.com/vipd/vipd/config"
 	"github.com/vipd/vipd/election"
-	"github.com/vipd/vipd/internal/clock"
 	"github.com/vipd/vipd/internal/etcdtest"
 	"github.com/vipd/vipd/internal/fakenet"
 	"github.com/vipd/vipd/internal/keepertest"
 	"github.com/vipd/vipd/internal/runlock"
-	"github.com/vipd/vipd/keeper"
 )
 
 func unixDup(f *os.File) (uintptr, error) {
@@ -36,97 +31,19 @@ func unixDup(f *os.File) (uintptr, error) {
 	return uintptr(fd), err
 }
 
-// r17Node is a keeper started like keepertest.Start, but with the config
-// changed by mutate first (a config edited across the re-execution).
-type r17Node struct {
-	K       *keeper.Keeper
-	Host    *fakenet.Host
-	Healthy *atomic.Bool
-	cancel  context.CancelFunc
-	done    chan struct{}
-	stopped atomic.Bool
-}
-
-func (n *r17Node) Detach() keeper.Handoff {
-	n.K.Detach()
-	n.Stop()
-	return n.K.Handoff()
-}
-
-func (n *r17Node) Stop() {
-	if n.stopped.CompareAndSwap(false, true) {
-		n.cancel()
-	}
-	<-n.done
-}
-
-func r17Start(t *testing.T, m *etcdtest.Member, rec *fakenet.Recorder, s keepertest.Spec, mutate func(*config.Config)) *r17Node {
+// r17Start starts a node with its config changed by mutate first (a
+// config edited across the re-execution).
+func r17Start(t *testing.T, m *etcdtest.Member, rec *fakenet.Recorder, s keepertest.Spec, mutate func(*config.Config)) *keepertest.Node {
 	t.Helper()
-	return r17StartFailing(t, m, rec, s, mutate, 0)
+	s.Mutate = mutate
+	return keepertest.Start(t, m, rec, s)
 }
 
-// r17StartFailing is r17Start whose first failRuns probe runs fail (a
-// refused connection while HAProxy reloads, say).
-func r17StartFailing(t *testing.T, m *etcdtest.Member, rec *fakenet.Recorder, s keepertest.Spec, mutate func(*config.Config), failRuns int32) *r17Node {
+// r17StartFailing is r17Start whose first failRuns probe runs fail.
+func r17StartFailing(t *testing.T, m *etcdtest.Member, rec *fakenet.Recorder, s keepertest.Spec, mutate func(*config.Config), failRuns int32) *keepertest.Node {
 	t.Helper()
-	var fails atomic.Int32
-	fails.Store(failRuns)
-	endpoint, cli := m.Endpoint, (*clientv3.Client)(nil)
-	if s.Via != nil {
-		endpoint, cli = s.Via.Endpoint, s.Via.Client(t)
-	} else {
-		cli = m.Client(t)
-	}
-	cfg := keepertest.Config(t, endpoint, s)
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	host := s.Host
-	if host == nil {
-		host = fakenet.NewHost(s.Name, rec)
-	}
-	healthy := &atomic.Bool{}
-	healthy.Store(true)
-	var po *keeper.PeerOptions
-	if s.Peer {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		po = &keeper.PeerOptions{Listener: ln, Advertise: ln.Addr().String(), Key: keepertest.PeerKey, Failsafe: s.Failsafe}
-	}
-	k := keeper.New(keeper.Options{
-		Config: cfg, Client: cli, Clock: clock.Real{}, Log: keepertest.Logger(t), Peer: po, Handoff: s.Handoff,
-		Ifaces: host, Announce: host.Announce,
-		Probes: func(string, config.Check) (checks.Probe, error) {
-			return func(ctx context.Context) error {
-				if s.ProbeDelay > 0 {
-					select {
-					case <-time.After(s.ProbeDelay):
-					case <-ctx.Done():
-						return ctx.Err()
-					}
-				}
-				if fails.Add(-1) >= 0 {
-					return fmt.Errorf("connection refused")
-				}
-				if healthy.Load() {
-					return nil
-				}
-				return fmt.Errorf("haproxy down")
-			}, nil
-		},
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	n := &r17Node{K: k, Host: host, Healthy: healthy, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(n.done)
-		if err := k.Run(ctx); err != nil {
-			t.Errorf("%s: Run: %v", s.Name, err)
-		}
-	}()
-	t.Cleanup(n.Stop)
-	return n
+	s.Mutate, s.FailFirstRuns = mutate, failRuns
+	return keepertest.Start(t, m, rec, s)
 }
 
 var vipPrefix = netip.PrefixFrom(vip, 24)

@@ -83,6 +83,12 @@ type Spec struct {
 	Host *fakenet.Host
 	// Handoff is what the node's previous image handed over (Detach).
 	Handoff *keeper.Handoff
+	// Mutate, if set, edits the config before the keeper starts (a config
+	// changed across a re-execution).
+	Mutate func(*config.Config)
+	// FailFirstRuns makes the first probe runs fail (a refused connection
+	// while HAProxy reloads).
+	FailFirstRuns int32
 }
 
 // PeerKey is the peer channel key of test nodes.
@@ -139,6 +145,11 @@ func Start(t testing.TB, m *etcdtest.Member, rec *fakenet.Recorder, s Spec) *Nod
 		endpoint, cli = s.Via.Endpoint, s.Via.Client(t)
 	}
 	cfg := Config(t, endpoint, s)
+	if s.Mutate != nil {
+		s.Mutate(&cfg)
+	}
+	var fails atomic.Int32
+	fails.Store(s.FailFirstRuns)
 	host := s.Host
 	if host == nil {
 		host = fakenet.NewHost(s.Name, rec)
@@ -164,6 +175,9 @@ func Start(t testing.TB, m *etcdtest.Member, rec *fakenet.Recorder, s Spec) *Nod
 					case <-ctx.Done():
 						return ctx.Err()
 					}
+				}
+				if fails.Add(-1) >= 0 {
+					return fmt.Errorf("connection refused")
 				}
 				if healthy.Load() {
 					return nil
