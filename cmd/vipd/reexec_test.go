@@ -78,6 +78,15 @@ func TestPreflight(t *testing.T) {
 			t.Errorf("config changing %s: %v", c.want, err)
 		}
 	}
+	// A key only the new binary knows (review 17b): its reading of the
+	// file counts, not this binary's, which would refuse the key.
+	if err := os.WriteFile(conf, []byte(base+"feature_added_in_2_1: true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	line(same)
+	if _, err := preflight(ctx, good, conf, running); err != nil {
+		t.Errorf("config with a key only the new binary knows: %v", err)
+	}
 	// A new binary that reads nothing back is not trusted.
 	t.Setenv("HANDOFF_LINE", "")
 	if _, err := preflight(ctx, good, conf, running); err == nil {
