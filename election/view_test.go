@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/vipd/vipd/internal/clock"
 	"github.com/vipd/vipd/internal/etcdtest"
 )
@@ -25,11 +27,7 @@ func TestViewLastWinCountsCreatedLeaderKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
-	changed := make(chan string, 100)
-	v := NewView(cli, keys, clk, slog.New(slog.DiscardHandler), func(g string) { changed <- g })
-	done := make(chan struct{})
-	go func() { defer close(done); v.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	v, changed := runView(t, cli, keys, clk)
 	waitFor := func(group string) {
 		t.Helper()
 		for {
@@ -155,11 +153,7 @@ func TestViewQuietClusterDoesNotStall(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
-	changed := make(chan string, 100)
-	v := NewView(cli, keys, clk, slog.New(slog.DiscardHandler), func(g string) { changed <- g })
-	done := make(chan struct{})
-	go func() { defer close(done); v.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	v, changed := runView(t, cli, keys, clk)
 	select {
 	case <-changed: // listed
 	case <-time.After(10 * time.Second):
@@ -179,4 +173,17 @@ func TestViewQuietClusterDoesNotStall(t *testing.T) {
 	if relists > 0 || !v.Group("g1", nil).Synced {
 		t.Errorf("quiet cluster: %d re-lists after %d progress periods, synced %v; want none", relists, 2*staleAfter, v.Group("g1", nil).Synced)
 	}
+}
+
+// runView runs a view on clk until the test ends; changed receives the
+// groups it reports ("" for every group).
+func runView(t *testing.T, cli *clientv3.Client, keys Keys, clk clock.Clock) (*View, chan string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	changed := make(chan string, 100)
+	v := NewView(cli, keys, clk, slog.New(slog.DiscardHandler), func(g string) { changed <- g })
+	done := make(chan struct{})
+	go func() { defer close(done); v.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return v, changed
 }
