@@ -159,6 +159,8 @@ func New(opt Options) *Keeper {
 	mono, _ := clock.SystemMonotonic()
 	if err := opt.Handoff.usable(cfg.Node, cfg.Etcd.Prefix, cfg.Etcd.LeaseTTL, opt.Peer != nil && opt.Peer.Failsafe, mono); err == nil {
 		k.adopt = opt.Handoff.aged(mono - opt.Handoff.MonoAt)
+		log.Info("adopting what the previous vipd image handed over", "lease", fmt.Sprintf("%x", opt.Handoff.Lease),
+			"made", opt.Handoff.Made.Format(time.RFC3339Nano), "age", (mono - opt.Handoff.MonoAt).Round(time.Microsecond), "groups", len(opt.Handoff.Groups))
 		k.session.Adopt(clientv3.LeaseID(opt.Handoff.Lease))
 	} else if opt.Handoff != nil {
 		log.Warn("the previous vipd image's handoff is not used; starting afresh", "reason", err)
