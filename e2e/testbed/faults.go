@@ -170,22 +170,7 @@ func (h *Host) addrOp(p netip.Prefix, add bool) error {
 }
 
 // HasAddr reports whether eth0 carries the address of p.
-func (h *Host) HasAddr(p netip.Prefix) (bool, error) {
-	l, err := h.NS.NL.LinkByName("eth0")
-	if err != nil {
-		return false, err
-	}
-	addrs, err := h.NS.NL.AddrList(l, 0)
-	if err != nil {
-		return false, err
-	}
-	for _, a := range addrs {
-		if a.IP.Equal(net.IP(p.Addr().AsSlice())) {
-			return true, nil
-		}
-	}
-	return false, nil
-}
+func (h *Host) HasAddr(p netip.Prefix) (bool, error) { return h.AddrOn("eth0", p.Addr()) }
 
 // EtcdClient returns an etcd v3 client that runs inside ns: every gRPC
 // connection is dialled by ns.DialContext. endpoints default to every member.

@@ -184,22 +184,7 @@ func (h *Host) EthMAC() (net.HardwareAddr, error) {
 }
 
 // HasVIP asks the kernel (netlink dump) whether the VIP is on the node's eth0.
-func (n *Node) HasVIP() (bool, error) {
-	l, err := n.NS.NL.LinkByName("eth0")
-	if err != nil {
-		return false, err
-	}
-	addrs, err := n.NS.NL.AddrList(l, netlink.FAMILY_V4)
-	if err != nil {
-		return false, err
-	}
-	for _, a := range addrs {
-		if a.IP.Equal(net.IP(VIP.Addr().AsSlice())) {
-			return true, nil
-		}
-	}
-	return false, nil
-}
+func (n *Node) HasVIP() (bool, error) { return n.AddrOn("eth0", VIP.Addr()) }
 
 // AddVIP and DelVIP bind/unbind the VIP by hand (testbed self-tests; vipd
 // does this in real scenarios).

@@ -36,7 +36,6 @@ type inst struct {
 	// noPrefixNoted: the /32 of an address without a length was noted.
 	noPrefixNoted bool
 	sync          *syncGroup
-	noAddrs       bool     // no virtual_ipaddress: a group for hooks only
 	refuse        []string // why it cannot be carried
 	emitted       bool
 }
@@ -219,11 +218,6 @@ func (c *converter) resolveInstance(in *inst) {
 		in.refuse = append(in.refuse, "it has no interface (keepalived finds one from unicast_src_ip; vipd needs interface:)")
 	}
 	c.addressInterface(in)
-	if len(in.addrs) == 0 {
-		// A group without addresses: its holder runs the hooks (cloud
-		// configs, where the hook moves the address).
-		in.noAddrs = true
-	}
 }
 
 // addressInterface works out the interface the group binds its addresses
