@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"slices"
@@ -97,23 +99,35 @@ func stopStart(stop, start func(n *testbed.Node) error) func(n *testbed.Node) er
 
 // reexecVipd restarts vipd as `systemctl reload vipd` does: SIGUSR2, a
 // re-execution in place. It returns once the next image logged that it
-// renewed the adopted lease (or after 10 s).
+// renewed the adopted lease (or after 10 s), reading only what the log
+// gained since the signal.
 func reexecVipd(n *testbed.Node) error {
-	before := strings.Count(readFile(n.VipdLogPath()), "lease adopted from the previous vipd image")
+	f, err := os.Open(n.VipdLogPath())
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Seek(0, io.SeekEnd); err != nil {
+		return err
+	}
 	if err := n.SignalVipd(syscall.SIGUSR2); err != nil {
 		return err
 	}
+	var gained []byte
+	buf := make([]byte, 64<<10)
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if strings.Count(readFile(n.VipdLogPath()), "lease adopted from the previous vipd image") > before {
+		for {
+			k, _ := f.Read(buf)
+			if k == 0 {
+				break
+			}
+			gained = append(gained, buf[:k]...)
+		}
+		if bytes.Contains(gained, []byte("lease adopted from the previous vipd image")) {
 			return nil
 		}
 	}
 	return fmt.Errorf("vipd on %s: no re-execution within 10 s", n.Name)
-}
-
-func readFile(path string) string {
-	b, _ := os.ReadFile(path)
-	return string(b)
 }
 
 // scenario is one row.

@@ -35,12 +35,8 @@ func TestReexecInPlace(t *testing.T) {
 	// web-node-1 runs vipd from its own copy, which the test replaces as
 	// a package upgrade does (a new file renamed over the old).
 	installed := filepath.Join(tb.Dir, "vipd-web-node-1")
-	install := func(src string) {
+	install := func(data []byte) {
 		t.Helper()
-		data, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
 		tmp := installed + ".new"
 		if err := os.WriteFile(tmp, data, 0o755); err != nil {
 			t.Fatal(err)
@@ -49,7 +45,15 @@ func TestReexecInPlace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	install(filepath.Join(binDir, "vipd"))
+	read := func(path string) []byte {
+		t.Helper()
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	install(read(filepath.Join(binDir, "vipd")))
 	n1.VipdBinary = installed
 	if err := tb.StartAll(); err != nil {
 		t.Fatal(err)
@@ -121,16 +125,11 @@ func TestReexecInPlace(t *testing.T) {
 		return strings.TrimPrefix(strings.TrimSpace(out), "vipd ")
 	}
 	reexec("reload, same binary", version(installed))
-	install(next)
+	install(read(next))
 	reexec("upgrade to a new version", version(next))
 
 	// A binary that does not start: refused before anything is handed over.
-	if err := os.WriteFile(installed+".new", []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(installed+".new", installed); err != nil {
-		t.Fatal(err)
-	}
+	install([]byte("#!/bin/sh\nexit 1\n"))
 	t1 := time.Now()
 	if err := n1.Vipd().Signal(syscall.SIGUSR2); err != nil {
 		t.Fatal(err)
@@ -149,12 +148,7 @@ func TestReexecInPlace(t *testing.T) {
 	// expires, web-node-2 takes over; never two holders.
 	script := "#!/bin/sh\ncase \"$1\" in\n  version) echo vipd broken; echo \"features: reexec-handoff-1\";;\n  check) exec " +
 		filepath.Join(binDir, "vipd") + " \"$@\";;\n  *) exit 1;;\nesac\n"
-	if err := os.WriteFile(installed+".new", []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(installed+".new", installed); err != nil {
-		t.Fatal(err)
-	}
+	install([]byte(script))
 	t2 := time.Now()
 	if err := n1.Vipd().Signal(syscall.SIGUSR2); err != nil {
 		t.Fatal(err)

@@ -33,13 +33,7 @@ func TestKeeperReexecInPlace(t *testing.T) {
 	}
 	spec.Host, spec.Handoff = n1.Host, &h
 	next := keepertest.Start(t, m, rec, spec)
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if hs := rec.Holders(); len(hs) != 1 || hs[0] != "web-node-1" {
-			t.Fatalf("holders %v during the re-execution; history:\n%s", hs, history(rec))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	steady(t, rec, "web-node-1", 5*time.Second, n1.Host)
 	if got := rec.History(); len(got) != before {
 		t.Errorf("the VIP moved or went down: history:\n%s", history(rec))
 	}
