@@ -84,6 +84,14 @@ type Held struct {
 	Resigned int64
 }
 
+// settled reports whether the claim held is one this loop has confirmed
+// and goes on holding: not fresh, lapsed, partial, unsure or being
+// released. A failsafe hold rests only on such a claim, and only such a
+// claim is handed over as bound.
+func (h Held) settled() bool {
+	return h.Claim != nil && !h.Fresh && !h.Resigning && !h.Lapsed && !h.Partial && !h.Unsure
+}
+
 // Memory is what a group's decisions remember from one pass to the next.
 // Decide returns it updated; the loop keeps it.
 type Memory struct {

@@ -1047,7 +1047,7 @@ func (g *group) trackClaim() {
 		g.ms = membersState{claimRev: c.CreateRev}
 	}
 	var members map[string]string
-	if !g.held.Fresh && !g.held.Resigning && !g.held.Lapsed && !g.held.Partial && !g.held.Unsure {
+	if g.held.settled() {
 		members = g.ms.union()
 	}
 	g.fsClaim.Store(&fsClaim{claim: *c, members: members})

@@ -176,7 +176,7 @@ func (g *group) detach() HandoffGroup {
 	if c := g.held.Claim; c != nil {
 		hg.Rev, hg.Lease, hg.Addrs = c.CreateRev, int64(c.Lease), slices.Clone(c.Addrs)
 		hg.Resigning = g.held.Resigning
-		hg.Bound = g.vips.bound() && !g.held.Resigning && !g.held.Fresh && !g.held.Lapsed && !g.held.Partial && !g.held.Unsure
+		hg.Bound = g.vips.bound() && g.held.settled()
 	}
 	for _, p := range g.vips.prefixes() {
 		hg.Present = append(hg.Present, PlacedAddr{Prefix: p, Link: g.vips.links[p]})

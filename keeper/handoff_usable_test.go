@@ -3,6 +3,8 @@ package keeper
 import (
 	"testing"
 	"time"
+
+	"github.com/vipd/vipd/election"
 )
 
 // Which handoffs the next image adopts, and how it ages them: pure.
@@ -43,5 +45,27 @@ func TestHandoffUsable(t *testing.T) {
 	if a.FenceIn != 1700*time.Millisecond || a.Groups[0].GoneByIn != 700*time.Millisecond ||
 		a.Groups[1].GoneByIn <= 0 || a.Groups[2].GoneByIn != 0 || h.Groups[0].GoneByIn != time.Second {
 		t.Errorf("aged: %+v (original %+v): want the fence and lifetimes 300 ms shorter, a passed one still known (> 0), an unknown one unknown, the original untouched", a, h)
+	}
+}
+
+func TestHeldSettled(t *testing.T) {
+	c := &election.Claim{CreateRev: 3}
+	cases := []struct {
+		h    Held
+		want bool
+	}{
+		{Held{}, false},
+		{Held{Claim: c}, true},
+		{Held{Claim: c, Fresh: true}, false},
+		{Held{Claim: c, Resigning: true}, false},
+		{Held{Claim: c, Lapsed: true}, false},
+		{Held{Claim: c, Partial: true}, false},
+		{Held{Claim: c, Unsure: true}, false},
+		{Held{Claim: c, Resigned: 2}, true},
+	}
+	for _, tc := range cases {
+		if got := tc.h.settled(); got != tc.want {
+			t.Errorf("%+v: settled = %v, want %v", tc.h, got, tc.want)
+		}
 	}
 }

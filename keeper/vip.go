@@ -275,7 +275,7 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 		return out
 	}
 	if fresh || added {
-		v.log.Info("VIP bound", "addresses", placed(cfg.Prefixes, cfg.Links), "lifetime", lifetime)
+		v.log.Info("VIP bound", "addresses", placed(cfg.Prefixes, linksOfCfg(cfg)), "lifetime", lifetime)
 	}
 	v.gate.Store(&gateState{lease: v.on, until: v.expiresFrom()})
 	if added {
@@ -529,6 +529,15 @@ func cmpOr(a, b error) error {
 		return a
 	}
 	return b
+}
+
+// linksOfCfg is linkOf for every address of cfg.
+func linksOfCfg(cfg config.Group) []string {
+	out := make([]string, len(cfg.Prefixes))
+	for i := range cfg.Prefixes {
+		out[i] = linkOf(cfg, i)
+	}
+	return out
 }
 
 // linkOf is the interface of cfg's i-th address: Links[i], or the group's
