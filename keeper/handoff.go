@@ -330,10 +330,7 @@ func (k *Keeper) CanDetach() error {
 	if !l.Live(now) || l.Relayed {
 		return fmt.Errorf("%w: the lease is not renewed directly by etcd", ErrCannotDetach)
 	}
-	k.mu.Lock()
-	started := k.groupCtx != nil
-	k.mu.Unlock()
-	if !started {
+	if !k.loopsStarted() {
 		return fmt.Errorf("%w: still starting", ErrCannotDetach)
 	}
 	for _, g := range k.groupList() {

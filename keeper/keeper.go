@@ -319,6 +319,13 @@ func (k *Keeper) groupList() []*group {
 	return out
 }
 
+// loopsStarted reports whether Run has started the group loops.
+func (k *Keeper) loopsStarted() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.groupCtx != nil
+}
+
 // RemoveAll removes every configured VIP from this host: every address
 // with a configured VIP's IP, on any interface and with any prefix length.
 // It is the startup cleanup and `vipd cleanup`; it reports how many
@@ -369,9 +376,13 @@ func (k *Keeper) Run(ctx context.Context) error {
 			notify.waitFor(hookGraceOnExit)
 			stopHooks()
 		}
-		// Handing over, hooks still running are left to finish (each
-		// within its timeout): the next image must start at once, and a
-		// hook is not the daemon's to kill when the daemon goes on.
+		// Handing over, hooks still running are left to finish: the next
+		// image must start at once, and a hook is not the daemon's to kill
+		// when the daemon goes on. Their context ends once they have (this
+		// process may go on: a failed exec).
+		if k.detaching.Load() {
+			go func() { notify.wait(); stopHooks() }()
+		}
 		stopBg()
 		k.health.stop()
 		bgWG.Wait()
@@ -410,6 +421,9 @@ func (k *Keeper) Run(ctx context.Context) error {
 		k.startGroupLocked(gc, "")
 	}
 	k.startUnconfiguredLocked()
+	// The handoff is for this start only: a group a reload adds later, or
+	// the sweep starts, begins afresh.
+	k.adopt = nil
 	k.mu.Unlock()
 
 	<-ctx.Done()
@@ -417,7 +431,10 @@ func (k *Keeper) Run(ctx context.Context) error {
 	k.stopping = true // from here on no group starts, so Wait cannot race an Add
 	k.mu.Unlock()
 	k.groupWG.Wait()
-	checkStates := k.health.known() // before the checks stop
+	var checkStates map[string]checks.Status
+	if k.detaching.Load() {
+		checkStates = k.health.known() // before the checks stop
+	}
 	k.health.stopChecks(nil)
 	stopSession()
 	sessWG.Wait()
@@ -531,10 +548,7 @@ func (k *Keeper) Ready() (bool, string) {
 	if !k.session.Current().Live(k.clk.Now()) {
 		return false, "no live etcd lease"
 	}
-	k.mu.Lock()
-	started := k.groupCtx != nil
-	k.mu.Unlock()
-	if !started {
+	if !k.loopsStarted() {
 		return false, "group loops not started yet"
 	}
 	for _, g := range k.groupList() {
