@@ -191,11 +191,19 @@ func observe(in Inputs) Memory {
 	if v.Leader.Present && v.Leader.Node == m.YieldedTo {
 		m.YieldedTo = "" // it took over, as it should
 	}
-	if v.Synced && !v.Leader.Present && blockingClaim(in) == "" {
+	switch {
+	case in.Held.Claim != nil || in.Held.Unsure:
+		// A vacancy seen while this node claims is only its view lagging
+		// the claim; the one it competes in begins once the claim ends.
+		// Kept, a claim given up before the view showed it (a yield to a
+		// better challenger) would find its backoff long run out and
+		// claim again at once, ahead of the node it yielded to.
+		m.VacantSince = time.Time{}
+	case v.Synced && !v.Leader.Present && blockingClaim(in) == "":
 		if m.VacantSince.IsZero() {
 			m.VacantSince = in.Now
 		}
-	} else {
+	default:
 		m.VacantSince = time.Time{}
 	}
 	if ch, ok := election.Challenger(in.Self, v.Candidates); ok {
@@ -362,7 +370,11 @@ func decide(in Inputs, mem *Memory) Decision {
 		return Decision{Action: Idle, State: state, Reason: "vacant; waiting for this node's candidate record to be visible"}
 	}
 	rank := election.RankWithHandover(self, in.View.Candidates, in.View.Handover)
-	due := election.VacancyDue(mem.VacantSince, in.BetterWonAt, rank, in.BackoffStep)
+	// The backoff counts from when this node could first claim: nodes
+	// restarted together each wait out a promise (a lease TTL from their
+	// own start), and a worse one whose wait ends a little earlier must
+	// still leave the better one its head start.
+	due := election.VacancyDue(later(mem.VacantSince, in.PromisedUntil), in.BetterWonAt, rank, in.BackoffStep)
 	if in.Now.Before(due) {
 		return Decision{Action: Idle, State: state, Reason: fmt.Sprintf("vacant; rank %d backing off", rank), Wake: due.Sub(in.Now)}
 	}

@@ -91,6 +91,26 @@ func TestDecide(t *testing.T) {
 			in.BetterWonAt = t0.Add(120 * time.Millisecond)
 			return in
 		}, Acquire, election.StateBackup, 0, "rank 1"},
+		{"vacant, second candidate counts its backoff from the end of its own promise", func() Inputs {
+			// Restarted together, both nodes wait out the promise they may
+			// have given before (a lease TTL from their start); the worse
+			// one's ended a few ms earlier. Counted from the vacancy, its
+			// backoff would be over and it would claim ahead of the better
+			// node, whose own wait has not quite ended (e2e
+			// TestPriorityOrder, seen in CI).
+			in := base()
+			in.View.Candidates = []election.Candidate{n1}
+			in.Mem.VacantSince = t0.Add(-time.Second)
+			in.PromisedUntil = t0.Add(-10 * time.Millisecond)
+			return in
+		}, Idle, election.StateBackup, 90 * time.Millisecond, "rank 1 backing off"},
+		{"vacant, second candidate after its backoff from its promise's end", func() Inputs {
+			in := base()
+			in.View.Candidates = []election.Candidate{n1}
+			in.Mem.VacantSince = t0.Add(-time.Second)
+			in.PromisedUntil = t0.Add(-100 * time.Millisecond)
+			return in
+		}, Acquire, election.StateBackup, 0, "rank 1"},
 		{"fresh claim, the view not caught up with it yet: await", func() Inputs {
 			in := holding(base())
 			in.Held.Fresh, in.Held.FreshSince = true, t0.Add(-time.Second)
@@ -623,6 +643,40 @@ func TestDecideMemory(t *testing.T) {
 		in.Mem, in.Now = m, t0.Add(3*time.Second)
 		if _, m := Decide(in); m.Snubbed != "" {
 			t.Errorf("snub outlived its TTL: %+v", m)
+		}
+	})
+	t.Run("a vacancy counts from the end of this node's own claim", func(t *testing.T) {
+		// A worse node claimed, then yielded to a better challenger
+		// before its view ever showed its own claim: the vacancy it saw
+		// before its claim is over. Were it kept, the backoff would have
+		// run out already and the node would claim again at once, then
+		// snub the better node as one that "did not take over" (e2e
+		// TestPriorityOrder, seen in CI).
+		in := holding(base())
+		in.Held.Fresh, in.Held.FreshSince = true, t0
+		in.View.Leader = election.LeaderInfo{} // the view lags the claim
+		in.View.Addresses = map[netip.Addr]election.AddressClaim{}
+		in.View.Rev = 89
+		in.Mem.VacantSince = t0.Add(-time.Second)
+		in.View.Candidates = []election.Candidate{n1}
+		d, m := Decide(in)
+		if d.Action != Release || m.YieldedTo != "web-node-1" {
+			t.Fatalf("%v, memory %+v; want a release to web-node-1", d.Action, m)
+		}
+		if !m.VacantSince.IsZero() {
+			t.Fatalf("VacantSince = %v while this node held a claim, want zero", m.VacantSince)
+		}
+		// The claim is resigned; the view still shows no leader.
+		in = base()
+		in.View.Candidates = []election.Candidate{n1}
+		in.Mem, in.Now = m, t0.Add(5*time.Millisecond)
+		d, m = Decide(in)
+		if d.Action != Idle || !m.VacantSince.Equal(in.Now) || m.Snubbed != "" {
+			t.Fatalf("%v (%s), memory %+v; want a rank-1 backoff from now, nobody snubbed", d.Action, d.Reason, m)
+		}
+		in.Mem, in.Now = m, in.Now.Add(100*time.Millisecond)
+		if d, m = Decide(in); d.Action != Acquire || m.Snubbed != "web-node-1" {
+			t.Fatalf("%v, memory %+v; want an acquire after the backoff, snubbing the node that did not take over", d.Action, m)
 		}
 	})
 	t.Run("the yielded-to node took over", func(t *testing.T) {
