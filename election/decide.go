@@ -31,6 +31,12 @@ type Candidate struct {
 	Failing []string `json:"failing,omitempty"`
 	// Drained means the operator asked this node not to stand.
 	Drained bool `json:"drained,omitempty"`
+	// Waiting means the node may not claim yet: it is waiting out a
+	// promise not to (a lease TTL after its start, docs/design.md §2.9).
+	// It ranks for a vacancy as any candidate, but a holder does not
+	// yield to it, nor hand over to it, until it may claim: yielding
+	// earlier would only leave the group vacant.
+	Waiting bool `json:"waiting,omitempty"`
 	// Peer is the node's peer channel endpoint (host:port), where peers
 	// ask it to relay their lease renewals and writes; empty when the
 	// channel is off (docs/design.md §2.8).
@@ -114,12 +120,13 @@ func RankWithHandover(self Candidate, cands []Candidate, h *Handover) int {
 }
 
 // HandoverTarget names the node a handover goes to: h.To if it is an
-// eligible candidate, or with no To the best eligible candidate other than
-// h.From. ok is false when there is none; a handover to nobody is not
-// carried out (it would only cause an outage).
+// eligible candidate free to claim now (not Waiting), or with no To the
+// best such candidate other than h.From. ok is false when there is none; a
+// handover to nobody is not carried out (it would only cause an outage),
+// and one to a node still waiting is carried out once it may claim.
 func HandoverTarget(h *Handover, cands []Candidate) (string, bool) {
 	for _, c := range Sorted(cands) {
-		if c.Node == h.From || !c.Eligible() {
+		if c.Node == h.From || !c.Eligible() || c.Waiting {
 			continue
 		}
 		if h.To == "" || c.Node == h.To {
@@ -159,13 +166,14 @@ func Sorted(cands []Candidate) []Candidate {
 }
 
 // Challenger returns the best eligible candidate that may preempt holder:
-// strictly higher effective priority and preemption enabled on its side
-// (keepalived's nopreempt is a property of the would-be preemptor).
+// strictly higher effective priority, preemption enabled on its side
+// (keepalived's nopreempt is a property of the would-be preemptor), and
+// free to claim now (not Waiting).
 func Challenger(holder Candidate, cands []Candidate) (Candidate, bool) {
 	var best Candidate
 	found := false
 	for _, c := range cands {
-		if c.Node == holder.Node || !c.Eligible() || !c.Preempt || c.Priority <= holder.Priority {
+		if c.Node == holder.Node || !c.Eligible() || c.Waiting || !c.Preempt || c.Priority <= holder.Priority {
 			continue
 		}
 		if !found || Better(c, best) {

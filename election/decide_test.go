@@ -72,6 +72,8 @@ func TestChallenger(t *testing.T) {
 	faulty := cand("web-node-3", 200)
 	faulty.State = StateFault
 	equal := cand("web-node-0", 101)
+	waiting := cand("web-node-5", 150)
+	waiting.Waiting = true
 	cases := []struct {
 		name  string
 		cands []Candidate
@@ -83,6 +85,8 @@ func TestChallenger(t *testing.T) {
 		{"equal priority never preempts", []Candidate{holder, equal}, ""},
 		{"best of several", []Candidate{holder, better, cand("web-node-4", 150)}, "web-node-4"},
 		{"own record ignored", []Candidate{cand("web-node-1", 200)}, ""},
+		{"a node that may not claim yet cannot challenge", []Candidate{holder, waiting}, ""},
+		{"the best free to claim", []Candidate{holder, waiting, better}, "web-node-2"},
 	}
 	for _, c := range cases {
 		got, ok := Challenger(holder, c.cands)
@@ -200,6 +204,8 @@ func TestHandoverTarget(t *testing.T) {
 	n1, n2, n3 := cand("web-node-1", 103), cand("web-node-2", 102), cand("web-node-3", 101)
 	drained := cand("web-node-0", 250)
 	drained.Drained = true
+	waiting := cand("web-node-9", 250)
+	waiting.Waiting = true
 	cases := []struct {
 		name   string
 		h      Handover
@@ -212,6 +218,8 @@ func TestHandoverTarget(t *testing.T) {
 		{"named but absent", Handover{From: "web-node-1", To: "web-node-7"}, []Candidate{n1, n2}, "", false},
 		{"drained is skipped", Handover{From: "web-node-1"}, []Candidate{n1, drained, n3}, "web-node-3", true},
 		{"nobody else", Handover{From: "web-node-1"}, []Candidate{n1}, "", false},
+		{"waiting is skipped", Handover{From: "web-node-1"}, []Candidate{n1, waiting, n3}, "web-node-3", true},
+		{"named but waiting: not yet", Handover{From: "web-node-1", To: "web-node-9"}, []Candidate{n1, waiting, n3}, "", false},
 	}
 	for _, c := range cases {
 		got, ok := HandoverTarget(&c.h, c.cands)

@@ -182,6 +182,13 @@ type Decision struct {
 func Decide(in Inputs) (Decision, Memory) {
 	mem := observe(in)
 	d := decide(in, &mem)
+	if in.Self.Waiting {
+		// Its record says so until the loop looks again: then holders may
+		// yield to it.
+		if w := in.PromisedUntil.Sub(in.Now); d.Wake <= 0 || w < d.Wake {
+			d.Wake = max(w, time.Millisecond)
+		}
+	}
 	return d, mem
 }
 
@@ -192,7 +199,7 @@ func observe(in Inputs) Memory {
 		m.YieldedTo = "" // it took over, as it should
 	}
 	switch {
-	case in.Held.Claim != nil || in.Held.Unsure:
+	case in.Held.Claim != nil:
 		// A vacancy seen while this node claims is only its view lagging
 		// the claim; the one it competes in begins once the claim ends.
 		// Kept, a claim given up before the view showed it (a yield to a

@@ -91,6 +91,19 @@ func TestDecide(t *testing.T) {
 			in.BetterWonAt = t0.Add(120 * time.Millisecond)
 			return in
 		}, Acquire, election.StateBackup, 0, "rank 1"},
+		{"holder, a better node that may not claim yet: hold", func() Inputs {
+			in := holding(base())
+			w := n1
+			w.Waiting = true
+			in.View.Candidates = []election.Candidate{w}
+			return in
+		}, Hold, election.StateMaster, 2 * time.Second, "holder"},
+		{"standby waiting out its promise looks again when it ends (to say it may claim)", func() Inputs {
+			in := base()
+			in.View.Leader = election.LeaderInfo{Present: true, Node: "web-node-1", CreateRev: 5, Lease: 7}
+			in.Self.Waiting, in.PromisedUntil = true, t0.Add(700*time.Millisecond)
+			return in
+		}, Idle, election.StateBackup, 700 * time.Millisecond, "standby"},
 		{"vacant, second candidate counts its backoff from the end of its own promise", func() Inputs {
 			// Restarted together, both nodes wait out the promise they may
 			// have given before (a lease TTL from their start); the worse
@@ -677,6 +690,21 @@ func TestDecideMemory(t *testing.T) {
 		in.Mem, in.Now = m, in.Now.Add(100*time.Millisecond)
 		if d, m = Decide(in); d.Action != Acquire || m.Snubbed != "web-node-1" {
 			t.Fatalf("%v, memory %+v; want an acquire after the backoff, snubbing the node that did not take over", d.Action, m)
+		}
+	})
+	t.Run("a challenger counts from when it may claim", func(t *testing.T) {
+		in := holding(base())
+		w := n1
+		w.Waiting = true
+		in.View.Candidates = []election.Candidate{w}
+		d, m := Decide(in)
+		if d.Action != Hold || m.Challenger != "" {
+			t.Fatalf("%v, memory %+v; want hold and no challenger while it waits", d.Action, m)
+		}
+		in.View.Candidates = []election.Candidate{n1}
+		in.Mem, in.Now = m, t0.Add(time.Second)
+		if d, m = Decide(in); d.Action != Release || m.YieldedTo != "web-node-1" || !m.ChallengerSince.Equal(in.Now) {
+			t.Fatalf("%v, memory %+v; want a yield to web-node-1, challenging since now", d.Action, m)
 		}
 	})
 	t.Run("the yielded-to node took over", func(t *testing.T) {

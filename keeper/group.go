@@ -493,6 +493,11 @@ func (g *group) inputs(retiring string) Inputs {
 		self.State = election.StateMaster
 	}
 	addrs := groupAddrs(g.cfg)
+	promisedUntil := env.fs.PromisedUntil(addrs)
+	// A node that may not claim yet says so, so that a holder does not
+	// yield to it only to leave the group vacant (a holder's claim has no
+	// promise over it: it never promises its own addresses).
+	self.Waiting = g.held.Claim == nil && now.Before(promisedUntil)
 	session := env.lease.Current()
 	lease := groupLease{env: env, g: g}.Current()
 	view := env.view.Group(g.cfg.Name, g.watched(session.ID))
@@ -509,7 +514,7 @@ func (g *group) inputs(retiring string) Inputs {
 		}
 	}
 	return Inputs{
-		Now: now, Group: g.cfg.Name, Lease: lease, Session: session, PromisedUntil: env.fs.PromisedUntil(addrs),
+		Now: now, Group: g.cfg.Name, Lease: lease, Session: session, PromisedUntil: promisedUntil,
 		Self: self, Ready: hl.Ready, View: view,
 		Addrs: addrs, Held: g.held, Retiring: retiring, SelfVisible: selfVisible, BetterWonAt: betterWonAt, DownSince: hl.DownSince,
 		BackoffStep: g.cfg.BackoffStep, TTL: env.ttl, Mem: g.mem,
@@ -614,7 +619,7 @@ func (g *group) apply(ctx context.Context, in Inputs, d Decision) (again bool, w
 		}
 		g.held = Held{Claim: &res.Claim, Fresh: true, FreshSince: in.Now}
 		g.ms = membersState{claimRev: res.Claim.CreateRev, base: members, baseRev: res.Claim.CreateRev, ok: members != nil}
-		g.vacantAtWin = in.Mem.VacantSince
+		g.vacantAtWin = g.mem.VacantSince // (this pass's: in.Mem is the last pass's)
 		g.log.Info("won leadership", "rev", res.Claim.CreateRev, "reason", d.Reason)
 		return true, 0, false
 

@@ -91,7 +91,8 @@ func candidateEqual(a, b election.Candidate) bool {
 // decisionEqual compares the fields elections read.
 func decisionEqual(a, b election.Candidate) bool {
 	return a.Node == b.Node && a.Priority == b.Priority && a.State == b.State && a.Preempt == b.Preempt &&
-		a.PreemptDelay == b.PreemptDelay && a.Drained == b.Drained && a.Peer == b.Peer && a.Mode == b.Mode && slices.Equal(a.Failing, b.Failing)
+		a.PreemptDelay == b.PreemptDelay && a.Drained == b.Drained && a.Peer == b.Peer && a.Mode == b.Mode &&
+		a.Waiting == b.Waiting && slices.Equal(a.Failing, b.Failing)
 }
 
 // storedMatches reports whether the record in etcd says what want says. A
@@ -100,6 +101,13 @@ func decisionEqual(a, b election.Candidate) bool {
 // (it decodes into its own Candidate), and rewriting it would only loop.
 func storedMatches(stored, want election.Candidate) bool {
 	if stored.Interface == "" && len(stored.Addresses) == 0 {
+		// Such a relay drops Waiting too. Missing, it only lets a holder
+		// yield as early as before the field existed; but a record that
+		// says Waiting when this node no longer is, is rewritten, or no
+		// holder would ever yield to it.
+		if want.Waiting {
+			stored.Waiting = true
+		}
 		return decisionEqual(stored, want)
 	}
 	return candidateEqual(stored, want)

@@ -48,6 +48,7 @@ func TestPlanPublish(t *testing.T) {
 		{"not synced, relayed, nothing changed", true, written, election.GroupState{Rev: 50}, false, 0, false},
 		{"not synced, relayed, never written on this lease: nothing", true, recordState{Written: want, Lease: old, ModRev: 30}, election.GroupState{Rev: 50}, false, 0, false},
 		{"not synced, not relayed, record changed: nothing", false, recordState{Written: rec(101, ours, 0), Lease: ours, ModRev: 40}, election.GroupState{Rev: 50}, false, 0, false},
+		{"changed (waiting)", false, written, view(50, func() election.Candidate { c := rec(103, ours, 40); c.Waiting = true; return c }()), true, 40, false},
 	}
 	for _, c := range cases {
 		p := planPublish(want, ours, c.relayed, c.rs, c.v)
@@ -57,5 +58,44 @@ func TestPlanPublish(t *testing.T) {
 	}
 	if p := planPublish(want, 0, false, written, view(50)); p.Write {
 		t.Error("a plan to write without a lease")
+	}
+}
+
+// An older vipd that relays this node's publish drops the fields it does
+// not know: Interface, Addresses and Waiting. Without Waiting the record
+// only lets holders yield as early as they used to, and is left alone (a
+// rewrite would be relayed the same way, and loop); a record that still
+// says Waiting when this node may claim is rewritten, or no holder would
+// ever yield to it.
+func TestStoredMatchesWaiting(t *testing.T) {
+	want := election.Candidate{Node: "n1", Priority: 103, State: election.StateBackup, Preempt: true,
+		Interface: "eth0", Addresses: []string{"192.168.20.15/24"}}
+	waiting := want
+	waiting.Waiting = true
+	relayedByOld := func(c election.Candidate) election.Candidate {
+		c.Interface, c.Addresses, c.Waiting = "", nil, false
+		return c
+	}
+	noAddrs := func(c election.Candidate) election.Candidate { // a group without addresses
+		c.Interface, c.Addresses = "", nil
+		return c
+	}
+	cases := []struct {
+		name         string
+		stored, want election.Candidate
+		match        bool
+	}{
+		{"as written", waiting, waiting, true},
+		{"waiting ended", waiting, want, false},
+		{"became waiting", want, waiting, false},
+		{"relayed by an older vipd while waiting", relayedByOld(waiting), waiting, true},
+		{"relayed by an older vipd, not waiting", relayedByOld(want), want, true},
+		{"no addresses: waiting ended", noAddrs(waiting), noAddrs(want), false},
+		{"no addresses: as written", noAddrs(waiting), noAddrs(waiting), true},
+	}
+	for _, c := range cases {
+		if got := storedMatches(c.stored, c.want); got != c.match {
+			t.Errorf("%s: storedMatches = %v, want %v", c.name, got, c.match)
+		}
 	}
 }

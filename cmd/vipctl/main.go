@@ -216,6 +216,9 @@ type CandidateStatus struct {
 	Mode     string   `json:"mode,omitempty"` // "relay": its peers renew its lease
 	Failing  []string `json:"failing"`
 	Drained  bool     `json:"drained"`
+	// Waiting: the node may not claim yet (it waits out a promise, a
+	// lease TTL after its start); holders do not yield to it until then.
+	Waiting bool `json:"waiting,omitempty"`
 	// Interface and Addresses are the group as this node's config has it.
 	Interface string   `json:"interface,omitempty"`
 	Addresses []string `json:"addresses,omitempty"`
@@ -248,7 +251,7 @@ func Status(ctx context.Context, cli *clientv3.Client, keys election.Keys) ([]Gr
 				c = election.Candidate{Node: node, State: "INVALID"}
 			}
 			g := get(group)
-			g.Candidates = append(g.Candidates, CandidateStatus{Node: node, Priority: c.Priority, State: string(c.State), Mode: c.Mode, Failing: orEmpty(c.Failing), Drained: c.Drained,
+			g.Candidates = append(g.Candidates, CandidateStatus{Node: node, Priority: c.Priority, State: string(c.State), Mode: c.Mode, Failing: orEmpty(c.Failing), Drained: c.Drained, Waiting: c.Waiting,
 				Interface: c.Interface, Addresses: c.Addresses})
 		}
 	}
@@ -327,6 +330,9 @@ func printStatus(w io.Writer, st []GroupStatus) {
 			}
 			if c.Drained {
 				state += " (drained)"
+			}
+			if c.Waiting {
+				state += " (waiting)"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", name, h, a, f, l, c.Node, c.Priority, state, failing)
 		}
