@@ -120,17 +120,19 @@ func RankWithHandover(self Candidate, cands []Candidate, h *Handover) int {
 }
 
 // HandoverTarget names the node a handover goes to: h.To if it is an
-// eligible candidate free to claim now (not Waiting), or with no To the
-// best such candidate other than h.From. ok is false when there is none; a
-// handover to nobody is not carried out (it would only cause an outage),
-// and one to a node still waiting is carried out once it may claim.
+// eligible candidate, or with no To the best eligible candidate other than
+// h.From. ok is false when there is none, or when that node may not claim
+// yet (Waiting): a handover to nobody is not carried out (it would only
+// cause an outage), and one to a node still waiting is carried out once
+// it may claim (not to the next best meanwhile, which the waiting node
+// would preempt: two moves where one is asked for).
 func HandoverTarget(h *Handover, cands []Candidate) (string, bool) {
 	for _, c := range Sorted(cands) {
-		if c.Node == h.From || !c.Eligible() || c.Waiting {
+		if c.Node == h.From || !c.Eligible() {
 			continue
 		}
 		if h.To == "" || c.Node == h.To {
-			return c.Node, true
+			return c.Node, !c.Waiting
 		}
 	}
 	return "", false

@@ -218,8 +218,9 @@ func TestHandoverTarget(t *testing.T) {
 		{"named but absent", Handover{From: "web-node-1", To: "web-node-7"}, []Candidate{n1, n2}, "", false},
 		{"drained is skipped", Handover{From: "web-node-1"}, []Candidate{n1, drained, n3}, "web-node-3", true},
 		{"nobody else", Handover{From: "web-node-1"}, []Candidate{n1}, "", false},
-		{"waiting is skipped", Handover{From: "web-node-1"}, []Candidate{n1, waiting, n3}, "web-node-3", true},
-		{"named but waiting: not yet", Handover{From: "web-node-1", To: "web-node-9"}, []Candidate{n1, waiting, n3}, "", false},
+		{"the best may not claim yet: not yet (not to the next best, which it would preempt)", Handover{From: "web-node-1"}, []Candidate{n1, waiting, n3}, "web-node-9", false},
+		{"named but waiting: not yet", Handover{From: "web-node-1", To: "web-node-9"}, []Candidate{n1, waiting, n3}, "web-node-9", false},
+		{"named, another waiting", Handover{From: "web-node-1", To: "web-node-3"}, []Candidate{n1, waiting, n3}, "web-node-3", true},
 	}
 	for _, c := range cases {
 		got, ok := HandoverTarget(&c.h, c.cands)

@@ -157,6 +157,7 @@ groups:
 // TestProbeBeforeBind: with garp.probe, the keeper probes every VIP of the
 // group once, with the configured wait, before adding any of them.
 func TestProbeBeforeBind(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	host, obs := startAnn(t, m, rec, `    addresses: [192.168.20.15/24, 192.168.20.16/24]
@@ -186,6 +187,7 @@ func TestProbeBeforeBind(t *testing.T) {
 // vipd_address_conflicts_total metric) and the VIP is bound anyway, since
 // etcd made this node the holder; refreshes do not probe again.
 func TestProbeConflictStillBinds(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	other := net.HardwareAddr{2, 0, 0xc0, 0xa8, 0x14, 0x63}
@@ -211,6 +213,7 @@ func TestProbeConflictStillBinds(t *testing.T) {
 
 // TestIPv6GroupDoesNotProbe: garp.probe is IPv4 only.
 func TestIPv6GroupDoesNotProbe(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	host, _ := startAnn(t, m, rec, `    addresses: [fd00:20::15/64]
@@ -225,6 +228,7 @@ func TestIPv6GroupDoesNotProbe(t *testing.T) {
 // TestLabelAndScopeReachBind: label and scope from the config are passed
 // on every bind of every VIP.
 func TestLabelAndScopeReachBind(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	host, _ := startAnn(t, m, rec, `    addresses: [192.168.20.15/24, 192.168.20.16/24]
@@ -256,6 +260,7 @@ func TestLabelAndScopeReachBind(t *testing.T) {
 // each successful per-address send. (The exact schedule is tested in
 // virtual time in netif; this checks the wiring without timing windows.)
 func TestAnnounceScheduleAndMetric(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	host, obs := startAnn(t, m, rec, `    addresses: [192.168.20.15/24, 192.168.20.16/24]

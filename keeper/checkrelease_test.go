@@ -36,6 +36,7 @@ func (o *releaseObs) of(group string) []time.Duration {
 // (vipd_check_to_release_seconds); a release with every check up (a
 // graceful stop) is not.
 func TestCheckToReleaseObserved(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	obs1 := &releaseObs{}

@@ -29,6 +29,7 @@ import (
 // VIP (a group renamed on one node, or a VIP configured twice) never have
 // it bound on two nodes at once.
 func TestOneAddressInTwoGroupsIsNeverHeldTwice(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	n1 := keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-1", Priority: 101, Group: "VI_A"})
@@ -52,6 +53,7 @@ func TestOneAddressInTwoGroupsIsNeverHeldTwice(t *testing.T) {
 // and the other the new, the address is still held once; after both
 // reloads it is held under the new name.
 func TestGroupRenamedDuringRollingReload(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	s1 := keepertest.Spec{Name: "web-node-1", Priority: 101, Group: "VI_A"}
@@ -96,6 +98,7 @@ func TestGroupRenamedDuringRollingReload(t *testing.T) {
 // ghost record would make the holder yield to a node that never claims,
 // flapping the VIP every lease TTL.
 func TestRemovedGroupLeavesNoGhostRecord(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	n1 := keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-1", Priority: 101})

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/vipd/vipd/election"
@@ -182,12 +183,10 @@ type Decision struct {
 func Decide(in Inputs) (Decision, Memory) {
 	mem := observe(in)
 	d := decide(in, &mem)
-	if in.Self.Waiting {
+	if w := in.PromisedUntil.Sub(in.Now); in.Self.Waiting && w > 0 && (d.Wake <= 0 || w < d.Wake) {
 		// Its record says so until the loop looks again: then holders may
 		// yield to it.
-		if w := in.PromisedUntil.Sub(in.Now); d.Wake <= 0 || w < d.Wake {
-			d.Wake = max(w, time.Millisecond)
-		}
+		d.Wake = w
 	}
 	return d, mem
 }
@@ -305,7 +304,9 @@ func decide(in Inputs, mem *Memory) Decision {
 			// releases where, with etcd, a better candidate would take
 			// over (as HAProxy failing does in the seed pair), though
 			// nobody can until etcd is back.
-			if _, better := election.Challenger(self, in.View.Candidates); better && len(self.Failing) > 0 {
+			// (Waiting means nothing here: nobody claims before etcd is
+			// back, and the view is the one from before it went away.)
+			if _, better := election.Challenger(self, notWaiting(in.View.Candidates)); better && len(self.Failing) > 0 {
 				return Decision{Action: Release, State: state, Reason: fmt.Sprintf("check down during a failsafe hold: %v", self.Failing)}
 			}
 			if d, await := awaitFresh(in); await {
@@ -393,6 +394,15 @@ func decide(in Inputs, mem *Memory) Decision {
 	}
 	mem.YieldedTo = ""
 	return Decision{Action: Acquire, State: state, Reason: fmt.Sprintf("vacant; rank %d", rank)}
+}
+
+// notWaiting returns cands as if none were Waiting.
+func notWaiting(cands []election.Candidate) []election.Candidate {
+	out := slices.Clone(cands)
+	for i := range out {
+		out[i].Waiting = false
+	}
+	return out
 }
 
 // ReportedState is the state a group reports after a pass: MASTER exactly

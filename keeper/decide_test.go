@@ -460,6 +460,18 @@ func TestDecide(t *testing.T) {
 			in.Lease = election.Lease{ID: lease, Deadline: t0.Add(1500 * time.Millisecond), ServerExpiry: t0.Add(2 * time.Second), Failsafe: true}
 			return in
 		}, Release, election.StateBackup, 0, "check down during a failsafe hold"},
+		{"under the failsafe, a tracked check down, the better node seen waiting: release all the same", func() Inputs {
+			// Nobody claims before etcd is back: its wait means nothing
+			// here, and its record is from before etcd went away.
+			in := holding(base())
+			in.Self.Failing = []string{"haproxy"}
+			w := n1
+			w.Waiting = true
+			in.View.Candidates = []election.Candidate{w}
+			in.Session = election.Lease{}
+			in.Lease = election.Lease{ID: lease, Deadline: t0.Add(1500 * time.Millisecond), ServerExpiry: t0.Add(2 * time.Second), Failsafe: true}
+			return in
+		}, Release, election.StateBackup, 0, "check down during a failsafe hold"},
 		{"under the failsafe, a better challenger seen before the outage: hold", func() Inputs {
 			in := holding(base())
 			in.View.Candidates = []election.Candidate{n1}
@@ -693,18 +705,45 @@ func TestDecideMemory(t *testing.T) {
 		}
 	})
 	t.Run("a challenger counts from when it may claim", func(t *testing.T) {
+		// Its preempt_delay runs from then: a holder that counted from
+		// when the record appeared would yield as the wait ends.
 		in := holding(base())
-		w := n1
+		in.Lease.Deadline, in.Lease.ServerExpiry = t0.Add(10*time.Second), t0.Add(11*time.Second)
+		c := n1
+		c.PreemptDelay = time.Second
+		w := c
 		w.Waiting = true
 		in.View.Candidates = []election.Candidate{w}
 		d, m := Decide(in)
 		if d.Action != Hold || m.Challenger != "" {
 			t.Fatalf("%v, memory %+v; want hold and no challenger while it waits", d.Action, m)
 		}
-		in.View.Candidates = []election.Candidate{n1}
+		in.View.Candidates = []election.Candidate{c}
 		in.Mem, in.Now = m, t0.Add(time.Second)
-		if d, m = Decide(in); d.Action != Release || m.YieldedTo != "web-node-1" || !m.ChallengerSince.Equal(in.Now) {
-			t.Fatalf("%v, memory %+v; want a yield to web-node-1, challenging since now", d.Action, m)
+		if d, m = Decide(in); d.Action != Hold || d.Wake != time.Second || !m.ChallengerSince.Equal(in.Now) {
+			t.Fatalf("%v (wake %v), memory %+v; want hold for the challenger's delay from now", d.Action, d.Wake, m)
+		}
+		in.Mem, in.Now = m, in.Now.Add(time.Second)
+		if d, m = Decide(in); d.Action != Release || m.YieldedTo != "web-node-1" {
+			t.Fatalf("%v, memory %+v; want a yield to web-node-1 after its delay", d.Action, m)
+		}
+	})
+	t.Run("an unsure acquire does not restart the vacancy", func(t *testing.T) {
+		// Its answer was lost: if it landed, the claim found resets the
+		// vacancy; if not, the node never held one, and the vacancy it
+		// saw still counts (no second backoff after a slow etcd).
+		in := base()
+		in.View.Candidates = []election.Candidate{n1}
+		in.Mem.VacantSince = t0.Add(-time.Second)
+		in.Held.Unsure = true
+		d, m := Decide(in)
+		if d.Action != Inspect || !m.VacantSince.Equal(t0.Add(-time.Second)) {
+			t.Fatalf("%v, memory %+v; want inspect, the vacancy kept", d.Action, m)
+		}
+		in.Held.Unsure = false
+		in.Mem, in.Now = m, t0.Add(10*time.Millisecond)
+		if d, _ := Decide(in); d.Action != Acquire {
+			t.Fatalf("%v (%s); want acquire at once: the backoff ran out", d.Action, d.Reason)
 		}
 	})
 	t.Run("the yielded-to node took over", func(t *testing.T) {

@@ -64,6 +64,7 @@ func history(rec *fakenet.Recorder) string { return strings.Join(rec.History(), 
 // keeps the VIP on its peer's promise, and when etcd comes back it claims
 // anew with the VIP still bound. No move, no gap, never two holders.
 func TestFailsafeKeepsVIPWhileNobodyReachesEtcd(t *testing.T) {
+	t.Parallel()
 	_, rec, n1, _, p1, p2 := failsafePair(t)
 	before := len(rec.History())
 	p1.Cut()
@@ -103,6 +104,7 @@ func TestFailsafeKeepsVIPWhileNobodyReachesEtcd(t *testing.T) {
 // hold ends with the last promise (fail closed), well before anybody could
 // claim, and nobody binds until etcd is back.
 func TestFailsafeEndsWithoutThePeersPromise(t *testing.T) {
+	t.Parallel()
 	_, rec, _, n2, p1, p2 := failsafePair(t)
 	p1.Cut()
 	p2.Cut()
@@ -126,6 +128,7 @@ func TestFailsafeEndsWithoutThePeersPromise(t *testing.T) {
 // (health still rules), and nobody can bind until etcd returns; then the
 // peer takes over.
 func TestFailsafeHealthStillRules(t *testing.T) {
+	t.Parallel()
 	_, rec, n1, _, p1, p2 := failsafePair(t)
 	p1.Cut()
 	p2.Cut()
@@ -151,6 +154,7 @@ func TestFailsafeHealthStillRules(t *testing.T) {
 // must not claim while the failsafe hold may stand. Once etcd is back the
 // holder claims anew, records the newcomer, and the newcomer preempts.
 func TestFailsafeNewcomerCannotClaim(t *testing.T) {
+	t.Parallel()
 	m, rec, _, _, p1, p2 := failsafePair(t)
 	p1.Cut()
 	p2.Cut()
@@ -179,6 +183,7 @@ func TestFailsafeNewcomerCannotClaim(t *testing.T) {
 // ended (it waits a promise's length after starting), and binds only the
 // grace after that: never next to the holder's VIP.
 func TestFailsafePeerRestartHonoursThePromise(t *testing.T) {
+	t.Parallel()
 	m, rec, _, n2, p1, p2 := failsafePair(t)
 	p1.Cut()
 	p2.Cut()
@@ -205,6 +210,7 @@ var _ = keeper.Reclaim
 // from etcd, its holder leaves MASTER by its fence whatever its peer
 // promises, and a newcomer that reaches etcd is never MASTER beside it.
 func TestFailsafeNotForGroupsWithoutAddresses(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	p1, p2 := etcdtest.NewProxy(t, m), etcdtest.NewProxy(t, m)
 	spec := func(name string, prio int, via *etcdtest.Proxy) keepertest.Spec {

@@ -207,6 +207,7 @@ func TestStallInsideRefreshPastServerExpiry(t *testing.T) {
 // wakes only on its own timers or also on outside events; and the last
 // refresh is made once, not at every pass after it.
 func TestHolderKeepsVIPThroughRenewalGap(t *testing.T) {
+	t.Parallel()
 	for _, since := range []time.Duration{0, 250 * time.Millisecond, 500 * time.Millisecond} {
 		for _, rtt := range []time.Duration{0, 100 * time.Millisecond, 150 * time.Millisecond} {
 			for _, every := range []time.Duration{0, 50 * time.Millisecond, 10 * time.Millisecond} {

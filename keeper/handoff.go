@@ -45,6 +45,12 @@ type Handoff struct {
 	// FenceIn is how long the lease's fence had left (the next image
 	// waits for its own renewal no longer than that).
 	FenceIn time.Duration `json:"fence_in"`
+	// StartWaitIn is how long the start-up wait had left (§2.9: nothing
+	// claimed for a lease TTL after a start), so that the next image goes
+	// on with it instead of starting a new one. nil (an image without the
+	// peer channel, or one older than the field): the next image waits a
+	// TTL, as after any start.
+	StartWaitIn *time.Duration `json:"start_wait_in,omitempty"`
 	// Made is the wall-clock time it was made, for the log.
 	Made time.Time `json:"made"`
 	// Checks are the check states, so the next image's checks start where
@@ -143,6 +149,10 @@ func (h *Handoff) usable(node, prefix string, ttl time.Duration, failsafe bool, 
 // was made is subtracted.
 func (h Handoff) aged(elapsed time.Duration) *Handoff {
 	h.FenceIn -= elapsed
+	if h.StartWaitIn != nil {
+		w := *h.StartWaitIn - elapsed
+		h.StartWaitIn = &w
+	}
 	h.Groups = slices.Clone(h.Groups)
 	for i := range h.Groups {
 		if h.Groups[i].GoneByIn > 0 {
@@ -376,6 +386,12 @@ func (k *Keeper) collectHandoff(checkStates map[string]checks.Status) {
 	mono, _ := clock.SystemMonotonic()
 	h := Handoff{Node: k.node, Lease: int64(l.ID), Prefix: k.cfg.Etcd.Prefix, TTL: k.cfg.Etcd.LeaseTTL, Failsafe: k.fs != nil && k.fs.holds,
 		MonoAt: mono, FenceIn: l.Deadline.Sub(k.clk.Now()), Made: k.clk.Now(), Checks: map[string]HandoffCheck{}}
+	if k.fs != nil {
+		k.fs.mu.Lock()
+		w := k.fs.startedUntil.Sub(k.clk.Now())
+		k.fs.mu.Unlock()
+		h.StartWaitIn = &w
+	}
 	for name, st := range checkStates {
 		h.Checks[name] = HandoffCheck{Up: st.Up, Value: st.Value, Valued: st.Valued}
 	}

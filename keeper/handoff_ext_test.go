@@ -15,6 +15,7 @@ import (
 // the next one starts on the same host from its handoff. The VIP never
 // leaves the host, the peer never holds, the claim is the same.
 func TestKeeperReexecInPlace(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	spec := keepertest.Spec{Name: "web-node-1", Priority: 101, Tracked: true, Peer: true, Failsafe: true}
@@ -49,6 +50,7 @@ func TestKeeperReexecInPlace(t *testing.T) {
 // the next keeper starts afresh (its startup cleanup removes the VIP) and
 // holds only through a new claim; never two holders.
 func TestKeeperStaleHandoffIgnored(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	spec := keepertest.Spec{Name: "web-node-1", Priority: 101, Tracked: true}

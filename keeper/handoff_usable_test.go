@@ -46,6 +46,14 @@ func TestHandoffUsable(t *testing.T) {
 		a.Groups[1].GoneByIn <= 0 || a.Groups[2].GoneByIn != 0 || h.Groups[0].GoneByIn != time.Second {
 		t.Errorf("aged: %+v (original %+v): want the fence and lifetimes 300 ms shorter, a passed one still known (> 0), an unknown one unknown, the original untouched", a, h)
 	}
+	if a.StartWaitIn != nil {
+		t.Errorf("aged: an unknown start-up wait became %v", *a.StartWaitIn)
+	}
+	w := time.Second
+	h.StartWaitIn = &w
+	if a := h.aged(300 * time.Millisecond); a.StartWaitIn == nil || *a.StartWaitIn != 700*time.Millisecond || w != time.Second {
+		t.Errorf("aged: start-up wait %v (original %v), want 700ms and the original untouched", a.StartWaitIn, w)
+	}
 }
 
 func TestHeldSettled(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 )
 
 func TestNotifyHooksGetTheirEnvironment(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	dir := t.TempDir()
@@ -48,6 +49,7 @@ func TestNotifyHooksGetTheirEnvironment(t *testing.T) {
 // transition with INSTANCE, the group, the state and the priority after
 // its own arguments, and STOP carries the last priority.
 func TestNotifyAnyGetsKeepalivedArguments(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	dir := t.TempDir()
@@ -74,6 +76,7 @@ func TestNotifyAnyGetsKeepalivedArguments(t *testing.T) {
 }
 
 func TestSlowNotifyHookDoesNotDelayFailover(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	slow := "    notify: {master: [/bin/sleep, \"30\"], backup: [/bin/sleep, \"30\"], fault: [/bin/sleep, \"30\"], timeout: 3s}\n"
@@ -95,6 +98,7 @@ func TestSlowNotifyHookDoesNotDelayFailover(t *testing.T) {
 }
 
 func TestReloadKeepsHeldVIPAndAppliesChanges(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	n1 := keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-1", Priority: 101})
@@ -153,6 +157,7 @@ func waitUntil(t *testing.T, what string, ok func() bool) {
 // check restarts it, but its last status stands until the new run
 // reports, so the holder's priority does not dip and no peer preempts.
 func TestReloadWithChangedCheckKeepsHolder(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	// Probes take 100ms, like an HTTP check: long enough for the loop to
@@ -181,6 +186,7 @@ func TestReloadWithChangedCheckKeepsHolder(t *testing.T) {
 // TestLeaselessRecordsAreIgnored: a candidate record or handover request
 // without a lease (not written by vipd or vipctl) must not move the VIP.
 func TestLeaselessRecordsAreIgnored(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-1", Priority: 101})

@@ -201,6 +201,11 @@ func New(opt Options) *Keeper {
 		lead.PreferRelay = func() bool { return k.session.Current().Relayed }
 		k.fs = newFailsafe(cfg.Node, k.clk, log, opt.Observer, k.peers, k.session, po.Failsafe, k.poke)
 		k.peers.promise, k.peers.unpromise = k.fs.servePromise, k.fs.serveUnpromise
+		if k.adopt != nil && k.adopt.StartWaitIn != nil {
+			// The previous image's start-up wait goes on; the promises it
+			// gave are in the promise record, read below.
+			k.fs.startedUntil = k.clk.Now().Add(max(*k.adopt.StartWaitIn, 0))
+		}
 	}
 	pf := promiseFile(opt.PromiseFile)
 	left, err := pf.remaining()

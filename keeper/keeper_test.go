@@ -29,6 +29,7 @@ func leaderKey(t *testing.T, cli *clientv3.Client) (string, int64) {
 }
 
 func TestHigherPriorityWins(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-2", Priority: 100, Tracked: false})
@@ -46,6 +47,7 @@ func TestHigherPriorityWins(t *testing.T) {
 }
 
 func TestSeedFailoverAndPreemptBack(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	n1 := keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-1", Priority: 101, Tracked: true})
@@ -73,6 +75,7 @@ func TestSeedFailoverAndPreemptBack(t *testing.T) {
 // be within 100ms, so a descheduled test process on a busy machine does not
 // fail it; each is logged.
 func TestGracefulStopHandsOverWithin100ms(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-2", Priority: 100})
@@ -102,6 +105,7 @@ func TestGracefulStopHandsOverWithin100ms(t *testing.T) {
 // VIP until ExpiryGrace after the vacancy, by which time the old holder's
 // kernel has removed it even had its vipd been frozen.
 func TestLeaseRevokedWaitsOutTheKernelLag(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	n1 := keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-1", Priority: 101, Tracked: false})
@@ -131,6 +135,7 @@ func TestLeaseRevokedWaitsOutTheKernelLag(t *testing.T) {
 }
 
 func TestNeverHoldsAfterKeyDeleted(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-1", Priority: 101, Tracked: false})
@@ -160,6 +165,7 @@ func TestNeverHoldsAfterKeyDeleted(t *testing.T) {
 // outlives it (dead or cut off, lease not yet expired) gets one yield, not
 // one every backoff step until its lease expires.
 func TestStaleChallengerDoesNotFlapTheVIP(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-2", Priority: 100})

@@ -92,6 +92,9 @@ func TestStoredMatchesWaiting(t *testing.T) {
 		{"relayed by an older vipd, not waiting", relayedByOld(want), want, true},
 		{"no addresses: waiting ended", noAddrs(waiting), noAddrs(want), false},
 		{"no addresses: as written", noAddrs(waiting), noAddrs(waiting), true},
+		// Indistinguishable from an older relay's record: left as it is,
+		// which is how holders behaved before the field existed.
+		{"no addresses: became waiting", noAddrs(want), noAddrs(waiting), true},
 	}
 	for _, c := range cases {
 		if got := storedMatches(c.stored, c.want); got != c.match {

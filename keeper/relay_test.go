@@ -16,6 +16,7 @@ import (
 // fails, it hands over through the peer: the resign is relayed, and the
 // peer takes over at once (a graceful release), never with two holders.
 func TestHolderCutFromEtcdKeepsVIPThroughPeer(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	cut := etcdtest.NewProxy(t, m)
 	rec := fakenet.NewRecorder()
@@ -54,6 +55,7 @@ func TestHolderCutFromEtcdKeepsVIPThroughPeer(t *testing.T) {
 // Without the peer channel the same cut moves the VIP by expiry: the
 // holder drops it at its fence, as before.
 func TestHolderCutFromEtcdWithoutPeerFailsClosed(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	cut := etcdtest.NewProxy(t, m)
 	rec := fakenet.NewRecorder()

@@ -243,6 +243,7 @@ func TestReview13ReclaimAfterTheHorizonPassed(t *testing.T) {
 // standby never claims: stranded until the old holder returns or an
 // operator deletes <prefix>/members/<ip>.
 func TestReview13StandbyDownThenHolderDiesStrandsTheGroup(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	p1 := etcdtest.NewProxy(t, m)
 	rec := fakenet.NewRecorder()
@@ -476,6 +477,7 @@ func TestReview13PublishUsesTheFailsafeLease(t *testing.T) {
 // is back: the holder releases gracefully, but the standby may not claim
 // until its promise ends: a ~10 ms failover becomes seconds.
 func TestReview13PromiseAfterAnEtcdBlipDelaysFailover(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	p1, p2 := etcdtest.NewProxy(t, m), etcdtest.NewProxy(t, m)
 	rec := fakenet.NewRecorder()

@@ -162,6 +162,7 @@ func TestReview13bFailsafeHolderDropsOnAWeightWithNoChallenger(t *testing.T) {
 // node, and the group is vacant: the record keeps it out until n2 recovers
 // or n1 returns. The deletion rule only covers "nobody else to ask".
 func TestReview13bStandbyRebootedWhileOtherInFaultStrands(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	p1 := etcdtest.NewProxy(t, m)
 	rec := fakenet.NewRecorder()

@@ -76,6 +76,7 @@ func steady(t *testing.T, rec *fakenet.Recorder, want string, d time.Duration, h
 // it releases to the peer. Every `systemctl reload` moves the VIP (twice,
 // with preempt). The check status is not handed over.
 func TestReview17InitFailCheckMovesVIPOnReexec(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	initFail := func(c *config.Config) {
@@ -106,6 +107,7 @@ func TestReview17InitFailCheckMovesVIPOnReexec(t *testing.T) {
 // (its cleanup takes the VIP off), claims anew on a lease of its own, and
 // then holds steadily.
 func TestReview17LeaseTTLRaisedAcrossReexec(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	spec := keepertest.Spec{Name: "web-node-1", Priority: 101}
@@ -132,6 +134,7 @@ func TestReview17LeaseTTLRaisedAcrossReexec(t *testing.T) {
 // against a slow backend) lets the kernel remove the VIP before the loop
 // refreshes it: an outage on a plain reload, not two holders.
 func TestReview17SlowFirstCheckLetsTheLifetimeRunOut(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	spec := keepertest.Spec{Name: "web-node-1", Priority: 101, Tracked: true, CheckInterval: 2 * time.Second, ProbeDelay: 1200 * time.Millisecond}
@@ -154,6 +157,7 @@ func TestReview17SlowFirstCheckLetsTheLifetimeRunOut(t *testing.T) {
 // node added since (rule 1) should this holder die while the listed
 // standbys are gone.
 func TestReview17FailsafeOffKeepsStaleMembersRecord(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	spec := keepertest.Spec{Name: "web-node-1", Priority: 101, Peer: true, Failsafe: true}
@@ -210,6 +214,7 @@ func TestReview17FailsafeOffKeepsStaleMembersRecord(t *testing.T) {
 // (a rolling change) sees a holder that holds nothing, for ever. A restart
 // would have resigned them and revoked the lease.
 func TestReview17PrefixChangeStrandsOldKeys(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	spec := keepertest.Spec{Name: "web-node-1", Priority: 101}
@@ -244,6 +249,7 @@ func TestReview17PrefixChangeStrandsOldKeys(t *testing.T) {
 // Await removes the VIP and waits out the expiry grace (and, with the peer
 // channel on, the start-up promise of a lease TTL) before binding again.
 func TestReview17SecondReexecDuringAdoption(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	slow := keepertest.Spec{Tracked: true, CheckInterval: 2 * time.Second, ProbeDelay: 800 * time.Millisecond}
@@ -291,6 +297,7 @@ func TestReview17SecondReexecDuringAdoption(t *testing.T) {
 // image starting more than about 1.45 s after the last renewal leaves two
 // MASTERs (hook-wise) at once.
 func TestReview17AddresslessMasterOutlivesFence(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	mark := filepath.Join(t.TempDir(), "backup")
@@ -330,6 +337,7 @@ func TestReview17AddresslessMasterOutlivesFence(t *testing.T) {
 // holder cut from etcd without a re-execution runs its BACKUP hook at its
 // fence.
 func TestReview17ControlAddresslessCutHolder(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	mark := filepath.Join(t.TempDir(), "backup")
@@ -371,6 +379,7 @@ func TestReview17ControlAddresslessCutHolder(t *testing.T) {
 // node never gives up what its MASTER hook took while the peer's MASTER
 // hook takes it too.
 func TestReview17RemovedGroupRetiresWithoutHooks(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	mark := filepath.Join(t.TempDir(), "stop")
@@ -398,6 +407,7 @@ func TestReview17RemovedGroupRetiresWithoutHooks(t *testing.T) {
 // out (design §1: "a refused probe during an HAProxy reload must not move
 // the VIP on its own"): the holder is preempted and the VIP moves.
 func TestReview17OneFailedFirstProbeMovesVIP(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	spec := keepertest.Spec{Name: "web-node-1", Priority: 101, Tracked: true, CheckInterval: 300 * time.Millisecond}

@@ -358,6 +358,7 @@ func TestLinkWatchEndedIsRestarted(t *testing.T) {
 // the answer was lost) leaves keys no loop owns: the keeper's sweep finds
 // and deletes them.
 func TestLateAcquireAfterLeaveIsSwept(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	cli := m.Client(t)
 	kv := &faultKV{KV: cli.KV}

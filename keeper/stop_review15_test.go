@@ -15,6 +15,7 @@ import (
 // VIPD_PRIORITY=0 in its environment (stopped() built env with 0): both
 // must say the last priority.
 func TestReviewStopAnyEnvMatchesArgs(t *testing.T) {
+	t.Parallel()
 	m := etcdtest.Start(t)
 	rec := fakenet.NewRecorder()
 	dir := t.TempDir()

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/vipd/vipd/internal/etcdtest"
 	"github.com/vipd/vipd/internal/fakenet"
 	"github.com/vipd/vipd/internal/keepertest"
@@ -44,5 +46,43 @@ func TestHolderWaitsForAChallengerThatMayClaim(t *testing.T) {
 	}
 	if d := rec.DualHolding(); d != 0 {
 		t.Errorf("two holders for %v", d)
+	}
+}
+
+// A standby re-executed in place goes on with its start-up wait where its
+// previous image left it (long over here), instead of starting a new one:
+// its record would say "waiting" for another TTL, restarting the holder's
+// preempt_delay count for it and writing every record twice.
+func TestReexecKeepsTheStartupWait(t *testing.T) {
+	t.Parallel()
+	m := etcdtest.Start(t)
+	rec := fakenet.NewRecorder()
+	keepertest.Start(t, m, rec, keepertest.Spec{Name: "web-node-1", Priority: 101, Peer: true, Failsafe: true})
+	spec := keepertest.Spec{Name: "web-node-2", Priority: 100, Peer: true, Failsafe: true}
+	n2 := keepertest.Start(t, m, rec, spec)
+	rec.WaitFor(t, "web-node-1", 15*time.Second)
+	time.Sleep(3500 * time.Millisecond) // web-node-2's start-up wait is over
+	cli := m.Client(t)
+	key := "/vipd/groups/VI_1/candidates/web-node-2"
+	resp, err := cli.Get(t.Context(), key)
+	if err != nil || len(resp.Kvs) != 1 || strings.Contains(string(resp.Kvs[0].Value), `"waiting":true`) {
+		t.Fatalf("web-node-2's record before the re-execution: %v %v", resp, err)
+	}
+	h := n2.Detach()
+	spec.Host, spec.Handoff = n2.Host, &h
+	wch := cli.Watch(t.Context(), key, clientv3.WithRev(resp.Header.Revision+1))
+	keepertest.Start(t, m, rec, spec)
+	deadline := time.After(2 * time.Second)
+	for {
+		select {
+		case wr := <-wch:
+			for _, ev := range wr.Events {
+				if strings.Contains(string(ev.Kv.Value), `"waiting":true`) {
+					t.Fatalf("web-node-2 says it is waiting again after its re-execution: %s", ev.Kv.Value)
+				}
+			}
+		case <-deadline:
+			return
+		}
 	}
 }

@@ -94,7 +94,7 @@ func Handover(ctx context.Context, cli *clientv3.Client, keys election.Keys, gro
 	if target == "" {
 		cands := make([]election.Candidate, 0, len(g.Candidates))
 		for _, c := range g.Candidates {
-			cands = append(cands, election.Candidate{Node: c.Node, Priority: c.Priority, State: election.State(c.State), Drained: c.Drained})
+			cands = append(cands, election.Candidate{Node: c.Node, Priority: c.Priority, State: election.State(c.State), Drained: c.Drained, Waiting: c.Waiting})
 		}
 		target, _ = election.HandoverTarget(&election.Handover{From: g.Holder}, cands)
 	}
