@@ -213,6 +213,9 @@ type Group struct {
 	Scope string `yaml:"scope"`
 	// Notify lists commands run on state changes (argv lists).
 	Notify Notify `yaml:"notify"`
+	// Mover moves the group's addresses at a cloud provider, where a
+	// gratuitous ARP moves nothing (docs/cloud.md). Zero value: none.
+	Mover Mover `yaml:"mover"`
 
 	// Prefixes are Addresses parsed by Validate, and Links the interface
 	// each is bound to (Links[i] for Prefixes[i]).
@@ -341,6 +344,59 @@ const (
 // VIPD_STATE, VIPD_PREVIOUS_STATE, VIPD_INTERFACE (the group's, or the first
 // an address names), VIPD_INTERFACES (every one), VIPD_ADDRESSES and
 // VIPD_PRIORITY in their environment. No shell unless the argv names one.
+// Mover makes a cloud provider deliver a group's addresses to its holder:
+// called by the holder only, inside its fence, after the VIPs are bound;
+// re-checked while it holds and asserted again on drift; never undone on
+// release (the next holder takes the addresses over).
+type Mover struct {
+	// Type is "aws" (the EC2 API) or "exec" (a command, for every other
+	// provider). Zero value: no mover.
+	Type string `yaml:"type"`
+	// Interval is how often the holder re-checks the provider, asserting
+	// again if the addresses are not delivered to it. Zero value: 10s.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout bounds one call (the fence bounds it too). At most Interval.
+	// Zero value: 5s, or Interval if shorter.
+	Timeout time.Duration `yaml:"timeout"`
+	// Command is the exec mover's argv (no shell unless argv names one).
+	// It is run with VIPD_MOVER_ACTION=assert (make the provider deliver
+	// the addresses here; exit 0 when done) or check (exit 0: delivered
+	// here, exit 3: not, anything else: unknown), and the group, node,
+	// addresses, lease and deadline in its environment. Required for exec.
+	Command []string `yaml:"command"`
+	// AWS configures the aws mover.
+	AWS AWSMover `yaml:"aws"`
+}
+
+// AWSMover is the aws mover's part: what to move to this instance's
+// network interface, and where to find the API.
+type AWSMover struct {
+	// Region is the EC2 region. Zero value: this instance's, from the
+	// instance metadata service (IMDSv2).
+	Region string `yaml:"region"`
+	// NetworkInterface is the ENI (eni-…) the addresses move to. Zero
+	// value: this instance's primary interface, from IMDSv2.
+	NetworkInterface string `yaml:"network_interface"`
+	// PrivateIP moves the group's addresses as secondary private IPs to
+	// the interface (AssignPrivateIpAddresses, with reassignment).
+	PrivateIP bool `yaml:"private_ip"`
+	// ElasticIP is an Elastic IP's allocation ID (eipalloc-…) associated
+	// with the interface (AssociateAddress, with reassociation), on the
+	// group's first address, or the interface's primary one if the group
+	// has none. Zero value: none.
+	ElasticIP string `yaml:"elastic_ip"`
+	// RouteTables (rtb-…) each get a route for every group address (a
+	// /32, or /128) to the interface (ReplaceRoute, CreateRoute if
+	// absent): a VIP outside the VPC's range. Zero value: none.
+	RouteTables []string `yaml:"route_tables"`
+	// Endpoint overrides the EC2 API endpoint (a VPC endpoint). Zero
+	// value: the region's.
+	Endpoint string `yaml:"endpoint"`
+	// IMDSEndpoint overrides the instance metadata service's address.
+	// Zero value: the SDK's default.
+	IMDSEndpoint string `yaml:"imds_endpoint"`
+}
+
 type Notify struct {
 	Master []string `yaml:"master"`
 	Backup []string `yaml:"backup"`

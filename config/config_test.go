@@ -131,6 +131,19 @@ func TestValidationErrors(t *testing.T) {
 		{"mixed families", func(s string) string {
 			return strings.Replace(s, "[192.168.20.15/24]", "[192.168.20.15/24, 2001:db8::15/64]", 1)
 		}, []string{"addresses[1]", "mixes address families"}},
+		{"mover: unknown type", func(s string) string { return s + "    mover: {type: gcp}\n" }, []string{"groups[0] (VI_1).mover.type", `"gcp"`, "aws, exec"}},
+		{"mover: settings without a type", func(s string) string { return s + "    mover: {command: [/bin/true]}\n" }, []string{"mover.type", "required"}},
+		{"mover: exec without a command", func(s string) string { return s + "    mover: {type: exec}\n" }, []string{"mover.command", "required"}},
+		{"mover: timeout longer than interval", func(s string) string {
+			return s + "    mover: {type: exec, command: [/bin/true], interval: 2s, timeout: 3s}\n"
+		}, []string{"mover.timeout", "3s", "mover.interval 2s"}},
+		{"mover: aws with nothing to move", func(s string) string { return s + "    mover: {type: aws}\n" }, []string{"mover.aws", "private_ip, elastic_ip or route_tables"}},
+		{"mover: aws IDs", func(s string) string {
+			return s + "    mover: {type: aws, aws: {elastic_ip: eip-1, route_tables: [rtb-1, main], network_interface: i-1}}\n"
+		}, []string{`mover.aws.elastic_ip: "eip-1"`, `mover.aws.route_tables[1]: "main"`, `mover.aws.network_interface: "i-1"`}},
+		{"mover: aws private IP of a group without addresses", func(s string) string {
+			return strings.Replace(s, "[192.168.20.15/24]", "[]", 1) + "    mover: {type: aws, aws: {private_ip: true}}\n"
+		}, []string{"mover.aws", "has none"}},
 		{"lease_ttl 2s leaves no room for a kernel lifetime", func(s string) string { return strings.Replace(s, "lease_ttl: 3s", "lease_ttl: 2s", 1) }, []string{"etcd.lease_ttl", "2s", "3s", "kernel"}},
 		{"empty generic notify command", func(s string) string {
 			return strings.Replace(s, "notify: {master: [], backup: [], fault: [], stop: []}", `notify: {any: ["", x]}`, 1)

@@ -21,6 +21,8 @@ const (
 	DefaultCheckInterval  = time.Second
 	DefaultPriority       = 100
 	DefaultBackoffStep    = 100 * time.Millisecond
+	DefaultMoverInterval  = 10 * time.Second
+	DefaultMoverTimeout   = 5 * time.Second
 	DefaultGARPCount      = 5
 	DefaultGARPInterval   = time.Second
 	DefaultNotifyTimeout  = 30 * time.Second
@@ -170,6 +172,14 @@ func (c *Config) applyDefaults() error {
 		}
 		if g.Scope == "" {
 			g.Scope = "global"
+		}
+		if g.Mover.Type != "" {
+			if g.Mover.Interval == 0 {
+				g.Mover.Interval = DefaultMoverInterval
+			}
+			if g.Mover.Timeout == 0 {
+				g.Mover.Timeout = min(DefaultMoverTimeout, g.Mover.Interval)
+			}
 		}
 		if g.Notify.Timeout == 0 {
 			g.Notify.Timeout = DefaultNotifyTimeout

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -325,6 +326,7 @@ func (c *Config) validateGroups(bad func(key, format string, args ...any)) {
 		if g.PreemptDelay < 0 {
 			bad(key+".preempt_delay", "%v must not be negative", g.PreemptDelay)
 		}
+		validateMover(key+".mover", g.Mover, len(g.Prefixes) > 0, bad)
 		if g.BackoffStep < 0 {
 			bad(key+".backoff_step", "%v must not be negative", g.BackoffStep)
 		}
@@ -419,4 +421,64 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// validateMover checks a group's mover section; hasAddrs says whether the
+// group has addresses (a private IP or a route moves those).
+func validateMover(key string, m Mover, hasAddrs bool, bad func(key, format string, args ...any)) {
+	prefixed := func(k, v, prefix string) {
+		if !strings.HasPrefix(v, prefix) || len(v) == len(prefix) {
+			bad(k, "%q is not an ID of the form %s…", v, prefix)
+		}
+	}
+	switch m.Type {
+	case "":
+		if len(m.Command) > 0 || !reflect.DeepEqual(m.AWS, AWSMover{}) {
+			bad(key+".type", "is required with a mover's settings (aws or exec)")
+		}
+		return
+	case "exec":
+		if len(m.Command) == 0 {
+			bad(key+".command", "is required for an exec mover")
+		}
+		if !reflect.DeepEqual(m.AWS, AWSMover{}) {
+			bad(key+".aws", "is for the aws mover; this one is exec")
+		}
+	case "aws":
+		if len(m.Command) > 0 {
+			bad(key+".command", "is for the exec mover; this one is aws")
+		}
+		a := m.AWS
+		if !a.PrivateIP && a.ElasticIP == "" && len(a.RouteTables) == 0 {
+			bad(key+".aws", "names nothing to move: set private_ip, elastic_ip or route_tables")
+		}
+		if (a.PrivateIP || len(a.RouteTables) > 0) && !hasAddrs {
+			bad(key+".aws", "private_ip and route_tables move the group's addresses, and it has none")
+		}
+		if a.NetworkInterface != "" {
+			prefixed(key+".aws.network_interface", a.NetworkInterface, "eni-")
+		}
+		if a.ElasticIP != "" {
+			prefixed(key+".aws.elastic_ip", a.ElasticIP, "eipalloc-")
+		}
+		for i, r := range a.RouteTables {
+			prefixed(fmt.Sprintf("%s.aws.route_tables[%d]", key, i), r, "rtb-")
+		}
+		for k, e := range map[string]string{"endpoint": a.Endpoint, "imds_endpoint": a.IMDSEndpoint} {
+			if u, err := url.Parse(e); e != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+				bad(key+".aws."+k, "%q is not an http(s) URL", e)
+			}
+		}
+	default:
+		bad(key+".type", "%q is not a mover type (aws, exec)", m.Type)
+		return
+	}
+	if m.Interval < time.Second {
+		bad(key+".interval", "%v is too short: at least 1s (a provider API call takes seconds)", m.Interval)
+	}
+	if m.Timeout <= 0 {
+		bad(key+".timeout", "%v must be positive", m.Timeout)
+	} else if m.Timeout > m.Interval {
+		bad(key+".timeout", "%v is longer than mover.interval %v", m.Timeout, m.Interval)
+	}
 }

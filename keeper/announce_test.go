@@ -102,21 +102,22 @@ func cloneCounts[K comparable](m map[K]int) map[K]int {
 // nopObs satisfies the rest of keeper.Observer.
 type nopObs struct{}
 
-func (nopObs) GroupState(string, election.State, int, bool) {}
-func (nopObs) Transition(string, election.State)            {}
-func (nopObs) Acquired(string, time.Duration)               {}
-func (nopObs) Announced(string, netip.Addr)                 {}
-func (nopObs) CheckState(string, bool)                      {}
-func (nopObs) CheckRun(string, bool, time.Duration)         {}
-func (nopObs) CheckEvents(string, string)                   {}
-func (nopObs) CheckToRelease(string, time.Duration)         {}
-func (nopObs) Renewal(string, time.Duration)                {}
-func (nopObs) Notified(string, string, string)              {}
-func (nopObs) Conflict(string)                              {}
-func (nopObs) PeerRelay(string, string, string)             {}
-func (nopObs) PeerServed(string, string, string)            {}
-func (nopObs) PeerRefused(string)                           {}
-func (nopObs) HolderMode(string, string)                    {}
+func (nopObs) GroupState(string, election.State, int, bool)    {}
+func (nopObs) Transition(string, election.State)               {}
+func (nopObs) Acquired(string, time.Duration)                  {}
+func (nopObs) Announced(string, netip.Addr)                    {}
+func (nopObs) CheckState(string, bool)                         {}
+func (nopObs) CheckRun(string, bool, time.Duration)            {}
+func (nopObs) CheckEvents(string, string)                      {}
+func (nopObs) CheckToRelease(string, time.Duration)            {}
+func (nopObs) Renewal(string, time.Duration)                   {}
+func (nopObs) Notified(string, string, string)                 {}
+func (nopObs) Conflict(string)                                 {}
+func (nopObs) PeerRelay(string, string, string)                {}
+func (nopObs) PeerServed(string, string, string)               {}
+func (nopObs) PeerRefused(string)                              {}
+func (nopObs) MoverCall(string, string, string, time.Duration) {}
+func (nopObs) HolderMode(string, string)                       {}
 
 // startAnn runs one keeper named web-node-1 with group lines (YAML,
 // indented four spaces); its probes report conflicts.

@@ -71,6 +71,8 @@ type groupEnv struct {
 	// detaching, if set, reports whether a loop whose context ended hands
 	// over to the next vipd image instead of stopping (Keeper.Detach).
 	detaching func() bool
+	// movers makes a group's cloud mover (nil: none configured anywhere).
+	movers MoverFactory
 }
 
 // hookRunner runs notify hooks in the background.
@@ -426,6 +428,7 @@ func (g *group) reconcile(ctx context.Context, retiring string) (wake time.Durat
 		again, w, left := g.apply(ctx, in, d)
 		g.observeRelease(in, wasBound, d)
 		g.trackClaim()
+		g.syncMover()
 		if left {
 			return 0, true
 		}

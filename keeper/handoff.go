@@ -181,6 +181,7 @@ func (h *Handoff) group(name string) (HandoffGroup, bool) {
 func (g *group) detach() HandoffGroup {
 	g.vips.gate.Store(nil)
 	g.vips.ann.stop()
+	g.vips.mv.stop()
 	state, mode := g.stateAndMode()
 	hg := HandoffGroup{Name: g.name, State: string(state), Mode: mode}
 	if c := g.held.Claim; c != nil {

@@ -93,11 +93,13 @@ type faultRule struct {
 	match string
 	// mode: "fail" returns an error without sending; "lose" commits and
 	// then returns an error (the answer was lost); "late" returns an
-	// error at once and commits after delay (real time).
-	mode  string
-	times int // how many matching requests to affect; <0: all
-	delay time.Duration
-	hits  int
+	// error at once and commits after delay (real time); "observe" calls
+	// observe and then commits.
+	mode    string
+	times   int // how many matching requests to affect; <0: all
+	delay   time.Duration
+	hits    int
+	observe func()
 }
 
 func (f *faultKV) add(r *faultRule) *faultRule {
@@ -170,6 +172,9 @@ func (t *faultTxn) Commit() (*clientv3.TxnResponse, error) {
 		return t.real.Commit()
 	}
 	switch rule.mode {
+	case "observe":
+		rule.observe()
+		return t.real.Commit()
 	case "lose":
 		if _, err := t.real.Commit(); err != nil {
 			return nil, err

@@ -49,6 +49,9 @@ type Options struct {
 	Announce AnnounceFunc
 	// Probes builds check probes; nil means checks.NewProbe.
 	Probes ProbeFunc
+	// Movers makes each group's cloud mover (config.Mover); nil: none
+	// (the daemon always sets it; tests without movers need not).
+	Movers MoverFactory
 	// Observer receives metrics events; nil means none.
 	Observer Observer
 	// Session overrides the lease timing derived from Config (tests).
@@ -241,7 +244,7 @@ func New(opt Options) *Keeper {
 	k.env = &groupEnv{
 		node: cfg.Node, clk: k.clk, log: log, obs: opt.Observer,
 		lease: k.session, ttl: k.session.Config().TTL, view: k.view, etcd: lead,
-		links: opt.Ifaces, announce: opt.Announce, health: k.health.Of,
+		links: opt.Ifaces, announce: opt.Announce, health: k.health.Of, movers: opt.Movers,
 		timeout: 2 * cfg.Etcd.RequestTimeout, leave: k.leave, peerEndpoint: advertise, fs: k.fs,
 		detaching: k.detachingNow,
 	}

@@ -44,22 +44,26 @@ type Observer interface {
 	// authentication (reason: malformed, bad_mac, unknown_nonce,
 	// unknown_op).
 	PeerRefused(reason string)
+	// MoverCall reports one call of a group's cloud mover (op: assert,
+	// check; result: ok, drift, error, timeout, fenced).
+	MoverCall(group, op, result string, took time.Duration)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) GroupState(string, election.State, int, bool) {}
-func (nopObserver) Transition(string, election.State)            {}
-func (nopObserver) Acquired(string, time.Duration)               {}
-func (nopObserver) Announced(string, netip.Addr)                 {}
-func (nopObserver) CheckState(string, bool)                      {}
-func (nopObserver) CheckRun(string, bool, time.Duration)         {}
-func (nopObserver) CheckEvents(string, string)                   {}
-func (nopObserver) CheckToRelease(string, time.Duration)         {}
-func (nopObserver) Renewal(string, time.Duration)                {}
-func (nopObserver) Notified(string, string, string)              {}
-func (nopObserver) Conflict(string)                              {}
-func (nopObserver) PeerRelay(string, string, string)             {}
-func (nopObserver) HolderMode(string, string)                    {}
-func (nopObserver) PeerServed(string, string, string)            {}
-func (nopObserver) PeerRefused(string)                           {}
+func (nopObserver) GroupState(string, election.State, int, bool)    {}
+func (nopObserver) Transition(string, election.State)               {}
+func (nopObserver) Acquired(string, time.Duration)                  {}
+func (nopObserver) Announced(string, netip.Addr)                    {}
+func (nopObserver) CheckState(string, bool)                         {}
+func (nopObserver) CheckRun(string, bool, time.Duration)            {}
+func (nopObserver) CheckEvents(string, string)                      {}
+func (nopObserver) CheckToRelease(string, time.Duration)            {}
+func (nopObserver) Renewal(string, time.Duration)                   {}
+func (nopObserver) Notified(string, string, string)                 {}
+func (nopObserver) Conflict(string)                                 {}
+func (nopObserver) PeerRelay(string, string, string)                {}
+func (nopObserver) HolderMode(string, string)                       {}
+func (nopObserver) PeerServed(string, string, string)               {}
+func (nopObserver) PeerRefused(string)                              {}
+func (nopObserver) MoverCall(string, string, string, time.Duration) {}

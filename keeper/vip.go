@@ -71,12 +71,37 @@ type vips struct {
 	// announcer checks it before every frame.
 	gate atomic.Pointer[gateState]
 	ann  announcer
+	// mv runs the group's mover while it holds (nil: none). Stopped with
+	// the announcements: no provider call outlives the VIPs' hold.
+	mv *moverRun
 }
 
 type gateState struct {
 	lease clientv3.LeaseID
-	// until is when the kernel may start removing a VIP.
+	// until is when the kernel may start removing a VIP (zero for a
+	// group without addresses: the lease's fence alone bounds it).
 	until time.Time
+}
+
+// fence is the mover's gate: while the VIPs are bound (or a group without
+// addresses holds) under a live lease, the time by which that hold ends
+// unless the lease is renewed: the lease's fence, or the kernel lifetime's
+// end if that comes first. open is false otherwise.
+func (v *vips) fence() (deadline time.Time, open bool) {
+	g := v.gate.Load()
+	if g == nil {
+		return time.Time{}, false
+	}
+	l := v.lease.Current()
+	now := v.clk.Now()
+	if l.ID != g.lease || !l.Live(now) {
+		return time.Time{}, false
+	}
+	deadline = l.Deadline
+	if !g.until.IsZero() && g.until.Before(deadline) {
+		deadline = g.until
+	}
+	return deadline, now.Before(deadline)
 }
 
 // present reports whether a VIP of ours may be on the host.
@@ -186,6 +211,7 @@ func (v *vips) bind(ctx context.Context, cfg config.Group, lease election.Lease,
 		}
 		// Nothing to bind: the claim under a live fence is all there is.
 		v.empty, v.on = true, lease.ID
+		v.gate.Store(&gateState{lease: lease.ID})
 		return bindOK
 	}
 	v.empty = false
@@ -318,6 +344,7 @@ func (v *vips) fenceCheck() bindOutcome {
 func (v *vips) unbind(reason string) bool {
 	v.gate.Store(nil)
 	v.ann.stop()
+	v.mv.stop()
 	if v.empty {
 		v.empty, v.on = false, 0
 	}

@@ -33,6 +33,8 @@ type Metrics struct {
 	holderMode    *prometheus.GaugeVec
 	checkEvents   *prometheus.GaugeVec
 	checkRelease  *prometheus.HistogramVec
+	moverCalls    *prometheus.CounterVec
+	moverDuration *prometheus.HistogramVec
 }
 
 // New creates the metrics and registers them, the build info and the Go and
@@ -102,6 +104,15 @@ func New(reg prometheus.Registerer, version string, fenceRemaining func() float6
 		peerRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vipd_peer_refused_total", Help: "Peer channel requests refused for failing authentication, by reason (malformed, bad_mac, unknown_nonce, unknown_op).",
 		}, []string{"reason"}),
+		moverCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vipd_mover_calls_total",
+			Help: "Cloud mover calls by group, op (assert, check) and result (ok; drift: a check found the addresses delivered elsewhere; error; timeout; fenced: cut short at the fence).",
+		}, []string{"group", "op", "result"}),
+		moverDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "vipd_mover_call_duration_seconds",
+			Help:    "Cloud mover call latency by group and op (assert, check).",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"group", "op"}),
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "vipd_build_info", Help: "vipd build information; always 1.",
@@ -112,7 +123,7 @@ func New(reg prometheus.Registerer, version string, fenceRemaining func() float6
 		Help: "Seconds until the fence deadline: VIPs must be gone by then unless the lease is renewed. Negative or 0 when no live lease.",
 	}, fenceRemaining)
 	reg.MustRegister(m.groupHolder, m.groupPriority, m.groupState, m.transitions, m.checkUp, m.checkDuration,
-		m.renewals, m.renewDuration, m.announcements, m.acquire, m.notifyRuns, m.conflicts, m.peerRelayed, m.peerServed, m.peerRefused, m.holderMode, m.checkEvents, m.checkRelease, buildInfo, fence,
+		m.renewals, m.renewDuration, m.announcements, m.acquire, m.notifyRuns, m.conflicts, m.peerRelayed, m.peerServed, m.peerRefused, m.holderMode, m.checkEvents, m.checkRelease, m.moverCalls, m.moverDuration, buildInfo, fence,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -213,6 +224,12 @@ func (m *Metrics) PeerServed(peer, op, result string) {
 
 // PeerRefused counts a peer request refused for failing authentication.
 func (m *Metrics) PeerRefused(reason string) { m.peerRefused.WithLabelValues(reason).Inc() }
+
+// MoverCall records one cloud mover call.
+func (m *Metrics) MoverCall(group, op, result string, took time.Duration) {
+	m.moverCalls.WithLabelValues(group, op, result).Inc()
+	m.moverDuration.WithLabelValues(group, op).Observe(took.Seconds())
+}
 
 // HolderMode records whether the group is held on the failsafe.
 func (m *Metrics) HolderMode(group, mode string) {

@@ -1,0 +1,314 @@
+package keeper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vipd/vipd/config"
+	"github.com/vipd/vipd/internal/clock"
+	"github.com/vipd/vipd/internal/etcdtest"
+)
+
+func TestNextMoverCall(t *testing.T) {
+	const iv = 10 * time.Second
+	now := h0
+	cases := []struct {
+		name        string
+		p           moverPlan
+		op, outcome string
+		want        moverPlan
+	}{
+		{"assert ok: check after the interval", moverPlan{failures: 2}, MoverAssertOp, MoverOK, moverPlan{asserted: true, next: now.Add(iv)}},
+		{"check ok: check again after the interval", moverPlan{asserted: true}, MoverCheckOp, MoverOK, moverPlan{asserted: true, next: now.Add(iv)}},
+		{"drift: assert at once", moverPlan{asserted: true}, MoverCheckOp, MoverDrift, moverPlan{next: now}},
+		{"first failure: 250ms", moverPlan{}, MoverAssertOp, MoverError, moverPlan{failures: 1, next: now.Add(250 * time.Millisecond)}},
+		{"third failure: 1s", moverPlan{failures: 2}, MoverAssertOp, MoverTimeout, moverPlan{failures: 3, next: now.Add(time.Second)}},
+		{"many failures: at most the interval", moverPlan{failures: 20}, MoverAssertOp, MoverFenced, moverPlan{failures: 21, next: now.Add(iv)}},
+		{"a failed check keeps the assert done", moverPlan{asserted: true}, MoverCheckOp, MoverError, moverPlan{asserted: true, failures: 1, next: now.Add(250 * time.Millisecond)}},
+	}
+	for _, c := range cases {
+		if got := nextMoverCall(c.p, c.op, c.outcome, now, iv); got != c.want {
+			t.Errorf("%s: %+v, want %+v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestMayCall(t *testing.T) {
+	now := h0
+	cases := []struct {
+		name    string
+		fence   time.Time
+		open    bool
+		timeout time.Duration
+		until   time.Time
+		ok      bool
+	}{
+		{"well inside the fence: the timeout bounds it", now.Add(2 * time.Second), true, time.Second, now.Add(time.Second), true},
+		{"the fence comes first", now.Add(2 * time.Second), true, 5 * time.Second, now.Add(2 * time.Second), true},
+		{"not held", now.Add(2 * time.Second), false, time.Second, time.Time{}, false},
+		{"too close to the fence", now.Add(minMoverCall - time.Millisecond), true, time.Second, time.Time{}, false},
+		{"past the fence (a stall)", now.Add(-time.Second), true, time.Second, time.Time{}, false},
+	}
+	for _, c := range cases {
+		until, ok := mayCall(now, c.fence, c.open, c.timeout)
+		if ok != c.ok || !until.Equal(c.until) {
+			t.Errorf("%s: %v %v, want %v %v", c.name, until, ok, c.until, c.ok)
+		}
+	}
+}
+
+// fakeMover plays the provider: it records every call with its start and
+// end on the clock, and can hold an assert until its context ends.
+type fakeMover struct {
+	clk clock.Clock
+	mu  sync.Mutex
+	// calls are the recorded calls; block holds asserts until their
+	// context ends; here is what a check answers; fail fails the next
+	// calls.
+	calls    []moverCallRec
+	block    bool
+	here     bool
+	fail     int
+	inFlight int
+}
+
+type moverCallRec struct {
+	op         string
+	node       string
+	start, end time.Time
+	deadline   time.Time // Move.Deadline
+}
+
+func (f *fakeMover) begin(op string, m Move) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, moverCallRec{op: op, node: m.Node, start: f.clk.Now(), deadline: m.Deadline})
+	f.inFlight++
+	return len(f.calls) - 1
+}
+
+func (f *fakeMover) finish(i int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls[i].end = f.clk.Now()
+	f.inFlight--
+}
+
+func (f *fakeMover) Assert(ctx context.Context, m Move) error {
+	i := f.begin(MoverAssertOp, m)
+	defer f.finish(i)
+	f.mu.Lock()
+	block, fail := f.block, f.fail > 0
+	if fail {
+		f.fail--
+	}
+	f.mu.Unlock()
+	if block {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	if fail {
+		return errors.New("provider says no")
+	}
+	f.mu.Lock()
+	f.here = true
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fakeMover) Check(ctx context.Context, m Move) (bool, error) {
+	i := f.begin(MoverCheckOp, m)
+	defer f.finish(i)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.here, nil
+}
+
+func (f *fakeMover) snapshot() ([]moverCallRec, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]moverCallRec(nil), f.calls...), f.inFlight
+}
+
+func (f *fakeMover) set(fn func(f *fakeMover)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+// eventually polls cond in real time (the mover loop runs on its own
+// goroutine, on the fake clock).
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%s: not within 5 s", what)
+		}
+	}
+}
+
+// settle gives the mover goroutine time to act on the clock as it is.
+func settle() { time.Sleep(20 * time.Millisecond) }
+
+// The fence rule in virtual time: a call's context ends at the fence; no
+// call starts past it (after the fence passed, after a stall); a renewal
+// opens the gate again; and after an assert the holder checks every
+// interval and asserts again on drift.
+func TestMoverRunFenceRule(t *testing.T) {
+	clk := clock.NewFake(h0)
+	fm := &fakeMover{clk: clk, block: true}
+	var mu sync.Mutex
+	fence, open := h0.Add(2*time.Second), true
+	gate := func() (time.Time, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		return fence, open && clk.Now().Before(fence)
+	}
+	renew := func(d time.Duration) {
+		mu.Lock()
+		fence = clk.Now().Add(d)
+		mu.Unlock()
+	}
+	r := &moverRun{mover: fm, clk: clk, log: testLog(t), obs: nopObserver{}, group: "VI_1", interval: time.Second, timeout: 5 * time.Second}
+	r.start(1, Move{Group: "VI_1", Node: "n1"}, gate)
+	defer r.stop()
+
+	// A slow provider: the assert runs into the fence and is cut there.
+	eventually(t, "first assert in flight", func() bool { _, n := fm.snapshot(); return n == 1 })
+	clk.Advance(2 * time.Second)
+	eventually(t, "assert cut at the fence", func() bool { _, n := fm.snapshot(); return n == 0 })
+	calls, _ := fm.snapshot()
+	if c := calls[0]; !c.start.Equal(h0) || !c.deadline.Equal(h0.Add(2*time.Second)) || c.end.After(h0.Add(2*time.Second)) {
+		t.Fatalf("first call %+v: want it started at once, told the fence, and cut by it", c)
+	}
+	// The fence passed: nothing is called, however long.
+	fm.set(func(f *fakeMover) { f.block = false })
+	for range 20 {
+		clk.Advance(500 * time.Millisecond)
+		settle()
+	}
+	if calls, _ := fm.snapshot(); len(calls) != 1 {
+		t.Fatalf("%d calls after the fence passed, want none: %+v", len(calls)-1, calls[1:])
+	}
+	// A renewal opens the gate: the assert goes out, then checks follow
+	// every interval.
+	renew(2 * time.Second)
+	renewedAt := clk.Now()
+	r.start(1, Move{Group: "VI_1", Node: "n1"}, gate) // the group wakes it
+	eventually(t, "assert after the renewal", func() bool { c, _ := fm.snapshot(); return len(c) == 2 && !c[1].end.IsZero() })
+	clk.Advance(time.Second)
+	eventually(t, "a check an interval later", func() bool { c, _ := fm.snapshot(); return len(c) == 3 && c[2].op == MoverCheckOp })
+	// Drift: someone moved the address; the next check asserts again.
+	renew(5 * time.Second)
+	fm.set(func(f *fakeMover) { f.here = false })
+	clk.Advance(time.Second)
+	eventually(t, "re-assert after a drift", func() bool { c, _ := fm.snapshot(); return len(c) == 5 && c[4].op == MoverAssertOp })
+	// A stall: the clock jumps past the fence while the loop waits for
+	// its next check; it wakes and calls nothing.
+	clk.Advance(10 * time.Second)
+	settle()
+	clk.Advance(time.Second)
+	settle()
+	calls, _ = fm.snapshot()
+	for _, c := range calls {
+		if !c.start.Before(c.deadline.Add(-minMoverCall+time.Nanosecond)) && c.start.After(renewedAt) {
+			t.Errorf("call %+v started at or past its fence", c)
+		}
+	}
+	if len(calls) != 5 {
+		t.Errorf("%d calls, want 5 (none after the stall): %+v", len(calls), calls)
+	}
+}
+
+// With the real group loop (harness: etcd keys, lease fence on the fake
+// clock): only the holder's mover is called, only after its VIPs are
+// bound, never past its fence when it stalls, and a release stops a call
+// in flight before the resign goes out.
+func TestMoverOnlyHolderInsideFence(t *testing.T) {
+	m := etcdtest.Start(t)
+	group := harnessGroup + "mover: {type: exec, command: [/bin/true], interval: 1s, timeout: 500ms}\n"
+	a := newHarness(t, m, "web-node-1", group)
+	b := newHarness(t, m, "web-node-2", strings.Replace(group, "priority: 101", "priority: 100", 1))
+	fa, fb := &fakeMover{clk: a.clk}, &fakeMover{clk: b.clk}
+	for _, x := range []struct {
+		h *harness
+		f *fakeMover
+	}{{a, fa}, {b, fb}} {
+		f := x.f
+		x.h.g.env.movers = func(g config.Group) (Mover, error) {
+			if g.Mover.Type != "exec" {
+				return nil, fmt.Errorf("mover %q", g.Mover.Type)
+			}
+			return f, nil
+		}
+	}
+	a.hold()
+	for range 10 {
+		b.step()
+		b.clk.Advance(100 * time.Millisecond)
+		b.lease.renew()
+	}
+	eventually(t, "the holder asserts", func() bool { c, _ := fa.snapshot(); return len(c) > 0 && !c[0].end.IsZero() })
+	if c, _ := fb.snapshot(); len(c) != 0 {
+		t.Fatalf("the standby called its mover: %+v", c)
+	}
+	calls, _ := fa.snapshot()
+	if calls[0].op != MoverAssertOp || calls[0].node != "web-node-1" {
+		t.Fatalf("first call %+v, want an assert by web-node-1", calls[0])
+	}
+
+	// A stalls: no renewal; the clock runs past its fence.
+	fence := a.lease.Current().Deadline
+	a.noRenew = true
+	for range 40 {
+		a.clk.Advance(100 * time.Millisecond)
+		settle()
+	}
+	a.step()
+	settle()
+	calls, _ = fa.snapshot()
+	for _, c := range calls {
+		if !c.start.Before(fence) {
+			t.Errorf("call %+v started past the fence %v", c, fence.Format("15:04:05.000"))
+		}
+	}
+	if a.host.Has(hvip) {
+		t.Fatal("VIP still bound past the fence")
+	}
+
+	// Renewals again: A holds anew (its claim is still there) and asserts.
+	a.noRenew = false
+	a.lease.renew()
+	a.hold()
+	n := len(calls)
+	eventually(t, "assert after holding again", func() bool {
+		c, _ := fa.snapshot()
+		return len(c) > n && c[len(c)-1].start.After(fence)
+	})
+
+	// A release with an assert in flight: the call ends before the
+	// resign is sent.
+	fa.set(func(f *fakeMover) { f.block, f.here = true, false })
+	for range 12 { // the next check finds a drift and asserts
+		a.clk.Advance(100 * time.Millisecond)
+		a.lease.renew()
+		a.step()
+		settle()
+	}
+	eventually(t, "an assert in flight", func() bool { _, n := fa.snapshot(); return n == 1 })
+	inFlightAtResign := -1
+	a.kv.add(&faultRule{match: "/leader", mode: "observe", times: -1, observe: func() {
+		_, n := fa.snapshot()
+		inFlightAtResign = n
+	}})
+	a.health.set(true) // HAProxy down: A releases
+	a.until("A released", 5*time.Second, func() bool { n, _ := a.leader(); return n != "web-node-1" })
+	if inFlightAtResign != 0 {
+		t.Errorf("%d mover calls in flight when the resign went out, want 0", inFlightAtResign)
+	}
+}
