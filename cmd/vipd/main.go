@@ -33,6 +33,7 @@ import (
 	"github.com/vipd/vipd/internal/runlock"
 	"github.com/vipd/vipd/keeper"
 	"github.com/vipd/vipd/metrics"
+	"github.com/vipd/vipd/mover"
 	"github.com/vipd/vipd/netif"
 	"github.com/vipd/vipd/peer"
 )
@@ -320,7 +321,7 @@ func run(cfgPath string, cfg config.Config, runDir string, log *slog.Logger, han
 	k = keeper.New(keeper.Options{
 		Config: cfg, Client: cli, Clock: clk, Log: log,
 		Ifaces: h, Announce: ann.Announce, Observer: m, LeaseClient: leaseCli, Peer: po,
-		PromiseFile: promiseFile(runDir), Handoff: handoff,
+		PromiseFile: promiseFile(runDir), Handoff: handoff, Movers: mover.Factory(log),
 	})
 
 	var wg sync.WaitGroup
