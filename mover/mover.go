@@ -6,6 +6,7 @@ import (
 
 	"github.com/vipd/vipd/config"
 	"github.com/vipd/vipd/keeper"
+	"github.com/vipd/vipd/mover/awsmover"
 	"github.com/vipd/vipd/mover/execmover"
 )
 
@@ -18,6 +19,8 @@ func Factory(log *slog.Logger) keeper.MoverFactory {
 			return nil, nil
 		case "exec":
 			return execmover.New(g.Mover.Command, log.With("group", g.Name)), nil
+		case "aws":
+			return awsmover.Dial(g.Mover.AWS), nil
 		}
 		return nil, fmt.Errorf("mover: group %s: unknown mover type %q", g.Name, g.Mover.Type)
 	}
