@@ -28,7 +28,8 @@ func metricNames() map[string]bool {
 		"vipd_check_events"} {
 		m[n] = true
 	}
-	for _, h := range []string{"vipd_check_duration_seconds", "vipd_acquire_seconds", "vipd_check_to_release_seconds"} {
+	m["vipd_mover_calls_total"] = true
+	for _, h := range []string{"vipd_check_duration_seconds", "vipd_acquire_seconds", "vipd_check_to_release_seconds", "vipd_mover_call_duration_seconds"} {
 		for _, s := range []string{"", "_bucket", "_sum", "_count"} {
 			m[h+s] = true
 		}
