@@ -212,7 +212,10 @@ func observe(in Inputs) Memory {
 	default:
 		m.VacantSince = time.Time{}
 	}
-	if ch, ok := election.Challenger(in.Self, v.Candidates); ok {
+	// A challenger's preempt_delay counts from when it is first seen
+	// better, as keepalived's does, even while it may not claim yet
+	// (Waiting): the holder yields once both are over.
+	if ch, ok := election.Challenger(in.Self, notWaiting(v.Candidates)); ok {
 		if ch.Node != m.Challenger {
 			m.Challenger, m.ChallengerSince = ch.Node, in.Now
 		}
@@ -319,11 +322,15 @@ func decide(in Inputs, mem *Memory) Decision {
 				return Decision{Action: Release, State: election.StateBackup, Reason: "planned handover to " + target, Handover: hv.Rev}
 			}
 		}
-		if ch, ok := election.Challenger(self, challengers(in.View, mem.Snubbed)); ok {
+		if ch, ok := election.Challenger(self, notWaiting(challengers(in.View, mem.Snubbed))); ok {
 			// keepalived applies preempt_delay on the node taking over,
-			// so the challenger's setting counts.
+			// so the challenger's setting counts. A challenger that may
+			// not claim yet is waited for (its record changes when it
+			// may, which wakes the loop): yielding now would leave the
+			// group vacant.
 			yield, wait := election.ShouldPreempt(in.Now, mem.ChallengerSince, ch.PreemptDelay)
-			if yield {
+			waiting := waitingIn(in.View.Candidates, ch.Node)
+			if yield && !waiting {
 				mem.YieldedTo, mem.YieldedAt = ch.Node, in.Now
 				return Decision{Action: Release, State: election.StateBackup,
 					Reason: fmt.Sprintf("preempted by %s (priority %d > %d)", ch.Node, ch.Priority, self.Priority)}
@@ -331,7 +338,11 @@ func decide(in Inputs, mem *Memory) Decision {
 			if d, await := awaitFresh(in); await {
 				return d
 			}
-			return Decision{Action: Hold, State: election.StateMaster, Reason: "holder; preempt delay running", Wake: min(wait, in.Lease.Deadline.Sub(in.Now))}
+			reason, wake := "holder; preempt delay running", min(wait, in.Lease.Deadline.Sub(in.Now))
+			if waiting && yield {
+				reason, wake = "holder; "+ch.Node+" may not claim yet", in.Lease.Deadline.Sub(in.Now)
+			}
+			return Decision{Action: Hold, State: election.StateMaster, Reason: reason, Wake: wake}
 		}
 		if d, await := awaitFresh(in); await {
 			return d
@@ -394,6 +405,17 @@ func decide(in Inputs, mem *Memory) Decision {
 	}
 	mem.YieldedTo = ""
 	return Decision{Action: Acquire, State: state, Reason: fmt.Sprintf("vacant; rank %d", rank)}
+}
+
+// waitingIn reports whether node's record in cands says it may not claim
+// yet.
+func waitingIn(cands []election.Candidate, node string) bool {
+	for _, c := range cands {
+		if c.Node == node {
+			return c.Waiting
+		}
+	}
+	return false
 }
 
 // notWaiting returns cands as if none were Waiting.

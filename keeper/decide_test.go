@@ -704,9 +704,11 @@ func TestDecideMemory(t *testing.T) {
 			t.Fatalf("%v, memory %+v; want an acquire after the backoff, snubbing the node that did not take over", d.Action, m)
 		}
 	})
-	t.Run("a challenger counts from when it may claim", func(t *testing.T) {
-		// Its preempt_delay runs from then: a holder that counted from
-		// when the record appeared would yield as the wait ends.
+	t.Run("a challenger's delay counts from when it is seen better, the yield waits until it may claim", func(t *testing.T) {
+		// As keepalived, preempt_delay runs from when the better node
+		// appears; a holder that yielded before it may claim would leave
+		// the group vacant, and one that counted from the end of its wait
+		// would yield later than the delay says.
 		in := holding(base())
 		in.Lease.Deadline, in.Lease.ServerExpiry = t0.Add(10*time.Second), t0.Add(11*time.Second)
 		c := n1
@@ -715,17 +717,37 @@ func TestDecideMemory(t *testing.T) {
 		w.Waiting = true
 		in.View.Candidates = []election.Candidate{w}
 		d, m := Decide(in)
-		if d.Action != Hold || m.Challenger != "" {
-			t.Fatalf("%v, memory %+v; want hold and no challenger while it waits", d.Action, m)
+		if d.Action != Hold || m.Challenger != "web-node-1" || !m.ChallengerSince.Equal(t0) {
+			t.Fatalf("%v, memory %+v; want hold, the challenger counted from now", d.Action, m)
 		}
+		in.Mem, in.Now = m, t0.Add(1500*time.Millisecond) // the delay is over; still waiting
+		if d, m = Decide(in); d.Action != Hold || !strings.Contains(d.Reason, "may not claim yet") || !m.ChallengerSince.Equal(t0) {
+			t.Fatalf("%v (%s), memory %+v; want hold until it may claim", d.Action, d.Reason, m)
+		}
+		in.View.Candidates = []election.Candidate{c} // its wait ends
+		in.Mem, in.Now = m, t0.Add(1600*time.Millisecond)
+		if d, m = Decide(in); d.Action != Release || m.YieldedTo != "web-node-1" {
+			t.Fatalf("%v, memory %+v; want a yield to web-node-1 at once", d.Action, m)
+		}
+	})
+	t.Run("a challenger seen while it waits, its delay longer than the wait", func(t *testing.T) {
+		in := holding(base())
+		in.Lease.Deadline, in.Lease.ServerExpiry = t0.Add(10*time.Second), t0.Add(11*time.Second)
+		c := n1
+		c.PreemptDelay = 3 * time.Second
+		w := c
+		w.Waiting = true
+		in.View.Candidates = []election.Candidate{w}
+		_, m := Decide(in)
 		in.View.Candidates = []election.Candidate{c}
 		in.Mem, in.Now = m, t0.Add(time.Second)
-		if d, m = Decide(in); d.Action != Hold || d.Wake != time.Second || !m.ChallengerSince.Equal(in.Now) {
-			t.Fatalf("%v (wake %v), memory %+v; want hold for the challenger's delay from now", d.Action, d.Wake, m)
+		d, m := Decide(in)
+		if d.Action != Hold || d.Wake != 2*time.Second {
+			t.Fatalf("%v (wake %v); want hold for the rest of the delay (2s)", d.Action, d.Wake)
 		}
-		in.Mem, in.Now = m, in.Now.Add(time.Second)
-		if d, m = Decide(in); d.Action != Release || m.YieldedTo != "web-node-1" {
-			t.Fatalf("%v, memory %+v; want a yield to web-node-1 after its delay", d.Action, m)
+		in.Mem, in.Now = m, t0.Add(3*time.Second)
+		if d, _ = Decide(in); d.Action != Release {
+			t.Fatalf("%v; want a yield once the delay from first sight is over", d.Action)
 		}
 	})
 	t.Run("an unsure acquire does not restart the vacancy", func(t *testing.T) {
