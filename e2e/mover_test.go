@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vipd/vipd/e2e/testbed"
+	"github.com/vipd/vipd/internal/ec2fake"
 )
 
 // providerScript plays a cloud provider for the exec mover: the owner of
@@ -187,5 +191,149 @@ func TestExecMover(t *testing.T) {
 		}
 	}
 	res.add("provider calls outside the caller's hold", fmt.Sprintf("%d of %d (%d asserts)", outside, len(calls), asserts), "0 (asserted)")
+	res.add("time with two holders", ms(st.TwoHolders), "0 (asserted)")
+}
+
+// TestAWSMover runs the seed pair with the aws mover against the fake EC2
+// (internal/ec2fake; no EC2 emulator can be installed here), served on the
+// testbed's client host: each node's metadata service names its instance
+// and interface, and the secondary private IP and its route follow the
+// holder through HAProxy stopping, its return, throttling (retried inside
+// the fence) and a missing permission (the address stays on the last
+// holder that could move it). Every call that moves something names the
+// interface of a node that holds the VIP at that moment.
+func TestAWSMover(t *testing.T) {
+	needAll(t)
+	// Inherited by vipd through the testbed's `ip netns exec`: the SDK's
+	// default chain finds them, and reads no file of this host.
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDTEST")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+	tb := newTestbed(t, testbed.Options{})
+	res := &results{t: t, title: "aws mover against the fake EC2 (issue 16)"}
+	defer res.log()
+	if err := tb.StartEtcd(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	n1, n2 := tb.Node(testbed.Node1), tb.Node(testbed.Node2)
+	eni := map[string]string{testbed.Node1: "eni-0001", testbed.Node2: "eni-0002"}
+	node := map[string]string{"eni-0001": testbed.Node1, "eni-0002": testbed.Node2}
+	fake := ec2fake.New("eu-west-1", []ec2fake.Instance{
+		{ID: "i-0001", MAC: "02:00:00:00:00:01", ENI: "eni-0001", PrimaryIP: n1.IP.String()},
+		{ID: "i-0002", MAC: "02:00:00:00:00:02", ENI: "eni-0002", PrimaryIP: n2.IP.String()},
+	}, nil, []string{"rtb-0001"})
+	serve := func(port int, h http.Handler) string {
+		var ln net.Listener
+		if err := tb.Client.NS.Do(func() (err error) {
+			ln, err = net.Listen("tcp", netip.AddrPortFrom(tb.Client.IP, uint16(port)).String())
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: h}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+		return "http://" + ln.Addr().String()
+	}
+	api := serve(8773, fake)
+	imds := map[string]string{testbed.Node1: serve(8774, fake.IMDS("i-0001")), testbed.Node2: serve(8775, fake.IMDS("i-0002"))}
+	cfg := func(n *testbed.Node) string {
+		c := n.VipdConfig()
+		old := "    garp: {count: 5, interval: 1s}\n"
+		if !strings.Contains(c, old) {
+			t.Fatalf("testbed vipd config has no %q", old)
+		}
+		return strings.Replace(c, old, old+fmt.Sprintf("    mover: {type: aws, interval: 1s, timeout: 1s, aws: {private_ip: true, route_tables: [rtb-0001], endpoint: %q, imds_endpoint: %q}}\n",
+			api, imds[n.Name]), 1)
+	}
+	for _, n := range tb.Nodes {
+		if err := n.StartHAProxy(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tStart := time.Now()
+	if err := n1.StartVipdWithConfig(cfg(n1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.WaitHolder(testbed.Node1, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := n2.StartVipdWithConfig(cfg(n2)); err != nil {
+		t.Fatal(err)
+	}
+	vip := testbed.VIP.Addr().String()
+	step := func(what, holder string, timeout time.Duration, do func() error) {
+		t.Helper()
+		t0 := time.Now()
+		if err := do(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if err := tb.WaitHolder(holder, timeout); err != nil {
+			t.Fatalf("%s: %v\n%s", what, err, eventsSince(tb, t0))
+		}
+		bound := time.Now()
+		if add, ok := tb.Mon.EventAfter(holder, true, t0); ok {
+			bound = add.Time
+		}
+		for end := time.Now().Add(5 * time.Second); fake.OwnerOf(vip) != eni[holder] || fake.RouteTarget("rtb-0001", vip+"/32") != eni[holder]; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("%s: %s on %q, its route to %q, 5 s after %s bound the VIP", what, vip, fake.OwnerOf(vip), fake.RouteTarget("rtb-0001", vip+"/32"), holder)
+			}
+		}
+		res.add(what+" → "+vip+" and its route on "+eni[holder], ms(time.Since(bound)), "follows the holder (asserted)")
+	}
+	noop := func() error { return nil }
+	step("start", testbed.Node1, 10*time.Second, noop)
+	step("HAProxy stopped on the holder", testbed.Node2, 5*time.Second, n1.StopHAProxy)
+	step("HAProxy back (preempt)", testbed.Node1, 10*time.Second, n1.StartHAProxy)
+	step("HAProxy stopped, EC2 throttling 3 calls", testbed.Node2, 5*time.Second, func() error {
+		fake.Throttle(3)
+		return n1.StopHAProxy()
+	})
+	// Without the permission the new holder cannot move the address: it
+	// stays where it was, and the holder keeps trying.
+	fake.Deny("AssignPrivateIpAddresses", true)
+	t0 := time.Now()
+	if err := n1.StartHAProxy(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.WaitHolder(testbed.Node1, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	denied := 0
+	for _, c := range fake.Calls() {
+		if c.At.After(t0) && c.Result == "UnauthorizedOperation" && c.ENI == "eni-0001" {
+			denied++
+		}
+	}
+	if denied < 2 || fake.OwnerOf(vip) != "eni-0002" {
+		t.Fatalf("denied: %d refused assigns by web-node-1, %s on %s; want it retried and the address left on eni-0002", denied, vip, fake.OwnerOf(vip))
+	}
+	res.add("permission missing on the new holder", fmt.Sprintf("%d refused assigns in 2 s, address left on eni-0002", denied), "retried with backoff (asserted)")
+	step("permission granted again", testbed.Node1, 10*time.Second, func() error { fake.Deny("AssignPrivateIpAddresses", false); return nil })
+
+	outside, moves := 0, 0
+	for _, c := range fake.Calls() {
+		if c.Result != "ok" || (c.Action != "AssignPrivateIpAddresses" && c.Action != "ReplaceRoute" && c.Action != "CreateRoute") {
+			continue
+		}
+		moves++
+		n := node[c.ENI]
+		if slices.Contains(tb.Mon.HoldersAt(c.At), n) {
+			continue
+		}
+		if add, ok := tb.Mon.EventAfter(n, true, c.At); ok && add.Time.Sub(c.At) <= 50*time.Millisecond {
+			continue
+		}
+		outside++
+		t.Errorf("%s for %s at %s while the monitor shows holders %v", c.Action, n, c.At.Format("15:04:05.000"), tb.Mon.HoldersAt(c.At))
+	}
+	st := tb.Mon.Stats(tStart, time.Now())
+	if st.TwoHolders != 0 {
+		t.Errorf("two holders for %v", st.TwoHolders)
+	}
+	res.add("moving calls outside the caller's hold", fmt.Sprintf("%d of %d", outside, moves), "0 (asserted)")
 	res.add("time with two holders", ms(st.TwoHolders), "0 (asserted)")
 }
