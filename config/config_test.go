@@ -134,6 +134,12 @@ func TestValidationErrors(t *testing.T) {
 		{"mover: unknown type", func(s string) string { return s + "    mover: {type: gcp}\n" }, []string{"groups[0] (VI_1).mover.type", `"gcp"`, "aws, exec"}},
 		{"mover: settings without a type", func(s string) string { return s + "    mover: {command: [/bin/true]}\n" }, []string{"mover.type", "required"}},
 		{"mover: exec without a command", func(s string) string { return s + "    mover: {type: exec}\n" }, []string{"mover.command", "required"}},
+		{"mover: exec timeout not shorter than lease_ttl", func(s string) string {
+			return s + "    mover: {type: exec, command: [/bin/true], interval: 10s, timeout: 3s}\n"
+		}, []string{"mover.timeout", "3s", "etcd.lease_ttl 3s"}},
+		{"mover: aws private_ip with IPv6", func(s string) string {
+			return strings.Replace(s, "[192.168.20.15/24]", "[2001:db8::15/64]", 1) + "    mover: {type: aws, aws: {private_ip: true}}\n"
+		}, []string{"mover.aws.private_ip", "IPv6"}},
 		{"mover: timeout longer than interval", func(s string) string {
 			return s + "    mover: {type: exec, command: [/bin/true], interval: 2s, timeout: 3s}\n"
 		}, []string{"mover.timeout", "3s", "mover.interval 2s"}},
@@ -393,5 +399,22 @@ func TestGroupStateAcceptedWithWarning(t *testing.T) {
 	_, err := Parse(strings.NewReader(strings.Replace(seed, "priority: 101", "priority: 101\n    state: LEADER", 1)))
 	if err == nil || !strings.Contains(err.Error(), "groups[0] (VI_1).state") || !strings.Contains(err.Error(), "LEADER") {
 		t.Errorf("state LEADER: err = %v, want one naming the key and value", err)
+	}
+}
+
+func TestMoverDefaults(t *testing.T) {
+	c, err := Parse(strings.NewReader(seed + "    mover: {type: exec, command: [/bin/true]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := c.Groups[0].Mover; m.Interval != 10*time.Second || m.Timeout != 2*time.Second {
+		t.Errorf("exec mover defaults: interval %v, timeout %v; want 10s and 2s (lease_ttl 3s less 1s)", m.Interval, m.Timeout)
+	}
+	c, err = Parse(strings.NewReader(seed + "    mover: {type: aws, aws: {private_ip: true}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := c.Groups[0].Mover; m.Interval != 10*time.Second || m.Timeout != 5*time.Second {
+		t.Errorf("aws mover defaults: interval %v, timeout %v; want 10s and 5s", m.Interval, m.Timeout)
 	}
 }

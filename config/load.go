@@ -179,6 +179,10 @@ func (c *Config) applyDefaults() error {
 			}
 			if g.Mover.Timeout == 0 {
 				g.Mover.Timeout = min(DefaultMoverTimeout, g.Mover.Interval)
+				if g.Mover.Type == "exec" && c.Etcd.LeaseTTL > time.Second {
+					// Killed at the fence it starts with: less than a TTL.
+					g.Mover.Timeout = min(g.Mover.Timeout, c.Etcd.LeaseTTL-time.Second)
+				}
 			}
 		}
 		if g.Notify.Timeout == 0 {

@@ -326,7 +326,7 @@ func (c *Config) validateGroups(bad func(key, format string, args ...any)) {
 		if g.PreemptDelay < 0 {
 			bad(key+".preempt_delay", "%v must not be negative", g.PreemptDelay)
 		}
-		validateMover(key+".mover", g.Mover, len(g.Prefixes) > 0, bad)
+		validateMover(key+".mover", g.Mover, g.Prefixes, c.Etcd.LeaseTTL, bad)
 		if g.BackoffStep < 0 {
 			bad(key+".backoff_step", "%v must not be negative", g.BackoffStep)
 		}
@@ -423,9 +423,11 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// validateMover checks a group's mover section; hasAddrs says whether the
-// group has addresses (a private IP or a route moves those).
-func validateMover(key string, m Mover, hasAddrs bool, bad func(key, format string, args ...any)) {
+// validateMover checks a group's mover section, with the group's
+// addresses (a private IP or a route moves those) and the lease TTL (an
+// exec mover's command is killed at the fence it starts with).
+func validateMover(key string, m Mover, addrs []netip.Prefix, leaseTTL time.Duration, bad func(key, format string, args ...any)) {
+	hasAddrs := len(addrs) > 0
 	prefixed := func(k, v, prefix string) {
 		if !strings.HasPrefix(v, prefix) || len(v) == len(prefix) {
 			bad(k, "%q is not an ID of the form %s…", v, prefix)
@@ -444,6 +446,9 @@ func validateMover(key string, m Mover, hasAddrs bool, bad func(key, format stri
 		if !reflect.DeepEqual(m.AWS, AWSMover{}) {
 			bad(key+".aws", "is for the aws mover; this one is exec")
 		}
+		if m.Timeout >= leaseTTL {
+			bad(key+".timeout", "%v is not shorter than etcd.lease_ttl %v: an exec mover's command is killed at the fence it starts with, less than a lease TTL away (raise etcd.lease_ttl for a slow CLI)", m.Timeout, leaseTTL)
+		}
 	case "aws":
 		if len(m.Command) > 0 {
 			bad(key+".command", "is for the exec mover; this one is aws")
@@ -454,6 +459,9 @@ func validateMover(key string, m Mover, hasAddrs bool, bad func(key, format stri
 		}
 		if (a.PrivateIP || len(a.RouteTables) > 0) && !hasAddrs {
 			bad(key+".aws", "private_ip and route_tables move the group's addresses, and it has none")
+		}
+		if a.PrivateIP && hasAddrs && !addrs[0].Addr().Is4() {
+			bad(key+".aws.private_ip", "moves IPv4 addresses (AssignPrivateIpAddresses); this group's are IPv6")
 		}
 		if a.NetworkInterface != "" {
 			prefixed(key+".aws.network_interface", a.NetworkInterface, "eni-")

@@ -129,6 +129,8 @@ type group struct {
 	adoptedAt time.Time
 	// handedOver is what the loop handed over when it detached.
 	handedOver *HandoffGroup
+	// moverFailed is the mover config the factory refused (logged once).
+	moverFailed *config.Mover
 }
 
 // membersState is what the loop knows of its claim's membership records

@@ -32,9 +32,13 @@ type Move struct {
 	Addresses []netip.Prefix
 	// Lease is the lease the group's claim is on.
 	Lease int64
-	// Deadline is the fence: the call must not act after it (its context
-	// ends then too).
+	// Deadline is the fence as the call starts. A renewal during the call
+	// moves the fence on: Live says whether it still holds, and the
+	// call's context ends as soon as it does not. A mover checks Live
+	// before each request it sends; one that cannot (a command run on
+	// its own) must not act after Deadline.
 	Deadline time.Time
+	Live     func() bool
 }
 
 // MoverFactory makes a group's mover from its config (nil, nil: none).
@@ -56,9 +60,17 @@ type moverPlan struct {
 	// asserted: an assert succeeded in this hold (later calls check).
 	asserted bool
 	failures int
+	// settle is the wait before the next check: 1 s after an assert,
+	// doubling up to the interval. A request of the previous holder
+	// still on its way may land after this holder's assert; the early
+	// checks find it.
+	settle time.Duration
 	// next is when to call again.
 	next time.Time
 }
+
+// firstRecheck is how soon after an assert the holder checks it.
+const firstRecheck = time.Second
 
 // moverBackoff is the wait after the n-th failure in a row: 250 ms
 // doubling, at most interval.
@@ -77,11 +89,13 @@ func nextMoverCall(p moverPlan, op, outcome string, now time.Time, interval time
 	switch outcome {
 	case MoverOK:
 		if op == MoverAssertOp {
-			p.asserted = true
+			p.asserted, p.settle = true, min(firstRecheck, interval)
+		} else {
+			p.settle = min(2*p.settle, interval)
 		}
-		p.failures, p.next = 0, now.Add(interval)
+		p.failures, p.next = 0, now.Add(p.settle)
 	case MoverDrift:
-		p.asserted, p.failures, p.next = false, 0, now
+		p.asserted, p.failures, p.settle, p.next = false, 0, 0, now
 	default:
 		p.failures++
 		p.next = now.Add(moverBackoff(p.failures, interval))
@@ -90,19 +104,19 @@ func nextMoverCall(p moverPlan, op, outcome string, now time.Time, interval time
 }
 
 // mayCall is the fence rule, pure: a call starts only while the VIPs are
-// held under a live fence (open), and only if at least minCall is left
-// before it; its context then ends at the fence or after timeout,
-// whichever comes first.
+// held under a live fence (open), and only if at least minMoverCall is
+// left before it; it may run until timeout, and is cut short as soon as
+// the fence passes without a renewal (moverRun.call watches the gate).
 func mayCall(now, fence time.Time, open bool, timeout time.Duration) (until time.Time, ok bool) {
 	if !open || fence.Sub(now) < minMoverCall {
 		return time.Time{}, false
 	}
-	until = now.Add(timeout)
-	if fence.Before(until) {
-		until = fence
-	}
-	return until, true
+	return now.Add(timeout), true
 }
+
+// gatePoll is how often a running call looks at the gate: a suspend or a
+// stall ends the fence without the clock's timers noticing.
+const gatePoll = 50 * time.Millisecond
 
 // minMoverCall is the least time before the fence for a call to start: a
 // provider API call takes longer, and one started later is cut short.
@@ -164,6 +178,16 @@ func (r *moverRun) stop() {
 	r.cancel, r.done, r.holdOf = nil, nil, 0
 }
 
+// halt cancels the loop and its call in flight without waiting (stop
+// waits): unbind halts the mover first, removes the VIPs, then stops it,
+// so a provider call slow to end cannot delay the removal, and none is
+// left running once unbind returns.
+func (r *moverRun) halt() {
+	if r != nil && r.cancel != nil {
+		r.cancel()
+	}
+}
+
 func (r *moverRun) loop(ctx context.Context, m Move, gate moverGate) {
 	var p moverPlan
 	for ctx.Err() == nil {
@@ -185,7 +209,8 @@ func (r *moverRun) loop(ctx context.Context, m Move, gate moverGate) {
 			op = MoverAssertOp
 		}
 		m.Deadline = fence
-		outcome, err := r.call(ctx, op, m, until, fence)
+		m.Live = func() bool { _, open := gate(); return open }
+		outcome, err := r.call(ctx, op, m, until, gate)
 		if ctx.Err() != nil {
 			return // stopped: the group released (or stops)
 		}
@@ -201,25 +226,36 @@ func (r *moverRun) loop(ctx context.Context, m Move, gate moverGate) {
 	}
 }
 
-// call runs one call with its context ending at until (virtual time), and
-// reports its outcome.
-func (r *moverRun) call(ctx context.Context, op string, m Move, until, fence time.Time) (string, error) {
+// call runs one call with its context ending at until or when the gate
+// closes (virtual time), and reports its outcome.
+func (r *moverRun) call(ctx context.Context, op string, m Move, until time.Time, gate moverGate) (string, error) {
 	cctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	stopTimer := make(chan struct{})
-	defer close(stopTimer)
+	stopWatch := make(chan struct{})
+	watched := make(chan struct{})
+	defer func() { close(stopWatch); <-watched }()
 	go func() {
-		t := r.clk.NewTimer(until.Sub(r.clk.Now()))
-		defer t.Stop()
-		select {
-		case <-t.C():
-			if !until.Before(fence) {
+		defer close(watched)
+		for {
+			if _, open := gate(); !open {
 				cancel(errFenced)
-			} else {
-				cancel(context.DeadlineExceeded)
+				return
 			}
-		case <-stopTimer:
-		case <-cctx.Done():
+			left := until.Sub(r.clk.Now())
+			if left <= 0 {
+				cancel(context.DeadlineExceeded)
+				return
+			}
+			t := r.clk.NewTimer(min(gatePoll, left))
+			select {
+			case <-t.C():
+			case <-stopWatch:
+				t.Stop()
+				return
+			case <-cctx.Done():
+				t.Stop()
+				return
+			}
 		}
 	}()
 	start := r.clk.Now()
@@ -284,11 +320,17 @@ func (g *group) syncMover() {
 		if g.cfg.Mover.Type == "" {
 			return
 		}
+		if g.moverFailed != nil && reflect.DeepEqual(*g.moverFailed, g.cfg.Mover) {
+			return // said once for this config
+		}
 		m, err := g.env.movers(g.cfg)
 		if err != nil || m == nil {
 			g.log.Error("cannot make the group's mover; the provider is not told of this holder", "err", err)
+			failed := g.cfg.Mover
+			g.moverFailed = &failed
 			return
 		}
+		g.moverFailed = nil
 		cfg := g.cfg.Mover
 		g.vips.mv = &moverRun{mover: m, cfg: &cfg, clk: g.env.clk, log: g.log, obs: g.env.obs, group: g.name,
 			interval: cfg.Interval, timeout: cfg.Timeout}

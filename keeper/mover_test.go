@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vipd/vipd/config"
+	"github.com/vipd/vipd/election"
 	"github.com/vipd/vipd/internal/clock"
 	"github.com/vipd/vipd/internal/etcdtest"
 )
@@ -23,13 +24,14 @@ func TestNextMoverCall(t *testing.T) {
 		op, outcome string
 		want        moverPlan
 	}{
-		{"assert ok: check after the interval", moverPlan{failures: 2}, MoverAssertOp, MoverOK, moverPlan{asserted: true, next: now.Add(iv)}},
-		{"check ok: check again after the interval", moverPlan{asserted: true}, MoverCheckOp, MoverOK, moverPlan{asserted: true, next: now.Add(iv)}},
-		{"drift: assert at once", moverPlan{asserted: true}, MoverCheckOp, MoverDrift, moverPlan{next: now}},
+		{"assert ok: check after 1s (a late request of the previous holder may land)", moverPlan{failures: 2}, MoverAssertOp, MoverOK, moverPlan{asserted: true, settle: time.Second, next: now.Add(time.Second)}},
+		{"check ok: check again after twice as long", moverPlan{asserted: true, settle: time.Second}, MoverCheckOp, MoverOK, moverPlan{asserted: true, settle: 2 * time.Second, next: now.Add(2 * time.Second)}},
+		{"check ok: at most the interval", moverPlan{asserted: true, settle: 8 * time.Second}, MoverCheckOp, MoverOK, moverPlan{asserted: true, settle: iv, next: now.Add(iv)}},
+		{"drift: assert at once", moverPlan{asserted: true, settle: iv}, MoverCheckOp, MoverDrift, moverPlan{next: now}},
 		{"first failure: 250ms", moverPlan{}, MoverAssertOp, MoverError, moverPlan{failures: 1, next: now.Add(250 * time.Millisecond)}},
 		{"third failure: 1s", moverPlan{failures: 2}, MoverAssertOp, MoverTimeout, moverPlan{failures: 3, next: now.Add(time.Second)}},
 		{"many failures: at most the interval", moverPlan{failures: 20}, MoverAssertOp, MoverFenced, moverPlan{failures: 21, next: now.Add(iv)}},
-		{"a failed check keeps the assert done", moverPlan{asserted: true}, MoverCheckOp, MoverError, moverPlan{asserted: true, failures: 1, next: now.Add(250 * time.Millisecond)}},
+		{"a failed check keeps the assert done", moverPlan{asserted: true, settle: iv}, MoverCheckOp, MoverError, moverPlan{asserted: true, settle: iv, failures: 1, next: now.Add(250 * time.Millisecond)}},
 	}
 	for _, c := range cases {
 		if got := nextMoverCall(c.p, c.op, c.outcome, now, iv); got != c.want {
@@ -49,7 +51,7 @@ func TestMayCall(t *testing.T) {
 		ok      bool
 	}{
 		{"well inside the fence: the timeout bounds it", now.Add(2 * time.Second), true, time.Second, now.Add(time.Second), true},
-		{"the fence comes first", now.Add(2 * time.Second), true, 5 * time.Second, now.Add(2 * time.Second), true},
+		{"the fence comes first: the gate cuts it (renewals move it on)", now.Add(2 * time.Second), true, 5 * time.Second, now.Add(5 * time.Second), true},
 		{"not held", now.Add(2 * time.Second), false, time.Second, time.Time{}, false},
 		{"too close to the fence", now.Add(minMoverCall - time.Millisecond), true, time.Second, time.Time{}, false},
 		{"past the fence (a stall)", now.Add(-time.Second), true, time.Second, time.Time{}, false},
@@ -208,6 +210,32 @@ func TestMoverRunFenceRule(t *testing.T) {
 	fm.set(func(f *fakeMover) { f.here = false })
 	clk.Advance(time.Second)
 	eventually(t, "re-assert after a drift", func() bool { c, _ := fm.snapshot(); return len(c) == 5 && c[4].op == MoverAssertOp })
+	// A suspend: the fence ends (the gate closes) with the clock's timers
+	// far from firing; the call in flight is cut at the next look.
+	renew(time.Minute)
+	fm.set(func(f *fakeMover) { f.block, f.here = true, false })
+	clk.Advance(2 * time.Second) // the next check finds a drift and asserts
+	eventually(t, "an assert in flight", func() bool { _, n := fm.snapshot(); return n == 1 })
+	mu.Lock()
+	open = false
+	mu.Unlock()
+	clk.Advance(gatePoll)
+	eventually(t, "the assert cut when the gate closed", func() bool { _, n := fm.snapshot(); return n == 0 })
+	mu.Lock()
+	open = true
+	mu.Unlock()
+	fm.set(func(f *fakeMover) { f.block = false })
+	renew(5 * time.Second)
+	cut, _ := fm.snapshot()
+	clk.Advance(300 * time.Millisecond) // the retry's backoff
+	eventually(t, "assert after the fence holds again", func() bool {
+		c, _ := fm.snapshot()
+		return len(c) > len(cut) && c[len(c)-1].op == MoverAssertOp && !c[len(c)-1].end.IsZero()
+	})
+	if c := cut[len(cut)-1]; c.op != MoverAssertOp || c.end.After(c.start.Add(gatePoll)) {
+		t.Fatalf("the call in flight when the gate closed: %+v; want it cut within %v", c, gatePoll)
+	}
+	beforeStall, _ := fm.snapshot()
 	// A stall: the clock jumps past the fence while the loop waits for
 	// its next check; it wakes and calls nothing.
 	clk.Advance(10 * time.Second)
@@ -220,8 +248,8 @@ func TestMoverRunFenceRule(t *testing.T) {
 			t.Errorf("call %+v started at or past its fence", c)
 		}
 	}
-	if len(calls) != 5 {
-		t.Errorf("%d calls, want 5 (none after the stall): %+v", len(calls), calls)
+	if len(calls) != len(beforeStall) {
+		t.Errorf("%d calls after the stall, want none: %+v", len(calls)-len(beforeStall), calls[len(beforeStall):])
 	}
 }
 
@@ -310,5 +338,56 @@ func TestMoverOnlyHolderInsideFence(t *testing.T) {
 	a.until("A released", 5*time.Second, func() bool { n, _ := a.leader(); return n != "web-node-1" })
 	if inFlightAtResign != 0 {
 		t.Errorf("%d mover calls in flight when the resign went out, want 0", inFlightAtResign)
+	}
+}
+
+// fence is the mover's gate: closed without a bind, on another lease, or
+// once the lease's fence passed; the kernel lifetime bounds it when it
+// ends first.
+func TestVipsFence(t *testing.T) {
+	clk := clock.NewFake(h0)
+	l := &testLease{clk: clk, ttl: 3 * time.Second, changed: make(chan struct{}), cur: election.Lease{ID: 7}}
+	l.renew() // fence at h0 + 2.5s
+	v := &vips{clk: clk, lease: l}
+	if _, open := v.fence(); open {
+		t.Fatal("open before any bind")
+	}
+	v.gate.Store(&gateState{lease: 7, until: h0.Add(4 * time.Second)})
+	if d, open := v.fence(); !open || !d.Equal(h0.Add(2500*time.Millisecond)) {
+		t.Fatalf("bound: %v %v, want open until the lease's fence", d, open)
+	}
+	v.gate.Store(&gateState{lease: 7, until: h0.Add(time.Second)})
+	if d, open := v.fence(); !open || !d.Equal(h0.Add(time.Second)) {
+		t.Fatalf("short lifetime: %v %v, want open until the lifetime's end", d, open)
+	}
+	v.gate.Store(&gateState{lease: 7}) // a group without addresses
+	if d, open := v.fence(); !open || !d.Equal(h0.Add(2500*time.Millisecond)) {
+		t.Fatalf("no addresses: %v %v, want the lease's fence", d, open)
+	}
+	v.gate.Store(&gateState{lease: 9})
+	if _, open := v.fence(); open {
+		t.Fatal("open for a bind on another lease")
+	}
+	v.gate.Store(&gateState{lease: 7})
+	clk.Advance(2500 * time.Millisecond)
+	if _, open := v.fence(); open {
+		t.Fatal("open at the lease's fence")
+	}
+}
+
+// A detach (re-execution in place) ends the mover's call in flight: the
+// next image's mover takes over, and none of this one's calls is left.
+func TestMoverStoppedByDetach(t *testing.T) {
+	h := newHarness(t, nil, "web-node-1", harnessGroup+"mover: {type: exec, command: [/bin/true], interval: 1s, timeout: 500ms}\n")
+	fm := &fakeMover{clk: h.clk, block: true}
+	h.g.env.movers = func(config.Group) (Mover, error) { return fm, nil }
+	h.hold()
+	eventually(t, "an assert in flight", func() bool { _, n := fm.snapshot(); return n == 1 })
+	h.g.detach()
+	if _, n := fm.snapshot(); n != 0 {
+		t.Fatalf("%d mover calls in flight after the detach", n)
+	}
+	if !h.host.Has(hvip) {
+		t.Fatal("the detach removed the VIP")
 	}
 }

@@ -344,7 +344,11 @@ func (v *vips) fenceCheck() bindOutcome {
 func (v *vips) unbind(reason string) bool {
 	v.gate.Store(nil)
 	v.ann.stop()
-	v.mv.stop()
+	// The mover's call in flight is cut now, and waited for once the
+	// addresses are off: none is left when unbind returns (the resign,
+	// which lets the next holder assert, comes after).
+	v.mv.halt()
+	defer v.mv.stop()
 	if v.empty {
 		v.empty, v.on = false, 0
 	}

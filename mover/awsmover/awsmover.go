@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -73,6 +74,7 @@ func Dial(cfg config.AWSMover) *Mover {
 			if cfg.IMDSEndpoint != "" {
 				o.Endpoint = cfg.IMDSEndpoint
 			}
+			o.Retryer = retry.AddWithMaxAttempts(retry.NewStandard(), 1) // the keeper retries
 		})
 		region := cfg.Region
 		if region == "" {
@@ -132,6 +134,22 @@ func (m *Mover) primaryInterface(ctx context.Context) (string, error) {
 	return get("network/interfaces/macs/" + mac + "/interface-id")
 }
 
+// ErrFenced is returned for a request not sent because the fence passed.
+var ErrFenced = errors.New("awsmover: the fence has passed; request not sent")
+
+// live reports whether a request may still be sent: the call's context
+// has not ended and the fence holds (checked before each request, so a
+// suspend or a stall between two requests of one call sends no more).
+func live(ctx context.Context, mv keeper.Move) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if mv.Live != nil && !mv.Live() {
+		return ErrFenced
+	}
+	return nil
+}
+
 // Assert moves every configured item to this instance's interface.
 func (m *Mover) Assert(ctx context.Context, mv keeper.Move) error {
 	api, eni, err := m.clients(ctx)
@@ -140,6 +158,9 @@ func (m *Mover) Assert(ctx context.Context, mv keeper.Move) error {
 	}
 	addrs := ips(mv.Addresses)
 	if m.cfg.PrivateIP {
+		if err := live(ctx, mv); err != nil {
+			return err
+		}
 		if _, err := api.AssignPrivateIpAddresses(ctx, &ec2.AssignPrivateIpAddressesInput{
 			NetworkInterfaceId: aws.String(eni), PrivateIpAddresses: addrs, AllowReassignment: aws.Bool(true),
 		}); err != nil {
@@ -148,8 +169,13 @@ func (m *Mover) Assert(ctx context.Context, mv keeper.Move) error {
 	}
 	if m.cfg.ElasticIP != "" {
 		in := &ec2.AssociateAddressInput{AllocationId: aws.String(m.cfg.ElasticIP), NetworkInterfaceId: aws.String(eni), AllowReassociation: aws.Bool(true)}
-		if len(addrs) > 0 {
+		if m.cfg.PrivateIP && len(addrs) > 0 {
+			// On the address just moved here; else the interface's
+			// primary one (the group's may not be on it).
 			in.PrivateIpAddress = aws.String(addrs[0])
+		}
+		if err := live(ctx, mv); err != nil {
+			return err
 		}
 		if _, err := api.AssociateAddress(ctx, in); err != nil {
 			return fmt.Errorf("awsmover: associate %s with %s: %w", m.cfg.ElasticIP, eni, err)
@@ -157,6 +183,9 @@ func (m *Mover) Assert(ctx context.Context, mv keeper.Move) error {
 	}
 	for _, rtb := range m.cfg.RouteTables {
 		for _, p := range mv.Addresses {
+			if err := live(ctx, mv); err != nil {
+				return err
+			}
 			if err := replaceRoute(ctx, api, rtb, hostRoute(p), eni); err != nil {
 				return err
 			}
@@ -174,7 +203,7 @@ func replaceRoute(ctx context.Context, api API, rtb string, dst netip.Prefix, en
 		rin.DestinationIpv6CidrBlock, cin.DestinationIpv6CidrBlock = aws.String(dst.String()), aws.String(dst.String())
 	}
 	_, err := api.ReplaceRoute(ctx, rin)
-	if code(err) == "InvalidRoute.NotFound" {
+	if code(err) == "InvalidRoute.NotFound" && ctx.Err() == nil {
 		_, err = api.CreateRoute(ctx, cin)
 	}
 	if err != nil {
@@ -214,7 +243,7 @@ func (m *Mover) Check(ctx context.Context, mv keeper.Move) (bool, error) {
 			return false, fmt.Errorf("awsmover: describe %s: %w", m.cfg.ElasticIP, err)
 		}
 		if len(out.Addresses) != 1 || aws.ToString(out.Addresses[0].NetworkInterfaceId) != eni ||
-			(len(addrs) > 0 && aws.ToString(out.Addresses[0].PrivateIpAddress) != addrs[0]) {
+			(m.cfg.PrivateIP && len(addrs) > 0 && aws.ToString(out.Addresses[0].PrivateIpAddress) != addrs[0]) {
 			return false, nil
 		}
 	}

@@ -2,6 +2,7 @@ package awsmover
 
 import (
 	"context"
+	"errors"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
@@ -173,4 +174,39 @@ func TestAssertEndsWithItsContext(t *testing.T) {
 	if len(p.ec2.Calls()) != 0 {
 		t.Errorf("calls reached EC2 after the context ended: %+v", p.ec2.Calls())
 	}
+}
+
+// The fence ending between two requests of one assert (a suspend, a
+// stall: Live turns false) sends no more of them.
+func TestNoRequestAfterTheFence(t *testing.T) {
+	p := newProvider(t)
+	m := p.mover("i-0001", func(c *config.AWSMover) { c.PrivateIP, c.RouteTables = true, []string{"rtb-0001"} })
+	mv := vip
+	checks := 0
+	mv.Live = func() bool { checks++; return checks == 1 } // the first request goes; then the fence is over
+	if err := m.Assert(ctx(t), mv); !errors.Is(err, ErrFenced) {
+		t.Fatalf("assert across the fence: %v, want ErrFenced", err)
+	}
+	for _, c := range p.ec2.Calls() {
+		if c.Action == "ReplaceRoute" || c.Action == "CreateRoute" {
+			t.Fatalf("%s sent after the fence", c.Action)
+		}
+	}
+	if o := p.ec2.OwnerOf("10.0.1.50"); o != "eni-0001" {
+		t.Fatalf("the request before the fence did not land: 10.0.1.50 on %q", o)
+	}
+}
+
+// An Elastic IP alone goes on the interface's primary address: the
+// group's address is not necessarily on the interface.
+func TestElasticIPAloneOnThePrimaryAddress(t *testing.T) {
+	p := newProvider(t)
+	m := p.mover("i-0001", func(c *config.AWSMover) { c.ElasticIP = "eipalloc-0001" })
+	if err := m.Assert(ctx(t), vip); err != nil {
+		t.Fatal(err)
+	}
+	if o := p.ec2.EIPOwner("eipalloc-0001"); o != "eni-0001" {
+		t.Fatalf("Elastic IP on %q, want eni-0001", o)
+	}
+	check(t, m, true)
 }

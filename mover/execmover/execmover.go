@@ -23,6 +23,9 @@ const ExitNotHere = 3
 // maxOutput bounds the command output kept for the log.
 const maxOutput = 4096
 
+// minLeft is the least time before the deadline for a command to start.
+const minLeft = 50 * time.Millisecond
+
 // Mover runs argv for each call.
 type Mover struct {
 	argv []string
@@ -82,12 +85,17 @@ func Env(action string, mv keeper.Move, now time.Time) []string {
 func (m *Mover) run(ctx context.Context, action string, mv keeper.Move) (code int, err error) {
 	now := m.now()
 	argv := m.argv
-	if m.timeoutBin != "" && !mv.Deadline.IsZero() {
+	if !mv.Deadline.IsZero() {
 		in := mv.Deadline.Sub(now)
-		if in <= 0 {
-			return -1, fmt.Errorf("execmover: %s: the fence has passed", action)
+		if in < minLeft || (mv.Live != nil && !mv.Live()) {
+			return -1, fmt.Errorf("execmover: %s: the fence has passed (or is %v away)", action, in.Round(time.Millisecond))
 		}
-		argv = append([]string{m.timeoutBin, "--signal=KILL", strconv.FormatFloat(in.Seconds(), 'f', 3, 64) + "s"}, argv...)
+		if m.timeoutBin != "" {
+			// Whole milliseconds, rounded down: never past the deadline
+			// (and never 0, which timeout(1) reads as no timeout).
+			ms := in.Milliseconds()
+			argv = append([]string{m.timeoutBin, "--signal=KILL", fmt.Sprintf("%d.%03ds", ms/1000, ms%1000)}, argv...)
+		}
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), Env(action, mv, now)...)
@@ -99,6 +107,14 @@ func (m *Mover) run(ctx context.Context, action string, mv keeper.Move) (code in
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 100 * time.Millisecond
 	err = cmd.Run()
+	if cmd.Process != nil {
+		// Whatever it left running goes too: a helper that outlived it
+		// could act after the fence (timeout(1) ends with the command).
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	if errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success() {
+		err = nil // it succeeded; a helper held its output open, and is killed
+	}
 	output := strings.TrimSpace(out.String())
 	if output != "" {
 		m.log.Debug("mover command output", "action", action, "output", output)

@@ -137,3 +137,38 @@ func alive(pid int) bool {
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 	return len(f) == 0 || f[0] != "Z"
 }
+
+// A command that exits and leaves a helper behind: the helper is killed
+// with its process group when the command ends, so it cannot act later
+// (after the fence).
+func TestHelperLeftBehindIsKilled(t *testing.T) {
+	dir := t.TempDir()
+	pidFile, acted := filepath.Join(dir, "helper"), filepath.Join(dir, "acted")
+	m := New(script(t, "(sleep 0.5; touch "+acted+") > /dev/null 2>&1 &\necho $! > "+pidFile+"\nexit 0\n"), quiet())
+	if err := m.Assert(context.Background(), move(time.Now().Add(5*time.Second))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if _, err := os.Stat(acted); err == nil {
+		t.Fatal("the helper the command left behind acted after the command ended")
+	}
+}
+
+// Too little time left: the command does not start (a stall between the
+// keeper's check and the run; timeout(1) would read 0 as no timeout).
+func TestRefusesTooCloseToTheFence(t *testing.T) {
+	ran := filepath.Join(t.TempDir(), "ran")
+	m := New(script(t, "touch "+ran+"\n"), quiet())
+	mv := move(time.Now().Add(300 * time.Microsecond))
+	if err := m.Assert(context.Background(), mv); err == nil {
+		t.Fatal("an assert 0.3 ms before the fence ran")
+	}
+	mv = move(time.Now().Add(5 * time.Second))
+	mv.Live = func() bool { return false } // a suspend ended the fence early
+	if err := m.Assert(context.Background(), mv); err == nil {
+		t.Fatal("an assert after the fence ended (Live false) ran")
+	}
+	if _, err := os.Stat(ran); err == nil {
+		t.Fatal("the command ran")
+	}
+}
