@@ -47,7 +47,7 @@ lint:
 	$(GO) vet ./...
 
 unit:
-	$(GO) test -race -count=1 -parallel 6 $$($(GO) list ./... | grep -v /e2e)
+	$(GO) test -race -count=1 -parallel 4 $$($(GO) list ./... | grep -v /e2e)
 
 # Namespace tier: real vipd, etcd and HAProxy in network namespaces (root).
 e2e: deps build tools

@@ -270,6 +270,7 @@ func TestReview13StandbyDownThenHolderDiesStrandsTheGroup(t *testing.T) {
 }
 
 type r13Node struct {
+	k      *Keeper
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -329,7 +330,7 @@ groups:
 			}, nil
 		}})
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &r13Node{cancel: cancel, done: make(chan struct{})}
+	n := &r13Node{k: k, cancel: cancel, done: make(chan struct{})}
 	var once atomic.Bool
 	go func() {
 		defer close(n.done)
@@ -486,7 +487,7 @@ func TestReview13PromiseAfterAnEtcdBlipDelaysFailover(t *testing.T) {
 	r13StartTracked(t, m, p1, rec, "web-node-1", 101, h1)
 	h2 := &atomic.Bool{}
 	h2.Store(true)
-	r13StartTracked(t, m, p2, rec, "web-node-2", 100, h2)
+	n2 := r13StartTracked(t, m, p2, rec, "web-node-2", 100, h2)
 	rec.WaitFor(t, "web-node-1", 15*time.Second)
 	r13WaitMembers(t, m, "web-node-1", "web-node-2")
 	time.Sleep(500 * time.Millisecond)
@@ -496,8 +497,18 @@ func TestReview13PromiseAfterAnEtcdBlipDelaysFailover(t *testing.T) {
 	time.Sleep(1200 * time.Millisecond) // an etcd election's worth
 	p1.Heal()
 	p2.Heal()
-	time.Sleep(300 * time.Millisecond) // renewals back to normal
-	h1.Store(false)                    // HAProxy dies on the holder
+	healed := time.Now()
+	// Renewals back to normal: the holder releases the promise it asked
+	// for (unpromise). Waited for rather than slept on (a busy machine
+	// takes longer than the usual 300 ms), but only for 1.5 s: the
+	// promise, given during the blip, would only run out on its own 2 s
+	// or more after the heal.
+	for vip := []netip.Addr{netip.MustParseAddr("192.168.20.15")}; time.Now().Before(n2.k.fs.PromisedUntil(vip)); time.Sleep(10 * time.Millisecond) {
+		if time.Since(healed) > 1500*time.Millisecond {
+			t.Fatalf("web-node-2 still bound by its promise %v after etcd came back: the holder did not release it", time.Since(healed).Round(time.Millisecond))
+		}
+	}
+	h1.Store(false) // HAProxy dies on the holder
 	gone := rec.WaitFor(t, "", 5*time.Second)
 	bound := rec.WaitFor(t, "web-node-2", 10*time.Second)
 	if d := bound.Sub(gone); d > time.Second {
