@@ -146,6 +146,11 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "peer channel: on, serving %s, advertised to peers as %s; failsafe %s\n", cfg.Peer.Listen, cfg.Peer.Endpoint(),
 				map[bool]string{true: "on", false: "off (a holder drops its VIPs when nobody can reach etcd; peer.failsafe: true keeps them while every member promises)"}[cfg.Peer.Failsafe])
 		}
+		for _, g := range cfg.Groups {
+			if d := moverSummary(g.Mover); d != "" {
+				fmt.Fprintf(stdout, "group %s: %s\n", g.Name, d)
+			}
+		}
 		return 0
 	case "cleanup":
 		return cleanup(cfg, log, stdout)
@@ -497,4 +502,35 @@ func (a *announcers) Close() {
 		an.Close()
 		delete(a.by, name)
 	}
+}
+
+// moverSummary says what a group's mover does, for vipd check ("" for none).
+func moverSummary(m config.Mover) string {
+	every := fmt.Sprintf("checked every %v, each call at most %v and never past the fence (docs/cloud.md)", m.Interval, m.Timeout)
+	switch m.Type {
+	case "exec":
+		return fmt.Sprintf("mover exec %s, %s", strings.Join(m.Command, " "), every)
+	case "aws":
+		a := m.AWS
+		var what []string
+		if a.PrivateIP {
+			what = append(what, "the addresses as secondary private IPs")
+		}
+		if a.ElasticIP != "" {
+			what = append(what, "Elastic IP "+a.ElasticIP)
+		}
+		if len(a.RouteTables) > 0 {
+			what = append(what, "routes in "+strings.Join(a.RouteTables, ", "))
+		}
+		where := "this instance's primary interface"
+		if a.NetworkInterface != "" {
+			where = a.NetworkInterface
+		}
+		region := a.Region
+		if region == "" {
+			region = "this instance's region"
+		}
+		return fmt.Sprintf("mover aws: %s to %s (%s; IMDSv2 for what is not configured), %s", strings.Join(what, ", "), where, region, every)
+	}
+	return ""
 }

@@ -88,8 +88,40 @@ func TestCheckPeerChannel(t *testing.T) {
 	}
 }
 
+// vipd check says what each group's mover does, and refuses a bad one
+// naming the key.
+func TestCheckMovers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	y := `node: n
+etcd: {endpoints: ["http://127.0.0.1:2379"]}
+groups:
+  - {name: A, interface: eth0, addresses: [10.0.0.3/24], mover: {type: aws, aws: {private_ip: true, elastic_ip: eipalloc-1}}}
+  - {name: E, interface: eth0, addresses: [10.0.0.4/24], mover: {type: exec, command: [/usr/local/lib/vipd/move, hcloud]}}
+  - {name: N, interface: eth0, addresses: [10.0.0.5/24]}
+`
+	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := realMain([]string{"check", "--config", path}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{
+		"group A: mover aws: the addresses as secondary private IPs, Elastic IP eipalloc-1 to this instance's primary interface",
+		"group E: mover exec /usr/local/lib/vipd/move hcloud, checked every 10s, each call at most 2s",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("vipd check says\n%s\nwithout %q", out.String(), want)
+		}
+	}
+	if strings.Contains(out.String(), "group N:") {
+		t.Errorf("a group without a mover is described: %s", out.String())
+	}
+}
+
 func TestCheckRejectsBadConfig(t *testing.T) {
 	cases := []struct{ yaml, want string }{
+		{"node: n\netcd: {endpoints: [http://127.0.0.1:2379]}\ngroups: [{name: g, interface: eth0, addresses: [10.0.0.3/24], mover: {type: aws, aws: {route_tables: [main]}}}]\n", `groups[0] (g).mover.aws.route_tables[0]: "main"`},
 		{"node: n\netcd: {endpoints: [http://127.0.0.1:2379]}\ngroups: [{name: g, interface: eth0, addresses: [10.0.0.300/24]}]\n", `groups[0] (g).addresses[0]: "10.0.0.300/24"`},
 		{"node: n\netcd: {endpoints: [http://127.0.0.1:2379], lease_ttl: 1s}\ngroups: [{name: g, interface: eth0, addresses: [10.0.0.3/24]}]\n", "etcd.lease_ttl: 1s"},
 		{"node: n\nbogus: 1\n", "bogus"},
