@@ -84,30 +84,10 @@ func TestExecMover(t *testing.T) {
 	if err := os.WriteFile(script, []byte(fmt.Sprintf(providerScript, dir)), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	n1, n2 := tb.Node(testbed.Node1), tb.Node(testbed.Node2)
-	cfg := func(n *testbed.Node) string {
-		c := n.VipdConfig()
-		old := "    garp: {count: 5, interval: 1s}\n"
-		if !strings.Contains(c, old) {
-			t.Fatalf("testbed vipd config has no %q", old)
-		}
-		return strings.Replace(c, old, old+"    mover: {type: exec, command: ["+script+"], interval: 1s, timeout: 1s}\n", 1)
-	}
-	for _, n := range tb.Nodes {
-		if err := n.StartHAProxy(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tStart := time.Now()
-	if err := n1.StartVipdWithConfig(cfg(n1)); err != nil {
-		t.Fatal(err)
-	}
-	if err := tb.WaitHolder(testbed.Node1, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if err := n2.StartVipdWithConfig(cfg(n2)); err != nil {
-		t.Fatal(err)
-	}
+	n1 := tb.Node(testbed.Node1)
+	cfg, tStart := startMoverPair(t, tb, func(*testbed.Node) string {
+		return "{type: exec, command: [" + script + "], interval: 1s, timeout: 1s}"
+	})
 	owner := func() string {
 		b, _ := os.ReadFile(filepath.Join(dir, "owner"))
 		return strings.TrimSpace(string(b))
@@ -117,16 +97,7 @@ func TestExecMover(t *testing.T) {
 	step := func(what, holder string, timeout time.Duration, do func() error) {
 		t.Helper()
 		t0 := time.Now()
-		if err := do(); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		if err := tb.WaitHolder(holder, timeout); err != nil {
-			t.Fatalf("%s: %v\n%s", what, err, eventsSince(tb, t0))
-		}
-		bound := time.Now()
-		if add, ok := tb.Mon.EventAfter(holder, true, t0); ok {
-			bound = add.Time
-		}
+		bound := doAndWaitHolder(t, tb, what, holder, timeout, do)
 		for end := time.Now().Add(3 * time.Second); owner() != holder; time.Sleep(5 * time.Millisecond) {
 			if time.Now().After(end) {
 				t.Fatalf("%s: the provider's owner is %q 3 s after %s bound the VIP", what, owner(), holder)
@@ -161,17 +132,11 @@ func TestExecMover(t *testing.T) {
 	})
 	time.Sleep(1500 * time.Millisecond) // a check or two of the new holder
 
-	// Every call inside its node's hold. The monitor stamps an address
-	// event when it reads it, a little after the kernel made it: a call
-	// up to 50 ms before its node's add event counts as after it.
-	const stampLag = 50 * time.Millisecond
+	// Every call inside its node's hold.
 	calls := readProviderCalls(t, dir)
 	outside := 0
 	for _, c := range calls {
-		if slices.Contains(tb.Mon.HoldersAt(c.at), c.node) {
-			continue
-		}
-		if add, ok := tb.Mon.EventAfter(c.node, true, c.at); ok && add.Time.Sub(c.at) <= stampLag {
+		if inHold(tb, c.node, c.at) {
 			continue
 		}
 		outside++
@@ -238,44 +203,13 @@ func TestAWSMover(t *testing.T) {
 	}
 	api := serve(8773, fake)
 	imds := map[string]string{testbed.Node1: serve(8774, fake.IMDS("i-0001")), testbed.Node2: serve(8775, fake.IMDS("i-0002"))}
-	cfg := func(n *testbed.Node) string {
-		c := n.VipdConfig()
-		old := "    garp: {count: 5, interval: 1s}\n"
-		if !strings.Contains(c, old) {
-			t.Fatalf("testbed vipd config has no %q", old)
-		}
-		return strings.Replace(c, old, old+fmt.Sprintf("    mover: {type: aws, interval: 1s, timeout: 1s, aws: {private_ip: true, route_tables: [rtb-0001], endpoint: %q, imds_endpoint: %q}}\n",
-			api, imds[n.Name]), 1)
-	}
-	for _, n := range tb.Nodes {
-		if err := n.StartHAProxy(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tStart := time.Now()
-	if err := n1.StartVipdWithConfig(cfg(n1)); err != nil {
-		t.Fatal(err)
-	}
-	if err := tb.WaitHolder(testbed.Node1, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if err := n2.StartVipdWithConfig(cfg(n2)); err != nil {
-		t.Fatal(err)
-	}
+	_, tStart := startMoverPair(t, tb, func(n *testbed.Node) string {
+		return fmt.Sprintf("{type: aws, interval: 1s, timeout: 1s, aws: {private_ip: true, route_tables: [rtb-0001], endpoint: %q, imds_endpoint: %q}}", api, imds[n.Name])
+	})
 	vip := testbed.VIP.Addr().String()
 	step := func(what, holder string, timeout time.Duration, do func() error) {
 		t.Helper()
-		t0 := time.Now()
-		if err := do(); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		if err := tb.WaitHolder(holder, timeout); err != nil {
-			t.Fatalf("%s: %v\n%s", what, err, eventsSince(tb, t0))
-		}
-		bound := time.Now()
-		if add, ok := tb.Mon.EventAfter(holder, true, t0); ok {
-			bound = add.Time
-		}
+		bound := doAndWaitHolder(t, tb, what, holder, timeout, do)
 		for end := time.Now().Add(5 * time.Second); fake.OwnerOf(vip) != eni[holder] || fake.RouteTarget("rtb-0001", vip+"/32") != eni[holder]; time.Sleep(5 * time.Millisecond) {
 			if time.Now().After(end) {
 				t.Fatalf("%s: %s on %q, its route to %q, 5 s after %s bound the VIP", what, vip, fake.OwnerOf(vip), fake.RouteTarget("rtb-0001", vip+"/32"), holder)
@@ -321,10 +255,7 @@ func TestAWSMover(t *testing.T) {
 		}
 		moves++
 		n := node[c.ENI]
-		if slices.Contains(tb.Mon.HoldersAt(c.At), n) {
-			continue
-		}
-		if add, ok := tb.Mon.EventAfter(n, true, c.At); ok && add.Time.Sub(c.At) <= 50*time.Millisecond {
+		if inHold(tb, n, c.At) {
 			continue
 		}
 		outside++
@@ -336,4 +267,65 @@ func TestAWSMover(t *testing.T) {
 	}
 	res.add("moving calls outside the caller's hold", fmt.Sprintf("%d of %d", outside, moves), "0 (asserted)")
 	res.add("time with two holders", ms(st.TwoHolders), "0 (asserted)")
+}
+
+// startMoverPair starts HAProxy on both nodes and vipd with the group's
+// mover set to mover(n) (YAML flow), web-node-1 first until it holds. It
+// returns the config maker (for restarts) and when vipd started.
+func startMoverPair(t *testing.T, tb *testbed.Testbed, mover func(n *testbed.Node) string) (cfg func(n *testbed.Node) string, started time.Time) {
+	t.Helper()
+	cfg = func(n *testbed.Node) string {
+		c := n.VipdConfig()
+		old := "    garp: {count: 5, interval: 1s}\n"
+		if !strings.Contains(c, old) {
+			t.Fatalf("testbed vipd config has no %q", old)
+		}
+		return strings.Replace(c, old, old+"    mover: "+mover(n)+"\n", 1)
+	}
+	for _, n := range tb.Nodes {
+		if err := n.StartHAProxy(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	started = time.Now()
+	n1, n2 := tb.Node(testbed.Node1), tb.Node(testbed.Node2)
+	if err := n1.StartVipdWithConfig(cfg(n1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.WaitHolder(testbed.Node1, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := n2.StartVipdWithConfig(cfg(n2)); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, started
+}
+
+// inHold reports whether the holder monitor shows node holding the VIP at
+// t. The monitor stamps an address event when it reads it, a little after
+// the kernel made it: a call up to 50 ms before its node's add event
+// counts as after it.
+func inHold(tb *testbed.Testbed, node string, t time.Time) bool {
+	if slices.Contains(tb.Mon.HoldersAt(t), node) {
+		return true
+	}
+	add, ok := tb.Mon.EventAfter(node, true, t)
+	return ok && add.Time.Sub(t) <= 50*time.Millisecond
+}
+
+// doAndWaitHolder does what, waits until holder holds the VIP alone, and
+// returns when it bound it (as the holder monitor saw it).
+func doAndWaitHolder(t *testing.T, tb *testbed.Testbed, what, holder string, timeout time.Duration, do func() error) (bound time.Time) {
+	t.Helper()
+	t0 := time.Now()
+	if err := do(); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if err := tb.WaitHolder(holder, timeout); err != nil {
+		t.Fatalf("%s: %v\n%s", what, err, eventsSince(tb, t0))
+	}
+	if add, ok := tb.Mon.EventAfter(holder, true, t0); ok {
+		return add.Time
+	}
+	return time.Now()
 }
