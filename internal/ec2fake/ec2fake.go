@@ -130,6 +130,11 @@ func notFound(code, what string) *apiError {
 	return &apiError{http.StatusBadRequest, code, fmt.Sprintf("The %s does not exist", what)}
 }
 
+// noInterface is EC2's answer naming an interface it does not have.
+func noInterface(id string) *apiError {
+	return notFound("InvalidNetworkInterfaceID.NotFound", "network interface '"+id+"'")
+}
+
 // ServeHTTP answers EC2 Query API requests (POST, form-encoded).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
@@ -201,7 +206,7 @@ func (s *Server) do(action string, r *http.Request, reqID string) (any, *apiErro
 	case "AssignPrivateIpAddresses":
 		eni := f("NetworkInterfaceId")
 		if _, ok := s.enis[eni]; !ok {
-			return nil, notFound("InvalidNetworkInterfaceID.NotFound", "network interface '"+eni+"'")
+			return nil, noInterface(eni)
 		}
 		ips := list(r, "PrivateIpAddress")
 		reassign := f("AllowReassignment") == "true"
@@ -237,7 +242,7 @@ func (s *Server) do(action string, r *http.Request, reqID string) (any, *apiErro
 		for _, id := range ids {
 			ips, ok := s.enis[id]
 			if !ok {
-				return nil, notFound("InvalidNetworkInterfaceID.NotFound", "network interface '"+id+"'")
+				return nil, noInterface(id)
 			}
 			n := ni{ID: id, Primary: ips[0]}
 			for i, ip := range ips {
@@ -260,7 +265,7 @@ func (s *Server) do(action string, r *http.Request, reqID string) (any, *apiErro
 		}
 		ips, ok := s.enis[eni]
 		if !ok {
-			return nil, notFound("InvalidNetworkInterfaceID.NotFound", "network interface '"+eni+"'")
+			return nil, noInterface(eni)
 		}
 		priv := f("PrivateIpAddress")
 		if priv == "" {
@@ -317,7 +322,7 @@ func (s *Server) do(action string, r *http.Request, reqID string) (any, *apiErro
 			return nil, notFound("InvalidRouteTableID.NotFound", "route table ID '"+rtb+"'")
 		}
 		if _, ok := s.enis[eni]; !ok {
-			return nil, notFound("InvalidNetworkInterfaceID.NotFound", "network interface '"+eni+"'")
+			return nil, noInterface(eni)
 		}
 		_, exists := t[dst]
 		switch {
