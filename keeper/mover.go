@@ -237,16 +237,20 @@ func (r *moverRun) call(ctx context.Context, op string, m Move, until time.Time,
 	go func() {
 		defer close(watched)
 		for {
-			if _, open := gate(); !open {
+			fence, open := gate()
+			if !open {
 				cancel(errFenced)
 				return
 			}
-			left := until.Sub(r.clk.Now())
+			now := r.clk.Now()
+			left := until.Sub(now)
 			if left <= 0 {
 				cancel(context.DeadlineExceeded)
 				return
 			}
-			t := r.clk.NewTimer(min(gatePoll, left))
+			// Look again at the fence itself if it comes before the next
+			// poll: unrenewed, the call ends there, not up to a poll later.
+			t := r.clk.NewTimer(min(gatePoll, left, max(fence.Sub(now), time.Nanosecond)))
 			select {
 			case <-t.C():
 			case <-stopWatch:

@@ -179,7 +179,7 @@ func TestMoverRunFenceRule(t *testing.T) {
 	clk := clock.NewFake(h0)
 	fm := &fakeMover{clk: clk, block: true}
 	var mu sync.Mutex
-	fence, open := h0.Add(2*time.Second), true
+	fence, open := h0.Add(2*time.Second+25*time.Millisecond), true // between two gate polls
 	gate := func() (time.Time, bool) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -196,9 +196,11 @@ func TestMoverRunFenceRule(t *testing.T) {
 
 	// A slow provider: the assert runs into the fence and is cut there.
 	eventually(t, "first assert in flight", func() bool { _, n := fm.snapshot(); return n == 1 })
-	advanceUntil(t, clk, 100*time.Millisecond, "assert cut at the fence", func() bool { _, n := fm.snapshot(); return n == 0 })
+	// In 10 ms steps: the fence falls between two gate polls, and the
+	// call must end at it (within a step), not at the next poll.
+	advanceUntil(t, clk, 10*time.Millisecond, "assert cut at the fence", func() bool { _, n := fm.snapshot(); return n == 0 })
 	calls, _ := fm.snapshot()
-	if c := calls[0]; !c.start.Equal(h0) || !c.deadline.Equal(h0.Add(2*time.Second)) || c.end.After(h0.Add(2*time.Second)) {
+	if c := calls[0]; !c.start.Equal(h0) || !c.deadline.Equal(h0.Add(2*time.Second+25*time.Millisecond)) || c.end.After(c.deadline.Add(10*time.Millisecond)) {
 		t.Fatalf("first call %+v: want it started at once, told the fence, and cut by it", c)
 	}
 	// The fence passed: nothing is called, however long.
